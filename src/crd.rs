@@ -1,0 +1,422 @@
+//! The `ResponsibilityPolicy` API (`onus.dev/v1alpha1`, cluster-scoped, short name `rp`).
+//!
+//! Validation lives in the schema wherever the API server can enforce it (enums, patterns,
+//! required reasons, CEL rules), so `kubectl apply` refuses a bad policy with a clear message.
+//! What the schema cannot express is checked in [`crate::validate`] and reported as
+//! `Ready=False, reason=InvalidSpec`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The customer side of the Shared Responsibility Model for a set of namespaces.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "onus.dev",
+    version = "v1alpha1",
+    kind = "ResponsibilityPolicy",
+    shortname = "rp",
+    category = "onus",
+    status = "ResponsibilityPolicyStatus",
+    doc = "ResponsibilityPolicy names the cloud service model, the namespaces it governs and the \
+           customer-owned security controls onus checks (and, in Enforce mode, fixes) there.",
+    printcolumn(name = "Model", type_ = "string", json_path = ".spec.serviceModel"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(
+        name = "Compliant",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Compliant\")].status"
+    ),
+    printcolumn(name = "Violations", type_ = "integer", json_path = ".status.summary.violations"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponsibilityPolicySpec {
+    /// Cloud service model; decides which controls the customer owns by default.
+    pub service_model: ServiceModel,
+
+    /// Audit only reports; Enforce also applies the safe remediations.
+    #[serde(default)]
+    pub mode: Mode,
+
+    /// Namespaces this policy governs; empty or absent selects every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(
+        "!has(self.matchExpressions) || self.matchExpressions.all(e, \
+         (e.operator in ['In', 'NotIn'] && has(e.values) && size(e.values) > 0) || \
+         (e.operator in ['Exists', 'DoesNotExist'] && (!has(e.values) || size(e.values) == 0)))"
+    ).message("matchExpressions: operator must be In or NotIn with values, or Exists or DoesNotExist without values"))]
+    pub namespace_selector: Option<LabelSelector>,
+
+    /// Namespaces never governed (provider and system space).
+    #[serde(default = "default_excluded_namespaces")]
+    #[schemars(extend("default" = default_excluded_namespaces()))]
+    pub excluded_namespaces: Vec<String>,
+
+    /// Per-family settings of the controls.
+    #[serde(default)]
+    pub controls: Controls,
+
+    /// Explicit ownership overrides; shown in status next to the model default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub responsibilities: Vec<Responsibility>,
+
+    /// Time-limited, justified exemptions from controls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<Exception>,
+}
+
+/// Namespaces that belong to Kubernetes itself.
+pub fn default_excluded_namespaces() -> Vec<String> {
+    ["kube-system", "kube-public", "kube-node-lease"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Cloud service model.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ServiceModel {
+    /// Self-managed cluster on VMs: the customer owns everything above the hypervisor.
+    IaaS,
+    /// Managed control plane (EKS, GKE Standard, AKS).
+    PaaS,
+    /// Managed nodes too (GKE Autopilot, EKS on Fargate).
+    SaaS,
+}
+
+/// What onus does about failing controls.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Mode {
+    /// Evaluate and report; change nothing.
+    #[default]
+    Audit,
+    /// Evaluate, report and apply the safe remediations.
+    Enforce,
+}
+
+/// Who is responsible for a control.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Owner {
+    Customer,
+    Provider,
+    Shared,
+}
+
+/// Settings of every control family.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Controls {
+    /// Identity and access: IAM-01..IAM-08.
+    #[serde(default)]
+    pub rbac: RbacControls,
+    /// Workload security (Pod Security Standards): WKL-01..WKL-10, AUD-01.
+    #[serde(default)]
+    pub pod_security: PodSecurityControls,
+    /// Network hardening: NET-01..NET-05.
+    #[serde(default)]
+    pub network: NetworkControls,
+    /// Default ServiceAccount token: IAM-09.
+    #[serde(default)]
+    pub service_accounts: ServiceAccountControls,
+    /// Data handling: DAT-01, DAT-02.
+    #[serde(default)]
+    pub data: FamilyToggle,
+    /// Audit visibility: AUD-02.
+    #[serde(default)]
+    pub audit: FamilyToggle,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// Switches a family on or off and optionally overrides the policy's mode for it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FamilyToggle {
+    /// Disabling a customer-owned family raises ResponsibilityGap.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Mode for this family; defaults to the policy's mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+impl Default for FamilyToggle {
+    fn default() -> Self {
+        FamilyToggle {
+            enabled: true,
+            mode: None,
+        }
+    }
+}
+
+/// RBAC settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RbacControls {
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Subjects allowed to hold cluster-admin (and other powerful grants).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_admin_subjects: Vec<SubjectRef>,
+}
+
+impl Default for RbacControls {
+    fn default() -> Self {
+        RbacControls {
+            enabled: true,
+            mode: None,
+            cluster_admin_subjects: Vec::new(),
+        }
+    }
+}
+
+/// An RBAC subject.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)"
+).message("namespace is required for kind ServiceAccount and not allowed otherwise"))]
+pub struct SubjectRef {
+    pub kind: SubjectKind,
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Kind of an RBAC subject.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum SubjectKind {
+    User,
+    Group,
+    ServiceAccount,
+}
+
+/// Pod Security level.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurityLevel {
+    Baseline,
+    #[default]
+    Restricted,
+}
+
+/// Pod Security settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityControls {
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Pod Security Standards level workloads must meet.
+    #[serde(default)]
+    pub level: PodSecurityLevel,
+    /// Pod Security Standards version: `latest` or `v1.N`.
+    #[serde(default = "latest")]
+    #[schemars(regex(pattern = r"^(latest|v1\.(0|[1-9][0-9]*))$"))]
+    pub version: String,
+    /// Set the `enforce` label even while existing workloads would be rejected.
+    #[serde(default)]
+    pub force_enforce: bool,
+}
+
+fn latest() -> String {
+    "latest".into()
+}
+
+impl Default for PodSecurityControls {
+    fn default() -> Self {
+        PodSecurityControls {
+            enabled: true,
+            mode: None,
+            level: PodSecurityLevel::default(),
+            version: latest(),
+            force_enforce: false,
+        }
+    }
+}
+
+/// Direction of traffic a default-deny NetworkPolicy covers.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// Network settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkControls {
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Directions every namespace must deny by default.
+    #[serde(default = "ingress_only")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub default_deny: Vec<Direction>,
+    /// Allow DNS egress when egress is denied.
+    #[serde(default = "enabled")]
+    pub allow_dns: bool,
+}
+
+fn ingress_only() -> Vec<Direction> {
+    vec![Direction::Ingress]
+}
+
+impl Default for NetworkControls {
+    fn default() -> Self {
+        NetworkControls {
+            enabled: true,
+            mode: None,
+            default_deny: ingress_only(),
+            allow_dns: true,
+        }
+    }
+}
+
+/// ServiceAccount settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountControls {
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Whether the `default` ServiceAccount may mount its token.
+    #[serde(default)]
+    pub automount_default_token: bool,
+}
+
+impl Default for ServiceAccountControls {
+    fn default() -> Self {
+        ServiceAccountControls {
+            enabled: true,
+            mode: None,
+            automount_default_token: false,
+        }
+    }
+}
+
+/// An explicit owner for one control, overriding the service model's default.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Responsibility {
+    /// Control id, e.g. NET-04.
+    #[schemars(regex(pattern = r"^[A-Z]{3}-[0-9]{2}$"))]
+    pub control: String,
+    pub owner: Owner,
+    /// Why the owner differs from the model default.
+    #[schemars(length(min = 1))]
+    pub reason: String,
+}
+
+/// A justified, optionally expiring exemption.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Exception {
+    /// Control ids the exception covers.
+    #[schemars(length(min = 1), inner(regex(pattern = r"^[A-Z]{3}-[0-9]{2}$")))]
+    pub controls: Vec<String>,
+    /// Namespaces it applies in; empty means every governed namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Objects it applies to; empty means every object in those namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceRef>,
+    /// Why the exception is acceptable.
+    #[schemars(length(min = 1))]
+    pub reason: String,
+    /// When the exception stops applying (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Time>,
+}
+
+/// A kind and name, e.g. DaemonSet node-exporter.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRef {
+    #[schemars(length(min = 1))]
+    pub kind: String,
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// What onus observed for a policy.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponsibilityPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controls: Vec<ControlStatus>,
+}
+
+/// Exact counts over the governed namespaces.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub namespaces: u32,
+    pub controls: u32,
+    pub customer_owned: u32,
+    pub passing: u32,
+    pub failing: u32,
+    pub violations: u64,
+    pub excepted: u64,
+}
+
+/// Where a control's owner came from.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OwnerSource {
+    ServiceModel,
+    Override,
+}
+
+/// Outcome of one control.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ControlResult {
+    Pass,
+    Fail,
+    Excepted,
+    ProviderOwned,
+    NotObservable,
+    Disabled,
+}
+
+/// The result of one control for one policy.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlStatus {
+    pub id: String,
+    pub title: String,
+    pub family: String,
+    pub owner: Owner,
+    pub owner_source: OwnerSource,
+    pub result: ControlResult,
+    pub violations: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub excepted: u64,
+    /// A capped sample of offending objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
+    /// Framework items the control maps to (CIS, PSS, NSA).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frameworks: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}

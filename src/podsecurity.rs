@@ -1,0 +1,1 @@
+//! Pod Security Standards checks (to be written).

@@ -1,0 +1,1 @@
+//! RBAC effective-grant analysis (to be written).
