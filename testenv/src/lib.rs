@@ -183,6 +183,9 @@ impl ControlPlane {
                 format!("--etcd-servers={etcd_url}"),
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
+                // The endpoint reconciler refuses a loopback address; nothing here needs the
+                // `kubernetes` Service endpoints.
+                "--endpoint-reconciler-type=none".into(),
                 format!("--secure-port={port}"),
                 format!("--tls-cert-file={}", d("apiserver.crt")),
                 format!("--tls-private-key-file={}", d("apiserver.key")),
