@@ -11,6 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The customer side of the Shared Responsibility Model for a set of namespaces.
+// kube's printcolumn(...) repeats `type_ = "string"`; clippy reads that as a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "onus.dev",
@@ -28,8 +30,16 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Compliant\")].status"
     ),
-    printcolumn(name = "Violations", type_ = "integer", json_path = ".status.summary.violations"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Violations",
+        type_ = "integer",
+        json_path = ".status.summary.violations"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ResponsibilityPolicySpec {
@@ -199,7 +209,18 @@ pub enum SubjectKind {
 
 /// Pod Security level.
 #[derive(
-    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum PodSecurityLevel {

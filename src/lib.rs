@@ -1,9 +1,21 @@
 //! onus: a Kubernetes operator that turns the customer side of the cloud Shared Responsibility
 //! Model into a checked, enforced agreement.
 //!
-//! The crate is a fat library with thin binaries: pure modules decide (catalog, facts,
-//! evaluation, status), the controller module talks to the API server.
+//! A fat library with thin binaries. Pure modules decide: [`catalog`] (the controls),
+//! [`facts`] (projection of objects), [`index`] (facts by object), [`podsecurity`] and [`rbac`]
+//! (checks), [`evaluate`] (per-policy aggregation), [`status`] (status and conditions),
+//! [`validate`]. Only [`controller`] talks to the API server.
 
+pub mod catalog;
+pub mod controller;
 pub mod crd;
+pub mod evaluate;
+pub mod facts;
+pub mod index;
 pub mod podsecurity;
 pub mod rbac;
+pub mod status;
+pub mod validate;
+
+/// The field manager of every write onus makes.
+pub const FIELD_MANAGER: &str = "onus";

@@ -117,8 +117,7 @@ pub fn kubernetes_bin_dir() -> PathBuf {
 }
 
 fn free_port() -> Result<u16, Error> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
     listener
         .local_addr()
         .map(|a| a.port())
@@ -291,7 +290,12 @@ impl ControlPlane {
 
     /// Creates a namespace named `<prefix>-<random>` with the given labels and waits until
     /// its `default` ServiceAccount exists (so Pods can be created in it).
-    pub async fn namespace(&self, client: &Client, prefix: &str, labels: &[(&str, &str)]) -> String {
+    pub async fn namespace(
+        &self,
+        client: &Client,
+        prefix: &str,
+        labels: &[(&str, &str)],
+    ) -> String {
         let name = format!("{prefix}-{:08x}", rand::random::<u32>());
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": {
@@ -341,11 +345,13 @@ impl ControlPlane {
         let deadline = Instant::now() + timeout;
         loop {
             self.lock().check_alive()?;
-            let req = http::Request::get("/readyz").body(Vec::new()).expect("static request");
-            if let Ok(body) = client.request_text(req).await {
-                if body.trim() == "ok" {
-                    return Ok(());
-                }
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("static request");
+            if let Ok(body) = client.request_text(req).await
+                && body.trim() == "ok"
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(Error::Timeout {

@@ -33,7 +33,9 @@ fn main() {
     }
     // Written last, and atomically: its presence tells scripts the cluster is ready.
     let tmp = out.with_extension("tmp");
-    if let Err(e) = std::fs::copy(cp.kubeconfig_path(), &tmp).and_then(|_| std::fs::rename(&tmp, &out)) {
+    if let Err(e) =
+        std::fs::copy(cp.kubeconfig_path(), &tmp).and_then(|_| std::fs::rename(&tmp, &out))
+    {
         eprintln!("onus-testenv: writing {}: {e}", out.display());
         std::process::exit(1);
     }

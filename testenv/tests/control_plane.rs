@@ -29,9 +29,17 @@ async fn objects_are_stored_and_read_back() {
     let cm: ConfigMap = from_json(serde_json::json!({
         "metadata": {"name": "settings"}, "data": {"colour": "blue"}
     }));
-    api.create(&PostParams::default(), &cm).await.expect("create");
+    api.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
     let read = api.get("settings").await.expect("get");
-    assert_eq!(read.data.unwrap_or_default().get("colour").map(String::as_str), Some("blue"));
+    assert_eq!(
+        read.data
+            .unwrap_or_default()
+            .get("colour")
+            .map(String::as_str),
+        Some("blue")
+    );
 }
 
 #[tokio::test]
@@ -40,10 +48,15 @@ async fn namespace_deletion_completes_because_the_namespace_controller_runs() {
     let client = cp.client().await;
     let ns = cp.namespace(&client, "doomed", &[]).await;
     let api = Api::<Namespace>::all(client);
-    api.delete(&ns, &DeleteParams::default()).await.expect("delete");
+    api.delete(&ns, &DeleteParams::default())
+        .await
+        .expect("delete");
     let deadline = Instant::now() + Duration::from_secs(60);
     while api.get_opt(&ns).await.expect("get").is_some() {
-        assert!(Instant::now() < deadline, "namespace {ns} still exists after 60s");
+        assert!(
+            Instant::now() < deadline,
+            "namespace {ns} still exists after 60s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -53,7 +66,11 @@ async fn pod_security_admission_rejects_a_privileged_pod_under_restricted() {
     let cp = shared();
     let client = cp.client().await;
     let ns = cp
-        .namespace(&client, "restricted", &[("pod-security.kubernetes.io/enforce", "restricted")])
+        .namespace(
+            &client,
+            "restricted",
+            &[("pod-security.kubernetes.io/enforce", "restricted")],
+        )
         .await;
     let pods = Api::<Pod>::namespaced(client, &ns);
     let pod: Pod = from_json(serde_json::json!({
@@ -66,7 +83,10 @@ async fn pod_security_admission_rejects_a_privileged_pod_under_restricted() {
         .await
         .expect_err("a privileged pod must be rejected");
     let text = err.to_string();
-    assert!(text.contains("violates PodSecurity \"restricted:latest\""), "{text}");
+    assert!(
+        text.contains("violates PodSecurity \"restricted:latest\""),
+        "{text}"
+    );
 }
 
 #[test]
@@ -80,13 +100,21 @@ fn an_owned_control_plane_leaves_no_processes_or_files_behind() {
     let dir = cp.dir().to_path_buf();
     assert!(dir.join("kubeconfig").is_file());
     let pids = pids_running_from(&dir);
-    assert_eq!(pids.len(), 2, "etcd and kube-apiserver run from {}", dir.display());
+    assert_eq!(
+        pids.len(),
+        2,
+        "etcd and kube-apiserver run from {}",
+        dir.display()
+    );
 
     drop(cp);
 
     assert!(!dir.exists(), "{} removed", dir.display());
     for pid in pids {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} stopped");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} stopped"
+        );
     }
     let _ = std::fs::remove_dir_all(base);
 }

@@ -1,0 +1,427 @@
+//! The thin I/O shell: watches feed the index, a kube-runtime controller re-evaluates policies
+//! when the index changes (or an exception expires) and patches status only when it changed.
+
+use std::{
+    collections::HashSet,
+    fmt::Debug,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use futures::{FutureExt, StreamExt, future::join_all};
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+        batch::v1::{CronJob, Job},
+        core::v1::{Namespace, Pod, Service, ServiceAccount},
+        networking::v1::NetworkPolicy,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject, Patch, PatchParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        watcher::{self, Event},
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tracing::{debug, info, instrument, warn};
+
+use crate::{
+    FIELD_MANAGER,
+    crd::{ResponsibilityPolicy, ResponsibilityPolicyStatus},
+    evaluate::evaluate,
+    facts::{self, WorkloadKind},
+    index::{FactMap, Index, Key},
+    status::{self, COMPLIANT, READY},
+    validate::validate,
+};
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("patching status: {0}")]
+    PatchStatus(#[source] kube::Error),
+    #[error("serializing status: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// A bounded label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::PatchStatus(_) => "patch_status",
+            Error::Serialize(_) => "serialize",
+        }
+    }
+}
+
+/// Where "now" comes from; injected so tests can move time.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Shared state of the reconciler.
+pub struct Context {
+    client: Client,
+    index: Arc<RwLock<Index>>,
+    clock: Clock,
+    recorder: Recorder,
+    /// Exceptions whose expiry was already announced with an Event (policy uid, index, expiry).
+    announced: Mutex<HashSet<(String, usize, i64)>>,
+}
+
+/// Settings of the operator.
+#[derive(Clone)]
+pub struct Settings {
+    /// Reporter name on Events.
+    pub instance: String,
+    pub clock: Clock,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            instance: "onus".into(),
+            clock: Arc::new(Timestamp::now),
+        }
+    }
+}
+
+fn read(index: &RwLock<Index>) -> std::sync::RwLockReadGuard<'_, Index> {
+    index.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write(index: &RwLock<Index>) -> std::sync::RwLockWriteGuard<'_, Index> {
+    index.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the operator until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let index = Arc::new(RwLock::new(Index::default()));
+    let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
+    let watches = tokio::spawn(watch_all(client.clone(), index.clone(), changed_tx));
+
+    // Evaluating before every watch has listed would report false violations.
+    while !synced(&read(&index)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    info!("Caches synced");
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        index,
+        clock: settings.clock,
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "onus".into(),
+                instance: Some(settings.instance),
+            },
+        ),
+        announced: Mutex::new(HashSet::new()),
+    });
+    let triggers = futures::stream::poll_fn(move |cx| changed_rx.poll_recv(cx));
+    Controller::new(
+        Api::<ResponsibilityPolicy>::all(client),
+        watcher::Config::default(),
+    )
+    .reconcile_all_on(triggers)
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((policy, _)) => debug!(policy = %policy.name, "Reconciled"),
+            Err(error) => warn!(%error, "Reconcile failed"),
+        }
+    })
+    .await;
+    watches.abort();
+}
+
+fn synced(index: &Index) -> bool {
+    index.namespaces.synced()
+        && index.network_policies.synced()
+        && index.default_service_accounts.synced()
+        && index.external_ips.synced()
+        && index.roles.synced()
+        && index.cluster_roles.synced()
+        && index.role_bindings.synced()
+        && index.cluster_role_bindings.synced()
+        && WORKLOAD_KINDS
+            .iter()
+            .all(|k| index.workloads.get(k).is_some_and(FactMap::synced))
+}
+
+const WORKLOAD_KINDS: [WorkloadKind; 7] = [
+    WorkloadKind::Deployment,
+    WorkloadKind::StatefulSet,
+    WorkloadKind::DaemonSet,
+    WorkloadKind::ReplicaSet,
+    WorkloadKind::Job,
+    WorkloadKind::CronJob,
+    WorkloadKind::Pod,
+];
+
+async fn watch_all(client: Client, index: Arc<RwLock<Index>>, changed: mpsc::Sender<()>) {
+    macro_rules! watch {
+        ($ty:ty, $project:expr, |$i:ident| $map:expr) => {
+            watch_into::<$ty, _>(
+                client.clone(),
+                index.clone(),
+                changed.clone(),
+                |$i: &mut Index| $map,
+                $project,
+            )
+            .boxed()
+        };
+    }
+    let watches = vec![
+        watch!(Namespace, facts::namespace, |i| &mut i.namespaces),
+        watch!(NetworkPolicy, facts::network_policy, |i| &mut i
+            .network_policies),
+        watch!(ServiceAccount, facts::default_service_account, |i| &mut i
+            .default_service_accounts),
+        watch!(Service, facts::external_ips, |i| &mut i.external_ips),
+        watch!(Role, facts::role, |i| &mut i.roles),
+        watch!(ClusterRole, facts::cluster_role, |i| &mut i.cluster_roles),
+        watch!(RoleBinding, facts::role_binding, |i| &mut i.role_bindings),
+        watch!(ClusterRoleBinding, facts::cluster_role_binding, |i| &mut i
+            .cluster_role_bindings),
+        watch!(Deployment, facts::deployment, |i| i
+            .workloads_mut(WorkloadKind::Deployment)),
+        watch!(StatefulSet, facts::stateful_set, |i| i
+            .workloads_mut(WorkloadKind::StatefulSet)),
+        watch!(DaemonSet, facts::daemon_set, |i| i
+            .workloads_mut(WorkloadKind::DaemonSet)),
+        watch!(ReplicaSet, facts::replica_set, |i| i
+            .workloads_mut(WorkloadKind::ReplicaSet)),
+        watch!(Job, facts::job, |i| i.workloads_mut(WorkloadKind::Job)),
+        watch!(CronJob, facts::cron_job, |i| i
+            .workloads_mut(WorkloadKind::CronJob)),
+        watch!(Pod, facts::pod, |i| i.workloads_mut(WorkloadKind::Pod)),
+    ];
+    join_all(watches).await;
+}
+
+fn key_of(obj: &DynamicObject) -> Key {
+    Key::new(obj.metadata.namespace.as_deref(), &obj.name_any())
+}
+
+/// Decodes one object; an undecodable object is logged and skipped, never fatal.
+fn decode<K>(obj: DynamicObject) -> Option<K>
+where
+    K: Resource + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let key = key_of(&obj);
+    match obj.try_parse::<K>() {
+        Ok(k) => Some(k),
+        Err(error) => {
+            warn!(kind = %K::kind(&Default::default()), namespace = %key.namespace,
+                  name = %key.name, %error, "Skipping undecodable object");
+            None
+        }
+    }
+}
+
+/// Watches every object of kind `K` (as untyped objects, so one bad object cannot stall the
+/// stream), projects each into a fact and keeps the facts in the index.
+async fn watch_into<K, F>(
+    client: Client,
+    index: Arc<RwLock<Index>>,
+    changed: mpsc::Sender<()>,
+    map: fn(&mut Index) -> &mut FactMap<F>,
+    project: fn(&K) -> Option<F>,
+) where
+    K: Resource + DeserializeOwned + Clone + Debug + Send + 'static,
+    K::DynamicType: Default,
+    F: PartialEq + Send + Sync + 'static,
+{
+    let resource = ApiResource::erase::<K>(&Default::default());
+    let api = Api::<DynamicObject>::all_with(client, &resource);
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                warn!(kind = %resource.kind, %error, "Watch failed; retrying");
+                continue;
+            }
+        };
+        let did_change = {
+            let mut guard = write(&index);
+            let facts = map(&mut guard);
+            match event {
+                Event::Apply(obj) => {
+                    let key = key_of(&obj);
+                    decode::<K>(obj).is_some_and(|k| facts.apply(key, project(&k)))
+                }
+                Event::Delete(obj) => facts.delete(&key_of(&obj)),
+                Event::Init => {
+                    facts.reset_start();
+                    false
+                }
+                Event::InitApply(obj) => {
+                    let key = key_of(&obj);
+                    if let Some(k) = decode::<K>(obj) {
+                        facts.reset_apply(key, project(&k));
+                    }
+                    false
+                }
+                Event::InitDone => facts.reset_done(),
+            }
+        };
+        if did_change {
+            // A full channel already holds a pending trigger; one is enough.
+            let _ = changed.try_send(());
+        }
+    }
+}
+
+use kube::runtime::watcher::watcher;
+
+#[instrument(skip_all, fields(policy = %policy.name_any()))]
+async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let now = (ctx.clock)();
+    let now_time = Time(now.round(jiff::Unit::Second).unwrap_or(now));
+    let previous = policy.status.as_ref();
+    let generation = policy.metadata.generation;
+
+    let (desired, requeue) = match validate(&policy.spec) {
+        Err(message) => (
+            status::invalid(&message, generation, previous, &now_time),
+            None,
+        ),
+        Ok(()) => {
+            let eval = evaluate(&policy.spec, &read(&ctx.index), now);
+            announce_expired(&ctx, &policy, &eval.expired_exceptions).await;
+            let requeue = eval.next_expiry.map(|t| {
+                let wait = t.duration_since(now).unsigned_abs();
+                // Wake just after the expiry so it has passed when we look.
+                wait + Duration::from_millis(50)
+            });
+            let status =
+                status::evaluated(&eval, policy.spec.mode, generation, previous, &now_time);
+            (status, requeue)
+        }
+    };
+
+    if previous != Some(&desired) {
+        patch_status(&ctx.client, &policy, &desired).await?;
+        publish_transitions(&ctx, &policy, previous, &desired).await;
+    }
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+async fn patch_status(
+    client: &Client,
+    policy: &ResponsibilityPolicy,
+    status: &ResponsibilityPolicyStatus,
+) -> Result<(), Error> {
+    let api = Api::<ResponsibilityPolicy>::all(client.clone());
+    let patch = serde_json::json!({
+        "apiVersion": ResponsibilityPolicy::api_version(&()),
+        "kind": ResponsibilityPolicy::kind(&()),
+        "status": serde_json::to_value(status)?,
+    });
+    api.patch_status(
+        &policy.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    policy: &ResponsibilityPolicy,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Evaluate".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+        warn!(%error, reason, "Publishing event failed");
+    }
+}
+
+/// Events for condition changes users care about.
+async fn publish_transitions(
+    ctx: &Context,
+    policy: &ResponsibilityPolicy,
+    previous: Option<&ResponsibilityPolicyStatus>,
+    desired: &ResponsibilityPolicyStatus,
+) {
+    let changed = |type_: &str| {
+        let new = status::condition(desired, type_)?;
+        let old = previous.and_then(|p| status::condition(p, type_));
+        (old.map(|o| (&o.status, &o.reason)) != Some((&new.status, &new.reason))).then_some(new)
+    };
+    if let Some(ready) = changed(READY).filter(|c| c.status == "False") {
+        publish(
+            ctx,
+            policy,
+            EventType::Warning,
+            "InvalidSpec",
+            ready.message.clone(),
+        )
+        .await;
+    }
+    if let Some(compliant) = changed(COMPLIANT) {
+        let (type_, reason) = if compliant.status == "True" {
+            (EventType::Normal, "Compliant")
+        } else {
+            (EventType::Warning, "ViolationsFound")
+        };
+        publish(ctx, policy, type_, reason, compliant.message.clone()).await;
+    }
+}
+
+/// One Event per expired exception (per operator process).
+async fn announce_expired(ctx: &Context, policy: &ResponsibilityPolicy, expired: &[usize]) {
+    let uid = policy.uid().unwrap_or_default();
+    for &i in expired {
+        let Some(exception) = policy.spec.exceptions.get(i) else {
+            continue;
+        };
+        let at = exception.expires.as_ref().map_or(0, |t| t.0.as_second());
+        let fresh = ctx
+            .announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((uid.clone(), i, at));
+        if fresh {
+            let note = format!(
+                "exception {i} for {} expired; its violations count again (reason was: {})",
+                exception.controls.join(", "),
+                exception.reason
+            );
+            publish(ctx, policy, EventType::Warning, "ExceptionExpired", note).await;
+        }
+    }
+}
+
+fn error_policy(policy: Arc<ResponsibilityPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(policy = %policy.name_any(), category = error.category(), %error, "Reconcile error");
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,441 @@
+//! Per-policy aggregation: which namespaces a policy governs, who owns each control, which
+//! objects violate it, which violations are excepted. Pure: index and clock in, outcome out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::{
+    catalog::{CATALOG, Control, Family},
+    crd::{
+        ControlResult, Direction, Exception, Owner, OwnerSource, PodSecurityLevel,
+        ResponsibilityPolicySpec,
+    },
+    facts::WorkloadFact,
+    index::Index,
+    podsecurity::{self, Version},
+    rbac,
+};
+
+/// One object that breaks one control.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Violation {
+    pub namespace: Option<String>,
+    pub kind: String,
+    pub name: String,
+    /// How the offender is shown in status, e.g. `Deployment/shop/web`.
+    pub example: String,
+}
+
+impl Violation {
+    fn namespaced(kind: impl Into<String>, namespace: &str, name: &str) -> Self {
+        let kind = kind.into();
+        Violation {
+            example: format!("{kind}/{namespace}/{name}"),
+            namespace: Some(namespace.to_string()),
+            kind,
+            name: name.to_string(),
+        }
+    }
+
+    fn namespace(name: &str) -> Self {
+        Violation {
+            namespace: Some(name.to_string()),
+            kind: "Namespace".into(),
+            name: name.to_string(),
+            example: format!("Namespace/{name}"),
+        }
+    }
+}
+
+/// The outcome of one control for one policy.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub control: &'static Control,
+    pub owner: Owner,
+    pub owner_source: OwnerSource,
+    pub result: ControlResult,
+    /// Violations that count (not excepted), sorted.
+    pub violations: Vec<Violation>,
+    pub excepted: u64,
+}
+
+/// A customer-owned control the policy hands away or switches off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub control: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The result of evaluating one policy.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub namespaces: usize,
+    pub outcomes: Vec<Outcome>,
+    pub gaps: Vec<Gap>,
+    /// Exceptions (by index in spec) whose expiry has passed.
+    pub expired_exceptions: Vec<usize>,
+    /// When the next exception expires: the policy must be evaluated again then.
+    pub next_expiry: Option<Timestamp>,
+}
+
+/// Whether `labels` satisfy a LabelSelector (matchLabels and matchExpressions).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_match = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let expressions_match = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            // The CRD schema refuses other operators; match nothing rather than everything.
+            _ => false,
+        }
+    });
+    labels_match && expressions_match
+}
+
+/// The namespaces a policy governs, sorted.
+pub fn selected_namespaces(spec: &ResponsibilityPolicySpec, index: &Index) -> BTreeSet<String> {
+    index
+        .namespaces
+        .iter()
+        .filter(|(key, ns)| {
+            !spec.excluded_namespaces.contains(&key.name)
+                && spec
+                    .namespace_selector
+                    .as_ref()
+                    .is_none_or(|s| selector_matches(s, &ns.labels))
+        })
+        .map(|(key, _)| key.name.clone())
+        .collect()
+}
+
+fn family_enabled(spec: &ResponsibilityPolicySpec, family: Family) -> bool {
+    let c = &spec.controls;
+    match family {
+        Family::Rbac => c.rbac.enabled,
+        Family::ServiceAccounts => c.service_accounts.enabled,
+        Family::PodSecurity => c.pod_security.enabled,
+        Family::Network => c.network.enabled,
+        Family::Data => c.data.enabled,
+        Family::Audit => c.audit.enabled,
+    }
+}
+
+fn owner_of(spec: &ResponsibilityPolicySpec, control: &Control) -> (Owner, OwnerSource) {
+    match spec
+        .responsibilities
+        .iter()
+        .find(|r| r.control == control.id)
+    {
+        Some(r) => (r.owner, OwnerSource::Override),
+        None => (
+            control.default_owner(spec.service_model),
+            OwnerSource::ServiceModel,
+        ),
+    }
+}
+
+fn exception_applies(exception: &Exception, control: &str, v: &Violation) -> bool {
+    exception.controls.iter().any(|c| c == control)
+        && (exception.namespaces.is_empty()
+            || v.namespace
+                .as_ref()
+                .is_some_and(|ns| exception.namespaces.contains(ns)))
+        && (exception.resources.is_empty()
+            || exception
+                .resources
+                .iter()
+                .any(|r| r.kind.eq_ignore_ascii_case(&v.kind) && r.name == v.name))
+}
+
+/// Evaluates every control of the catalog for one policy at time `now`.
+pub fn evaluate(spec: &ResponsibilityPolicySpec, index: &Index, now: Timestamp) -> Evaluation {
+    let namespaces = selected_namespaces(spec, index);
+    let (active, expired_exceptions, next_expiry) = split_exceptions(&spec.exceptions, now);
+    let mut found = find_violations(spec, index, &namespaces);
+
+    let mut outcomes = Vec::new();
+    let mut gaps = Vec::new();
+    for control in CATALOG {
+        let (owner, owner_source) = owner_of(spec, control);
+        let default_owner = control.default_owner(spec.service_model);
+        let enabled = family_enabled(spec, control.family);
+        if default_owner == Owner::Customer && owner != Owner::Customer {
+            gaps.push(Gap {
+                control: control.id,
+                reason: "OverDelegated",
+                message: format!(
+                    "{} assigned to {owner:?}, but under {:?} it is the customer's",
+                    control.id, spec.service_model
+                ),
+            });
+        } else if default_owner != Owner::Provider && !enabled {
+            gaps.push(Gap {
+                control: control.id,
+                reason: "ControlDisabled",
+                message: format!(
+                    "{} is disabled (spec.controls.{}.enabled=false), but under {:?} the customer owns it",
+                    control.id,
+                    control.family.field(),
+                    spec.service_model
+                ),
+            });
+        }
+
+        let all = found.remove(control.id).unwrap_or_default();
+        let (excepted, violations): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|v| active.iter().any(|e| exception_applies(e, control.id, v)));
+        let result = if !enabled || !requested(spec, control) {
+            ControlResult::Disabled
+        } else if owner == Owner::Provider {
+            ControlResult::ProviderOwned
+        } else if !control.observable || not_observed(control, index) {
+            ControlResult::NotObservable
+        } else if !violations.is_empty() {
+            ControlResult::Fail
+        } else if !excepted.is_empty() {
+            ControlResult::Excepted
+        } else {
+            ControlResult::Pass
+        };
+        outcomes.push(Outcome {
+            control,
+            owner,
+            owner_source,
+            result,
+            violations,
+            excepted: excepted.len() as u64,
+        });
+    }
+    Evaluation {
+        namespaces: namespaces.len(),
+        outcomes,
+        gaps,
+        expired_exceptions,
+        next_expiry,
+    }
+}
+
+/// NET-02 is only checked when the policy asks for egress deny.
+fn requested(spec: &ResponsibilityPolicySpec, control: &Control) -> bool {
+    control.id != "NET-02"
+        || spec
+            .controls
+            .network
+            .default_deny
+            .contains(&Direction::Egress)
+}
+
+/// Daemon sets of CNIs known to enforce NetworkPolicy (a heuristic, hence informational).
+const POLICY_CAPABLE_CNIS: &[&str] = &[
+    "calico-node",
+    "cilium",
+    "antrea-agent",
+    "kube-router",
+    "weave-net",
+    "canal",
+    "aws-network-policy-agent",
+];
+
+/// NET-04 is observable only when a known network-policy-capable CNI is seen.
+fn not_observed(control: &Control, index: &Index) -> bool {
+    control.id == "NET-04"
+        && !index.all_workloads().iter().any(|w| {
+            w.kind == crate::facts::WorkloadKind::DaemonSet
+                && POLICY_CAPABLE_CNIS.contains(&w.name.as_str())
+        })
+}
+
+fn split_exceptions(
+    exceptions: &[Exception],
+    now: Timestamp,
+) -> (Vec<&Exception>, Vec<usize>, Option<Timestamp>) {
+    let mut active = Vec::new();
+    let mut expired = Vec::new();
+    let mut next = None::<Timestamp>;
+    for (i, e) in exceptions.iter().enumerate() {
+        match &e.expires {
+            Some(t) if t.0 <= now => expired.push(i),
+            Some(t) => {
+                next = Some(next.map_or(t.0, |n| n.min(t.0)));
+                active.push(e);
+            }
+            None => active.push(e),
+        }
+    }
+    (active, expired, next)
+}
+
+fn find_violations(
+    spec: &ResponsibilityPolicySpec,
+    index: &Index,
+    namespaces: &BTreeSet<String>,
+) -> BTreeMap<&'static str, Vec<Violation>> {
+    let mut found: BTreeMap<&'static str, Vec<Violation>> = BTreeMap::new();
+    let mut add = |control: &'static str, v: Violation| found.entry(control).or_default().push(v);
+
+    for finding in rbac::evaluate(&index.rbac(), &spec.controls.rbac.cluster_admin_subjects) {
+        if finding
+            .namespace
+            .as_ref()
+            .is_none_or(|ns| namespaces.contains(ns))
+        {
+            let (kind, name) = binding_kind_and_name(&finding.binding);
+            add(
+                finding.control,
+                Violation {
+                    example: finding.example(),
+                    namespace: finding.namespace.clone(),
+                    kind,
+                    name,
+                },
+            );
+        }
+    }
+
+    let level = spec.controls.pod_security.level;
+    let version: Version = spec
+        .controls
+        .pod_security
+        .version
+        .parse()
+        .unwrap_or(Version::Latest);
+    for ns in namespaces {
+        let key = crate::index::Key::new(None, ns);
+        let labels = index
+            .namespaces
+            .get(&key)
+            .map(|f| f.labels.clone())
+            .unwrap_or_default();
+        if !psa_enforced(&labels, level, version) {
+            add("WKL-01", Violation::namespace(ns));
+        }
+        if !(labels.contains_key(PSA_WARN) && labels.contains_key(PSA_AUDIT)) {
+            add("AUD-01", Violation::namespace(ns));
+        }
+        let policies: Vec<_> = index
+            .network_policies
+            .iter()
+            .filter(|(k, _)| &k.namespace == ns)
+            .collect();
+        if !policies.iter().any(|(_, np)| np.denies_ingress) {
+            add("NET-01", Violation::namespace(ns));
+        }
+        if !policies.iter().any(|(_, np)| np.denies_egress) {
+            add("NET-02", Violation::namespace(ns));
+        }
+        for (k, np) in &policies {
+            if !np.allows_all.is_empty() {
+                add(
+                    "NET-03",
+                    Violation::namespaced("NetworkPolicy", ns, &k.name),
+                );
+            }
+        }
+        let sa_key = crate::index::Key::new(Some(ns), "default");
+        let automount = index
+            .default_service_accounts
+            .get(&sa_key)
+            .and_then(|f| f.automount);
+        if automount != Some(false) && !spec.controls.service_accounts.automount_default_token {
+            add(
+                "IAM-09",
+                Violation::namespaced("ServiceAccount", ns, "default"),
+            );
+        }
+    }
+    for (k, _) in index.external_ips.iter() {
+        if namespaces.contains(&k.namespace) {
+            add(
+                "NET-05",
+                Violation::namespaced("Service", &k.namespace, &k.name),
+            );
+        }
+    }
+    for w in index.all_workloads() {
+        if !namespaces.contains(&w.namespace) {
+            continue;
+        }
+        for control in workload_controls(w, level, version) {
+            add(
+                control,
+                Violation::namespaced(w.kind.to_string(), &w.namespace, &w.name),
+            );
+        }
+        if !w.secret_env.is_empty() {
+            add(
+                "DAT-01",
+                Violation::namespaced(w.kind.to_string(), &w.namespace, &w.name),
+            );
+        }
+        if w.namespace == "default" {
+            add(
+                "WKL-10",
+                Violation::namespaced(w.kind.to_string(), &w.namespace, &w.name),
+            );
+        }
+    }
+    for list in found.values_mut() {
+        list.sort();
+        list.dedup();
+    }
+    found
+}
+
+/// The WKL controls a workload breaks at the policy's level and version, each once.
+fn workload_controls(
+    w: &WorkloadFact,
+    level: PodSecurityLevel,
+    version: Version,
+) -> BTreeSet<&'static str> {
+    podsecurity::evaluate(&w.template_meta, &w.spec, level, version)
+        .into_iter()
+        .map(|v| v.check.control())
+        .collect()
+}
+
+fn binding_kind_and_name(binding: &str) -> (String, String) {
+    let mut parts = binding.split('/');
+    let kind = parts.next().unwrap_or_default().to_string();
+    let name = parts.next_back().unwrap_or_default().to_string();
+    (kind, name)
+}
+
+pub(crate) const PSA_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+pub(crate) const PSA_ENFORCE_VERSION: &str = "pod-security.kubernetes.io/enforce-version";
+pub(crate) const PSA_WARN: &str = "pod-security.kubernetes.io/warn";
+pub(crate) const PSA_AUDIT: &str = "pod-security.kubernetes.io/audit";
+
+/// WKL-01: the namespace enforces the policy's level (or stricter) at the policy's version
+/// (or newer; an absent enforce-version means latest).
+fn psa_enforced(
+    labels: &BTreeMap<String, String>,
+    level: PodSecurityLevel,
+    version: Version,
+) -> bool {
+    let level_ok = match labels.get(PSA_ENFORCE).map(String::as_str) {
+        Some("restricted") => true,
+        Some("baseline") => level == PodSecurityLevel::Baseline,
+        _ => false,
+    };
+    let label_version = labels
+        .get(PSA_ENFORCE_VERSION)
+        .map_or(Ok(Version::Latest), |v| v.parse::<Version>());
+    let version_ok = match (label_version, version) {
+        (Ok(Version::Latest), _) => true,
+        (Ok(_), Version::Latest) => false,
+        (Ok(Version::Minor(have)), Version::Minor(want)) => have >= want,
+        (Err(_), _) => false,
+    };
+    level_ok && version_ok
+}

@@ -1,0 +1,420 @@
+//! Projection of watched objects into compact security facts.
+//!
+//! Each watched object is reduced once, when its event arrives, to what the checks need; the
+//! index keeps the fact and drops the object. Workload facts keep a stripped pod template
+//! (Pod Security must be evaluated at each policy's own level and version).
+
+use std::{collections::BTreeMap, fmt, sync::Arc};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+        batch::v1::{CronJob, Job},
+        core::v1::{Namespace, Pod, PodSpec, PodTemplateSpec, Service, ServiceAccount},
+        networking::v1::{NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    },
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+
+/// Kinds of objects that run pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    Job,
+    CronJob,
+    Pod,
+}
+
+impl fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Namespace name and labels (selection and Pod Security labels).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceFact {
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A workload evaluated through its pod template.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadFact {
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+    /// Only the annotations of the template (legacy AppArmor annotations are checked).
+    pub template_meta: ObjectMeta,
+    /// The pod spec without fields no check reads (env, command, args, resources).
+    pub spec: Arc<PodSpec>,
+    /// Containers that take a Secret through an env var (DAT-01).
+    pub secret_env: Vec<String>,
+}
+
+impl WorkloadFact {
+    /// The ServiceAccount the pods run as.
+    pub fn service_account(&self) -> &str {
+        match self.spec.service_account_name.as_deref() {
+            Some(name) if !name.is_empty() => name,
+            _ => "default",
+        }
+    }
+}
+
+/// What a NetworkPolicy contributes to NET-01..NET-03.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkPolicyFact {
+    /// Selects every pod, covers Ingress and allows no ingress.
+    pub denies_ingress: bool,
+    /// Selects every pod, covers Egress and allows no egress (DNS allowances aside).
+    pub denies_egress: bool,
+    /// Directions in which a rule allows every peer (an empty `from`/`to`).
+    pub allows_all: Vec<&'static str>,
+}
+
+/// The `automountServiceAccountToken` of a namespace's `default` ServiceAccount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefaultServiceAccountFact {
+    pub automount: Option<bool>,
+}
+
+/// A Service that sets `externalIPs` (NET-05). Services without them project to nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalIpsFact {
+    pub ips: usize,
+}
+
+fn strip_meta(meta: &ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        labels: meta.labels.clone(),
+        annotations: meta.annotations.clone(),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Projects a namespace.
+pub fn namespace(ns: &Namespace) -> Option<NamespaceFact> {
+    Some(NamespaceFact {
+        labels: ns.metadata.labels.clone().unwrap_or_default(),
+    })
+}
+
+fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+}
+
+/// True when `meta` is controlled by an object of one of `kinds` (in apps/ or batch/): such
+/// objects are evaluated through their controller and not counted twice.
+fn controlled_by(meta: &ObjectMeta, kinds: &[&str]) -> bool {
+    controller_of(meta).is_some_and(|o| {
+        kinds.contains(&o.kind.as_str())
+            && (o.api_version.starts_with("apps/") || o.api_version.starts_with("batch/"))
+    })
+}
+
+fn workload(
+    kind: WorkloadKind,
+    meta: &ObjectMeta,
+    template_meta: Option<&ObjectMeta>,
+    spec: Option<&PodSpec>,
+) -> Option<WorkloadFact> {
+    let spec = spec?;
+    let containers = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter());
+    let secret_env = containers
+        .filter(|c| {
+            c.env.iter().flatten().any(|e| {
+                e.value_from
+                    .as_ref()
+                    .is_some_and(|v| v.secret_key_ref.is_some())
+            }) || c.env_from.iter().flatten().any(|e| e.secret_ref.is_some())
+        })
+        .map(|c| c.name.clone())
+        .collect();
+    let mut stripped = spec.clone();
+    for c in stripped
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(stripped.containers.iter_mut())
+    {
+        c.env = None;
+        c.env_from = None;
+        c.command = None;
+        c.args = None;
+        c.resources = None;
+    }
+    Some(WorkloadFact {
+        kind,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        template_meta: ObjectMeta {
+            annotations: template_meta.and_then(|m| m.annotations.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Arc::new(stripped),
+        secret_env,
+    })
+}
+
+fn from_template(
+    kind: WorkloadKind,
+    meta: &ObjectMeta,
+    template: Option<&PodTemplateSpec>,
+) -> Option<WorkloadFact> {
+    let template = template?;
+    workload(
+        kind,
+        meta,
+        template.metadata.as_ref(),
+        template.spec.as_ref(),
+    )
+}
+
+/// Projects a Deployment.
+pub fn deployment(d: &Deployment) -> Option<WorkloadFact> {
+    from_template(
+        WorkloadKind::Deployment,
+        &d.metadata,
+        Some(&d.spec.template),
+    )
+}
+
+/// Projects a StatefulSet.
+pub fn stateful_set(s: &StatefulSet) -> Option<WorkloadFact> {
+    from_template(
+        WorkloadKind::StatefulSet,
+        &s.metadata,
+        Some(&s.spec.template),
+    )
+}
+
+/// Projects a DaemonSet.
+pub fn daemon_set(d: &DaemonSet) -> Option<WorkloadFact> {
+    from_template(WorkloadKind::DaemonSet, &d.metadata, Some(&d.spec.template))
+}
+
+/// Projects a ReplicaSet, unless a Deployment controls it.
+pub fn replica_set(r: &ReplicaSet) -> Option<WorkloadFact> {
+    if controlled_by(&r.metadata, &["Deployment"]) {
+        return None;
+    }
+    from_template(
+        WorkloadKind::ReplicaSet,
+        &r.metadata,
+        r.spec.template.as_ref(),
+    )
+}
+
+/// Projects a Job, unless a CronJob controls it.
+pub fn job(j: &Job) -> Option<WorkloadFact> {
+    if controlled_by(&j.metadata, &["CronJob"]) {
+        return None;
+    }
+    from_template(
+        WorkloadKind::Job,
+        &j.metadata,
+        j.spec.as_ref().map(|s| &s.template),
+    )
+}
+
+/// Projects a CronJob.
+pub fn cron_job(c: &CronJob) -> Option<WorkloadFact> {
+    let template = c.spec.job_template.spec.as_ref().map(|s| &s.template);
+    from_template(WorkloadKind::CronJob, &c.metadata, template)
+}
+
+/// Projects a bare Pod; Pods run by a workload controller are evaluated through it.
+pub fn pod(p: &Pod) -> Option<WorkloadFact> {
+    if controlled_by(
+        &p.metadata,
+        &["ReplicaSet", "StatefulSet", "DaemonSet", "Job"],
+    ) {
+        return None;
+    }
+    workload(
+        WorkloadKind::Pod,
+        &p.metadata,
+        Some(&p.metadata),
+        p.spec.as_ref(),
+    )
+}
+
+fn selects_all_pods(np: &NetworkPolicy) -> bool {
+    np.spec.as_ref().is_some_and(|s| {
+        s.pod_selector.as_ref().is_none_or(|sel| {
+            sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+        })
+    })
+}
+
+/// A rule that only opens port 53 (the DNS allowance of a default-deny setup).
+fn dns_only(rule: &NetworkPolicyEgressRule) -> bool {
+    rule.ports.as_ref().is_some_and(|ports| {
+        !ports.is_empty()
+            && ports.iter().all(|p| {
+                matches!(
+                    &p.port,
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(53))
+                )
+            })
+    })
+}
+
+fn ingress_allows_all(rule: &NetworkPolicyIngressRule) -> bool {
+    rule.from.as_ref().is_none_or(|f| f.is_empty())
+}
+
+fn egress_allows_all(rule: &NetworkPolicyEgressRule) -> bool {
+    rule.to.as_ref().is_none_or(|t| t.is_empty()) && !dns_only(rule)
+}
+
+/// Projects a NetworkPolicy. `policyTypes` defaults to Ingress, plus Egress when egress rules
+/// exist, as the API server documents.
+pub fn network_policy(np: &NetworkPolicy) -> Option<NetworkPolicyFact> {
+    let spec = np.spec.as_ref()?;
+    let ingress = spec.ingress.as_deref().unwrap_or_default();
+    let egress = spec.egress.as_deref().unwrap_or_default();
+    let types: Vec<&str> = match &spec.policy_types {
+        Some(t) if !t.is_empty() => t.iter().map(String::as_str).collect(),
+        _ if !egress.is_empty() => vec!["Ingress", "Egress"],
+        _ => vec!["Ingress"],
+    };
+    let all = selects_all_pods(np);
+    let mut allows_all = Vec::new();
+    if types.contains(&"Ingress") && ingress.iter().any(ingress_allows_all) {
+        allows_all.push("Ingress");
+    }
+    if types.contains(&"Egress") && egress.iter().any(egress_allows_all) {
+        allows_all.push("Egress");
+    }
+    Some(NetworkPolicyFact {
+        denies_ingress: all && types.contains(&"Ingress") && ingress.is_empty(),
+        denies_egress: all && types.contains(&"Egress") && egress.iter().all(dns_only),
+        allows_all,
+    })
+}
+
+/// Projects a namespace's `default` ServiceAccount; other ServiceAccounts project to nothing.
+pub fn default_service_account(sa: &ServiceAccount) -> Option<DefaultServiceAccountFact> {
+    (sa.metadata.name.as_deref() == Some("default")).then_some(DefaultServiceAccountFact {
+        automount: sa.automount_service_account_token,
+    })
+}
+
+/// Projects a Service with externalIPs; others project to nothing.
+pub fn external_ips(svc: &Service) -> Option<ExternalIpsFact> {
+    let ips = svc.spec.as_ref()?.external_ips.as_ref()?.len();
+    (ips > 0).then_some(ExternalIpsFact { ips })
+}
+
+macro_rules! rbac_projection {
+    ($($fn:ident: $ty:ty),*) => {$(
+        /// Keeps the RBAC object without managedFields and status noise.
+        pub fn $fn(obj: &$ty) -> Option<Arc<$ty>> {
+            let mut obj = obj.clone();
+            obj.metadata = strip_meta(&obj.metadata);
+            Some(Arc::new(obj))
+        }
+    )*};
+}
+rbac_projection!(role: Role, cluster_role: ClusterRole, role_binding: RoleBinding, cluster_role_binding: ClusterRoleBinding);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).expect("fixture")
+    }
+
+    #[test]
+    fn a_pod_run_by_a_replica_set_is_counted_through_it() {
+        let p: Pod = from(json!({
+            "metadata": {"name": "web-1", "namespace": "shop", "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "1", "controller": true}]},
+            "spec": {"containers": [{"name": "app"}]}
+        }));
+        assert_eq!(pod(&p), None);
+    }
+
+    #[test]
+    fn a_pod_run_by_an_unknown_controller_is_evaluated_directly() {
+        let p: Pod = from(json!({
+            "metadata": {"name": "db-0", "namespace": "shop", "ownerReferences": [
+                {"apiVersion": "example.com/v1", "kind": "Database", "name": "db", "uid": "1", "controller": true}]},
+            "spec": {"containers": [{"name": "app"}]}
+        }));
+        assert_eq!(pod(&p).map(|w| w.kind), Some(WorkloadKind::Pod));
+    }
+
+    #[test]
+    fn secrets_in_env_vars_are_noted_and_env_values_dropped() {
+        let d: Deployment = from(json!({
+            "metadata": {"name": "api", "namespace": "shop"},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [
+                {"name": "app", "env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]},
+                {"name": "sidecar", "env": [{"name": "MODE", "value": "x"}]}
+            ]}}}
+        }));
+        let fact = deployment(&d).expect("fact");
+        assert_eq!(fact.secret_env, ["app"]);
+        assert!(fact.spec.containers.iter().all(|c| c.env.is_none()));
+    }
+
+    #[test]
+    fn an_empty_selector_without_rules_denies_ingress_only_by_default() {
+        let np: NetworkPolicy =
+            from(json!({"metadata": {"name": "deny"}, "spec": {"podSelector": {}}}));
+        let fact = network_policy(&np).expect("fact");
+        assert!(fact.denies_ingress);
+        assert!(!fact.denies_egress);
+    }
+
+    #[test]
+    fn egress_deny_with_a_dns_allowance_still_denies_egress() {
+        let np: NetworkPolicy = from(json!({"metadata": {"name": "deny"}, "spec": {
+            "podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+            "egress": [{"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]
+        }}));
+        let fact = network_policy(&np).expect("fact");
+        assert!(fact.denies_ingress && fact.denies_egress);
+        assert!(fact.allows_all.is_empty());
+    }
+
+    #[test]
+    fn an_ingress_rule_without_peers_allows_everyone() {
+        let np: NetworkPolicy = from(json!({"metadata": {"name": "open"}, "spec": {
+            "podSelector": {}, "ingress": [{}]
+        }}));
+        let fact = network_policy(&np).expect("fact");
+        assert!(!fact.denies_ingress);
+        assert_eq!(fact.allows_all, ["Ingress"]);
+    }
+
+    #[test]
+    fn only_the_default_service_account_is_kept() {
+        let sa: ServiceAccount = from(json!({"metadata": {"name": "builder"}}));
+        assert_eq!(default_service_account(&sa), None);
+        let sa: ServiceAccount =
+            from(json!({"metadata": {"name": "default"}, "automountServiceAccountToken": false}));
+        assert_eq!(
+            default_service_account(&sa).and_then(|f| f.automount),
+            Some(false)
+        );
+    }
+}

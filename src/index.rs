@@ -1,0 +1,206 @@
+//! In-memory index of facts, fed by watch events through pure `apply`/`delete`/`reset`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+
+use crate::{
+    facts::{
+        DefaultServiceAccountFact, ExternalIpsFact, NamespaceFact, NetworkPolicyFact, WorkloadFact,
+        WorkloadKind,
+    },
+    rbac::RbacSnapshot,
+};
+
+/// Identifies an object: namespace ("" when cluster-scoped) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    /// Key of a namespaced or cluster-scoped object.
+    pub fn new(namespace: Option<&str>, name: &str) -> Self {
+        Key {
+            namespace: namespace.unwrap_or_default().to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// Facts of one kind of object, keyed by object; `None` projections are not stored.
+#[derive(Debug)]
+pub struct FactMap<F> {
+    facts: BTreeMap<Key, F>,
+    /// Objects received since a watch (re)started, swapped in when the initial list is complete.
+    pending: Option<BTreeMap<Key, F>>,
+    synced: bool,
+}
+
+impl<F> Default for FactMap<F> {
+    fn default() -> Self {
+        FactMap {
+            facts: BTreeMap::new(),
+            pending: None,
+            synced: false,
+        }
+    }
+}
+
+impl<F: PartialEq> FactMap<F> {
+    /// Records an added or modified object. Returns whether the facts changed.
+    pub fn apply(&mut self, key: Key, fact: Option<F>) -> bool {
+        match fact {
+            Some(f) if self.facts.get(&key) == Some(&f) => false,
+            Some(f) => {
+                self.facts.insert(key, f);
+                true
+            }
+            None => self.facts.remove(&key).is_some(),
+        }
+    }
+
+    /// Records a deleted object. Returns whether the facts changed.
+    pub fn delete(&mut self, key: &Key) -> bool {
+        self.facts.remove(key).is_some()
+    }
+
+    /// A watch (re)started: collect the listed objects until [`FactMap::reset_done`].
+    pub fn reset_start(&mut self) {
+        self.pending = Some(BTreeMap::new());
+    }
+
+    /// An object of the initial list.
+    pub fn reset_apply(&mut self, key: Key, fact: Option<F>) {
+        if let (Some(pending), Some(f)) = (self.pending.as_mut(), fact) {
+            pending.insert(key, f);
+        }
+    }
+
+    /// The initial list is complete: it replaces what was known. Returns whether facts changed.
+    pub fn reset_done(&mut self) -> bool {
+        self.synced = true;
+        match self.pending.take() {
+            Some(pending) if pending != self.facts => {
+                self.facts = pending;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the first complete list has arrived.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// All facts in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &F)> {
+        self.facts.iter()
+    }
+
+    /// The fact of one object.
+    pub fn get(&self, key: &Key) -> Option<&F> {
+        self.facts.get(key)
+    }
+
+    /// Number of stored facts.
+    pub fn len(&self) -> usize {
+        self.facts.len()
+    }
+
+    /// Whether no fact is stored.
+    pub fn is_empty(&self) -> bool {
+        self.facts.is_empty()
+    }
+}
+
+/// Everything onus knows about the cluster, as facts.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub namespaces: FactMap<NamespaceFact>,
+    pub workloads: HashMap<WorkloadKind, FactMap<WorkloadFact>>,
+    pub network_policies: FactMap<NetworkPolicyFact>,
+    pub default_service_accounts: FactMap<DefaultServiceAccountFact>,
+    pub external_ips: FactMap<ExternalIpsFact>,
+    pub roles: FactMap<Arc<Role>>,
+    pub cluster_roles: FactMap<Arc<ClusterRole>>,
+    pub role_bindings: FactMap<Arc<RoleBinding>>,
+    pub cluster_role_bindings: FactMap<Arc<ClusterRoleBinding>>,
+}
+
+impl Index {
+    /// The fact map of one workload kind.
+    pub fn workloads_mut(&mut self, kind: WorkloadKind) -> &mut FactMap<WorkloadFact> {
+        self.workloads.entry(kind).or_default()
+    }
+
+    /// Every workload fact, of every kind, in a stable order.
+    pub fn all_workloads(&self) -> Vec<&WorkloadFact> {
+        let mut all: Vec<&WorkloadFact> = self
+            .workloads
+            .values()
+            .flat_map(|m| m.iter().map(|(_, w)| w))
+            .collect();
+        all.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
+        all
+    }
+
+    /// The RBAC objects as the rbac module takes them.
+    pub fn rbac(&self) -> RbacSnapshot {
+        RbacSnapshot {
+            roles: self.roles.iter().map(|(_, r)| r.clone()).collect(),
+            cluster_roles: self.cluster_roles.iter().map(|(_, r)| r.clone()).collect(),
+            role_bindings: self.role_bindings.iter().map(|(_, r)| r.clone()).collect(),
+            cluster_role_bindings: self
+                .cluster_role_bindings
+                .iter()
+                .map(|(_, r)| r.clone())
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> Key {
+        Key::new(Some("ns"), name)
+    }
+
+    #[test]
+    fn applying_the_same_fact_twice_is_not_a_change() {
+        let mut map = FactMap::default();
+        assert!(map.apply(key("a"), Some(1)));
+        assert!(!map.apply(key("a"), Some(1)));
+        assert!(map.apply(key("a"), Some(2)));
+    }
+
+    #[test]
+    fn an_object_that_projects_to_nothing_removes_its_old_fact() {
+        let mut map = FactMap::default();
+        map.apply(key("svc"), Some(1));
+        assert!(map.apply(key("svc"), None));
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn a_relist_replaces_objects_deleted_while_the_watch_was_down() {
+        let mut map = FactMap::default();
+        map.apply(key("kept"), Some(1));
+        map.apply(key("gone"), Some(2));
+        map.reset_start();
+        map.reset_apply(key("kept"), Some(1));
+        assert!(map.reset_done());
+        assert_eq!(
+            map.iter().map(|(k, _)| k.name.as_str()).collect::<Vec<_>>(),
+            ["kept"]
+        );
+        assert!(map.synced());
+    }
+}

@@ -1,0 +1,201 @@
+//! Builds a policy's status from an evaluation. Pure and idempotent: the same evaluation and the
+//! same previous status give the same status, and `lastTransitionTime` only moves when a
+//! condition's status does, so a steady cluster causes no status writes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::{
+    crd::{ControlResult, ControlStatus, Mode, Owner, ResponsibilityPolicyStatus, Summary},
+    evaluate::Evaluation,
+};
+
+/// At most this many example offenders per control; counts stay exact.
+pub const MAX_EXAMPLES: usize = 10;
+
+/// Condition types.
+pub const READY: &str = "Ready";
+pub const COMPLIANT: &str = "Compliant";
+pub const RESPONSIBILITY_GAP: &str = "ResponsibilityGap";
+pub const ENFORCED: &str = "Enforced";
+
+struct Conditions<'a> {
+    previous: &'a [Condition],
+    generation: Option<i64>,
+    now: &'a Time,
+    out: Vec<Condition>,
+}
+
+impl Conditions<'_> {
+    fn set(&mut self, type_: &str, status: bool, reason: &str, message: String) {
+        let status = if status { "True" } else { "False" }.to_string();
+        let last_transition_time = self
+            .previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| self.now.clone(), |c| c.last_transition_time.clone());
+        self.out.push(Condition {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message,
+            observed_generation: self.generation,
+            last_transition_time,
+        });
+    }
+}
+
+fn counts_against_customer(owner: Owner) -> bool {
+    owner != Owner::Provider
+}
+
+/// The status of a valid policy.
+pub fn evaluated(
+    eval: &Evaluation,
+    mode: Mode,
+    generation: Option<i64>,
+    previous: Option<&ResponsibilityPolicyStatus>,
+    now: &Time,
+) -> ResponsibilityPolicyStatus {
+    let controls: Vec<ControlStatus> = eval
+        .outcomes
+        .iter()
+        .map(|o| ControlStatus {
+            id: o.control.id.into(),
+            title: o.control.title.into(),
+            family: o.control.family.field().into(),
+            owner: o.owner,
+            owner_source: o.owner_source,
+            result: o.result,
+            violations: o.violations.len() as u64,
+            excepted: o.excepted,
+            examples: o
+                .violations
+                .iter()
+                .take(MAX_EXAMPLES)
+                .map(|v| v.example.clone())
+                .collect(),
+            frameworks: o.control.frameworks.iter().map(|f| f.to_string()).collect(),
+        })
+        .collect();
+
+    let failing: Vec<&ControlStatus> = controls
+        .iter()
+        .filter(|c| c.result == ControlResult::Fail)
+        .collect();
+    let summary = Summary {
+        namespaces: eval.namespaces as u32,
+        controls: controls.len() as u32,
+        customer_owned: controls
+            .iter()
+            .filter(|c| counts_against_customer(c.owner))
+            .count() as u32,
+        passing: controls
+            .iter()
+            .filter(|c| c.result == ControlResult::Pass)
+            .count() as u32,
+        failing: failing.len() as u32,
+        violations: failing.iter().map(|c| c.violations).sum(),
+        excepted: controls.iter().map(|c| c.excepted).sum(),
+    };
+
+    let mut conditions = Conditions {
+        previous: previous
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default(),
+        generation,
+        now,
+        out: Vec::new(),
+    };
+    conditions.set(
+        READY,
+        true,
+        "Evaluated",
+        format!(
+            "{} controls evaluated in {} namespaces",
+            summary.controls, summary.namespaces
+        ),
+    );
+    if failing.is_empty() {
+        conditions.set(
+            COMPLIANT,
+            true,
+            "AllControlsPass",
+            "every customer-owned control passes".into(),
+        );
+    } else {
+        let ids: Vec<&str> = failing.iter().map(|c| c.id.as_str()).collect();
+        conditions.set(
+            COMPLIANT,
+            false,
+            "ViolationsFound",
+            format!(
+                "{} violations in {} customer-owned controls: {}",
+                summary.violations,
+                failing.len(),
+                ids.join(", ")
+            ),
+        );
+    }
+    match eval.gaps.first() {
+        None => conditions.set(
+            RESPONSIBILITY_GAP,
+            false,
+            "NoGap",
+            "every customer-owned control is owned and enabled".into(),
+        ),
+        Some(first) => conditions.set(
+            RESPONSIBILITY_GAP,
+            true,
+            first.reason,
+            eval.gaps
+                .iter()
+                .map(|g| g.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
+    if mode == Mode::Enforce {
+        conditions.set(
+            ENFORCED,
+            false,
+            "EnforcementNotAvailable",
+            "this onus version audits only; no remediation was applied".into(),
+        );
+    }
+
+    ResponsibilityPolicyStatus {
+        observed_generation: generation,
+        conditions: conditions.out,
+        summary: Some(summary),
+        controls,
+    }
+}
+
+/// The status of a policy whose spec cannot be evaluated.
+pub fn invalid(
+    message: &str,
+    generation: Option<i64>,
+    previous: Option<&ResponsibilityPolicyStatus>,
+    now: &Time,
+) -> ResponsibilityPolicyStatus {
+    let mut conditions = Conditions {
+        previous: previous
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default(),
+        generation,
+        now,
+        out: Vec::new(),
+    };
+    conditions.set(READY, false, "InvalidSpec", message.into());
+    ResponsibilityPolicyStatus {
+        observed_generation: generation,
+        conditions: conditions.out,
+        summary: None,
+        controls: Vec::new(),
+    }
+}
+
+/// A condition of a status, by type.
+pub fn condition<'a>(status: &'a ResponsibilityPolicyStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
