@@ -82,6 +82,8 @@ pub struct Settings {
     /// Reporter name on Events.
     pub instance: String,
     pub clock: Clock,
+    /// Only reconcile policies matching this label selector (several onus instances, tests).
+    pub policy_selector: Option<String>,
 }
 
 impl Default for Settings {
@@ -89,6 +91,7 @@ impl Default for Settings {
         Settings {
             instance: "onus".into(),
             clock: Arc::new(Timestamp::now),
+            policy_selector: None,
         }
     }
 }
@@ -120,21 +123,22 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         index,
-        clock: settings.clock,
+        clock: settings.clock.clone(),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
                 controller: "onus".into(),
-                instance: Some(settings.instance),
+                instance: Some(settings.instance.clone()),
             },
         ),
         announced: Mutex::new(HashSet::new()),
     });
     let triggers = futures::stream::poll_fn(move |cx| changed_rx.poll_recv(cx));
-    Controller::new(
-        Api::<ResponsibilityPolicy>::all(client),
-        watcher::Config::default(),
-    )
+    let policies = match &settings.policy_selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
+    Controller::new(Api::<ResponsibilityPolicy>::all(client), policies)
     .reconcile_all_on(triggers)
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)

@@ -285,7 +285,7 @@ pub struct NetworkControls {
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub default_deny: Vec<Direction>,
     /// Allow DNS egress when egress is denied.
-    #[serde(default = "enabled")]
+    #[serde(default = "enabled", rename = "allowDNS")]
     pub allow_dns: bool,
 }
 

@@ -1,0 +1,230 @@
+//! Shared test support: the real control plane, the CRD, an in-process operator, builders.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::time::{Duration, Instant};
+
+use kube::{
+    Api, Client, Resource,
+    api::{DynamicObject, Patch, PatchParams, PostParams},
+    core::GroupVersionKind,
+    discovery::ApiResource,
+};
+use onus::{
+    controller::{self, Settings},
+    crd::{ControlResult, ControlStatus, ResponsibilityPolicy, ResponsibilityPolicyStatus},
+};
+use onus_testenv::ControlPlane;
+use serde_json::{Value, json};
+
+pub const CRD_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/responsibilitypolicy.yaml");
+
+/// Label on every policy a test creates; its operator only reconciles policies with its value.
+pub const TEST_LABEL: &str = "onus.dev/test";
+
+/// One test's view of the cluster: a client, a unique id and an operator scoped to it.
+pub struct TestEnv {
+    pub cp: &'static ControlPlane,
+    pub client: Client,
+    pub id: String,
+}
+
+/// Installs the committed CRD (idempotent) and waits until it is established.
+pub fn install_crd(cp: &ControlPlane) {
+    let out = cp
+        .kubectl()
+        .args(["apply", "--server-side", "-f", CRD_FILE])
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cp
+        .kubectl()
+        .args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/responsibilitypolicies.onus.dev",
+        ])
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl TestEnv {
+    /// Starts (or reuses) the control plane, installs the CRD and runs an operator for this test.
+    pub async fn start(name: &str) -> TestEnv {
+        let cp = onus_testenv::shared();
+        std::thread::scope(|s| s.spawn(|| install_crd(cp)).join().expect("install crd"));
+        let client = cp.client().await;
+        let id = format!("{name}-{:06x}", rand_u32() & 0xffffff);
+        let settings = Settings {
+            instance: id.clone(),
+            policy_selector: Some(format!("{TEST_LABEL}={id}")),
+            ..Settings::default()
+        };
+        tokio::spawn(controller::run(client.clone(), settings, std::future::pending()));
+        TestEnv { cp, client, id }
+    }
+
+    /// A namespace labelled for this test (policies select it by `onus.dev/test-ns=<id>`).
+    pub async fn namespace(&self, prefix: &str, labels: &[(&str, &str)]) -> String {
+        let mut all = vec![("onus.dev/test-ns", self.id.as_str())];
+        all.extend_from_slice(labels);
+        self.cp.namespace(&self.client, prefix, &all).await
+    }
+
+    /// Creates or replaces a policy from a spec literal; it selects this test's namespaces
+    /// unless the spec has its own selector.
+    pub async fn apply_policy(&self, name: &str, mut spec: Value) -> String {
+        if spec.get("namespaceSelector").is_none() {
+            spec["namespaceSelector"] = json!({"matchLabels": {"onus.dev/test-ns": self.id}});
+        }
+        let full = format!("{}-{name}", self.id);
+        let policy = json!({
+            "apiVersion": "onus.dev/v1alpha1",
+            "kind": "ResponsibilityPolicy",
+            "metadata": {"name": full, "labels": {TEST_LABEL: self.id}},
+            "spec": spec,
+        });
+        Api::<ResponsibilityPolicy>::all(self.client.clone())
+            .patch(&full, &PatchParams::apply("onus-tests").force(), &Patch::Apply(&policy))
+            .await
+            .unwrap_or_else(|e| panic!("applying policy {full}: {e}"));
+        full
+    }
+
+    /// Waits until the policy's status satisfies `ready`; panics with the last status if not.
+    pub async fn wait_status(
+        &self,
+        policy: &str,
+        what: &str,
+        ready: impl Fn(&ResponsibilityPolicyStatus) -> bool,
+    ) -> ResponsibilityPolicy {
+        let api = Api::<ResponsibilityPolicy>::all(self.client.clone());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rp = api.get(policy).await.expect("get policy");
+            if rp.status.as_ref().is_some_and(&ready) {
+                return rp;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "policy {policy}: {what} not reached in 30s; status:\n{}",
+                    serde_yaml::to_string(&rp.status).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates any object from a literal (apiVersion and kind inside).
+    pub async fn create(&self, namespace: Option<&str>, obj: Value) {
+        let api = dynamic_api(&self.client, namespace, &obj);
+        let obj: DynamicObject = serde_json::from_value(obj).expect("object literal");
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("creating {:?}: {e}", obj.metadata.name));
+    }
+
+    /// Server-side applies a partial object (as its test owner).
+    pub async fn apply(&self, namespace: Option<&str>, obj: Value) {
+        let api = dynamic_api(&self.client, namespace, &obj);
+        let name = obj["metadata"]["name"].as_str().expect("name").to_string();
+        api.patch(&name, &PatchParams::apply("onus-tests").force(), &Patch::Apply(&obj))
+            .await
+            .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+    }
+
+    /// Deletes an object.
+    pub async fn delete(&self, namespace: Option<&str>, api_version: &str, kind: &str, name: &str) {
+        let obj = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
+        let api = dynamic_api(&self.client, namespace, &obj);
+        api.delete(name, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting {kind} {name}: {e}"));
+    }
+}
+
+fn dynamic_api(client: &Client, namespace: Option<&str>, obj: &Value) -> Api<DynamicObject> {
+    let api_version = obj["apiVersion"].as_str().expect("apiVersion");
+    let kind = obj["kind"].as_str().expect("kind");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let plural = format!("{}s", kind.to_lowercase()).replace("policys", "policies");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish() as u32
+}
+
+/// The status entry of one control.
+pub fn control<'a>(status: &'a ResponsibilityPolicyStatus, id: &str) -> &'a ControlStatus {
+    status
+        .controls
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("control {id} missing from status"))
+}
+
+/// Whether a control has a result and violation count.
+pub fn is(status: &ResponsibilityPolicyStatus, id: &str, result: ControlResult, violations: u64) -> bool {
+    status
+        .controls
+        .iter()
+        .any(|c| c.id == id && c.result == result && c.violations == violations)
+}
+
+/// Container securityContext that passes the restricted level.
+pub fn hardened() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "runAsNonRoot": true,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "capabilities": {"drop": ["ALL"]}
+    })
+}
+
+/// A Deployment with one container and the given container securityContext and pod fields.
+pub fn deployment(name: &str, security: Value, pod_extra: Value) -> Value {
+    let mut pod_spec = json!({"containers": [{"name": "app", "image": "nginx", "securityContext": security}]});
+    merge(&mut pod_spec, pod_extra);
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec}
+        }
+    })
+}
+
+/// Merges `extra` into `base` (objects recursively, everything else replaced).
+pub fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+/// The resourceVersion of a policy.
+pub async fn resource_version(client: &Client, policy: &str) -> String {
+    Api::<ResponsibilityPolicy>::all(client.clone())
+        .get(policy)
+        .await
+        .expect("get policy")
+        .meta()
+        .resource_version
+        .clone()
+        .unwrap_or_default()
+}

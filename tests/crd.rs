@@ -1,0 +1,121 @@
+//! The CRD: committed YAML matches the Rust types, and the API server refuses bad policies
+//! with a message that names the field.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use kube::CustomResourceExt;
+use onus::crd::ResponsibilityPolicy;
+
+#[test]
+fn committed_crd_matches_the_rust_types() {
+    let generated = serde_yaml::to_string(&ResponsibilityPolicy::crd()).expect("yaml");
+    let committed = std::fs::read_to_string(common::CRD_FILE).expect("crds/ file");
+    assert!(
+        generated == committed,
+        "crds/responsibilitypolicy.yaml is stale: run `make crds` and commit the result"
+    );
+}
+
+/// Server-side dry-run apply of a policy with the given spec; returns kubectl's result.
+fn dry_run(spec: &str) -> (bool, String) {
+    let cp = onus_testenv::shared();
+    common::install_crd(cp);
+    let doc = format!(
+        "apiVersion: onus.dev/v1alpha1\nkind: ResponsibilityPolicy\nmetadata:\n  name: probe\nspec:\n{}",
+        spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
+    );
+    let mut child = cp
+        .kubectl()
+        .args(["apply", "--dry-run=server", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(doc.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("kubectl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn assert_refused(spec: &str, field: &str) {
+    let (ok, text) = dry_run(spec);
+    assert!(!ok, "accepted:\n{spec}\n{text}");
+    assert!(text.contains(field), "message should name {field}:\n{text}");
+}
+
+#[test]
+fn a_complete_policy_is_accepted() {
+    let (ok, text) = dry_run(
+        "serviceModel: PaaS
+mode: Audit
+namespaceSelector: {matchExpressions: [{key: env, operator: In, values: [prod]}]}
+controls:
+  rbac: {clusterAdminSubjects: [{kind: Group, name: platform-admins}, {kind: ServiceAccount, name: ci, namespace: tools}]}
+  network: {defaultDeny: [Ingress, Egress], allowDNS: true}
+  podSecurity: {level: restricted, version: v1.37}
+responsibilities: [{control: NET-04, owner: Provider, reason: managed CNI}]
+exceptions: [{controls: [WKL-03], namespaces: [monitoring], resources: [{kind: DaemonSet, name: node-exporter}], reason: metrics, expires: '2027-03-01T00:00:00Z'}]",
+    );
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn an_unknown_service_model_is_refused() {
+    assert_refused("serviceModel: FaaS", "spec.serviceModel");
+}
+
+#[test]
+fn an_unknown_pod_security_level_is_refused() {
+    assert_refused("serviceModel: PaaS\ncontrols: {podSecurity: {level: strict}}", "spec.controls.podSecurity.level");
+}
+
+#[test]
+fn a_malformed_pod_security_version_is_refused() {
+    assert_refused("serviceModel: PaaS\ncontrols: {podSecurity: {version: '1.30'}}", "spec.controls.podSecurity.version");
+}
+
+#[test]
+fn a_selector_with_an_unknown_operator_is_refused() {
+    assert_refused(
+        "serviceModel: PaaS\nnamespaceSelector: {matchExpressions: [{key: env, operator: Maybe, values: [x]}]}",
+        "matchExpressions: operator must be",
+    );
+}
+
+#[test]
+fn an_exception_without_a_reason_is_refused() {
+    assert_refused("serviceModel: PaaS\nexceptions: [{controls: [NET-01]}]", "spec.exceptions[0].reason");
+}
+
+#[test]
+fn an_expiry_that_is_not_a_timestamp_is_refused() {
+    assert_refused(
+        "serviceModel: PaaS\nexceptions: [{controls: [NET-01], reason: r, expires: next week}]",
+        "spec.exceptions[0].expires",
+    );
+}
+
+#[test]
+fn a_service_account_subject_needs_a_namespace() {
+    assert_refused(
+        "serviceModel: PaaS\ncontrols: {rbac: {clusterAdminSubjects: [{kind: ServiceAccount, name: ci}]}}",
+        "namespace is required for kind ServiceAccount",
+    );
+}
+
+#[test]
+fn a_malformed_control_id_is_refused() {
+    assert_refused(
+        "serviceModel: PaaS\nresponsibilities: [{control: net-4, owner: Provider, reason: r}]",
+        "spec.responsibilities[0].control",
+    );
+}
