@@ -1,1 +1,0 @@
-//! Pod Security Standards checks (to be written).
