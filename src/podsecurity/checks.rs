@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{
-    ContainerPort, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, Probe, SecurityContext,
+    ContainerPort, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, Probe,
+    SecurityContext, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -292,7 +293,12 @@ pub(super) fn app_armor(pod: &Pod) -> Option<String> {
         .map(|(k, v)| format!("{k}={v:?}"))
         .collect();
     if !annotations.is_empty() {
-        parts.push(format!("annotations {}", annotations.join(", ")));
+        let noun = if annotations.len() == 1 {
+            "annotation"
+        } else {
+            "annotations"
+        };
+        parts.push(format!("pod {noun} {}", annotations.join(", ")));
     }
     (!parts.is_empty()).then(|| parts.join("; "))
 }
@@ -480,7 +486,7 @@ pub(super) fn host_probes(pod: &Pod) -> Option<String> {
 }
 
 pub(super) fn volume_types(spec: &PodSpec) -> Option<String> {
-    let bad: Vec<&str> = spec
+    let bad: Vec<String> = spec
         .volumes
         .iter()
         .flatten()
@@ -495,9 +501,19 @@ pub(super) fn volume_types(spec: &PodSpec) -> Option<String> {
                 || v.projected.is_some()
                 || v.secret.is_some())
         })
-        .map(|v| v.name.as_str())
+        .map(|v| format!("{:?} ({})", v.name, volume_type(v)))
         .collect();
-    (!bad.is_empty()).then(|| format!("pod uses restricted volume types in {}", quoted(bad)))
+    let noun = if bad.len() == 1 { "volume" } else { "volumes" };
+    (!bad.is_empty()).then(|| format!("pod uses restricted {noun} {}", bad.join(", ")))
+}
+
+/// The volume source's field name (`hostPath`, `nfs`, ...), read off the serialized form so
+/// that every source, including future ones, is named.
+fn volume_type(volume: &Volume) -> String {
+    let json = serde_json::to_value(volume).unwrap_or_default();
+    json.as_object()
+        .and_then(|fields| fields.keys().find(|k| *k != "name").cloned())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 pub(super) fn allow_privilege_escalation(pod: &Pod) -> Option<String> {
