@@ -1,0 +1,568 @@
+//! Differential test: onus's Pod Security evaluation against the real PodSecurity admission of a
+//! kube-apiserver v1.37.2. Every corpus pod is dry-run created in namespaces enforcing each
+//! (level, version); onus must admit exactly what the server admits.
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, Client, api::PostParams};
+use onus::crd::PodSecurityLevel;
+use onus::podsecurity::{Version, evaluate};
+use serde_json::{Value, json};
+
+/// Pinned versions exercise the version gates: v1.18 (seccomp annotations, no restricted
+/// seccomp/capabilities), v1.24 (no Windows exemptions), v1.30 (SELinux types), v1.34 (no
+/// user-namespace relaxations yet), v1.36 (sysctls before v1.37).
+const VERSIONS: &[&str] = &["latest", "v1.18", "v1.24", "v1.30", "v1.34", "v1.36"];
+
+const IMAGE: &str = "registry.k8s.io/pause:3.10";
+
+struct Case {
+    name: &'static str,
+    pod: Value,
+    /// Added through the ephemeralcontainers subresource: Pod create rejects them.
+    ephemeral: Option<Value>,
+}
+
+/// RFC 7386 merge: objects merge recursively, `null` deletes, anything else replaces.
+fn merge(mut base: Value, patch: Value) -> Value {
+    match (&mut base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    b.remove(&k);
+                } else {
+                    let old = b.remove(&k).unwrap_or(Value::Null);
+                    b.insert(k, merge(old, v));
+                }
+            }
+            base
+        }
+        (_, p) => p,
+    }
+}
+
+fn container(name: &str, security_context: Value) -> Value {
+    json!({"name": name, "image": IMAGE, "securityContext": security_context})
+}
+
+fn hardened() -> Value {
+    json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}})
+}
+
+/// A pod with one unhardened container: passes baseline only.
+fn bare() -> Value {
+    json!({"metadata": {}, "spec": {"containers": [{"name": "app", "image": IMAGE}]}})
+}
+
+/// A pod that passes restricted at every version.
+fn restricted() -> Value {
+    json!({"metadata": {}, "spec": {
+        "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container("app", hardened())],
+    }})
+}
+
+/// `restricted()` with the app container's security context patched.
+fn restricted_app(patch: Value) -> Value {
+    merge(
+        restricted(),
+        json!({"spec": {"containers": [container("app", merge(hardened(), patch))]}}),
+    )
+}
+
+fn bare_app(security_context: Value) -> Value {
+    merge(
+        bare(),
+        json!({"spec": {"containers": [container("app", security_context)]}}),
+    )
+}
+
+fn spec(base: Value, patch: Value) -> Value {
+    merge(base, json!({"spec": patch}))
+}
+
+fn annotated(base: Value, key: &str, value: &str) -> Value {
+    merge(base, json!({"metadata": {"annotations": {key: value}}}))
+}
+
+fn with_sysctl(name: &str) -> Value {
+    spec(
+        restricted(),
+        json!({"securityContext": {"sysctls": [{"name": name, "value": "1"}]}}),
+    )
+}
+
+fn with_volume(volume: Value) -> Value {
+    spec(restricted(), json!({"volumes": [volume]}))
+}
+
+fn probe_app(probes: Value) -> Value {
+    let app = merge(container("app", hardened()), probes);
+    spec(restricted(), json!({"containers": [app]}))
+}
+
+fn corpus() -> Vec<Case> {
+    let case = |name, pod| Case {
+        name,
+        pod,
+        ephemeral: None,
+    };
+    let eph = |name, sc: Value| Case {
+        name,
+        pod: restricted(),
+        ephemeral: Some(json!({"name": "debug", "image": IMAGE, "securityContext": sc})),
+    };
+    let windows = json!({"os": {"name": "windows"}});
+    let userns = json!({"hostUsers": false});
+    let tcp_host = json!({"tcpSocket": {"port": 80, "host": "10.0.0.1"}});
+    vec![
+        case("bare", bare()),
+        case("restricted", restricted()),
+        case(
+            "seccomp pod Localhost",
+            spec(
+                restricted(),
+                json!({"securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}}),
+            ),
+        ),
+        case(
+            "seccomp on container only",
+            merge(
+                restricted_app(json!({"seccompProfile": {"type": "RuntimeDefault"}})),
+                json!({"spec": {"securityContext": {"seccompProfile": null}}}),
+            ),
+        ),
+        case(
+            "seccomp missing",
+            spec(
+                restricted(),
+                json!({"securityContext": {"seccompProfile": null}}),
+            ),
+        ),
+        case(
+            "seccomp pod Unconfined",
+            spec(
+                restricted(),
+                json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+            ),
+        ),
+        case(
+            "seccomp container Unconfined",
+            restricted_app(json!({"seccompProfile": {"type": "Unconfined"}})),
+        ),
+        case(
+            "seccomp annotation unconfined",
+            annotated(
+                bare(),
+                "seccomp.security.alpha.kubernetes.io/pod",
+                "unconfined",
+            ),
+        ),
+        case(
+            "runAsNonRoot on container only",
+            merge(
+                restricted_app(json!({"runAsNonRoot": true})),
+                json!({"spec": {"securityContext": {"runAsNonRoot": null}}}),
+            ),
+        ),
+        case(
+            "runAsNonRoot pod true container false",
+            restricted_app(json!({"runAsNonRoot": false})),
+        ),
+        case(
+            "runAsNonRoot missing on init container",
+            merge(
+                restricted_app(json!({"runAsNonRoot": true})),
+                json!({"spec": {
+            "securityContext": {"runAsNonRoot": null},
+            "initContainers": [container("init", hardened())]}}),
+            ),
+        ),
+        case(
+            "runAsUser 0 on pod",
+            spec(restricted(), json!({"securityContext": {"runAsUser": 0}})),
+        ),
+        case(
+            "runAsUser 0 on container",
+            restricted_app(json!({"runAsUser": 0})),
+        ),
+        case("runAsUser 1000", restricted_app(json!({"runAsUser": 1000}))),
+        case(
+            "allowPrivilegeEscalation true",
+            restricted_app(json!({"allowPrivilegeEscalation": true})),
+        ),
+        case(
+            "add NET_RAW",
+            bare_app(json!({"capabilities": {"add": ["NET_RAW"]}})),
+        ),
+        case(
+            "add lowercase chown",
+            bare_app(json!({"capabilities": {"add": ["chown"]}})),
+        ),
+        case(
+            "add CHOWN restricted",
+            restricted_app(json!({"capabilities": {"add": ["CHOWN"]}})),
+        ),
+        case(
+            "add NET_BIND_SERVICE restricted",
+            restricted_app(json!({"capabilities": {"add": ["NET_BIND_SERVICE"]}})),
+        ),
+        case(
+            "add SYS_TIME restricted",
+            restricted_app(json!({"capabilities": {"add": ["SYS_TIME"]}})),
+        ),
+        case(
+            "drop lowercase all",
+            restricted_app(json!({"capabilities": {"drop": ["all"]}})),
+        ),
+        case("privileged", bare_app(json!({"privileged": true}))),
+        case(
+            "privileged init container",
+            spec(
+                restricted(),
+                json!({"initContainers": [container("init", json!({"privileged": true}))]}),
+            ),
+        ),
+        case(
+            "hardened init container",
+            spec(
+                restricted(),
+                json!({"initContainers": [container("init", hardened())]}),
+            ),
+        ),
+        case(
+            "hostNetwork",
+            spec(restricted(), json!({"hostNetwork": true})),
+        ),
+        case(
+            "hostPID and hostIPC",
+            spec(restricted(), json!({"hostPID": true, "hostIPC": true})),
+        ),
+        case(
+            "hostPort 8080",
+            spec(
+                restricted(),
+                json!({"containers": [merge(container("app", hardened()), json!({"ports": [{"containerPort": 8080, "hostPort": 8080}]}))]}),
+            ),
+        ),
+        case(
+            "hostPort 0",
+            spec(
+                restricted(),
+                json!({"containers": [merge(container("app", hardened()), json!({"ports": [{"containerPort": 8080, "hostPort": 0}]}))]}),
+            ),
+        ),
+        case(
+            "windows runAsNonRoot",
+            spec(
+                bare(),
+                merge(
+                    windows.clone(),
+                    json!({"securityContext": {"runAsNonRoot": true}}),
+                ),
+            ),
+        ),
+        case("windows bare", spec(bare(), windows.clone())),
+        case(
+            "windows hostProcess",
+            spec(
+                bare(),
+                merge(
+                    windows.clone(),
+                    json!({"hostNetwork": true, "securityContext": {"runAsNonRoot": true, "windowsOptions": {"hostProcess": true, "runAsUserName": "NT AUTHORITY\\SYSTEM"}}}),
+                ),
+            ),
+        ),
+        case(
+            "userns procMount Unmasked restricted",
+            spec(
+                restricted_app(json!({"procMount": "Unmasked"})),
+                userns.clone(),
+            ),
+        ),
+        case(
+            "userns procMount Unmasked bare",
+            spec(bare_app(json!({"procMount": "Unmasked"})), userns.clone()),
+        ),
+        case(
+            "userns runAsUser 0",
+            spec(
+                restricted(),
+                merge(
+                    userns.clone(),
+                    json!({"securityContext": {"runAsNonRoot": null, "runAsUser": 0}}),
+                ),
+            ),
+        ),
+        case("userns restricted", spec(restricted(), userns.clone())),
+        case(
+            "sysctl kernel.shm_rmid_forced",
+            with_sysctl("kernel.shm_rmid_forced"),
+        ),
+        case(
+            "sysctl ip_local_reserved_ports",
+            with_sysctl("net.ipv4.ip_local_reserved_ports"),
+        ),
+        case(
+            "sysctl tcp_keepalive_time",
+            with_sysctl("net.ipv4.tcp_keepalive_time"),
+        ),
+        case("sysctl tcp_rmem", with_sysctl("net.ipv4.tcp_rmem")),
+        case(
+            "sysctl tcp_slow_start_after_idle",
+            with_sysctl("net.ipv4.tcp_slow_start_after_idle"),
+        ),
+        case("sysctl kernel.msgmax", with_sysctl("kernel.msgmax")),
+        case(
+            "AppArmor annotation runtime/default",
+            annotated(
+                restricted(),
+                "container.apparmor.security.beta.kubernetes.io/app",
+                "runtime/default",
+            ),
+        ),
+        case(
+            "AppArmor annotation unconfined",
+            annotated(
+                restricted(),
+                "container.apparmor.security.beta.kubernetes.io/app",
+                "unconfined",
+            ),
+        ),
+        case(
+            "AppArmor pod field Unconfined",
+            spec(
+                restricted(),
+                json!({"securityContext": {"appArmorProfile": {"type": "Unconfined"}}}),
+            ),
+        ),
+        case(
+            "AppArmor container field Localhost",
+            restricted_app(
+                json!({"appArmorProfile": {"type": "Localhost", "localhostProfile": "k8s-nginx"}}),
+            ),
+        ),
+        case(
+            "SELinux container_engine_t",
+            restricted_app(json!({"seLinuxOptions": {"type": "container_engine_t"}})),
+        ),
+        case(
+            "SELinux spc_t",
+            spec(
+                restricted(),
+                json!({"securityContext": {"seLinuxOptions": {"type": "spc_t"}}}),
+            ),
+        ),
+        case(
+            "SELinux user",
+            restricted_app(json!({"seLinuxOptions": {"user": "system_u"}})),
+        ),
+        case(
+            "SELinux role",
+            restricted_app(json!({"seLinuxOptions": {"role": "system_r"}})),
+        ),
+        case(
+            "SELinux level only",
+            spec(
+                restricted(),
+                json!({"securityContext": {"seLinuxOptions": {"level": "s0:c123,c456"}}}),
+            ),
+        ),
+        case(
+            "liveness httpGet host",
+            probe_app(json!({"livenessProbe": {"httpGet": {"port": 80, "host": "example.com"}}})),
+        ),
+        case(
+            "readiness tcpSocket host",
+            probe_app(json!({"readinessProbe": tcp_host})),
+        ),
+        case(
+            "preStop httpGet host",
+            probe_app(
+                json!({"lifecycle": {"preStop": {"httpGet": {"port": 80, "host": "example.com"}}}}),
+            ),
+        ),
+        case(
+            "probe without host",
+            probe_app(json!({"startupProbe": {"httpGet": {"port": 80, "path": "/healthz"}}})),
+        ),
+        case(
+            "allowed volume types",
+            spec(
+                restricted(),
+                json!({"volumes": [
+                    {"name": "cm", "configMap": {"name": "c"}},
+                    {"name": "s", "secret": {"secretName": "s"}},
+                    {"name": "e", "emptyDir": {}},
+                    {"name": "d", "downwardAPI": {"items": [{"path": "l", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                    {"name": "p", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}},
+                    {"name": "pvc", "persistentVolumeClaim": {"claimName": "c"}},
+                    {"name": "csi", "csi": {"driver": "inline.example.com"}},
+                    {"name": "eph", "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}},
+                ]}),
+            ),
+        ),
+        case(
+            "hostPath volume",
+            with_volume(json!({"name": "h", "hostPath": {"path": "/var/log"}})),
+        ),
+        case(
+            "nfs volume",
+            with_volume(json!({"name": "n", "nfs": {"server": "nfs.example.com", "path": "/"}})),
+        ),
+        case(
+            "image volume",
+            with_volume(json!({"name": "i", "image": {"reference": IMAGE}})),
+        ),
+        eph("ephemeral container unhardened", json!({})),
+        eph("ephemeral container hardened", hardened()),
+        eph(
+            "ephemeral container privileged",
+            json!({"privileged": true}),
+        ),
+    ]
+}
+
+enum Outcome {
+    Admitted,
+    Rejected(String),
+}
+
+/// Asks the API server whether it admits `case` in `ns`, without persisting anything.
+async fn server_outcome(
+    client: &Client,
+    ns: &str,
+    index: usize,
+    case: &Case,
+) -> Result<Outcome, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let name = format!("case-{index}");
+    let mut pod: Pod =
+        serde_json::from_value(merge(case.pod.clone(), json!({"metadata": {"name": name}})))
+            .map_err(|e| format!("corpus pod does not parse: {e}"))?;
+    let result = match &case.ephemeral {
+        None => pods.create(&dry_run, &pod).await,
+        Some(container) => {
+            // The base pod is restricted-compliant; only the ephemeral container is judged.
+            let base = pods
+                .create(&PostParams::default(), &pod)
+                .await
+                .map_err(|e| format!("base pod: {e}"))?;
+            pod = base;
+            pod.spec
+                .get_or_insert_with(Default::default)
+                .ephemeral_containers = Some(vec![
+                serde_json::from_value(container.clone()).map_err(|e| e.to_string())?,
+            ]);
+            pods.replace_ephemeral_containers(&name, &dry_run, &pod)
+                .await
+        }
+    };
+    match result {
+        Ok(_) => Ok(Outcome::Admitted),
+        Err(kube::Error::Api(status))
+            if status.code == 403 && status.message.contains("violates PodSecurity") =>
+        {
+            Ok(Outcome::Rejected(status.message))
+        }
+        Err(kube::Error::Api(status)) => Err(format!(
+            "server error {} (invalid corpus spec?): {}",
+            status.code, status.message
+        )),
+        Err(e) => Err(format!("request failed: {e}")),
+    }
+}
+
+fn pod_of(case: &Case) -> Pod {
+    let mut pod: Pod = serde_json::from_value(case.pod.clone()).expect("corpus pod parses");
+    if let Some(container) = &case.ephemeral {
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        spec.ephemeral_containers = Some(vec![
+            serde_json::from_value(container.clone()).expect("ephemeral container parses"),
+        ]);
+    }
+    pod
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn onus_agrees_with_the_podsecurity_admission() {
+    let cp = onus_testenv::shared();
+    let client = cp.client().await;
+    let corpus = corpus();
+    assert!(corpus.len() >= 40, "corpus too small: {}", corpus.len());
+
+    let mut targets = Vec::new();
+    for (level, label) in [
+        (PodSecurityLevel::Baseline, "baseline"),
+        (PodSecurityLevel::Restricted, "restricted"),
+    ] {
+        for &version in VERSIONS {
+            let prefix = format!("psa-{label}-{}", version.replace('.', "-"));
+            let labels = [
+                ("pod-security.kubernetes.io/enforce", label),
+                ("pod-security.kubernetes.io/enforce-version", version),
+            ];
+            let ns = cp.namespace(&client, &prefix, &labels).await;
+            let version: Version = version.parse().expect("pinned version parses");
+            targets.push((level, version, ns));
+        }
+    }
+
+    let jobs = targets.iter().flat_map(|target| {
+        corpus
+            .iter()
+            .enumerate()
+            .map(move |(i, case)| (target, i, case))
+    });
+    let results: Vec<_> = stream::iter(jobs)
+        .map(|((level, version, ns), i, case)| {
+            let client = client.clone();
+            async move {
+                let server = server_outcome(&client, ns, i, case).await;
+                (*level, *version, case, server)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+
+    let (mut admitted, mut rejected, mut failures) = (0, 0, Vec::new());
+    for (level, version, case, server) in results {
+        let pod = pod_of(case);
+        let violations = evaluate(
+            &pod.metadata,
+            pod.spec.as_ref().expect("corpus pods have a spec"),
+            level,
+            version,
+        );
+        let at = format!("{:?} {version} {:?}", level, case.name);
+        match server {
+            Err(e) => failures.push(format!("{at}: {e}")),
+            Ok(Outcome::Admitted) if violations.is_empty() => admitted += 1,
+            Ok(Outcome::Rejected(_)) if !violations.is_empty() => rejected += 1,
+            Ok(Outcome::Admitted) => {
+                failures.push(format!("{at}: server admits, onus reports {violations:?}"))
+            }
+            Ok(Outcome::Rejected(msg)) => {
+                failures.push(format!("{at}: onus admits, server says: {msg}"))
+            }
+        }
+    }
+    println!(
+        "podsecurity differential: {} specs x {} (level, version) targets: {admitted} admitted and {rejected} rejected by both, {} mismatches",
+        corpus.len(),
+        targets.len(),
+        failures.len()
+    );
+    failures.sort();
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
