@@ -139,16 +139,16 @@ pub async fn run(
         None => watcher::Config::default(),
     };
     Controller::new(Api::<ResponsibilityPolicy>::all(client), policies)
-    .reconcile_all_on(triggers)
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((policy, _)) => debug!(policy = %policy.name, "Reconciled"),
-            Err(error) => warn!(%error, "Reconcile failed"),
-        }
-    })
-    .await;
+        .reconcile_all_on(triggers)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((policy, _)) => debug!(policy = %policy.name, "Reconciled"),
+                Err(error) => warn!(%error, "Reconcile failed"),
+            }
+        })
+        .await;
     watches.abort();
 }
 

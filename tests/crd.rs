@@ -42,7 +42,8 @@ fn dry_run(spec: &str) -> (bool, String) {
         .write_all(doc.as_bytes())
         .expect("write");
     let out = child.wait_with_output().expect("kubectl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -75,12 +76,18 @@ fn an_unknown_service_model_is_refused() {
 
 #[test]
 fn an_unknown_pod_security_level_is_refused() {
-    assert_refused("serviceModel: PaaS\ncontrols: {podSecurity: {level: strict}}", "spec.controls.podSecurity.level");
+    assert_refused(
+        "serviceModel: PaaS\ncontrols: {podSecurity: {level: strict}}",
+        "spec.controls.podSecurity.level",
+    );
 }
 
 #[test]
 fn a_malformed_pod_security_version_is_refused() {
-    assert_refused("serviceModel: PaaS\ncontrols: {podSecurity: {version: '1.30'}}", "spec.controls.podSecurity.version");
+    assert_refused(
+        "serviceModel: PaaS\ncontrols: {podSecurity: {version: '1.30'}}",
+        "spec.controls.podSecurity.version",
+    );
 }
 
 #[test]
@@ -93,7 +100,10 @@ fn a_selector_with_an_unknown_operator_is_refused() {
 
 #[test]
 fn an_exception_without_a_reason_is_refused() {
-    assert_refused("serviceModel: PaaS\nexceptions: [{controls: [NET-01]}]", "spec.exceptions[0].reason");
+    assert_refused(
+        "serviceModel: PaaS\nexceptions: [{controls: [NET-01]}]",
+        "spec.exceptions[0].reason",
+    );
 }
 
 #[test]

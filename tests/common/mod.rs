@@ -16,7 +16,10 @@ use onus::{
 use onus_testenv::ControlPlane;
 use serde_json::{Value, json};
 
-pub const CRD_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/responsibilitypolicy.yaml");
+pub const CRD_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/crds/responsibilitypolicy.yaml"
+);
 
 /// Label on every policy a test creates; its operator only reconciles policies with its value.
 pub const TEST_LABEL: &str = "onus.dev/test";
@@ -35,7 +38,11 @@ pub fn install_crd(cp: &ControlPlane) {
         .args(["apply", "--server-side", "-f", CRD_FILE])
         .output()
         .expect("kubectl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = cp
         .kubectl()
         .args([
@@ -46,7 +53,11 @@ pub fn install_crd(cp: &ControlPlane) {
         ])
         .output()
         .expect("kubectl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl TestEnv {
@@ -61,7 +72,11 @@ impl TestEnv {
             policy_selector: Some(format!("{TEST_LABEL}={id}")),
             ..Settings::default()
         };
-        tokio::spawn(controller::run(client.clone(), settings, std::future::pending()));
+        tokio::spawn(controller::run(
+            client.clone(),
+            settings,
+            std::future::pending(),
+        ));
         TestEnv { cp, client, id }
     }
 
@@ -86,7 +101,11 @@ impl TestEnv {
             "spec": spec,
         });
         Api::<ResponsibilityPolicy>::all(self.client.clone())
-            .patch(&full, &PatchParams::apply("onus-tests").force(), &Patch::Apply(&policy))
+            .patch(
+                &full,
+                &PatchParams::apply("onus-tests").force(),
+                &Patch::Apply(&policy),
+            )
             .await
             .unwrap_or_else(|e| panic!("applying policy {full}: {e}"));
         full
@@ -129,9 +148,13 @@ impl TestEnv {
     pub async fn apply(&self, namespace: Option<&str>, obj: Value) {
         let api = dynamic_api(&self.client, namespace, &obj);
         let name = obj["metadata"]["name"].as_str().expect("name").to_string();
-        api.patch(&name, &PatchParams::apply("onus-tests").force(), &Patch::Apply(&obj))
-            .await
-            .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+        api.patch(
+            &name,
+            &PatchParams::apply("onus-tests").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
     }
 
     /// Deletes an object.
@@ -160,7 +183,12 @@ fn dynamic_api(client: &Client, namespace: Option<&str>, obj: &Value) -> Api<Dyn
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     h.finish() as u32
 }
 
@@ -174,7 +202,12 @@ pub fn control<'a>(status: &'a ResponsibilityPolicyStatus, id: &str) -> &'a Cont
 }
 
 /// Whether a control has a result and violation count.
-pub fn is(status: &ResponsibilityPolicyStatus, id: &str, result: ControlResult, violations: u64) -> bool {
+pub fn is(
+    status: &ResponsibilityPolicyStatus,
+    id: &str,
+    result: ControlResult,
+    violations: u64,
+) -> bool {
     status
         .controls
         .iter()
@@ -193,7 +226,8 @@ pub fn hardened() -> Value {
 
 /// A Deployment with one container and the given container securityContext and pod fields.
 pub fn deployment(name: &str, security: Value, pod_extra: Value) -> Value {
-    let mut pod_spec = json!({"containers": [{"name": "app", "image": "nginx", "securityContext": security}]});
+    let mut pod_spec =
+        json!({"containers": [{"name": "app", "image": "nginx", "securityContext": security}]});
     merge(&mut pod_spec, pod_extra);
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
