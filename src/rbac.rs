@@ -1,1 +1,0 @@
-//! RBAC effective-grant analysis (to be written).
