@@ -25,17 +25,20 @@
 //!   rules without `resourceNames` (CIS 5.1.2 targets broad read access; reading named secrets
 //!   is the minimal form it recommends). For IAM-04..IAM-06 such a rule still counts (exec into
 //!   one named pod is still exec), except `create` on a top-level resource, which Kubernetes
-//!   authorizes without a name, so a `resourceNames` rule can never grant it. IAM-02 ignores
-//!   `resourceNames` (a wildcard is a wildcard).
+//!   authorizes without a name, so a `resourceNames` rule can never grant it.
 //! - **Scope.** A RoleBinding cannot grant cluster-scoped resources (nodes, persistentvolumes,
 //!   CSRs, webhook configurations, clusterroles for `escalate`, users/groups for `impersonate`),
 //!   so those capabilities are only reported for ClusterRoleBindings. `bind` on `clusterroles` is
 //!   checked in the binding's namespace by Kubernetes and therefore counts for RoleBindings.
-//! - **nonResourceURLs** rules grant no resource access; they count for IAM-02 only when their
-//!   verbs contain `*`.
+//! - **IAM-02** counts `*` and `*/subresource` entries; it ignores `resourceNames`. Rules with
+//!   `nonResourceURLs` grant no resource access; they count for IAM-02 only when their verbs
+//!   contain `*`.
 //! - **Extra capabilities** beyond the brief, because they are the same risk: IAM-04 also counts
 //!   `create` on core `replicationcontrollers` and `update`/`patch` on `pods/ephemeralcontainers`;
 //!   IAM-05 `impersonate` covers users, groups, serviceaccounts, uids and userextras.
+//! - **IAM-05 combination.** `create` on rolebindings/clusterrolebindings is reported (in the
+//!   detail of the same finding) only together with `bind`; `bind` alone already is IAM-05.
+//!   Creating roles is bounded by the API server's escalation check, so it is not combined.
 //! - **Allow-list** matching: kind and name; for ServiceAccounts also the namespace. A `User`
 //!   subject named `system:serviceaccount:NS:NAME` is the same identity as that ServiceAccount.
 //! - **IAM-07** reports `system:anonymous`, `system:unauthenticated` and `system:authenticated`
@@ -124,6 +127,7 @@ pub fn is_system(meta: &ObjectMeta) -> bool {
 pub fn evaluate(snapshot: &RbacSnapshot, allowed: &[SubjectRef]) -> Vec<Finding> {
     let index = RoleIndex::new(snapshot);
     let mut out = Findings::default();
+    let mut cache = CapabilityCache::default();
     for crb in &snapshot.cluster_role_bindings {
         if is_system(&crb.metadata) {
             continue;
@@ -138,7 +142,7 @@ pub fn evaluate(snapshot: &RbacSnapshot, allowed: &[SubjectRef]) -> Vec<Finding>
             "ClusterRole" => index.cluster_role(&crb.role_ref.name),
             _ => None,
         };
-        evaluate_binding(&binding, role, allowed, &mut out);
+        evaluate_binding(&binding, role, allowed, &mut cache, &mut out);
     }
     for rb in &snapshot.role_bindings {
         if is_system(&rb.metadata) {
@@ -158,7 +162,7 @@ pub fn evaluate(snapshot: &RbacSnapshot, allowed: &[SubjectRef]) -> Vec<Finding>
             "Role" => index.role(ns, &rb.role_ref.name),
             _ => None,
         };
-        evaluate_binding(&binding, role, allowed, &mut out);
+        evaluate_binding(&binding, role, allowed, &mut cache, &mut out);
     }
     out.into_sorted()
 }
@@ -258,10 +262,26 @@ impl Findings {
     }
 }
 
+/// IAM-03..IAM-06 items of a role's rules, per (rules address, namespaced): many bindings share
+/// a role, and matching its rules is the expensive part.
+#[derive(Default)]
+struct CapabilityCache(HashMap<(usize, bool), Vec<(&'static str, String)>>);
+
+impl CapabilityCache {
+    fn items(&mut self, rules: &[PolicyRule], namespaced: bool) -> &[(&'static str, String)] {
+        // The address identifies the rules: every role stays borrowed for the whole evaluation.
+        let key = (rules.as_ptr() as usize, namespaced);
+        self.0
+            .entry(key)
+            .or_insert_with(|| capability_items(rules, namespaced))
+    }
+}
+
 fn evaluate_binding(
     binding: &Binding<'_>,
     role: Option<ResolvedRole<'_>>,
     allowed: &[SubjectRef],
+    cache: &mut CapabilityCache,
     out: &mut Findings,
 ) {
     // Permission-derived violations of this binding, the same for each of its subjects.
@@ -275,7 +295,16 @@ fn evaluate_binding(
         {
             violations.push(("IAM-02", d));
         }
-        violations.extend(capability_violations(role.rules, binding.namespace));
+        let scope = match binding.namespace {
+            Some(ns) => format!("in namespace {ns}"),
+            None => "cluster-wide".to_owned(),
+        };
+        let items = cache.items(role.rules, binding.namespace.is_some());
+        violations.extend(
+            items
+                .iter()
+                .map(|(control, text)| (*control, format!("{text} {scope}"))),
+        );
     }
     let role_text = role_text(binding.role_ref, role.is_some());
     for subject in binding.subjects {
@@ -476,16 +505,14 @@ const CAPABILITIES: &[Capability] = &[
     ),
 ];
 
-/// IAM-03..IAM-06 violations of a role's rules, granted cluster-wide or in `namespace`.
-fn capability_violations(
-    rules: &[PolicyRule],
-    namespace: Option<&str>,
-) -> Vec<(&'static str, String)> {
+/// IAM-03..IAM-06 matched by a role's rules, as (control, "what", without the scope), when
+/// granted through a RoleBinding (`namespaced`) or a ClusterRoleBinding.
+fn capability_items(rules: &[PolicyRule], namespaced: bool) -> Vec<(&'static str, String)> {
     // Matched items per control, in catalogue order.
     let mut items: Vec<(&'static str, Vec<String>)> = Vec::new();
     let mut has_bind = false;
     for cap in CAPABILITIES {
-        if cap.cluster_scoped && namespace.is_some() {
+        if cap.cluster_scoped && namespaced {
             continue;
         }
         if cap.with_bind && !has_bind {
@@ -520,10 +547,6 @@ fn capability_violations(
             }
         }
     }
-    let scope = match namespace {
-        Some(ns) => format!("in namespace {ns}"),
-        None => "cluster-wide".to_owned(),
-    };
     items
         .into_iter()
         .map(|(control, list)| {
@@ -532,8 +555,7 @@ fn capability_violations(
                 0 => String::new(),
                 n => format!(" (+{n} more)"),
             };
-            let detail = format!("{}{more} {scope}", list[..shown].join(", "));
-            (control, detail)
+            (control, format!("{}{more}", list[..shown].join(", ")))
         })
         .collect()
 }
