@@ -18,8 +18,11 @@ async fn known_violations_are_reported_exactly_then_clear_when_fixed() {
     // WKL-03 and WKL-06: privileged (which also permits privilege escalation).
     let mut privileged = hardened();
     privileged["privileged"] = json!(true);
-    privileged.as_object_mut().map(|o| o.remove("allowPrivilegeEscalation"));
-    env.create(Some(&shop), deployment("web", privileged, json!({}))).await;
+    privileged
+        .as_object_mut()
+        .map(|o| o.remove("allowPrivilegeEscalation"));
+    env.create(Some(&shop), deployment("web", privileged, json!({})))
+        .await;
     // DAT-01: a Secret in an env var.
     let mut api = deployment("api", hardened(), json!({}));
     api["spec"]["template"]["spec"]["containers"][0]["env"] =
@@ -27,7 +30,9 @@ async fn known_violations_are_reported_exactly_then_clear_when_fixed() {
     env.create(Some(&shop), api).await;
     // WKL-07: a bare Pod without runAsNonRoot.
     let mut no_non_root = hardened();
-    no_non_root.as_object_mut().map(|o| o.remove("runAsNonRoot"));
+    no_non_root
+        .as_object_mut()
+        .map(|o| o.remove("runAsNonRoot"));
     env.create(Some(&shop), json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug"},
         "spec": {"containers": [{"name": "sh", "image": "busybox", "securityContext": no_non_root}]}
@@ -60,7 +65,10 @@ async fn known_violations_are_reported_exactly_then_clear_when_fixed() {
     .await;
 
     let policy = env
-        .apply_policy("prod", json!({"serviceModel": "PaaS", "controls": {"podSecurity": {"level": "restricted"}}}))
+        .apply_policy(
+            "prod",
+            json!({"serviceModel": "PaaS", "controls": {"podSecurity": {"level": "restricted"}}}),
+        )
         .await;
     let rp = env
         .wait_status(&policy, "all violations", |s| {
@@ -71,60 +79,145 @@ async fn known_violations_are_reported_exactly_then_clear_when_fixed() {
     eprintln!("{}", serde_yaml::to_string(&s).unwrap_or_default());
 
     let expect = [
-        ("IAM-01", Fail, 1), ("IAM-02", Fail, 1), ("IAM-07", Pass, 0), ("IAM-08", Pass, 0),
-        ("IAM-09", Fail, 2), ("WKL-01", Fail, 2), ("WKL-02", Fail, 1), ("WKL-03", Fail, 1),
-        ("WKL-04", Pass, 0), ("WKL-05", Pass, 0), ("WKL-06", Fail, 1), ("WKL-07", Fail, 1),
-        ("WKL-08", Pass, 0), ("WKL-09", Pass, 0), ("WKL-10", Pass, 0), ("NET-01", Fail, 2),
-        ("NET-02", Disabled, 2), ("NET-03", Pass, 0), ("NET-04", NotObservable, 0),
-        ("NET-05", Pass, 0), ("DAT-01", Fail, 1), ("DAT-02", NotObservable, 0),
-        ("AUD-01", Fail, 2), ("AUD-02", NotObservable, 0),
+        ("IAM-01", Fail, 1),
+        ("IAM-02", Fail, 1),
+        ("IAM-07", Pass, 0),
+        ("IAM-08", Pass, 0),
+        ("IAM-09", Fail, 2),
+        ("WKL-01", Fail, 2),
+        ("WKL-02", Fail, 1),
+        ("WKL-03", Fail, 1),
+        ("WKL-04", Pass, 0),
+        ("WKL-05", Pass, 0),
+        ("WKL-06", Fail, 1),
+        ("WKL-07", Fail, 1),
+        ("WKL-08", Pass, 0),
+        ("WKL-09", Pass, 0),
+        ("WKL-10", Pass, 0),
+        ("NET-01", Fail, 2),
+        ("NET-02", Disabled, 2),
+        ("NET-03", Pass, 0),
+        ("NET-04", NotObservable, 0),
+        ("NET-05", Pass, 0),
+        ("DAT-01", Fail, 1),
+        ("DAT-02", NotObservable, 0),
+        ("AUD-01", Fail, 2),
+        ("AUD-02", NotObservable, 0),
     ];
     for (id, result, violations) in expect {
         let c = control(&s, id);
-        assert_eq!((c.result, c.violations), (result, violations), "{id}: {:?}", c.examples);
+        assert_eq!(
+            (c.result, c.violations),
+            (result, violations),
+            "{id}: {:?}",
+            c.examples
+        );
     }
-    assert!(control(&s, "WKL-03").examples.contains(&format!("Deployment/{shop}/web")));
-    assert!(control(&s, "WKL-07").examples.contains(&format!("Pod/{shop}/debug")));
-    assert!(control(&s, "WKL-02").examples.contains(&format!("DaemonSet/{infra}/agent")));
-    assert!(control(&s, "IAM-01").examples.iter().any(|e| e.contains(&crb)));
-    assert!(control(&s, "IAM-02").examples.iter().any(|e| e.contains("ops-all") && e.contains("bob")));
+    assert!(
+        control(&s, "WKL-03")
+            .examples
+            .contains(&format!("Deployment/{shop}/web"))
+    );
+    assert!(
+        control(&s, "WKL-07")
+            .examples
+            .contains(&format!("Pod/{shop}/debug"))
+    );
+    assert!(
+        control(&s, "WKL-02")
+            .examples
+            .contains(&format!("DaemonSet/{infra}/agent"))
+    );
+    assert!(
+        control(&s, "IAM-01")
+            .examples
+            .iter()
+            .any(|e| e.contains(&crb))
+    );
+    assert!(
+        control(&s, "IAM-02")
+            .examples
+            .iter()
+            .any(|e| e.contains("ops-all") && e.contains("bob"))
+    );
     for id in ["IAM-03", "IAM-04", "IAM-05"] {
-        assert_eq!(control(&s, id).result, Fail, "{id}: the wildcard Role and cluster-admin grant it");
+        assert_eq!(
+            control(&s, id).result,
+            Fail,
+            "{id}: the wildcard Role and cluster-admin grant it"
+        );
     }
     let compliant = status::condition(&s, status::COMPLIANT).expect("Compliant");
-    assert_eq!((compliant.status.as_str(), compliant.reason.as_str()), ("False", "ViolationsFound"));
+    assert_eq!(
+        (compliant.status.as_str(), compliant.reason.as_str()),
+        ("False", "ViolationsFound")
+    );
     let summary = s.summary.expect("summary");
     assert_eq!(summary.namespaces, 2);
-    assert_eq!(summary.violations, s.controls.iter().filter(|c| c.result == Fail).map(|c| c.violations).sum::<u64>());
+    assert_eq!(
+        summary.violations,
+        s.controls
+            .iter()
+            .filter(|c| c.result == Fail)
+            .map(|c| c.violations)
+            .sum::<u64>()
+    );
 
     // Fix each violation in place; status follows without restarting anything.
-    env.apply(Some(&shop), deployment("web", hardened(), json!({}))).await;
-    env.wait_status(&policy, "WKL-03 fixed", |s| is(s, "WKL-03", Pass, 0) && is(s, "WKL-06", Pass, 0)).await;
+    let mut unprivileged = hardened();
+    unprivileged["privileged"] = json!(false);
+    env.apply(Some(&shop), deployment("web", unprivileged, json!({})))
+        .await;
+    env.wait_status(&policy, "WKL-03 fixed", |s| {
+        is(s, "WKL-03", Pass, 0) && is(s, "WKL-06", Pass, 0)
+    })
+    .await;
     env.delete(Some(&shop), "v1", "Pod", "debug").await;
-    env.wait_status(&policy, "WKL-07 fixed", |s| is(s, "WKL-07", Pass, 0)).await;
-    env.delete(None, "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", &crb).await;
-    env.wait_status(&policy, "IAM-01 fixed", |s| is(s, "IAM-01", Pass, 0)).await;
+    env.wait_status(&policy, "WKL-07 fixed", |s| is(s, "WKL-07", Pass, 0))
+        .await;
+    env.delete(
+        None,
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        &crb,
+    )
+    .await;
+    env.wait_status(&policy, "IAM-01 fixed", |s| is(s, "IAM-01", Pass, 0))
+        .await;
     env.create(Some(&shop), json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "deny"},
         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
     }))
     .await;
-    env.wait_status(&policy, "NET-01 fixed in shop", |s| is(s, "NET-01", Fail, 1)).await;
-    env.apply(None, json!({"apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": "default", "namespace": shop}, "automountServiceAccountToken": false})).await;
-    env.wait_status(&policy, "IAM-09 fixed in shop", |s| is(s, "IAM-09", Fail, 1)).await;
+    env.wait_status(&policy, "NET-01 fixed in shop", |s| {
+        is(s, "NET-01", Fail, 1)
+    })
+    .await;
+    env.apply(
+        Some(&shop),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "default", "namespace": shop}, "automountServiceAccountToken": false}),
+    )
+    .await;
+    env.wait_status(&policy, "IAM-09 fixed in shop", |s| {
+        is(s, "IAM-09", Fail, 1)
+    })
+    .await;
 
     // A new violation shows up promptly (measured, not asserted tightly: timings are noisy).
     let started = Instant::now();
     let mut privileged = hardened();
     privileged["privileged"] = json!(true);
-    privileged.as_object_mut().map(|o| o.remove("allowPrivilegeEscalation"));
+    privileged
+        .as_object_mut()
+        .map(|o| o.remove("allowPrivilegeEscalation"));
     env.create(Some(&shop), json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "intruder"},
         "spec": {"containers": [{"name": "x", "image": "busybox", "securityContext": privileged}]}
     }))
     .await;
-    env.wait_status(&policy, "new violation", |s| is(s, "WKL-03", Fail, 1)).await;
+    env.wait_status(&policy, "new violation", |s| is(s, "WKL-03", Fail, 1))
+        .await;
     let latency = started.elapsed();
     eprintln!("detection latency (create -> status shows it): {latency:?}");
     assert!(latency < Duration::from_secs(10), "{latency:?}");
