@@ -1,0 +1,329 @@
+//! The audit controller against the real API server: selection, exceptions, ownership,
+//! service models, invalid specs, idempotent status. Each test runs its own operator scoped to
+//! its own policies and namespaces, so tests run in parallel.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestEnv, control, deployment, hardened, is, resource_version};
+use k8s_openapi::api::events::v1::Event;
+use kube::{Api, api::ListParams};
+use onus::{
+    crd::{ControlResult::*, Owner, OwnerSource},
+    status::{self, READY, RESPONSIBILITY_GAP},
+};
+use serde_json::json;
+
+fn privileged() -> serde_json::Value {
+    let mut sc = hardened();
+    sc["privileged"] = json!(true);
+    sc.as_object_mut()
+        .map(|o| o.remove("allowPrivilegeEscalation"));
+    sc
+}
+
+async fn events_for(env: &TestEnv, policy: &str) -> Vec<Event> {
+    Api::<Event>::all(env.client.clone())
+        .list(&ListParams::default().fields(&format!("regarding.name={policy}")))
+        .await
+        .expect("list events")
+        .items
+}
+
+#[tokio::test]
+async fn only_selected_and_not_excluded_namespaces_are_governed() {
+    let env = TestEnv::start("select").await;
+    let prod = env.namespace("prod", &[("env", "prod")]).await;
+    let dev = env.namespace("dev", &[("env", "dev")]).await;
+    let selector = json!({"matchLabels": {"onus.dev/test-ns": env.id, "env": "prod"}});
+
+    let policy = env
+        .apply_policy(
+            "prod-only",
+            json!({"serviceModel": "PaaS", "namespaceSelector": selector}),
+        )
+        .await;
+    let rp = env
+        .wait_status(&policy, "one namespace", |s| is(s, "NET-01", Fail, 1))
+        .await;
+    let s = rp.status.expect("status");
+    assert_eq!(
+        control(&s, "NET-01").examples,
+        [format!("Namespace/{prod}")]
+    );
+    assert!(
+        !control(&s, "AUD-01")
+            .examples
+            .contains(&format!("Namespace/{dev}"))
+    );
+
+    env.apply_policy(
+        "prod-only",
+        json!({"serviceModel": "PaaS", "namespaceSelector": selector, "excludedNamespaces": [prod]}),
+    )
+    .await;
+    let rp = env
+        .wait_status(&policy, "no namespace", |s| is(s, "NET-01", Pass, 0))
+        .await;
+    assert_eq!(
+        rp.status.and_then(|s| s.summary).map(|s| s.namespaces),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn an_exception_excepts_its_object_until_it_expires_on_its_own() {
+    let env = TestEnv::start("except").await;
+    let ns = env.namespace("mon", &[]).await;
+    env.create(
+        Some(&ns),
+        deployment("node-exporter", privileged(), json!({})),
+    )
+    .await;
+
+    let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(6);
+    let policy = env
+        .apply_policy(
+            "exc",
+            json!({"serviceModel": "PaaS", "exceptions": [{
+                "controls": ["WKL-03"], "namespaces": [ns],
+                "resources": [{"kind": "Deployment", "name": "node-exporter"}],
+                "reason": "needs privileges to read node metrics",
+                "expires": expires.round(jiff::Unit::Second).expect("round").to_string(),
+            }]}),
+        )
+        .await;
+    let rp = env
+        .wait_status(&policy, "excepted", |s| is(s, "WKL-03", Excepted, 0))
+        .await;
+    assert_eq!(
+        control(rp.status.as_ref().expect("status"), "WKL-03").excepted,
+        1
+    );
+    // WKL-06 is not covered by the exception.
+    assert!(is(rp.status.as_ref().expect("status"), "WKL-06", Fail, 1));
+
+    // Nothing else changes in the cluster: the expiry alone must bring the violation back.
+    env.wait_status(&policy, "expired", |s| is(s, "WKL-03", Fail, 1))
+        .await;
+    let mut reasons = Vec::new();
+    for _ in 0..50 {
+        reasons = events_for(&env, &policy)
+            .await
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        if reasons.iter().any(|r| r == "ExceptionExpired") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reasons.iter().any(|r| r == "ExceptionExpired"),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn handing_a_customer_control_to_the_provider_raises_a_responsibility_gap() {
+    let env = TestEnv::start("gap").await;
+    env.namespace("app", &[]).await;
+    let policy = env
+        .apply_policy(
+            "gap",
+            json!({"serviceModel": "PaaS", "responsibilities": [
+                {"control": "NET-01", "owner": "Provider", "reason": "the cloud firewall does it"}]}),
+        )
+        .await;
+    let rp = env
+        .wait_status(&policy, "gap", |s| {
+            status::condition(s, RESPONSIBILITY_GAP).is_some_and(|c| c.status == "True")
+        })
+        .await;
+    let s = rp.status.expect("status");
+    let net01 = control(&s, "NET-01");
+    assert_eq!(
+        (net01.owner, net01.owner_source, net01.result),
+        (Owner::Provider, OwnerSource::Override, ProviderOwned)
+    );
+    let gap = status::condition(&s, RESPONSIBILITY_GAP).expect("gap");
+    assert_eq!(gap.reason, "OverDelegated");
+    assert!(
+        gap.message
+            .contains("NET-01 assigned to Provider, but under PaaS it is the customer's"),
+        "{}",
+        gap.message
+    );
+
+    env.apply_policy(
+        "gap",
+        json!({"serviceModel": "PaaS", "controls": {"network": {"enabled": false}}}),
+    )
+    .await;
+    let rp = env
+        .wait_status(&policy, "disabled gap", |s| {
+            status::condition(s, RESPONSIBILITY_GAP).is_some_and(|c| c.reason == "ControlDisabled")
+        })
+        .await;
+    assert_eq!(
+        control(rp.status.as_ref().expect("status"), "NET-01").result,
+        Disabled
+    );
+}
+
+#[tokio::test]
+async fn each_service_model_assigns_its_default_owners() {
+    let env = TestEnv::start("models").await;
+    let ns = env.namespace("app", &[]).await;
+    let mut host = deployment("agent", hardened(), json!({"hostNetwork": true}));
+    host["kind"] = json!("DaemonSet");
+    env.create(Some(&ns), host).await;
+
+    let cases = [
+        ("iaas", "IaaS", Owner::Customer, Fail, Owner::Customer),
+        ("paas", "PaaS", Owner::Customer, Fail, Owner::Shared),
+        (
+            "saas",
+            "SaaS",
+            Owner::Provider,
+            ProviderOwned,
+            Owner::Provider,
+        ),
+    ];
+    for (name, model, wkl02_owner, wkl02_result, net04_owner) in cases {
+        let policy = env.apply_policy(name, json!({"serviceModel": model})).await;
+        let rp = env
+            .wait_status(&policy, model, |s| s.summary.is_some())
+            .await;
+        let s = rp.status.expect("status");
+        let wkl02 = control(&s, "WKL-02");
+        assert_eq!(
+            (wkl02.owner, wkl02.result),
+            (wkl02_owner, wkl02_result),
+            "{model}"
+        );
+        assert_eq!(wkl02.owner_source, OwnerSource::ServiceModel);
+        assert_eq!(control(&s, "NET-04").owner, net04_owner, "{model}");
+        assert_eq!(control(&s, "AUD-02").result, NotObservable, "{model}");
+        let gap = status::condition(&s, RESPONSIBILITY_GAP).expect("gap");
+        assert_eq!(gap.status, "False", "model defaults are no gap: {model}");
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_policy_is_reported_and_the_others_keep_being_served() {
+    let env = TestEnv::start("invalid").await;
+    env.namespace("app", &[]).await;
+    let bad = env
+        .apply_policy(
+            "bad",
+            json!({"serviceModel": "PaaS", "exceptions": [{"controls": ["ZZZ-99"], "reason": "typo"}]}),
+        )
+        .await;
+    let good = env
+        .apply_policy("good", json!({"serviceModel": "PaaS"}))
+        .await;
+
+    let rp = env
+        .wait_status(&bad, "InvalidSpec", |s| {
+            status::condition(s, READY).is_some_and(|c| c.reason == "InvalidSpec")
+        })
+        .await;
+    let ready = rp
+        .status
+        .as_ref()
+        .and_then(|s| status::condition(s, READY))
+        .expect("Ready")
+        .clone();
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("spec.exceptions[0].controls[0]"),
+        "{}",
+        ready.message
+    );
+    env.wait_status(&good, "evaluated", |s| is(s, "NET-01", Fail, 1))
+        .await;
+
+    // Fixing the spec makes it Ready.
+    env.apply_policy("bad", json!({"serviceModel": "PaaS"}))
+        .await;
+    env.wait_status(&bad, "Ready", |s| {
+        status::condition(s, READY).is_some_and(|c| c.status == "True")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn status_is_not_rewritten_while_nothing_changes() {
+    let env = TestEnv::start("steady").await;
+    let ns = env.namespace("app", &[]).await;
+    let policy = env
+        .apply_policy("steady", json!({"serviceModel": "PaaS"}))
+        .await;
+    env.wait_status(&policy, "evaluated", |s| is(s, "NET-01", Fail, 1))
+        .await;
+    let before = resource_version(&env.client, &policy).await;
+
+    // Changes the policy does not see must not cause writes either.
+    let other = env.cp.namespace(&env.client, "unrelated", &[]).await;
+    env.create(Some(&other), deployment("x", privileged(), json!({})))
+        .await;
+    env.create(
+        Some(&ns),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(resource_version(&env.client, &policy).await, before);
+
+    // A change it does see is written once, then it is steady again.
+    env.create(Some(&ns), deployment("y", privileged(), json!({})))
+        .await;
+    env.wait_status(&policy, "new violation", |s| is(s, "WKL-03", Fail, 1))
+        .await;
+    let after = resource_version(&env.client, &policy).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(resource_version(&env.client, &policy).await, after);
+}
+
+#[tokio::test]
+async fn violations_and_their_resolution_are_announced_as_events() {
+    let env = TestEnv::start("events").await;
+    let ns = env.namespace("app", &[]).await;
+    let policy = env
+        .apply_policy(
+            "ev",
+            json!({"serviceModel": "PaaS", "controls": {"podSecurity": {"enabled": false},
+            "serviceAccounts": {"enabled": false}, "rbac": {"enabled": false}}}),
+        )
+        .await;
+    env.wait_status(&policy, "NET-01 fails", |s| is(s, "NET-01", Fail, 1))
+        .await;
+    env.create(Some(&ns), json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "deny"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+    }))
+    .await;
+    env.wait_status(&policy, "compliant", |s| {
+        status::condition(s, status::COMPLIANT).is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let mut reasons = Vec::new();
+    for _ in 0..50 {
+        reasons = events_for(&env, &policy)
+            .await
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        if reasons.iter().any(|r| r == "Compliant") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reasons.iter().any(|r| r == "ViolationsFound"),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r == "Compliant"), "{reasons:?}");
+}
