@@ -199,3 +199,109 @@ pub fn invalid(
 pub fn condition<'a>(status: &'a ResponsibilityPolicyStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        evaluate::evaluate,
+        facts::NamespaceFact,
+        index::{Index, Key},
+    };
+
+    fn time(s: &str) -> Time {
+        Time(s.parse().expect("timestamp"))
+    }
+
+    fn evaluation(namespaces: usize) -> Evaluation {
+        let mut index = Index::default();
+        for i in 0..namespaces {
+            index.namespaces.apply(
+                Key::new(None, &format!("ns-{i:02}")),
+                Some(NamespaceFact {
+                    labels: Default::default(),
+                }),
+            );
+        }
+        let spec =
+            serde_json::from_value(serde_json::json!({"serviceModel": "PaaS"})).expect("spec");
+        evaluate(&spec, &index, "2026-11-28T12:00:00Z".parse().expect("ts"))
+    }
+
+    #[test]
+    fn the_same_evaluation_later_gives_the_same_status() {
+        let eval = evaluation(2);
+        let first = evaluated(
+            &eval,
+            Mode::Audit,
+            Some(1),
+            None,
+            &time("2026-11-28T12:00:00Z"),
+        );
+        let again = evaluated(
+            &eval,
+            Mode::Audit,
+            Some(1),
+            Some(&first),
+            &time("2026-11-28T13:00:00Z"),
+        );
+        assert_eq!(first, again);
+    }
+
+    #[test]
+    fn a_condition_that_flips_gets_a_new_transition_time() {
+        let failing = evaluated(
+            &evaluation(1),
+            Mode::Audit,
+            Some(1),
+            None,
+            &time("2026-11-28T12:00:00Z"),
+        );
+        let passing = evaluated(
+            &evaluation(0),
+            Mode::Audit,
+            Some(1),
+            Some(&failing),
+            &time("2026-11-28T13:00:00Z"),
+        );
+        let compliant = condition(&passing, COMPLIANT).expect("Compliant");
+        assert_eq!(compliant.status, "True");
+        assert_eq!(compliant.last_transition_time, time("2026-11-28T13:00:00Z"));
+        let ready = condition(&passing, READY).expect("Ready");
+        assert_eq!(ready.last_transition_time, time("2026-11-28T12:00:00Z"));
+    }
+
+    #[test]
+    fn examples_are_capped_while_counts_stay_exact() {
+        let s = evaluated(
+            &evaluation(25),
+            Mode::Audit,
+            Some(1),
+            None,
+            &time("2026-11-28T12:00:00Z"),
+        );
+        let net01 = s
+            .controls
+            .iter()
+            .find(|c| c.id == "NET-01")
+            .expect("NET-01");
+        assert_eq!(net01.violations, 25);
+        assert_eq!(net01.examples.len(), MAX_EXAMPLES);
+    }
+
+    #[test]
+    fn an_invalid_spec_is_not_ready_and_names_the_field() {
+        let s = invalid(
+            "spec.exceptions[0].controls[0]: unknown control",
+            Some(2),
+            None,
+            &time("2026-11-28T12:00:00Z"),
+        );
+        let ready = condition(&s, READY).expect("Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidSpec")
+        );
+        assert!(ready.message.starts_with("spec.exceptions[0]"));
+    }
+}
