@@ -390,12 +390,19 @@ pub struct ResponsibilityPolicyStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
+    #[schemars(with = "i32")]
     pub namespaces: u32,
+    #[schemars(with = "i32")]
     pub controls: u32,
+    #[schemars(with = "i32")]
     pub customer_owned: u32,
+    #[schemars(with = "i32")]
     pub passing: u32,
+    #[schemars(with = "i32")]
     pub failing: u32,
+    #[schemars(with = "i64")]
     pub violations: u64,
+    #[schemars(with = "i64")]
     pub excepted: u64,
 }
 
@@ -427,8 +434,10 @@ pub struct ControlStatus {
     pub owner: Owner,
     pub owner_source: OwnerSource,
     pub result: ControlResult,
+    #[schemars(with = "i64")]
     pub violations: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(with = "i64")]
     pub excepted: u64,
     /// A capped sample of offending objects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
