@@ -27,6 +27,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        reflector::Store,
         watcher::{self, Event},
     },
 };
@@ -36,10 +37,12 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::{
     FIELD_MANAGER,
-    crd::{ResponsibilityPolicy, ResponsibilityPolicyStatus},
+    crd::{Mode, ResponsibilityPolicy, ResponsibilityPolicyStatus},
+    enforce,
     evaluate::evaluate,
     facts::{self, WorkloadKind},
     index::{FactMap, Index, Key},
+    remediate::{self, PlanMode},
     status::{self, COMPLIANT, READY},
     validate::validate,
 };
@@ -51,6 +54,14 @@ pub enum Error {
     PatchStatus(#[source] kube::Error),
     #[error("serializing status: {0}")]
     Serialize(#[from] serde_json::Error),
+    #[error("{action}: {source}")]
+    Remediate {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("updating finalizers: {0}")]
+    Finalizer(#[source] kube::Error),
 }
 
 impl Error {
@@ -59,6 +70,8 @@ impl Error {
         match self {
             Error::PatchStatus(_) => "patch_status",
             Error::Serialize(_) => "serialize",
+            Error::Remediate { .. } => "remediate",
+            Error::Finalizer(_) => "finalizer",
         }
     }
 }
@@ -74,7 +87,14 @@ pub struct Context {
     recorder: Recorder,
     /// Exceptions whose expiry was already announced with an Event (policy uid, index, expiry).
     announced: Mutex<HashSet<(String, usize, i64)>>,
+    /// Every policy this instance serves (Enforce merges them all).
+    policies: Store<ResponsibilityPolicy>,
+    /// One convergence at a time: it plans from the whole index.
+    converging: tokio::sync::Mutex<()>,
 }
+
+/// Finalizer on Enforce policies: onus removes what it applied before the policy goes.
+pub const FINALIZER: &str = "onus.dev/cleanup";
 
 /// Settings of the operator.
 #[derive(Clone)]
@@ -120,6 +140,12 @@ pub async fn run(
     }
     info!("Caches synced");
 
+    let triggers = futures::stream::poll_fn(move |cx| changed_rx.poll_recv(cx));
+    let policies = match &settings.policy_selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
+    let controller = Controller::new(Api::<ResponsibilityPolicy>::all(client.clone()), policies);
     let ctx = Arc::new(Context {
         client: client.clone(),
         index,
@@ -132,13 +158,10 @@ pub async fn run(
             },
         ),
         announced: Mutex::new(HashSet::new()),
+        policies: controller.store(),
+        converging: tokio::sync::Mutex::new(()),
     });
-    let triggers = futures::stream::poll_fn(move |cx| changed_rx.poll_recv(cx));
-    let policies = match &settings.policy_selector {
-        Some(selector) => watcher::Config::default().labels(selector),
-        None => watcher::Config::default(),
-    };
-    Controller::new(Api::<ResponsibilityPolicy>::all(client), policies)
+    controller
         .reconcile_all_on(triggers)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -298,6 +321,21 @@ use kube::runtime::watcher::watcher;
 
 #[instrument(skip_all, fields(policy = %policy.name_any()))]
 async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let deleting = policy.metadata.deletion_timestamp.is_some();
+    let has_finalizer = policy.finalizers().iter().any(|f| f == FINALIZER);
+    let enforcing = policy.spec.mode == Mode::Enforce;
+    if enforcing && !deleting && !has_finalizer {
+        // Added first, so a deletion can never outrun the clean-up; the update re-triggers us.
+        return set_finalizer(&ctx.client, &policy, true).await;
+    }
+    converge(&ctx).await?;
+    if has_finalizer && (deleting || !enforcing) {
+        return set_finalizer(&ctx.client, &policy, false).await;
+    }
+    if deleting {
+        return Ok(Action::await_change());
+    }
+
     let now = (ctx.clock)();
     let now_time = Time(now.round(jiff::Unit::Second).unwrap_or(now));
     let previous = policy.status.as_ref();
@@ -309,15 +347,27 @@ async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Resu
             None,
         ),
         Ok(()) => {
-            let eval = evaluate(&policy.spec, &read(&ctx.index), now);
+            let (eval, preview) = {
+                let index = read(&ctx.index);
+                (
+                    evaluate(&policy.spec, &index, now),
+                    remediate::preview(&policy, &index),
+                )
+            };
             announce_expired(&ctx, &policy, &eval.expired_exceptions).await;
             let requeue = eval.next_expiry.map(|t| {
                 let wait = t.duration_since(now).unsigned_abs();
                 // Wake just after the expiry so it has passed when we look.
                 wait + Duration::from_millis(50)
             });
-            let status =
-                status::evaluated(&eval, policy.spec.mode, generation, previous, &now_time);
+            let status = status::evaluated(
+                &eval,
+                &preview,
+                policy.spec.mode,
+                generation,
+                previous,
+                &now_time,
+            );
             (status, requeue)
         }
     };
@@ -327,6 +377,98 @@ async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Resu
         publish_transitions(&ctx, &policy, previous, &desired).await;
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+async fn set_finalizer(
+    client: &Client,
+    policy: &ResponsibilityPolicy,
+    present: bool,
+) -> Result<Action, Error> {
+    let mut finalizers: Vec<String> = policy
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(FINALIZER.into());
+    }
+    // resourceVersion makes this a compare-and-swap with other writers of the list.
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": policy.resource_version(),
+    }});
+    Api::<ResponsibilityPolicy>::all(client.clone())
+        .patch(
+            &policy.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::Finalizer)?;
+    Ok(Action::await_change())
+}
+
+/// Brings the cluster to what all Enforce policies want together, and gives up what none wants.
+async fn converge(ctx: &Context) -> Result<(), Error> {
+    let _one_at_a_time = ctx.converging.lock().await;
+    let policies = ctx.policies.state();
+    let actions = {
+        let index = read(&ctx.index);
+        let valid = policies
+            .iter()
+            .filter(|p| validate(&p.spec).is_ok())
+            .map(|p| p.as_ref());
+        let wants = remediate::wants(valid, &index, false);
+        remediate::plan(&wants, &index, PlanMode::Converge)
+    };
+    for action in &actions {
+        let what = enforce::describe(action);
+        enforce::execute(&ctx.client, action)
+            .await
+            .map_err(|source| Error::Remediate {
+                action: what.clone(),
+                source,
+            })?;
+        info!(namespace = action.namespace(), "Remediation: {what}");
+        let reason = enforce::reason(action);
+        let type_ = if reason.ends_with("Restored") {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        // The namespace as related object keeps Events of different namespaces apart.
+        let namespace = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(action.namespace().to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .object_ref(&());
+        let served = enforce::policies(action);
+        for policy in policies.iter().filter(|p| served.contains(&p.name_any())) {
+            let event = KubeEvent {
+                type_,
+                reason: reason.into(),
+                note: Some(what.clone()),
+                action: "Remediate".into(),
+                secondary: Some(namespace.clone()),
+            };
+            publish_event(ctx, &event, &policy.object_ref(&())).await;
+        }
+        if served.is_empty() {
+            let event = KubeEvent {
+                type_,
+                reason: reason.into(),
+                note: Some(what.clone()),
+                action: "Remediate".into(),
+                secondary: None,
+            };
+            publish_event(ctx, &event, &namespace).await;
+        }
+    }
+    Ok(())
 }
 
 async fn patch_status(
@@ -357,6 +499,16 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
+    publish_on(ctx, &policy.object_ref(&()), type_, reason, note).await;
+}
+
+async fn publish_on(
+    ctx: &Context,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = KubeEvent {
         type_,
         reason: reason.into(),
@@ -364,8 +516,16 @@ async fn publish(
         action: "Evaluate".into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
-        warn!(%error, reason, "Publishing event failed");
+    publish_event(ctx, &event, object).await;
+}
+
+async fn publish_event(
+    ctx: &Context,
+    event: &KubeEvent,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+) {
+    if let Err(error) = ctx.recorder.publish(event, object).await {
+        warn!(%error, reason = %event.reason, "Publishing event failed");
     }
 }
 

@@ -384,6 +384,37 @@ pub struct ResponsibilityPolicyStatus {
     pub summary: Option<Summary>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub controls: Vec<ControlStatus>,
+    /// Enforce mode: remediations still to apply. Audit mode: what Enforce would change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<RemediationStatus>,
+}
+
+/// Safe remediations per kind, counted in namespaces.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemediationStatus {
+    /// `Pending` in Enforce mode (still to apply), `WouldApply` in Audit mode (dry run).
+    pub kind: RemediationKind,
+    /// Namespaces that need `onus-default-deny` created or corrected.
+    #[schemars(with = "i32")]
+    pub network_policies: u32,
+    /// Namespaces that need Pod Security labels.
+    #[schemars(with = "i32")]
+    pub pod_security_labels: u32,
+    /// Namespaces whose `default` ServiceAccount still mounts its token.
+    #[schemars(with = "i32")]
+    pub service_accounts: u32,
+    /// Namespaces where the `enforce` label waits for existing workloads (capped sample).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enforce_waiting: Vec<String>,
+}
+
+/// Whether remediation counts are pending work or a dry run.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RemediationKind {
+    #[default]
+    Pending,
+    WouldApply,
 }
 
 /// Exact counts over the governed namespaces.

@@ -461,9 +461,13 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            index
-                .namespaces
-                .apply(Key::new(None, name), Some(NamespaceFact { labels }));
+            index.namespaces.apply(
+                Key::new(None, name),
+                Some(NamespaceFact {
+                    labels,
+                    ..Default::default()
+                }),
+            );
         }
         index
     }

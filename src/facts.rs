@@ -36,9 +36,36 @@ impl fmt::Display for WorkloadKind {
 }
 
 /// Namespace name and labels (selection and Pod Security labels).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NamespaceFact {
     pub labels: BTreeMap<String, String>,
+    /// onus has applied Pod Security labels here (its marker annotation is present).
+    pub onus_labels: bool,
+}
+
+/// Label on every object onus creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "onus");
+/// Annotation on objects onus changed but does not own; its value says what onus set.
+pub const MANAGED_ANNOTATION: &str = "onus.dev/managed";
+/// Annotation naming the policies an onus-created object serves.
+pub const POLICIES_ANNOTATION: &str = "onus.dev/policies";
+/// Name of the default-deny NetworkPolicy onus creates in Enforce mode.
+pub const DEFAULT_DENY: &str = "onus-default-deny";
+
+/// What a default-deny NetworkPolicy denies; also the desired shape of onus's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DenySpec {
+    pub ingress: bool,
+    pub egress: bool,
+    /// Egress to port 53 stays open.
+    pub dns: bool,
+}
+
+/// onus's own `onus-default-deny`, as found in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnusDeny {
+    pub deny: DenySpec,
+    pub policies: String,
 }
 
 /// A workload evaluated through its pod template.
@@ -74,12 +101,18 @@ pub struct NetworkPolicyFact {
     pub denies_egress: bool,
     /// Directions in which a rule allows every peer (an empty `from`/`to`).
     pub allows_all: Vec<&'static str>,
+    /// Set when this is onus's `onus-default-deny` (name and managed-by label).
+    pub onus: Option<OnusDeny>,
+    /// Named `onus-default-deny` but not created by onus: onus leaves it alone.
+    pub foreign_name: bool,
 }
 
 /// The `automountServiceAccountToken` of a namespace's `default` ServiceAccount.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DefaultServiceAccountFact {
     pub automount: Option<bool>,
+    /// onus has set the automount field (its marker annotation is present).
+    pub onus_managed: bool,
 }
 
 /// A Service that sets `externalIPs` (NET-05). Services without them project to nothing.
@@ -102,7 +135,21 @@ fn strip_meta(meta: &ObjectMeta) -> ObjectMeta {
 pub fn namespace(ns: &Namespace) -> Option<NamespaceFact> {
     Some(NamespaceFact {
         labels: ns.metadata.labels.clone().unwrap_or_default(),
+        onus_labels: has_annotation(&ns.metadata, MANAGED_ANNOTATION),
     })
+}
+
+fn has_annotation(meta: &ObjectMeta, key: &str) -> bool {
+    meta.annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(key))
+}
+
+fn managed_by_onus(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY.0))
+        .is_some_and(|v| v == MANAGED_BY.1)
 }
 
 fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
@@ -301,10 +348,29 @@ pub fn network_policy(np: &NetworkPolicy) -> Option<NetworkPolicyFact> {
     if types.contains(&"Egress") && egress.iter().any(egress_allows_all) {
         allows_all.push("Egress");
     }
+    let denies_ingress = all && types.contains(&"Ingress") && ingress.is_empty();
+    let denies_egress = all && types.contains(&"Egress") && egress.iter().all(dns_only);
+    let ours = np.metadata.name.as_deref() == Some(DEFAULT_DENY);
+    let onus = (ours && managed_by_onus(&np.metadata)).then(|| OnusDeny {
+        deny: DenySpec {
+            ingress: denies_ingress,
+            egress: denies_egress,
+            dns: denies_egress && !egress.is_empty(),
+        },
+        policies: np
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(POLICIES_ANNOTATION))
+            .cloned()
+            .unwrap_or_default(),
+    });
     Some(NetworkPolicyFact {
-        denies_ingress: all && types.contains(&"Ingress") && ingress.is_empty(),
-        denies_egress: all && types.contains(&"Egress") && egress.iter().all(dns_only),
+        denies_ingress,
+        denies_egress,
         allows_all,
+        foreign_name: ours && onus.is_none(),
+        onus,
     })
 }
 
@@ -312,6 +378,7 @@ pub fn network_policy(np: &NetworkPolicy) -> Option<NetworkPolicyFact> {
 pub fn default_service_account(sa: &ServiceAccount) -> Option<DefaultServiceAccountFact> {
     (sa.metadata.name.as_deref() == Some("default")).then_some(DefaultServiceAccountFact {
         automount: sa.automount_service_account_token,
+        onus_managed: has_annotation(&sa.metadata, MANAGED_ANNOTATION),
     })
 }
 

@@ -4,16 +4,19 @@
 //! A fat library with thin binaries. Pure modules decide: [`catalog`] (the controls),
 //! [`facts`] (projection of objects), [`index`] (facts by object), [`podsecurity`] and [`rbac`]
 //! (checks), [`evaluate`] (per-policy aggregation), [`status`] (status and conditions),
-//! [`validate`]. Only [`controller`] talks to the API server.
+//! [`remediate`] (Enforce-mode plans), [`validate`]. Only [`controller`] and [`enforce`] talk to
+//! the API server.
 
 pub mod catalog;
 pub mod controller;
 pub mod crd;
+pub mod enforce;
 pub mod evaluate;
 pub mod facts;
 pub mod index;
 pub mod podsecurity;
 pub mod rbac;
+pub mod remediate;
 pub mod status;
 pub mod validate;
 

@@ -5,8 +5,12 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::{
-    crd::{ControlResult, ControlStatus, Mode, Owner, ResponsibilityPolicyStatus, Summary},
+    crd::{
+        ControlResult, ControlStatus, Mode, Owner, RemediationKind, RemediationStatus,
+        ResponsibilityPolicyStatus, Summary,
+    },
     evaluate::Evaluation,
+    remediate::Preview,
 };
 
 /// At most this many example offenders per control; counts stay exact.
@@ -51,6 +55,7 @@ fn counts_against_customer(owner: Owner) -> bool {
 /// The status of a valid policy.
 pub fn evaluated(
     eval: &Evaluation,
+    preview: &Preview,
     mode: Mode,
     generation: Option<i64>,
     previous: Option<&ResponsibilityPolicyStatus>,
@@ -154,20 +159,63 @@ pub fn evaluated(
                 .join("; "),
         ),
     }
+    let waiting: Vec<String> = preview
+        .enforce_waiting
+        .iter()
+        .take(MAX_EXAMPLES)
+        .map(|(ns, n)| format!("{ns}: {n} workloads would be rejected"))
+        .collect();
     if mode == Mode::Enforce {
-        conditions.set(
-            ENFORCED,
-            false,
-            "EnforcementNotAvailable",
-            "this onus version audits only; no remediation was applied".into(),
-        );
+        if preview.is_done() {
+            conditions.set(
+                ENFORCED,
+                true,
+                "Remediated",
+                "every safe remediation is in place".into(),
+            );
+        } else if preview.network_policies + preview.pod_security_labels + preview.service_accounts
+            == 0
+        {
+            conditions.set(
+                ENFORCED,
+                false,
+                "EnforceWaiting",
+                format!(
+                    "Pod Security enforce label waits for existing workloads in {} namespaces: {}",
+                    preview.enforce_waiting.len(),
+                    waiting.join("; ")
+                ),
+            );
+        } else {
+            conditions.set(
+                ENFORCED,
+                false,
+                "Pending",
+                format!(
+                    "remediations pending: {} NetworkPolicies, {} namespaces' Pod Security labels, {} ServiceAccounts",
+                    preview.network_policies, preview.pod_security_labels, preview.service_accounts
+                ),
+            );
+        }
     }
+    let remediation = (!preview.is_done()).then(|| RemediationStatus {
+        kind: if mode == Mode::Enforce {
+            RemediationKind::Pending
+        } else {
+            RemediationKind::WouldApply
+        },
+        network_policies: preview.network_policies,
+        pod_security_labels: preview.pod_security_labels,
+        service_accounts: preview.service_accounts,
+        enforce_waiting: waiting,
+    });
 
     ResponsibilityPolicyStatus {
         observed_generation: generation,
         conditions: conditions.out,
         summary: Some(summary),
         controls,
+        remediation,
     }
 }
 
@@ -192,6 +240,7 @@ pub fn invalid(
         conditions: conditions.out,
         summary: None,
         controls: Vec::new(),
+        remediation: None,
     }
 }
 
@@ -218,9 +267,7 @@ mod tests {
         for i in 0..namespaces {
             index.namespaces.apply(
                 Key::new(None, &format!("ns-{i:02}")),
-                Some(NamespaceFact {
-                    labels: Default::default(),
-                }),
+                Some(NamespaceFact::default()),
             );
         }
         let spec =
@@ -233,6 +280,7 @@ mod tests {
         let eval = evaluation(2);
         let first = evaluated(
             &eval,
+            &Preview::default(),
             Mode::Audit,
             Some(1),
             None,
@@ -240,6 +288,7 @@ mod tests {
         );
         let again = evaluated(
             &eval,
+            &Preview::default(),
             Mode::Audit,
             Some(1),
             Some(&first),
@@ -252,6 +301,7 @@ mod tests {
     fn a_condition_that_flips_gets_a_new_transition_time() {
         let failing = evaluated(
             &evaluation(1),
+            &Preview::default(),
             Mode::Audit,
             Some(1),
             None,
@@ -259,6 +309,7 @@ mod tests {
         );
         let passing = evaluated(
             &evaluation(0),
+            &Preview::default(),
             Mode::Audit,
             Some(1),
             Some(&failing),
@@ -275,6 +326,7 @@ mod tests {
     fn examples_are_capped_while_counts_stay_exact() {
         let s = evaluated(
             &evaluation(25),
+            &Preview::default(),
             Mode::Audit,
             Some(1),
             None,

@@ -2,10 +2,30 @@
 
 use std::collections::BTreeSet;
 
-use crate::{catalog::control_by_id, crd::ResponsibilityPolicySpec};
+use crate::{
+    catalog::control_by_id,
+    crd::{Mode, ResponsibilityPolicySpec},
+};
 
 /// Returns why the spec cannot be evaluated, naming the offending field.
 pub fn validate(spec: &ResponsibilityPolicySpec) -> Result<(), String> {
+    if spec.mode == Mode::Audit {
+        let c = &spec.controls;
+        let families = [
+            ("rbac", c.rbac.mode),
+            ("podSecurity", c.pod_security.mode),
+            ("network", c.network.mode),
+            ("serviceAccounts", c.service_accounts.mode),
+            ("data", c.data.mode),
+            ("audit", c.audit.mode),
+        ];
+        if let Some((family, _)) = families.iter().find(|(_, m)| *m == Some(Mode::Enforce)) {
+            return Err(format!(
+                "spec.controls.{family}.mode: Enforce needs spec.mode Enforce; a policy in Audit \
+                 mode changes nothing (set spec.mode: Enforce and other families to mode: Audit)"
+            ));
+        }
+    }
     let mut seen = BTreeSet::new();
     for (i, r) in spec.responsibilities.iter().enumerate() {
         if control_by_id(&r.control).is_none() {
@@ -57,6 +77,18 @@ mod tests {
              {control: NET-04, owner: Customer, reason: b}]",
         );
         assert!(validate(&s).unwrap_err().contains("responsibilities[1]"));
+    }
+
+    #[test]
+    fn a_family_cannot_enforce_while_the_policy_audits() {
+        let s = spec("serviceModel: PaaS\nmode: Audit\ncontrols: {network: {mode: Enforce}}");
+        assert!(
+            validate(&s)
+                .unwrap_err()
+                .starts_with("spec.controls.network.mode")
+        );
+        let s = spec("serviceModel: PaaS\nmode: Enforce\ncontrols: {network: {mode: Audit}}");
+        assert_eq!(validate(&s), Ok(()));
     }
 
     #[test]

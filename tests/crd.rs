@@ -14,7 +14,10 @@ fn committed_crd_matches_the_rust_types() {
     let generated = serde_yaml::to_string(&ResponsibilityPolicy::crd()).expect("yaml");
     let committed = std::fs::read_to_string(common::CRD_FILE).expect("crds/ file");
     // The API server warns on every apply about formats it does not know.
-    assert!(!generated.contains("format: uint"), "use int32/int64 formats in the schema");
+    assert!(
+        !generated.contains("format: uint"),
+        "use int32/int64 formats in the schema"
+    );
     assert!(
         generated == committed,
         "crds/responsibilitypolicy.yaml is stale: run `make crds` and commit the result"

@@ -63,6 +63,12 @@ pub fn install_crd(cp: &ControlPlane) {
 impl TestEnv {
     /// Starts (or reuses) the control plane, installs the CRD and runs an operator for this test.
     pub async fn start(name: &str) -> TestEnv {
+        // Operator logs show in a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_ansi(false)
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "onus=info".into()))
+            .try_init();
         let cp = onus_testenv::shared();
         std::thread::scope(|s| s.spawn(|| install_crd(cp)).join().expect("install crd"));
         let client = cp.client().await;
