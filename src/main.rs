@@ -1,6 +1,6 @@
 //! The onus operator binary: configuration and wiring only; the work is in the library.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{io::IsTerminal as _, net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
 use onus::{
@@ -140,7 +140,9 @@ fn init_logging(json: bool) {
     if json {
         registry.with(fmt::layer().json()).init();
     } else {
-        registry.with(fmt::layer()).init();
+        // No colour codes in files and container logs.
+        let ansi = std::io::stdout().is_terminal();
+        registry.with(fmt::layer().with_ansi(ansi)).init();
     }
 }
 
