@@ -334,12 +334,26 @@ impl Onus {
         http_get(self.port, path)
     }
 
-    /// The value of the `onus_leader` gauge, if the endpoint answers.
+    /// The value of the `onus_leader` gauge, if the endpoint answers; panics with the log tail
+    /// if the process has exited.
     fn leader_gauge(&self) -> Option<String> {
+        self.assert_running();
         let (_, body) = self.get("/metrics")?;
         body.lines()
             .find_map(|l| l.strip_prefix("onus_leader "))
             .map(String::from)
+    }
+
+    fn assert_running(&self) {
+        let exited = self
+            .child
+            .lock()
+            .expect("child")
+            .try_wait()
+            .expect("try_wait");
+        if let Some(status) = exited {
+            panic!("{} exited ({status}):\n{}", self.name, self.log_tail());
+        }
     }
 
     fn terminate(&self) {
@@ -411,20 +425,29 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, body.to_string()))
 }
 
-/// Polls (on a blocking thread) until `done` holds, or panics with `what` after `within`.
+/// Polls the processes (on a blocking thread) until `done` holds; panics with `what` and both
+/// processes' logs after `within`.
 async fn eventually<T: Send + 'static>(
     what: &str,
     within: Duration,
-    mut done: impl FnMut() -> Option<T> + Send + 'static,
+    procs: &Arc<[Onus; 2]>,
+    mut done: impl FnMut(&[Onus; 2]) -> Option<T> + Send + 'static,
 ) -> T {
     let what = what.to_string();
+    let procs = procs.clone();
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(value) = done() {
+            if let Some(value) = done(&procs) {
                 return value;
             }
-            assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+            if Instant::now() >= deadline {
+                let logs: Vec<_> = procs
+                    .iter()
+                    .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail()))
+                    .collect();
+                panic!("{what}: not within {within:?}\n{}", logs.join("\n"));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     })
@@ -445,11 +468,11 @@ async fn two_operator_processes_elect_one_leader_and_fail_over_on_sigterm() {
         Onus::start(cp, &ns, "onus-b"),
     ]);
 
-    let p = procs.clone();
     let gauges = eventually(
         "one process reports onus_leader 1",
         Duration::from_secs(30),
-        move || {
+        &procs,
+        |p| {
             let gauges: Vec<_> = p.iter().map(Onus::leader_gauge).collect();
             let ones = gauges.iter().filter(|g| g.as_deref() == Some("1")).count();
             let zeros = gauges.iter().filter(|g| g.as_deref() == Some("0")).count();
@@ -469,19 +492,21 @@ async fn two_operator_processes_elect_one_leader_and_fail_over_on_sigterm() {
         Some(procs[leader].name.as_str())
     );
     // A healthy standby is ready, so rolling updates can proceed.
-    let p = procs.clone();
-    eventually("the standby is ready", Duration::from_secs(10), move || {
-        (p[standby].get("/readyz")?.0 == 200).then_some(())
-    })
+    eventually(
+        "the standby is ready",
+        Duration::from_secs(10),
+        &procs,
+        move |p| (p[standby].get("/readyz")?.0 == 200).then_some(()),
+    )
     .await;
 
     let terminated = Instant::now();
     procs[leader].terminate();
-    let p = procs.clone();
     eventually(
         "the standby takes over",
         Duration::from_secs(20),
-        move || (p[standby].leader_gauge()?.as_str() == "1").then_some(()),
+        &procs,
+        move |p| (p[standby].leader_gauge()?.as_str() == "1").then_some(()),
     )
     .await;
     // The Lease (15 s) was released on SIGTERM, not left to expire.
