@@ -229,7 +229,11 @@ where
     metrics.set_leader(false);
     loop {
         let renewed = tokio::select! {
-            () = &mut shutdown => return Exit::Shutdown,
+            () = &mut shutdown => {
+                // An acquisition may have landed just as the shutdown came in.
+                elector.release().await;
+                return Exit::Shutdown;
+            }
             renewed = elector.acquire() => renewed,
         };
         info!(identity = %elector.config.identity, lease = %elector.config.name, "Became leader");
