@@ -1,13 +1,138 @@
 //! The onus operator binary: configuration and wiring only; the work is in the library.
 
+use std::{io::IsTerminal as _, net::SocketAddr, time::Duration};
+
 use anyhow::Context as _;
-use onus::controller::{self, Settings};
+use onus::{
+    controller::{self, Settings},
+    http::{self, Readiness},
+    leader::{self, DEFAULT_LEASE_NAME, Exit, LeaseConfig},
+    metrics::Metrics,
+};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-const USAGE: &str = "usage: onus [--log-format text|json]
+const USAGE: &str = "usage: onus [--log-format text|json] [--http-addr ADDR]
+            [--leader-election-namespace NS] [--leader-election-id NAME]
+            [--no-leader-election]
 
 Runs the onus operator against the cluster of the current kubeconfig (or in-cluster config).
-Log level: RUST_LOG (default info).";
+
+  --log-format text|json            log format (default text)
+  --http-addr ADDR                  address of /metrics, /healthz, /readyz (default 0.0.0.0:8080)
+  --leader-election-namespace NS    namespace of the leader Lease
+                                    (default: $POD_NAMESPACE, else default)
+  --leader-election-id NAME         name of the leader Lease (default onus-leader)
+  --no-leader-election              run without a Lease (a single instance only)
+
+Identity in the Lease: $POD_NAME, else the host name. Log level: RUST_LOG (default info).";
+
+/// The command line, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cli {
+    json_logs: bool,
+    http_addr: SocketAddr,
+    lease_namespace: Option<String>,
+    lease_name: String,
+    leader_election: bool,
+}
+
+impl Default for Cli {
+    fn default() -> Self {
+        Cli {
+            json_logs: false,
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            lease_namespace: None,
+            lease_name: DEFAULT_LEASE_NAME.into(),
+            leader_election: true,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Run(Cli),
+    Help,
+}
+
+/// Parses the arguments after the program name; `--flag value` and `--flag=value` both work.
+fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut cli = Cli::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.into())),
+            _ => (arg, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--log-format" => {
+                cli.json_logs = match value()?.as_str() {
+                    "text" => false,
+                    "json" => true,
+                    other => return Err(format!("unknown log format {other:?}")),
+                }
+            }
+            "--http-addr" => {
+                let addr = value()?;
+                cli.http_addr = addr
+                    .parse()
+                    .map_err(|_| format!("--http-addr: {addr:?} is not an IP:PORT address"))?;
+            }
+            "--leader-election-namespace" => {
+                cli.lease_namespace = Some(non_empty(&flag, value()?)?)
+            }
+            "--leader-election-id" => cli.lease_name = non_empty(&flag, value()?)?,
+            "--no-leader-election" if inline.is_none() => cli.leader_election = false,
+            _ => return Err(format!("unknown argument {flag:?}")),
+        }
+    }
+    Ok(Command::Run(cli))
+}
+
+fn non_empty(flag: &str, value: String) -> Result<String, String> {
+    if value.is_empty() {
+        Err(format!("{flag} must not be empty"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// The Lease namespace: the flag, else `$POD_NAMESPACE`, else `default`.
+fn lease_namespace(flag: Option<&str>, pod_namespace: Option<String>) -> String {
+    flag.map(String::from)
+        .or(pod_namespace.filter(|ns| !ns.is_empty()))
+        .unwrap_or_else(|| "default".into())
+}
+
+/// This instance's identity: `$POD_NAME`, else the host name, else a random id.
+fn identity() -> String {
+    let from_env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    from_env("POD_NAME")
+        .or_else(|| from_env("HOSTNAME"))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(random_id)
+}
+
+fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!("onus-{:012x}", hasher.finish() & 0xffff_ffff_ffff)
+}
 
 fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -15,7 +140,9 @@ fn init_logging(json: bool) {
     if json {
         registry.with(fmt::layer().json()).init();
     } else {
-        registry.with(fmt::layer()).init();
+        // No colour codes in files and container logs.
+        let ansi = std::io::stdout().is_terminal();
+        registry.with(fmt::layer().with_ansi(ansi)).init();
     }
 }
 
@@ -28,33 +155,175 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("Shutting down");
+    info!("Shutting down");
+}
+
+/// A future that completes once `flag` is set (or its sender is gone).
+async fn when_set(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let json = match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        [] | ["--log-format", "text"] => false,
-        ["--log-format", "json"] => true,
-        _ => {
-            eprintln!("{USAGE}");
+    let cli = match parse(std::env::args().skip(1)) {
+        Ok(Command::Run(cli)) => cli,
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Err(message) => {
+            eprintln!("onus: {message}\n\n{USAGE}");
             std::process::exit(2);
         }
     };
-    init_logging(json);
+    init_logging(cli.json_logs);
+
+    let metrics = Metrics::new();
+    let readiness = Readiness::new();
+    let listener = http::bind(cli.http_addr)
+        .await
+        .with_context(|| format!("listening on {}", cli.http_addr))?;
+    let (stop_http, http_stopped) = watch::channel(false);
+    let server = tokio::spawn(http::serve(
+        listener,
+        http::router(metrics.clone(), readiness.clone()),
+        when_set(http_stopped),
+    ));
+    info!(addr = %cli.http_addr, "Serving /metrics, /healthz and /readyz");
+
     let client = kube::Client::try_default()
         .await
         .context("no usable kubeconfig or in-cluster configuration")?;
+    let identity = identity();
     let settings = Settings {
-        instance: std::env::var("POD_NAME").unwrap_or_else(|_| "onus".into()),
+        instance: identity.clone(),
         ..Settings::default()
     };
-    controller::run(client, settings, shutdown_signal()).await;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
+
+    let shutting_down = shutdown.clone();
+    let exit = if cli.leader_election {
+        let namespace = lease_namespace(
+            cli.lease_namespace.as_deref(),
+            std::env::var("POD_NAMESPACE").ok(),
+        );
+        info!(%identity, %namespace, lease = %cli.lease_name, "Contending for leadership");
+        let config = LeaseConfig::new(&cli.lease_name, &namespace, &identity);
+        let work_readiness = readiness.clone();
+        leader::run_leader_elected(
+            client.clone(),
+            config,
+            metrics.clone(),
+            readiness.clone(),
+            when_set(shutdown),
+            move |stop| {
+                // TODO(controller-wiring): controller::run should call set_synced(true) after
+                // "Caches synced"; until then a new leader reports ready as soon as it starts.
+                work_readiness.set_synced(true);
+                controller::run(client.clone(), settings.clone(), stop)
+            },
+        )
+        .await
+    } else {
+        // TODO(controller-wiring): as above, flip readiness when the caches have synced.
+        readiness.set_synced(true);
+        metrics.set_leader(true);
+        controller::run(client, settings, when_set(shutdown)).await;
+        Exit::Shutdown
+    };
+
+    let _ = stop_http.send(true);
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => warn!(%error, "HTTP server failed"),
+        Ok(Err(error)) => warn!(%error, "HTTP server task failed"),
+        Err(_) => warn!("HTTP server did not stop in time"),
+    }
+    if exit == Exit::WorkEnded && !*shutting_down.borrow() {
+        error!("The controller stopped unexpectedly");
+        anyhow::bail!("the controller stopped unexpectedly");
+    }
+    info!("Stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Cli, String> {
+        match parse(args.iter().map(|a| a.to_string()))? {
+            Command::Run(cli) => Ok(cli),
+            Command::Help => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn no_arguments_give_the_defaults() {
+        let cli = run(&[]).expect("parses");
+        assert_eq!(cli, Cli::default());
+        assert_eq!(cli.http_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(cli.lease_name, "onus-leader");
+        assert!(cli.leader_election);
+    }
+
+    #[test]
+    fn every_flag_is_understood() {
+        let cli = run(&[
+            "--log-format",
+            "json",
+            "--http-addr",
+            "127.0.0.1:9090",
+            "--leader-election-namespace",
+            "onus-system",
+            "--leader-election-id",
+            "my-lease",
+            "--no-leader-election",
+        ])
+        .expect("parses");
+        assert_eq!(
+            cli,
+            Cli {
+                json_logs: true,
+                http_addr: "127.0.0.1:9090".parse().expect("addr"),
+                lease_namespace: Some("onus-system".into()),
+                lease_name: "my-lease".into(),
+                leader_election: false,
+            }
+        );
+    }
+
+    #[test]
+    fn flags_take_inline_values() {
+        let cli = run(&["--http-addr=[::1]:8081", "--log-format=text"]).expect("parses");
+        assert_eq!(cli.http_addr.to_string(), "[::1]:8081");
+    }
+
+    #[test]
+    fn unknown_flags_and_bad_values_are_refused() {
+        assert!(run(&["--verbose"]).is_err());
+        assert!(run(&["--log-format", "xml"]).is_err());
+        assert!(run(&["--log-format"]).is_err());
+        assert!(run(&["--http-addr", "localhost"]).is_err());
+        assert!(run(&["--leader-election-id", ""]).is_err());
+        assert!(run(&["--no-leader-election=true"]).is_err());
+        assert!(run(&["positional"]).is_err());
+    }
+
+    #[test]
+    fn help_is_not_an_error() {
+        assert_eq!(parse(["--help".to_string()]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn lease_namespace_prefers_flag_then_pod_namespace() {
+        assert_eq!(lease_namespace(Some("a"), Some("b".into())), "a");
+        assert_eq!(lease_namespace(None, Some("b".into())), "b");
+        assert_eq!(lease_namespace(None, Some(String::new())), "default");
+        assert_eq!(lease_namespace(None, None), "default");
+    }
 }

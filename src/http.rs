@@ -1,0 +1,212 @@
+//! The operator's HTTP endpoints: `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Readiness: a leader is ready once its caches have synced (the controller flips
+//! [`Readiness::set_synced`]); a standby that is not leader is ready while it is a *healthy*
+//! standby, i.e. its last look at the leader Lease succeeded. Reporting healthy standbys as ready
+//! lets a Deployment's rolling update and a PodDisruptionBudget count them as available, so an
+//! update never waits on a replica that cannot become leader until the old one goes away. A
+//! standby that cannot reach the API server is not ready: it could not take over.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+
+/// The content type of the OpenMetrics text exposition that [`Metrics::render`] produces.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Whether this instance should receive traffic (`/readyz`); cheap to clone, clones share state.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    inner: Arc<Flags>,
+}
+
+#[derive(Default)]
+struct Flags {
+    synced: AtomicBool,
+    standby: AtomicBool,
+}
+
+impl Readiness {
+    /// Not ready until told otherwise.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set by the controller once every watch has listed (true) and cleared when it stops.
+    pub fn set_synced(&self, synced: bool) {
+        self.inner.synced.store(synced, Ordering::Release);
+    }
+
+    /// Set by leader election while this instance is a healthy standby (not leading, and the
+    /// Lease is observable).
+    pub fn set_standby(&self, healthy: bool) {
+        self.inner.standby.store(healthy, Ordering::Release);
+    }
+
+    /// Ready as a synced leader (or single instance) or as a healthy standby.
+    pub fn is_ready(&self) -> bool {
+        self.inner.synced.load(Ordering::Acquire) || self.inner.standby.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Metrics,
+    readiness: Readiness,
+}
+
+/// The router of the operator's HTTP endpoints.
+pub fn router(metrics: Metrics, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { metrics, readiness })
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+        state.metrics.render(),
+    )
+}
+
+/// Answering at all proves the process is alive and its runtime schedules tasks.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Binds the listening socket (separately from serving, so a taken port fails at startup).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes open requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, http::Request};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get(router: &Router, path: &str) -> (StatusCode, String, Option<String>) {
+        let response = router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            String::from_utf8_lossy(&body).into_owned(),
+            content_type,
+        )
+    }
+
+    fn app() -> (Router, Metrics, Readiness) {
+        let metrics = Metrics::new();
+        let readiness = Readiness::new();
+        (
+            router(metrics.clone(), readiness.clone()),
+            metrics,
+            readiness,
+        )
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_ok() {
+        let (router, _, _) = app();
+        assert_eq!(get(&router, "/healthz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn readyz_is_unavailable_before_caches_sync() {
+        let (router, _, _) = app();
+        assert_eq!(
+            get(&router, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn readyz_is_ok_once_caches_synced() {
+        let (router, _, readiness) = app();
+        readiness.set_synced(true);
+        assert_eq!(get(&router, "/readyz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn readyz_is_ok_for_a_healthy_standby() {
+        let (router, _, readiness) = app();
+        readiness.set_standby(true);
+        assert_eq!(get(&router, "/readyz").await.0, StatusCode::OK);
+        readiness.set_standby(false);
+        assert_eq!(
+            get(&router, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_serves_the_exposition() {
+        let (router, metrics, _) = app();
+        metrics.set_leader(true);
+        let (status, body, content_type) = get(&router, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type.as_deref(), Some(OPENMETRICS_CONTENT_TYPE));
+        assert!(body.lines().any(|l| l == "onus_leader 1"), "{body}");
+        assert!(body.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn unknown_path_is_not_found() {
+        let (router, _, _) = app();
+        assert_eq!(get(&router, "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+}

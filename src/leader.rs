@@ -1,0 +1,419 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease: one onus instance works, the others
+//! stand by and take over when the Lease is released or expires.
+//!
+//! Every write is a create or a replace carrying the `resourceVersion` that was read, so of two
+//! candidates racing for the same Lease the API server accepts exactly one. A leader that cannot
+//! renew within `renew_deadline` stops its work before the Lease (valid for `lease_duration`
+//! after its last renewal) can expire and be taken by another candidate. Expiry compares the
+//! holder's `renewTime` with this candidate's clock, so clocks are assumed to agree to well
+//! within `lease_duration - renew_deadline`.
+
+use std::{pin::Pin, sync::Arc, task::Poll, time::Duration};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+};
+use kube::{Api, Client, api::PostParams};
+use tokio::{
+    sync::watch,
+    time::{Instant, sleep_until, timeout, timeout_at},
+};
+use tracing::{debug, info, warn};
+
+use crate::{http::Readiness, metrics::Metrics};
+
+/// Where "now" comes from for Lease timestamps; injected so tests can move time.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The default name of the leader Lease.
+pub const DEFAULT_LEASE_NAME: &str = "onus-leader";
+
+/// Which Lease to contend for, as whom, and how often.
+#[derive(Clone)]
+pub struct LeaseConfig {
+    /// Name of the Lease object.
+    pub name: String,
+    /// Namespace of the Lease object.
+    pub namespace: String,
+    /// This candidate's identity (the pod name), written as `holderIdentity`.
+    pub identity: String,
+    /// How long a Lease stays valid after its last renewal.
+    pub lease_duration: Duration,
+    /// A leader that has not renewed for this long stops working (must be < `lease_duration`).
+    pub renew_deadline: Duration,
+    /// How often a leader renews.
+    pub renew_interval: Duration,
+    /// How often a standby retries, and a leader after a failed renewal.
+    pub retry_interval: Duration,
+    /// Source of Lease timestamps.
+    pub clock: Clock,
+}
+
+impl LeaseConfig {
+    /// Production timing: a 15 s Lease renewed every 5 s, given up after 10 s without renewal,
+    /// contended every 2 s.
+    pub fn new(name: &str, namespace: &str, identity: &str) -> Self {
+        LeaseConfig {
+            name: name.into(),
+            namespace: namespace.into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            renew_interval: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(2),
+            clock: Arc::new(Timestamp::now),
+        }
+    }
+
+    /// Sets the timing (lease duration, renew deadline, renew interval, retry interval).
+    pub fn timing(
+        mut self,
+        lease_duration: Duration,
+        renew_deadline: Duration,
+        renew_interval: Duration,
+        retry_interval: Duration,
+    ) -> Self {
+        self.lease_duration = lease_duration;
+        self.renew_deadline = renew_deadline;
+        self.renew_interval = renew_interval;
+        self.retry_interval = retry_interval;
+        self
+    }
+
+    /// How long stopped work may take to finish: the time between giving up and the Lease
+    /// expiring for the others.
+    fn grace(&self) -> Duration {
+        self.lease_duration.saturating_sub(self.renew_deadline)
+    }
+}
+
+/// What a candidate should do about the Lease as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// This candidate holds it: renew.
+    Renew,
+    /// Absent, released or expired: take it.
+    Acquire,
+    /// Another candidate holds a live Lease: stand by.
+    Follow { holder: String },
+}
+
+/// Decides from the Lease spec (None: no Lease yet) what candidate `identity` should do at `now`.
+pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
+    let Some(spec) = spec else {
+        return Decision::Acquire;
+    };
+    match spec.holder_identity.as_deref() {
+        None | Some("") => Decision::Acquire,
+        Some(holder) if holder == identity => Decision::Renew,
+        Some(_) if is_expired(spec, now) => Decision::Acquire,
+        Some(holder) => Decision::Follow {
+            holder: holder.into(),
+        },
+    }
+}
+
+/// Whether the Lease has passed `renewTime + leaseDurationSeconds`; a Lease without either
+/// cannot prove its holder alive and counts as expired.
+pub fn is_expired(spec: &LeaseSpec, now: Timestamp) -> bool {
+    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+        return true;
+    };
+    let Some(seconds) = spec.lease_duration_seconds.filter(|s| *s > 0) else {
+        return true;
+    };
+    match renewed
+        .0
+        .checked_add(SignedDuration::from_secs(seconds.into()))
+    {
+        Ok(valid_until) => valid_until < now,
+        Err(_) => false,
+    }
+}
+
+/// The spec that claims (acquires or renews) the Lease for `identity` at `now`.
+pub fn claimed(
+    previous: Option<&LeaseSpec>,
+    identity: &str,
+    lease_duration: Duration,
+    now: Timestamp,
+) -> LeaseSpec {
+    let seconds = i32::try_from(lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
+    let previous = previous.cloned().unwrap_or_default();
+    let renewing = previous.holder_identity.as_deref() == Some(identity);
+    LeaseSpec {
+        holder_identity: Some(identity.into()),
+        lease_duration_seconds: Some(seconds),
+        renew_time: Some(MicroTime(now)),
+        acquire_time: if renewing {
+            previous.acquire_time.clone().or(Some(MicroTime(now)))
+        } else {
+            Some(MicroTime(now))
+        },
+        lease_transitions: match (renewing, previous.lease_transitions) {
+            (true, n) => n.or(Some(0)),
+            (false, None) if previous.holder_identity.is_none() => Some(0),
+            (false, n) => Some(n.unwrap_or(0).saturating_add(1)),
+        },
+        ..previous
+    }
+}
+
+/// The spec that hands the Lease back: no holder, so any candidate takes it at once.
+pub fn released(previous: &LeaseSpec, now: Timestamp) -> LeaseSpec {
+    LeaseSpec {
+        holder_identity: None,
+        lease_duration_seconds: Some(1),
+        renew_time: Some(MicroTime(now)),
+        ..previous.clone()
+    }
+}
+
+/// Completes when leader work must stop: leadership was lost or the process is shutting down.
+pub struct Stop {
+    inner: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+}
+
+impl Stop {
+    fn new(mut stop: watch::Receiver<bool>) -> Self {
+        Stop {
+            // A dropped sender means the elector is gone: stop as well.
+            inner: Box::pin(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            }),
+        }
+    }
+}
+
+impl Future for Stop {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// Why [`run_leader_elected`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// `shutdown` completed; the Lease was released if held.
+    Shutdown,
+    /// The work returned (or panicked) by itself while leading; the Lease was released.
+    WorkEnded,
+}
+
+/// Contends for the Lease until `shutdown`; while this instance leads, runs `work(stop)` as a
+/// task. When leadership is lost `stop` completes, the work gets until the Lease would expire
+/// to finish, is then aborted, and the candidate contends again. On shutdown the work is stopped
+/// the same way and the Lease released so a standby takes over at once.
+pub async fn run_leader_elected<F, Fut>(
+    client: Client,
+    config: LeaseConfig,
+    metrics: Metrics,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()>,
+    mut work: F,
+) -> Exit
+where
+    F: FnMut(Stop) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let elector = Elector {
+        api: Api::namespaced(client, &config.namespace),
+        config,
+        readiness: readiness.clone(),
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    metrics.set_leader(false);
+    loop {
+        let renewed = tokio::select! {
+            () = &mut shutdown => {
+                // An acquisition may have landed just as the shutdown came in.
+                elector.release().await;
+                return Exit::Shutdown;
+            }
+            renewed = elector.acquire() => renewed,
+        };
+        info!(identity = %elector.config.identity, lease = %elector.config.name, "Became leader");
+        metrics.set_leader(true);
+        readiness.set_standby(false);
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut task = tokio::spawn(work(Stop::new(stop_rx)));
+        let exit = tokio::select! {
+            () = &mut shutdown => Some(Exit::Shutdown),
+            () = elector.keep(renewed) => None,
+            _ = &mut task => Some(Exit::WorkEnded),
+        };
+        let _ = stop_tx.send(true);
+        if !task.is_finished() && timeout(elector.config.grace(), &mut task).await.is_err() {
+            warn!("Leader work did not stop in time; aborting it");
+            task.abort();
+            let _ = task.await;
+        }
+        metrics.set_leader(false);
+        readiness.set_synced(false);
+        match exit {
+            None => warn!(identity = %elector.config.identity, "Lost leadership"),
+            Some(exit) => {
+                elector.release().await;
+                return exit;
+            }
+        }
+    }
+}
+
+/// The outcome of one look at the Lease.
+enum Attempt {
+    /// This candidate holds the Lease now.
+    Leading,
+    /// Another holds it (or won a race that a retry will reveal).
+    Standby { holder: Option<String> },
+}
+
+struct Elector {
+    api: Api<Lease>,
+    config: LeaseConfig,
+    readiness: Readiness,
+}
+
+impl Elector {
+    /// Reads the Lease and claims it when [`decide`] says so; a lost write race is a standby.
+    async fn attempt(&self) -> Result<Attempt, kube::Error> {
+        let config = &self.config;
+        let now = (config.clock)();
+        let current = self.api.get_opt(&config.name).await?;
+        let spec = current.as_ref().and_then(|l| l.spec.as_ref());
+        if let Decision::Follow { holder } = decide(spec, &config.identity, now) {
+            return Ok(Attempt::Standby {
+                holder: Some(holder),
+            });
+        }
+        let spec = claimed(spec, &config.identity, config.lease_duration, now);
+        let written = match current {
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(config.name.clone()),
+                        namespace: Some(config.namespace.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(spec),
+                };
+                self.api.create(&PostParams::default(), &lease).await
+            }
+            Some(mut lease) => {
+                // The resourceVersion read above makes this a compare-and-swap.
+                lease.metadata.managed_fields = None;
+                lease.spec = Some(spec);
+                self.api
+                    .replace(&config.name, &PostParams::default(), &lease)
+                    .await
+            }
+        };
+        match written {
+            Ok(_) => Ok(Attempt::Leading),
+            Err(kube::Error::Api(status)) if status.is_conflict() || status.is_already_exists() => {
+                debug!("Lost a race for the Lease");
+                Ok(Attempt::Standby { holder: None })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Stands by until this candidate holds the Lease; returns when the winning write was sent.
+    async fn acquire(&self) -> Instant {
+        let mut following: Option<String> = None;
+        loop {
+            let sent = Instant::now();
+            match timeout(self.config.renew_deadline, self.attempt()).await {
+                Ok(Ok(Attempt::Leading)) => return sent,
+                Ok(Ok(Attempt::Standby { holder })) => {
+                    self.readiness.set_standby(true);
+                    if holder.is_some() && holder != following {
+                        info!(
+                            holder = holder.as_deref().unwrap_or_default(),
+                            "Standing by"
+                        );
+                        following = holder;
+                    }
+                }
+                Ok(Err(error)) => {
+                    self.readiness.set_standby(false);
+                    warn!(%error, "Reading the leader Lease failed");
+                }
+                Err(_) => {
+                    self.readiness.set_standby(false);
+                    warn!("Reading the leader Lease timed out");
+                }
+            }
+            sleep_until(sent + self.config.retry_interval).await;
+        }
+    }
+
+    /// Renews the Lease until leadership is lost: another holder, or no renewal for
+    /// `renew_deadline` since the write sent at `renewed`.
+    async fn keep(&self, mut renewed: Instant) {
+        let config = &self.config;
+        let mut wait = config.renew_interval;
+        loop {
+            let deadline = renewed + config.renew_deadline;
+            sleep_until((Instant::now() + wait).min(deadline)).await;
+            let sent = Instant::now();
+            match timeout_at(deadline, self.attempt()).await {
+                Ok(Ok(Attempt::Leading)) => {
+                    renewed = sent;
+                    wait = config.renew_interval;
+                    continue;
+                }
+                Ok(Ok(Attempt::Standby {
+                    holder: Some(holder),
+                })) => {
+                    warn!(%holder, "Another candidate holds the Lease");
+                    return;
+                }
+                Ok(Ok(Attempt::Standby { holder: None })) => {}
+                Ok(Err(error)) => warn!(%error, "Renewing the leader Lease failed"),
+                Err(_) => {}
+            }
+            if Instant::now() >= deadline {
+                warn!("Leader Lease not renewed within the renew deadline");
+                return;
+            }
+            wait = config.retry_interval;
+        }
+    }
+
+    /// Hands the Lease back if this candidate still holds it (best effort).
+    async fn release(&self) {
+        let config = &self.config;
+        let release = async {
+            let Some(mut lease) = self.api.get_opt(&config.name).await? else {
+                return Ok(false);
+            };
+            let Some(spec) = lease.spec.as_ref() else {
+                return Ok(false);
+            };
+            if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
+                return Ok(false);
+            }
+            lease.spec = Some(released(spec, (config.clock)()));
+            lease.metadata.managed_fields = None;
+            self.api
+                .replace(&config.name, &PostParams::default(), &lease)
+                .await?;
+            Ok::<_, kube::Error>(true)
+        };
+        match timeout(config.renew_deadline, release).await {
+            Ok(Ok(true)) => info!(lease = %config.name, "Released the leader Lease"),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => warn!(%error, "Releasing the leader Lease failed"),
+            Err(_) => warn!("Releasing the leader Lease timed out"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+//! Prometheus metrics of the operator.
+//!
+//! Every label value comes from a bounded set: policy names (one per policy object), control ids
+//! (the catalog), owners and results (enums), and `&'static str` categories and kinds chosen in
+//! code. Nothing is formatted from `Debug`, so cardinality cannot grow with cluster contents.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use jiff::{SignedDuration, Timestamp};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    crd::{Owner, ResponsibilityPolicySpec, ResponsibilityPolicyStatus},
+    status::{self, COMPLIANT},
+};
+
+/// How far ahead an exception's expiry counts as "expiring soon".
+pub const EXPIRING_SOON: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControlLabels {
+    policy: String,
+    control: String,
+    owner: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabels {
+    category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// The operator's metrics; cheap to clone, every clone records into the same registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    policy_compliant: Family<PolicyLabels, Gauge>,
+    policy_violations: Family<PolicyLabels, Gauge>,
+    control_violations: Family<ControlLabels, Gauge>,
+    exceptions_expiring_soon: Family<PolicyLabels, Gauge>,
+    reconciliations: Family<ResultLabels, Counter>,
+    reconcile_errors: Family<CategoryLabels, Counter>,
+    reconcile_duration: Histogram,
+    watch_events: Family<KindLabels, Counter>,
+    detection_latency: Histogram,
+    leader: Gauge,
+    /// The control series last written per policy, so stale ones can be removed.
+    controls_of: Mutex<HashMap<String, Vec<ControlLabels>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every onus metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("onus");
+        let policy_compliant = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "policy_compliant",
+            "Whether the policy is compliant (1) or not (0)",
+            policy_compliant.clone(),
+        );
+        let policy_violations = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "policy_violations",
+            "Violations of customer-owned controls in the policy",
+            policy_violations.clone(),
+        );
+        let control_violations = Family::<ControlLabels, Gauge>::default();
+        registry.register(
+            "control_violations",
+            "Violations per control of a policy, with the control's owner",
+            control_violations.clone(),
+        );
+        let exceptions_expiring_soon = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "exceptions_expiring_soon",
+            "Exceptions of the policy that expire within 7 days",
+            exceptions_expiring_soon.clone(),
+        );
+        let reconciliations = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reconciliations",
+            "Policy reconciliations by result (ok, error)",
+            reconciliations.clone(),
+        );
+        let reconcile_errors = Family::<CategoryLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciliations by error category",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Duration of one policy reconciliation",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        let watch_events = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "watch_events",
+            "Watch events received, by kind of watched object",
+            watch_events.clone(),
+        );
+        let detection_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register_with_unit(
+            "detection_latency",
+            "Time from a watched change reaching the index to the status write reflecting it",
+            Unit::Seconds,
+            detection_latency.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "Whether this instance holds the leader Lease (1) or not (0)",
+            leader.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                policy_compliant,
+                policy_violations,
+                control_violations,
+                exceptions_expiring_soon,
+                reconciliations,
+                reconcile_errors,
+                reconcile_duration,
+                watch_events,
+                detection_latency,
+                leader,
+                controls_of: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The exposition in the OpenMetrics text format (which Prometheus scrapes natively).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.inner.registry);
+        out
+    }
+
+    /// Records the compliance of one policy from the status just computed for it.
+    pub fn record_policy(
+        &self,
+        policy: &str,
+        status: &ResponsibilityPolicyStatus,
+        expiring_soon: u64,
+    ) {
+        let labels = PolicyLabels {
+            policy: policy.to_string(),
+        };
+        let compliant = status::condition(status, COMPLIANT).is_some_and(|c| c.status == "True");
+        let m = &self.inner;
+        m.policy_compliant
+            .get_or_create(&labels)
+            .set(i64::from(compliant));
+        let violations = status.summary.as_ref().map_or(0, |s| s.violations);
+        m.policy_violations
+            .get_or_create(&labels)
+            .set(saturating_i64(violations));
+        m.exceptions_expiring_soon
+            .get_or_create(&labels)
+            .set(saturating_i64(expiring_soon));
+
+        let mut current = Vec::with_capacity(status.controls.len());
+        for control in &status.controls {
+            let labels = ControlLabels {
+                policy: policy.to_string(),
+                control: control.id.clone(),
+                owner: owner_label(control.owner),
+            };
+            m.control_violations
+                .get_or_create(&labels)
+                .set(saturating_i64(control.violations));
+            current.push(labels);
+        }
+        let mut controls_of = m.controls_of.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = controls_of.insert(policy.to_string(), current.clone());
+        // A control whose owner changed (or that left the status) must not keep its old series.
+        for stale in previous.unwrap_or_default() {
+            if !current.contains(&stale) {
+                m.control_violations.remove(&stale);
+            }
+        }
+    }
+
+    /// Removes every series of a deleted policy.
+    pub fn forget_policy(&self, policy: &str) {
+        let labels = PolicyLabels {
+            policy: policy.to_string(),
+        };
+        let m = &self.inner;
+        m.policy_compliant.remove(&labels);
+        m.policy_violations.remove(&labels);
+        m.exceptions_expiring_soon.remove(&labels);
+        let mut controls_of = m.controls_of.lock().unwrap_or_else(|p| p.into_inner());
+        for labels in controls_of.remove(policy).unwrap_or_default() {
+            m.control_violations.remove(&labels);
+        }
+    }
+
+    /// Starts timing one reconciliation; see [`ReconcileTimer`].
+    pub fn reconcile_timer(&self) -> ReconcileTimer {
+        ReconcileTimer {
+            metrics: self.clone(),
+            start: Instant::now(),
+            succeeded: false,
+        }
+    }
+
+    /// Counts a failed reconciliation by its error category (`Error::category()`).
+    pub fn reconcile_error(&self, category: &'static str) {
+        self.inner
+            .reconcile_errors
+            .get_or_create(&CategoryLabels { category })
+            .inc();
+    }
+
+    /// Counts one watch event for a kind of watched object (e.g. `Pod::KIND`).
+    pub fn watch_event(&self, kind: &'static str) {
+        self.inner
+            .watch_events
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    /// Observes the time from a change reaching the index to the status write reflecting it.
+    pub fn detection_latency(&self, latency: Duration) {
+        self.inner.detection_latency.observe(latency.as_secs_f64());
+    }
+
+    /// Sets whether this instance currently leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.inner.leader.set(i64::from(leading));
+    }
+}
+
+/// Times one reconciliation; when dropped it observes the duration and counts the
+/// reconciliation as `ok` if [`ReconcileTimer::succeeded`] was called, else as `error` (so an
+/// early `?` return counts as a failure without further code).
+#[must_use = "the reconciliation is timed until the guard is dropped"]
+pub struct ReconcileTimer {
+    metrics: Metrics,
+    start: Instant,
+    succeeded: bool,
+}
+
+impl ReconcileTimer {
+    /// Marks the reconciliation as successful; the guard still records when dropped.
+    pub fn succeeded(&mut self) {
+        self.succeeded = true;
+    }
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        let m = &self.metrics.inner;
+        m.reconcile_duration
+            .observe(self.start.elapsed().as_secs_f64());
+        let result = if self.succeeded { "ok" } else { "error" };
+        m.reconciliations
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+}
+
+/// How many of a policy's exceptions expire after `now` but within [`EXPIRING_SOON`].
+pub fn expiring_soon(spec: &ResponsibilityPolicySpec, now: Timestamp) -> u64 {
+    let horizon = now.saturating_add(EXPIRING_SOON).unwrap_or(Timestamp::MAX);
+    let count = spec
+        .exceptions
+        .iter()
+        .filter_map(|e| e.expires.as_ref())
+        .filter(|t| t.0 > now && t.0 <= horizon)
+        .count();
+    count as u64
+}
+
+fn owner_label(owner: Owner) -> &'static str {
+    match owner {
+        Owner::Customer => "Customer",
+        Owner::Provider => "Provider",
+        Owner::Shared => "Shared",
+    }
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

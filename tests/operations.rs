@@ -1,0 +1,527 @@
+//! Operations against the real API server: leader election between in-process candidates, and
+//! the `onus` binary run twice as child processes (metrics, health, fail-over on SIGTERM).
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    os::unix::process::CommandExt,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    apimachinery::pkg::apis::meta::v1::MicroTime,
+};
+use kube::{Api, Client, api::PostParams};
+use onus::{
+    http::Readiness,
+    leader::{Exit, LeaseConfig, run_leader_elected},
+    metrics::Metrics,
+};
+use onus_testenv::ControlPlane;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+const LEASE: &str = "onus-leader";
+
+/// Short timing for tests: 3 s Lease, 2 s renew deadline, renew every 1 s, retry every 0.5 s.
+fn test_config(namespace: &str, identity: &str) -> LeaseConfig {
+    LeaseConfig::new(LEASE, namespace, identity).timing(
+        Duration::from_secs(3),
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+        Duration::from_millis(500),
+    )
+}
+
+/// An in-process leader-election candidate whose work marks it as leading while it runs.
+struct Candidate {
+    identity: String,
+    leading: Arc<AtomicBool>,
+    metrics: Metrics,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Exit>,
+}
+
+/// Clears the leading flag however the work ends (stopped or aborted).
+struct LeadingGuard(Arc<AtomicBool>);
+
+impl Drop for LeadingGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Candidate {
+    fn start(client: &Client, namespace: &str, identity: &str) -> Candidate {
+        let leading = Arc::new(AtomicBool::new(false));
+        let metrics = Metrics::new();
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let flag = leading.clone();
+        let task = tokio::spawn(run_leader_elected(
+            client.clone(),
+            test_config(namespace, identity),
+            metrics.clone(),
+            Readiness::new(),
+            async move {
+                let _ = shutdown_rx.await;
+            },
+            move |stop| {
+                let flag = flag.clone();
+                async move {
+                    let was = flag.swap(true, Ordering::SeqCst);
+                    assert!(!was, "work started twice");
+                    let _guard = LeadingGuard(flag);
+                    stop.await;
+                }
+            },
+        ));
+        Candidate {
+            identity: identity.into(),
+            leading,
+            metrics,
+            shutdown: Some(shutdown),
+            task,
+        }
+    }
+
+    fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Shuts the candidate down gracefully and waits until it has returned.
+    async fn stop(mut self) -> Exit {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("candidate stops within 10s")
+            .expect("candidate task")
+    }
+}
+
+impl Drop for Candidate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn lease_holder(client: &Client, namespace: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), namespace)
+        .get_opt(LEASE)
+        .await
+        .expect("get lease")
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+/// Samples the candidates every 20 ms for `duration`, asserting that at no sample more than one
+/// leads; returns the identity leading at the end (if any).
+async fn never_two_leaders(candidates: &[&Candidate], duration: Duration) -> Option<String> {
+    let deadline = Instant::now() + duration;
+    loop {
+        let leaders: Vec<_> = candidates.iter().filter(|c| c.is_leading()).collect();
+        assert!(
+            leaders.len() <= 1,
+            "two candidates lead at once: {:?}",
+            leaders.iter().map(|c| &c.identity).collect::<Vec<_>>()
+        );
+        if Instant::now() >= deadline {
+            return leaders.first().map(|c| c.identity.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (sampling as in [`never_two_leaders`]) until some candidate leads.
+async fn first_leader(candidates: &[&Candidate], within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(leader) = never_two_leaders(candidates, Duration::ZERO).await {
+            return leader;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no candidate leads after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn setup(prefix: &str) -> (&'static ControlPlane, Client, String) {
+    let cp = onus_testenv::shared();
+    let client = cp.client().await;
+    let namespace = cp.namespace(&client, prefix, &[]).await;
+    (cp, client, namespace)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_one_candidate_leads_and_a_standby_takes_over_on_shutdown() {
+    let (_, client, ns) = setup("leader").await;
+    let a = Candidate::start(&client, &ns, "candidate-a");
+    let b = Candidate::start(&client, &ns, "candidate-b");
+
+    let leader = first_leader(&[&a, &b], Duration::from_secs(10)).await;
+    // Several renewals and retries: still exactly one leader, the same one.
+    let still = never_two_leaders(&[&a, &b], Duration::from_secs(4)).await;
+    assert_eq!(still.as_deref(), Some(leader.as_str()));
+    assert_eq!(
+        lease_holder(&client, &ns).await.as_deref(),
+        Some(leader.as_str())
+    );
+
+    let (leading, standby) = if leader == a.identity { (a, b) } else { (b, a) };
+    assert!(
+        leading
+            .metrics
+            .render()
+            .lines()
+            .any(|l| l == "onus_leader 1")
+    );
+    assert!(
+        standby
+            .metrics
+            .render()
+            .lines()
+            .any(|l| l == "onus_leader 0")
+    );
+
+    let stopped_at = Instant::now();
+    assert_eq!(leading.stop().await, Exit::Shutdown);
+    let next = first_leader(&[&standby], Duration::from_secs(3)).await;
+    assert_eq!(next, standby.identity);
+    // The Lease was released, not left to expire (3 s).
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(3),
+        "handover took {:?}",
+        stopped_at.elapsed()
+    );
+    assert_eq!(
+        lease_holder(&client, &ns).await,
+        Some(standby.identity.clone())
+    );
+    assert_eq!(standby.stop().await, Exit::Shutdown);
+    assert_eq!(lease_holder(&client, &ns).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_whose_lease_is_taken_stops_its_work() {
+    let (_, client, ns) = setup("taken").await;
+    let a = Candidate::start(&client, &ns, "candidate-a");
+    first_leader(&[&a], Duration::from_secs(10)).await;
+
+    // Another writer takes the Lease (as a candidate would after an expiry it observed).
+    let api = Api::<Lease>::namespaced(client.clone(), &ns);
+    let mut lease = api.get(LEASE).await.expect("lease");
+    lease.spec = Some(LeaseSpec {
+        holder_identity: Some("intruder".into()),
+        renew_time: Some(MicroTime(Timestamp::now())),
+        lease_duration_seconds: Some(60),
+        ..lease.spec.unwrap_or_default()
+    });
+    api.replace(LEASE, &PostParams::default(), &lease)
+        .await
+        .expect("replace lease");
+
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while a.is_leading() {
+        assert!(
+            Instant::now() < deadline,
+            "still leading 3s after losing the Lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(a.metrics.render().lines().any(|l| l == "onus_leader 0"));
+    // A live Lease of another holder is respected.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!a.is_leading());
+    assert_eq!(
+        lease_holder(&client, &ns).await.as_deref(),
+        Some("intruder")
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_left_by_a_dead_holder_is_taken_once_expired() {
+    let (_, client, ns) = setup("expired").await;
+    let lease = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(LEASE.into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("ghost".into()),
+            renew_time: Some(MicroTime(Timestamp::now())),
+            lease_duration_seconds: Some(3),
+            ..Default::default()
+        }),
+    };
+    Api::<Lease>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("create lease");
+    let started = Instant::now();
+    let a = Candidate::start(&client, &ns, "candidate-a");
+    first_leader(&[&a], Duration::from_secs(8)).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "took a live Lease after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        lease_holder(&client, &ns).await.as_deref(),
+        Some("candidate-a")
+    );
+    a.stop().await;
+}
+
+// ---- the binary ----
+
+/// An `onus` child process; killed when dropped, whatever the test did.
+struct Onus {
+    name: String,
+    port: u16,
+    pid: u32,
+    child: std::sync::Mutex<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Onus {
+    fn start(cp: &ControlPlane, namespace: &str, name: &str) -> Onus {
+        let port = free_port();
+        let log = cp.dir().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_onus"));
+        command
+            .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", cp.kubeconfig_path())
+            .env("POD_NAME", name)
+            .env("POD_NAMESPACE", namespace)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child if the
+        // spawning thread dies, so a test process killed hard leaves no operator behind.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("spawning onus");
+        Onus {
+            name: name.into(),
+            port,
+            pid: child.id(),
+            child: std::sync::Mutex::new(child),
+            log,
+        }
+    }
+
+    /// GETs a path; None while nothing answers.
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.port, path)
+    }
+
+    /// The value of the `onus_leader` gauge, if the endpoint answers; panics with the log tail
+    /// if the process has exited.
+    fn leader_gauge(&self) -> Option<String> {
+        self.assert_running();
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .find_map(|l| l.strip_prefix("onus_leader "))
+            .map(String::from)
+    }
+
+    fn assert_running(&self) {
+        let exited = self
+            .child
+            .lock()
+            .expect("child")
+            .try_wait()
+            .expect("try_wait");
+        if let Some(status) = exited {
+            panic!("{} exited ({status}):\n{}", self.name, self.log_tail());
+        }
+    }
+
+    fn terminate(&self) {
+        // SAFETY: sending a signal to our own child's pid.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+
+    /// Waits for the process to exit; its success.
+    fn wait_exit(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let exited = self
+                .child
+                .lock()
+                .expect("child")
+                .try_wait()
+                .expect("try_wait");
+            if let Some(status) = exited {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit in {within:?}:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<_> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Onus {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A minimal HTTP/1.1 GET on loopback: (status code, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// Polls the processes (on a blocking thread) until `done` holds; panics with `what` and both
+/// processes' logs after `within`.
+async fn eventually<T: Send + 'static>(
+    what: &str,
+    within: Duration,
+    procs: &Arc<[Onus; 2]>,
+    mut done: impl FnMut(&[Onus; 2]) -> Option<T> + Send + 'static,
+) -> T {
+    let what = what.to_string();
+    let procs = procs.clone();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(value) = done(&procs) {
+                return value;
+            }
+            if Instant::now() >= deadline {
+                let logs: Vec<_> = procs
+                    .iter()
+                    .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail()))
+                    .collect();
+                panic!("{what}: not within {within:?}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .expect("polling thread")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_operator_processes_elect_one_leader_and_fail_over_on_sigterm() {
+    let (cp, client, ns) = setup("binary").await;
+    std::thread::scope(|s| {
+        s.spawn(|| common::install_crd(cp))
+            .join()
+            .expect("install crd")
+    });
+    let procs = Arc::new([
+        Onus::start(cp, &ns, "onus-a"),
+        Onus::start(cp, &ns, "onus-b"),
+    ]);
+
+    let gauges = eventually(
+        "one process reports onus_leader 1",
+        Duration::from_secs(30),
+        &procs,
+        |p| {
+            let gauges: Vec<_> = p.iter().map(Onus::leader_gauge).collect();
+            let ones = gauges.iter().filter(|g| g.as_deref() == Some("1")).count();
+            let zeros = gauges.iter().filter(|g| g.as_deref() == Some("0")).count();
+            (ones == 1 && zeros == 1).then_some(gauges)
+        },
+    )
+    .await;
+    let leader = usize::from(gauges[0].as_deref() != Some("1"));
+    let standby = 1 - leader;
+    let log = |i: usize| format!("{}:\n{}", procs[i].name, procs[i].log_tail());
+
+    for (i, proc) in procs.iter().enumerate() {
+        assert_eq!(proc.get("/healthz").map(|r| r.0), Some(200), "{}", log(i));
+    }
+    assert_eq!(
+        lease_holder(&client, &ns).await.as_deref(),
+        Some(procs[leader].name.as_str())
+    );
+    // A healthy standby is ready, so rolling updates can proceed.
+    eventually(
+        "the standby is ready",
+        Duration::from_secs(10),
+        &procs,
+        move |p| (p[standby].get("/readyz")?.0 == 200).then_some(()),
+    )
+    .await;
+
+    let terminated = Instant::now();
+    procs[leader].terminate();
+    eventually(
+        "the standby takes over",
+        Duration::from_secs(20),
+        &procs,
+        move |p| (p[standby].leader_gauge()?.as_str() == "1").then_some(()),
+    )
+    .await;
+    // The Lease (15 s) was released on SIGTERM, not left to expire.
+    assert!(
+        terminated.elapsed() < Duration::from_secs(8),
+        "takeover took {:?}:\n{}",
+        terminated.elapsed(),
+        log(leader)
+    );
+    assert_eq!(
+        lease_holder(&client, &ns).await.as_deref(),
+        Some(procs[standby].name.as_str()),
+        "{}",
+        log(standby)
+    );
+    let graceful = procs[leader].wait_exit(Duration::from_secs(15));
+    assert!(graceful, "SIGTERM exit was not clean:\n{}", log(leader));
+}
