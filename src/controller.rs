@@ -2,10 +2,10 @@
 //! when the index changes (or an exception expires) and patches status only when it changed.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeSet, HashSet},
     fmt::Debug,
     sync::{Arc, Mutex, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{FutureExt, StreamExt, future::join_all};
@@ -41,7 +41,9 @@ use crate::{
     enforce,
     evaluate::evaluate,
     facts::{self, WorkloadKind},
+    http::Readiness,
     index::{FactMap, Index, Key},
+    metrics::Metrics,
     remediate::{self, PlanMode},
     status::{self, COMPLIANT, READY},
     validate::validate,
@@ -91,6 +93,20 @@ pub struct Context {
     policies: Store<ResponsibilityPolicy>,
     /// One convergence at a time: it plans from the whole index.
     converging: tokio::sync::Mutex<()>,
+    metrics: Metrics,
+    /// When the oldest index change not yet reflected in a status write happened.
+    first_unreported_change: Arc<Mutex<Option<Instant>>>,
+    /// Policies with metric series, to forget the deleted ones.
+    recorded: Mutex<BTreeSet<String>>,
+}
+
+/// Aborts a spawned task when dropped, so nothing outlives `run` however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Finalizer on Enforce policies: onus removes what it applied before the policy goes.
@@ -104,6 +120,8 @@ pub struct Settings {
     pub clock: Clock,
     /// Only reconcile policies matching this label selector (several onus instances, tests).
     pub policy_selector: Option<String>,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
 }
 
 impl Default for Settings {
@@ -112,6 +130,8 @@ impl Default for Settings {
             instance: "onus".into(),
             clock: Arc::new(Timestamp::now),
             policy_selector: None,
+            metrics: Metrics::default(),
+            readiness: Readiness::default(),
         }
     }
 }
@@ -132,13 +152,22 @@ pub async fn run(
 ) {
     let index = Arc::new(RwLock::new(Index::default()));
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
-    let watches = tokio::spawn(watch_all(client.clone(), index.clone(), changed_tx));
+    let first_change = Arc::new(Mutex::new(None));
+    let watch = Watch {
+        client: client.clone(),
+        index: index.clone(),
+        changed: changed_tx,
+        metrics: settings.metrics.clone(),
+        first_change: first_change.clone(),
+    };
+    let _watches = AbortOnDrop(tokio::spawn(watch_all(watch)));
 
     // Evaluating before every watch has listed would report false violations.
     while !synced(&read(&index)) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     info!("Caches synced");
+    settings.readiness.set_synced(true);
 
     let triggers = futures::stream::poll_fn(move |cx| changed_rx.poll_recv(cx));
     let policies = match &settings.policy_selector {
@@ -160,6 +189,9 @@ pub async fn run(
         announced: Mutex::new(HashSet::new()),
         policies: controller.store(),
         converging: tokio::sync::Mutex::new(()),
+        metrics: settings.metrics.clone(),
+        first_unreported_change: first_change,
+        recorded: Mutex::new(BTreeSet::new()),
     });
     controller
         .reconcile_all_on(triggers)
@@ -172,7 +204,7 @@ pub async fn run(
             }
         })
         .await;
-    watches.abort();
+    settings.readiness.set_synced(false);
 }
 
 fn synced(index: &Index) -> bool {
@@ -199,17 +231,20 @@ const WORKLOAD_KINDS: [WorkloadKind; 7] = [
     WorkloadKind::Pod,
 ];
 
-async fn watch_all(client: Client, index: Arc<RwLock<Index>>, changed: mpsc::Sender<()>) {
+/// What every watch task shares.
+#[derive(Clone)]
+struct Watch {
+    client: Client,
+    index: Arc<RwLock<Index>>,
+    changed: mpsc::Sender<()>,
+    metrics: Metrics,
+    first_change: Arc<Mutex<Option<Instant>>>,
+}
+
+async fn watch_all(watch: Watch) {
     macro_rules! watch {
         ($ty:ty, $project:expr, |$i:ident| $map:expr) => {
-            watch_into::<$ty, _>(
-                client.clone(),
-                index.clone(),
-                changed.clone(),
-                |$i: &mut Index| $map,
-                $project,
-            )
-            .boxed()
+            watch_into::<$ty, _>(watch.clone(), |$i: &mut Index| $map, $project).boxed()
         };
     }
     let watches = vec![
@@ -264,16 +299,21 @@ where
 /// Watches every object of kind `K` (as untyped objects, so one bad object cannot stall the
 /// stream), projects each into a fact and keeps the facts in the index.
 async fn watch_into<K, F>(
-    client: Client,
-    index: Arc<RwLock<Index>>,
-    changed: mpsc::Sender<()>,
+    watch: Watch,
     map: fn(&mut Index) -> &mut FactMap<F>,
     project: fn(&K) -> Option<F>,
 ) where
-    K: Resource + DeserializeOwned + Clone + Debug + Send + 'static,
+    K: Resource + k8s_openapi::Resource + DeserializeOwned + Clone + Debug + Send + 'static,
     K::DynamicType: Default,
     F: PartialEq + Send + Sync + 'static,
 {
+    let Watch {
+        client,
+        index,
+        changed,
+        metrics,
+        first_change,
+    } = watch;
     let resource = ApiResource::erase::<K>(&Default::default());
     let api = Api::<DynamicObject>::all_with(client, &resource);
     let mut events = watcher(api, watcher::Config::default())
@@ -287,6 +327,7 @@ async fn watch_into<K, F>(
                 continue;
             }
         };
+        metrics.watch_event(<K as k8s_openapi::Resource>::KIND);
         let did_change = {
             let mut guard = write(&index);
             let facts = map(&mut guard);
@@ -311,6 +352,10 @@ async fn watch_into<K, F>(
             }
         };
         if did_change {
+            first_change
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(Instant::now);
             // A full channel already holds a pending trigger; one is enough.
             let _ = changed.try_send(());
         }
@@ -321,16 +366,23 @@ use kube::runtime::watcher::watcher;
 
 #[instrument(skip_all, fields(policy = %policy.name_any()))]
 async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let mut timer = ctx.metrics.reconcile_timer();
+    let action = reconcile_inner(&policy, &ctx).await?;
+    timer.succeeded();
+    Ok(action)
+}
+
+async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result<Action, Error> {
     let deleting = policy.metadata.deletion_timestamp.is_some();
     let has_finalizer = policy.finalizers().iter().any(|f| f == FINALIZER);
     let enforcing = policy.spec.mode == Mode::Enforce;
     if enforcing && !deleting && !has_finalizer {
         // Added first, so a deletion can never outrun the clean-up; the update re-triggers us.
-        return set_finalizer(&ctx.client, &policy, true).await;
+        return set_finalizer(&ctx.client, policy, true).await;
     }
-    converge(&ctx).await?;
+    converge(ctx).await?;
     if has_finalizer && (deleting || !enforcing) {
-        return set_finalizer(&ctx.client, &policy, false).await;
+        return set_finalizer(&ctx.client, policy, false).await;
     }
     if deleting {
         return Ok(Action::await_change());
@@ -351,10 +403,10 @@ async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Resu
                 let index = read(&ctx.index);
                 (
                     evaluate(&policy.spec, &index, now),
-                    remediate::preview(&policy, &index),
+                    remediate::preview(policy, &index),
                 )
             };
-            announce_expired(&ctx, &policy, &eval.expired_exceptions).await;
+            announce_expired(ctx, policy, &eval.expired_exceptions).await;
             let requeue = eval.next_expiry.map(|t| {
                 let wait = t.duration_since(now).unsigned_abs();
                 // Wake just after the expiry so it has passed when we look.
@@ -372,9 +424,27 @@ async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Resu
         }
     };
 
+    let name = policy.name_any();
+    ctx.metrics.record_policy(
+        &name,
+        &desired,
+        crate::metrics::expiring_soon(&policy.spec, now),
+    );
+    ctx.recorded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name);
     if previous != Some(&desired) {
-        patch_status(&ctx.client, &policy, &desired).await?;
-        publish_transitions(&ctx, &policy, previous, &desired).await;
+        patch_status(&ctx.client, policy, &desired).await?;
+        let change = ctx
+            .first_unreported_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(since) = change {
+            ctx.metrics.detection_latency(since.elapsed());
+        }
+        publish_transitions(ctx, policy, previous, &desired).await;
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
@@ -413,6 +483,7 @@ async fn set_finalizer(
 async fn converge(ctx: &Context) -> Result<(), Error> {
     let _one_at_a_time = ctx.converging.lock().await;
     let policies = ctx.policies.state();
+    forget_deleted(ctx, &policies);
     let actions = {
         let index = read(&ctx.index);
         let valid = policies
@@ -469,6 +540,16 @@ async fn converge(ctx: &Context) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Drops the metric series of policies that no longer exist.
+fn forget_deleted(ctx: &Context, policies: &[Arc<ResponsibilityPolicy>]) {
+    let live: BTreeSet<String> = policies.iter().map(|p| p.name_any()).collect();
+    let mut recorded = ctx.recorded.lock().unwrap_or_else(|p| p.into_inner());
+    for gone in recorded.difference(&live) {
+        ctx.metrics.forget_policy(gone);
+    }
+    recorded.retain(|name| live.contains(name));
 }
 
 async fn patch_status(
@@ -585,7 +666,8 @@ async fn announce_expired(ctx: &Context, policy: &ResponsibilityPolicy, expired:
     }
 }
 
-fn error_policy(policy: Arc<ResponsibilityPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(policy: Arc<ResponsibilityPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error(error.category());
     warn!(policy = %policy.name_any(), category = error.category(), %error, "Reconcile error");
     Action::requeue(Duration::from_secs(5))
 }

@@ -197,6 +197,8 @@ async fn main() -> anyhow::Result<()> {
     let identity = identity();
     let settings = Settings {
         instance: identity.clone(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
         ..Settings::default()
     };
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -213,24 +215,16 @@ async fn main() -> anyhow::Result<()> {
         );
         info!(%identity, %namespace, lease = %cli.lease_name, "Contending for leadership");
         let config = LeaseConfig::new(&cli.lease_name, &namespace, &identity);
-        let work_readiness = readiness.clone();
         leader::run_leader_elected(
             client.clone(),
             config,
             metrics.clone(),
             readiness.clone(),
             when_set(shutdown),
-            move |stop| {
-                // TODO(controller-wiring): controller::run should call set_synced(true) after
-                // "Caches synced"; until then a new leader reports ready as soon as it starts.
-                work_readiness.set_synced(true);
-                controller::run(client.clone(), settings.clone(), stop)
-            },
+            move |stop| controller::run(client.clone(), settings.clone(), stop),
         )
         .await
     } else {
-        // TODO(controller-wiring): as above, flip readiness when the caches have synced.
-        readiness.set_synced(true);
         metrics.set_leader(true);
         controller::run(client, settings, when_set(shutdown)).await;
         Exit::Shutdown

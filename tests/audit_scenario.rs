@@ -163,6 +163,33 @@ async fn known_violations_are_reported_exactly_then_clear_when_fixed() {
             .sum::<u64>()
     );
 
+    // The same numbers reach Prometheus.
+    let text = env.metrics.render();
+    let line = |l: String| assert!(text.lines().any(|t| t == l), "missing {l:?} in\n{text}");
+    line(format!("onus_policy_compliant{{policy=\"{policy}\"}} 0"));
+    line(format!(
+        "onus_policy_violations{{policy=\"{policy}\"}} {}",
+        summary.violations
+    ));
+    line(format!(
+        "onus_control_violations{{policy=\"{policy}\",control=\"WKL-03\",owner=\"Customer\"}} 1"
+    ));
+    line(format!(
+        "onus_control_violations{{policy=\"{policy}\",control=\"NET-01\",owner=\"Customer\"}} 2"
+    ));
+    assert!(
+        text.contains("onus_reconciliations_total{result=\"ok\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("onus_watch_events_total{kind=\"Deployment\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("onus_detection_latency_seconds_count"),
+        "{text}"
+    );
+
     // Fix each violation in place; status follows without restarting anything.
     let mut unprivileged = hardened();
     unprivileged["privileged"] = json!(false);

@@ -29,6 +29,8 @@ pub struct TestEnv {
     pub cp: &'static ControlPlane,
     pub client: Client,
     pub id: String,
+    /// The metrics of this test's operator.
+    pub metrics: onus::metrics::Metrics,
 }
 
 /// Installs the committed CRD (idempotent) and waits until it is established.
@@ -73,9 +75,11 @@ impl TestEnv {
         std::thread::scope(|s| s.spawn(|| install_crd(cp)).join().expect("install crd"));
         let client = cp.client().await;
         let id = format!("{name}-{:06x}", rand_u32() & 0xffffff);
+        let metrics = onus::metrics::Metrics::new();
         let settings = Settings {
             instance: id.clone(),
             policy_selector: Some(format!("{TEST_LABEL}={id}")),
+            metrics: metrics.clone(),
             ..Settings::default()
         };
         tokio::spawn(controller::run(
@@ -83,7 +87,12 @@ impl TestEnv {
             settings,
             std::future::pending(),
         ));
-        TestEnv { cp, client, id }
+        TestEnv {
+            cp,
+            client,
+            id,
+            metrics,
+        }
     }
 
     /// A namespace labelled for this test (policies select it by `onus.dev/test-ns=<id>`).
