@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
+    coordination::v1::Lease,
     core::v1::{Pod, ServiceAccount},
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule},
 };
@@ -158,6 +159,18 @@ async fn install_release(
     (release, namespace)
 }
 
+/// The arguments of the chart's Deployment as installed.
+async fn chart_args(client: &Client, namespace: &str, release: &str) -> Vec<String> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get(release)
+        .await
+        .expect("the chart's Deployment");
+    deployment.spec.template.spec.expect("pod spec").containers[0]
+        .args
+        .clone()
+        .unwrap_or_default()
+}
+
 /// A namespace without NetworkPolicies, selected by `onus.dev/chart-test=<selector>`.
 async fn workload_namespace(client: &Client, selector: &str) -> String {
     onus_testenv::shared()
@@ -175,7 +188,9 @@ async fn the_operator_runs_under_the_charts_service_account() {
     let workload = workload_namespace(&client, &release).await;
 
     let kubeconfig = service_account_kubeconfig(cp, &namespace, &release);
-    let mut operator = Operator::start(cp, &kubeconfig, &release);
+    let args = operator_args(&chart_args(&client, &namespace, &release).await, None);
+    eprintln!("running onus {}", args.join(" "));
+    let mut operator = Operator::start(cp, &kubeconfig, &release, &namespace, &args);
     let policies = Api::<ResponsibilityPolicy>::all(client.clone());
     policies
         .create(&PostParams::default(), &policy(&release, &release))
@@ -211,6 +226,17 @@ async fn the_operator_runs_under_the_charts_service_account() {
     );
 
     // The Lease Role: what leader election needs on its own Lease, nothing on others.
+    if binary_has_operations_cli() {
+        let lease = Api::<Lease>::namespaced(client.clone(), &namespace)
+            .get(&format!("{release}-leader"))
+            .await
+            .expect("the operator created its Lease with the chart's Role");
+        assert_eq!(
+            lease.spec.and_then(|s| s.holder_identity).as_deref(),
+            Some(release.as_str()),
+            "the operator (POD_NAME={release}) holds the Lease"
+        );
+    }
     let lease = format!("{release}-leader");
     let sa = format!("system:serviceaccount:{namespace}:{release}");
     for (verb, resource, allowed) in [
@@ -316,6 +342,27 @@ async fn every_cluster_role_rule_is_needed_or_documented_as_pending() {
         }
     }
 
+    let args = chart_args(&client, &namespace, &release).await;
+    // Leader election is not under test here: every ServiceAccount of the namespace may use
+    // Leases, and each run takes a fresh one (no waiting for the previous holder's to expire).
+    ok(cp.kubectl().args([
+        "create",
+        "role",
+        "leases",
+        "-n",
+        &namespace,
+        "--verb=get,create,update",
+        "--resource=leases.coordination.k8s.io",
+    ]));
+    ok(cp.kubectl().args([
+        "create",
+        "rolebinding",
+        "leases",
+        "-n",
+        &namespace,
+        "--role=leases",
+        &format!("--group=system:serviceaccounts:{namespace}"),
+    ]));
     let roles = Api::<ClusterRole>::all(client.clone());
     let bindings = Api::<ClusterRoleBinding>::all(client.clone());
     let accounts = Api::<ServiceAccount>::namespaced(client.clone(), &namespace);
@@ -361,7 +408,8 @@ async fn every_cluster_role_rule_is_needed_or_documented_as_pending() {
             .await
             .expect("create ClusterRoleBinding");
         let kubeconfig = service_account_kubeconfig(cp, &namespace, &name);
-        let mut operator = Operator::start(cp, &kubeconfig, &name);
+        let args = operator_args(&args, Some(&name));
+        let mut operator = Operator::start(cp, &kubeconfig, &name, &namespace, &args);
         policies
             .create(&PostParams::default(), &policy(&name, &release))
             .await

@@ -5,6 +5,7 @@ use std::{
     fs::File,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -126,6 +127,59 @@ pub fn service_account_kubeconfig(cp: &ControlPlane, namespace: &str, sa: &str) 
     path
 }
 
+/// Whether the `onus` binary under test implements the operations CLI (leader election,
+/// `--http-addr`) that the chart's Deployment passes. Until it does, the tests run it with
+/// `--log-format json` only, as the binary accepts nothing else.
+pub fn binary_has_operations_cli() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        let (_, stdout, stderr) = run(Command::new(onus_binary()).arg("--help"));
+        (stdout + &stderr).contains("--leader-election-id")
+    })
+}
+
+/// This test process's own link to the `onus` binary (cargo's, or `$ONUS_TEST_BIN` to test
+/// another build, e.g. a release binary): a target directory shared between checkouts may have
+/// its `onus` replaced by another build while the tests run, and every test here must run the
+/// binary whose flags were detected.
+pub fn onus_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let built = std::env::var_os("ONUS_TEST_BIN")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_onus")));
+        let built = built.as_path();
+        let own = onus_testenv::shared().dir().join("onus");
+        std::fs::hard_link(built, &own)
+            .or_else(|_| std::fs::copy(built, &own).map(|_| ()))
+            .unwrap_or_else(|e| panic!("linking {} to {}: {e}", built.display(), own.display()));
+        own
+    })
+}
+
+/// The arguments to run the binary with: the chart Deployment's own arguments (with the HTTP
+/// server on a free loopback port, and optionally another Lease) when the binary accepts them.
+pub fn operator_args(chart_args: &[String], lease: Option<&str>) -> Vec<String> {
+    if !binary_has_operations_cli() {
+        return vec!["--log-format".into(), "json".into()];
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port();
+    chart_args
+        .iter()
+        .map(|arg| match arg.split_once('=') {
+            Some(("--http-addr", _)) => format!("--http-addr=127.0.0.1:{port}"),
+            Some(("--leader-election-id", chart)) => {
+                format!("--leader-election-id={}", lease.unwrap_or(chart))
+            }
+            _ => arg.clone(),
+        })
+        .collect()
+}
+
 /// The `onus` binary running as a child process; killed on drop, however the test ends.
 pub struct Operator {
     child: Child,
@@ -133,15 +187,22 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts the operator with a kubeconfig. Only the flags today's binary accepts are passed.
-    pub fn start(cp: &ControlPlane, kubeconfig: &Path, name: &str) -> Operator {
+    /// Starts the operator with a kubeconfig, as pod `name` in `namespace` (downward API env).
+    pub fn start(
+        cp: &ControlPlane,
+        kubeconfig: &Path,
+        name: &str,
+        namespace: &str,
+        args: &[String],
+    ) -> Operator {
         let log = cp.dir().join(format!("operator-{name}.log"));
         let out = File::create(&log).expect("operator log");
         let err = out.try_clone().expect("operator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_onus"))
-            .args(["--log-format", "json"])
+        let child = Command::new(onus_binary())
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
+            .env("POD_NAMESPACE", namespace)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out)
@@ -156,11 +217,12 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Log lines reporting that the API server refused a request.
+    /// Log lines reporting that the API server refused a request (a 403 always says
+    /// "forbidden"; a bare "403" would also match timestamps).
     pub fn forbidden_lines(&self) -> Vec<String> {
         self.log()
             .lines()
-            .filter(|l| l.contains("forbidden") || l.contains("403"))
+            .filter(|l| l.to_lowercase().contains("forbidden"))
             .map(str::to_string)
             .collect()
     }
