@@ -22,3 +22,11 @@ lint:
 # Regenerates the CRD from the Rust types (a test fails when crds/ drifts from them).
 crds:
 	cargo run -q --bin crdgen > crds/responsibilitypolicy.yaml
+
+# Renders deploy/onus.yaml (plain manifests, default values) from the chart, after copying the
+# CRD into the chart; tests/chart.rs fails when either copy drifts.
+HELM ?= $(or $(ONUS_HELM_BIN),$(or $(ONUS_CACHE),$(HOME)/.cache/onus)/helm-v3.22.0/bin)/helm
+.PHONY: deploy
+deploy: tools
+	cp crds/responsibilitypolicy.yaml charts/onus/crds/responsibilitypolicy.yaml
+	$(HELM) template onus charts/onus --namespace onus-system --include-crds > deploy/onus.yaml

@@ -109,11 +109,28 @@ pub fn kubernetes_bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("ONUS_K8S_BIN") {
         return PathBuf::from(dir);
     }
-    let cache = std::env::var_os("ONUS_CACHE")
+    cache_dir()
+        .join(format!("k8s-{KUBERNETES_VERSION}"))
+        .join("bin")
+}
+
+/// The helm version `hack/build-control-plane.sh` builds and the chart tests run.
+pub const HELM_VERSION: &str = "v3.22.0";
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("ONUS_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/onus")))
-        .unwrap_or_else(|| PathBuf::from("/tmp/onus-cache"));
-    cache.join(format!("k8s-{KUBERNETES_VERSION}")).join("bin")
+        .unwrap_or_else(|| PathBuf::from("/tmp/onus-cache"))
+}
+
+/// The `helm` binary: in `$ONUS_HELM_BIN` if set, else in the cache where
+/// `hack/build-control-plane.sh` puts it.
+pub fn helm_bin() -> PathBuf {
+    std::env::var_os("ONUS_HELM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join(format!("helm-{HELM_VERSION}")).join("bin"))
+        .join("helm")
 }
 
 fn free_port() -> Result<u16, Error> {
