@@ -109,6 +109,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How often a policy is evaluated when nothing triggers it.
+const RESYNC: Duration = Duration::from_secs(300);
+
 /// Finalizer on Enforce policies: onus removes what it applied before the policy goes.
 pub const FINALIZER: &str = "onus.dev/cleanup";
 
@@ -446,7 +449,9 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
         }
         publish_transitions(ctx, policy, previous, &desired).await;
     }
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    // A periodic look even when nothing changes: a safety net for missed events, and proof of
+    // life for the "not reconciling" alert. Status is idempotent, so it writes nothing.
+    Ok(Action::requeue(requeue.map_or(RESYNC, |r| r.min(RESYNC))))
 }
 
 async fn set_finalizer(

@@ -14,7 +14,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use onus::crd::{ControlResult, ResponsibilityPolicy};
 use serde_json::{Value, json};
@@ -268,36 +268,25 @@ async fn the_operator_runs_under_the_charts_service_account() {
     );
 }
 
-/// How the audit-only operator relates to a rule of the chart's ClusterRole, keyed by
+/// How the operator (running an Enforce policy) relates to a rule of the chart's ClusterRole, keyed by
 /// "<group> <resources> <verbs>" (core group as "core").
 fn rule_expectation(key: &str) -> Expectation {
     use Expectation::*;
     match key {
         "onus.dev responsibilitypolicies get,list,watch"
-        | "onus.dev responsibilitypolicies/status get,patch,update"
+        | "onus.dev responsibilitypolicies patch"
+        | "onus.dev responsibilitypolicies/status patch"
         | "core namespaces get,list,watch"
+        | "core namespaces patch"
         | "core pods,services list,watch"
         | "core serviceaccounts get,list,watch"
+        | "core serviceaccounts patch"
         | "apps deployments,statefulsets,daemonsets,replicasets list,watch"
         | "batch jobs,cronjobs list,watch"
         | "networking.k8s.io networkpolicies get,list,watch"
+        | "networking.k8s.io networkpolicies create,patch,delete"
         | "rbac.authorization.k8s.io roles,clusterroles,rolebindings,clusterrolebindings list,watch"
         | "events.k8s.io events create,patch" => Needed,
-        "onus.dev responsibilitypolicies patch,update"
-        | "onus.dev responsibilitypolicies/finalizers update" => {
-            Pending("finalizers on policies that own Enforce-mode remediations")
-        }
-        "core namespaces patch" => Pending("Enforce mode: Pod Security Admission labels"),
-        "core serviceaccounts patch" => {
-            Pending("Enforce mode: automountServiceAccountToken on default ServiceAccounts")
-        }
-        "networking.k8s.io networkpolicies create,patch,update,delete" => {
-            Pending("Enforce mode: the onus-default-deny NetworkPolicies")
-        }
-        "core events create,patch" => Pending(
-            "core/v1 Events: kube-runtime's Recorder writes events.k8s.io/v1 only, so today's \
-             binary does not use this rule",
-        ),
         other => panic!("rule {other:?} is not classified in rule_expectation: add it"),
     }
 }
@@ -305,8 +294,6 @@ fn rule_expectation(key: &str) -> Expectation {
 enum Expectation {
     /// Without the rule the operator never evaluates the policy or logs a refused request.
     Needed,
-    /// The audit-only operator does not exercise the rule yet (why): it still works without it.
-    Pending(&'static str),
 }
 
 fn rule_key(rule: &PolicyRule) -> String {
@@ -322,7 +309,7 @@ fn rule_key(rule: &PolicyRule) -> String {
 }
 
 #[tokio::test]
-async fn every_cluster_role_rule_is_needed_or_documented_as_pending() {
+async fn every_cluster_role_rule_is_needed() {
     let started = Instant::now();
     let _turn = OPERATOR_TURN.lock().await;
     let cp = onus_testenv::shared();
@@ -407,11 +394,13 @@ async fn every_cluster_role_rule_is_needed_or_documented_as_pending() {
             )
             .await
             .expect("create ClusterRoleBinding");
+        // A fresh namespace each time: what an earlier run remediated needs no write now.
+        workload_namespace(&client, &name).await;
         let kubeconfig = service_account_kubeconfig(cp, &namespace, &name);
         let args = operator_args(&args, Some(&name));
         let mut operator = Operator::start(cp, &kubeconfig, &name, &namespace, &args);
         policies
-            .create(&PostParams::default(), &policy(&name, &release))
+            .create(&PostParams::default(), &enforce_policy(&name, &name))
             .await
             .expect("create policy");
 
@@ -441,24 +430,17 @@ async fn every_cluster_role_rule_is_needed_or_documented_as_pending() {
                     ),
                 }
             }
-            Expectation::Pending(why) => {
-                let status = poll_status(&client, &name, Duration::from_secs(15), |s| {
-                    has_condition(s, "Ready", "True")
-                })
-                .await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                operator.assert_running();
-                assert!(
-                    has_condition(status.as_ref(), "Ready", "True")
-                        && operator.forbidden_lines().is_empty(),
-                    "rule {key:?} is documented as pending ({why}) but the operator now needs it: \
-                     move it to Needed in rule_expectation; status {status:?}; log:\n{}",
-                    operator.log()
-                );
-                format!("pending, not exercised yet: {why}")
-            }
         };
         drop(operator);
+        // The operator that could have removed its clean-up finalizer is gone: drop it by hand.
+        policies
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .expect("drop finalizer");
         policies
             .delete(&name, &DeleteParams::default())
             .await

@@ -256,6 +256,16 @@ pub fn policy(name: &str, selector: &str) -> ResponsibilityPolicy {
     .expect("policy literal")
 }
 
+/// Like [`policy`], in Enforce mode with every remediation family on, so that the operator
+/// uses each write permission.
+pub fn enforce_policy(name: &str, selector: &str) -> ResponsibilityPolicy {
+    let mut p = policy(name, selector);
+    p.spec.mode = onus::crd::Mode::Enforce;
+    p.spec.controls.network.default_deny =
+        vec![onus::crd::Direction::Ingress, onus::crd::Direction::Egress];
+    p
+}
+
 /// Polls a policy's status until `done` holds or `timeout` passes; returns the last status.
 pub async fn poll_status(
     client: &Client,
