@@ -2,7 +2,7 @@
 //! when the index changes (or an exception expires) and patches status only when it changed.
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     fmt::Debug,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
@@ -39,7 +39,7 @@ use crate::{
     FIELD_MANAGER,
     crd::{Mode, ResponsibilityPolicy, ResponsibilityPolicyStatus},
     enforce,
-    evaluate::evaluate,
+    evaluate::{Evaluation, Violation, evaluate},
     facts::{self, WorkloadKind},
     http::Readiness,
     index::{FactMap, Index, Key},
@@ -98,6 +98,8 @@ pub struct Context {
     first_unreported_change: Arc<Mutex<Option<Instant>>>,
     /// Policies with metric series, to forget the deleted ones.
     recorded: Mutex<BTreeSet<String>>,
+    /// Violations already announced with an Event on the offending object, per policy.
+    announced_violations: Mutex<HashMap<String, BTreeSet<(&'static str, Violation)>>>,
 }
 
 /// Aborts a spawned task when dropped, so nothing outlives `run` however it ends.
@@ -195,6 +197,7 @@ pub async fn run(
         metrics: settings.metrics.clone(),
         first_unreported_change: first_change,
         recorded: Mutex::new(BTreeSet::new()),
+        announced_violations: Mutex::new(HashMap::new()),
     });
     controller
         .reconcile_all_on(triggers)
@@ -410,6 +413,7 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                 )
             };
             announce_expired(ctx, policy, &eval.expired_exceptions).await;
+            announce_violations(ctx, policy, &eval).await;
             let requeue = eval.next_expiry.map(|t| {
                 let wait = t.duration_since(now).unsigned_abs();
                 // Wake just after the expiry so it has passed when we look.
@@ -644,6 +648,73 @@ async fn publish_transitions(
             (EventType::Warning, "ViolationsFound")
         };
         publish(ctx, policy, type_, reason, compliant.message.clone()).await;
+    }
+}
+
+/// At most this many new violation Events per reconcile; the rest follow on later ones.
+const MAX_VIOLATION_EVENTS: usize = 20;
+
+/// The API group/version of a kind that can be an offender.
+fn api_version_of(kind: &str) -> &'static str {
+    match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => "apps/v1",
+        "Job" | "CronJob" => "batch/v1",
+        "NetworkPolicy" => "networking.k8s.io/v1",
+        "RoleBinding" | "ClusterRoleBinding" => "rbac.authorization.k8s.io/v1",
+        _ => "v1",
+    }
+}
+
+/// A Warning Event on each newly failing object, so namespace owners see it with
+/// `kubectl get events -n <namespace>` (once per object, control and policy per process).
+async fn announce_violations(ctx: &Context, policy: &ResponsibilityPolicy, eval: &Evaluation) {
+    let current: BTreeSet<(&'static str, Violation)> = eval
+        .outcomes
+        .iter()
+        .filter(|o| o.result == crate::crd::ControlResult::Fail)
+        .flat_map(|o| o.violations.iter().map(|v| (o.control.id, v.clone())))
+        .collect();
+    let name = policy.name_any();
+    let fresh: Vec<(&'static str, Violation)> = {
+        let mut announced = ctx
+            .announced_violations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let seen = announced.entry(name.clone()).or_default();
+        // Fixed violations are forgotten, so they are announced again if they come back.
+        seen.retain(|v| current.contains(v));
+        let fresh: Vec<_> = current
+            .difference(seen)
+            .take(MAX_VIOLATION_EVENTS)
+            .cloned()
+            .collect();
+        seen.extend(fresh.iter().cloned());
+        fresh
+    };
+    for (control, v) in fresh {
+        let title = crate::catalog::control_by_id(control).map_or("", |c| c.title);
+        let object = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(api_version_of(&v.kind).into()),
+            kind: Some(v.kind.clone()),
+            name: Some(v.name.clone()),
+            namespace: v
+                .namespace
+                .clone()
+                .filter(|_| v.kind != "Namespace" && v.kind != "ClusterRoleBinding"),
+            ..Default::default()
+        };
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: "PolicyViolation".into(),
+            note: Some(format!(
+                "{control} ({title}) fails ResponsibilityPolicy {name}: {}",
+                v.example
+            )),
+            // One Event per control: the recorder folds Events with the same action together.
+            action: format!("Check{}", control.replace('-', "")),
+            secondary: Some(policy.object_ref(&())),
+        };
+        publish_event(ctx, &event, &object).await;
     }
 }
 

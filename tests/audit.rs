@@ -327,3 +327,45 @@ async fn violations_and_their_resolution_are_announced_as_events() {
     );
     assert!(reasons.iter().any(|r| r == "Compliant"), "{reasons:?}");
 }
+
+#[tokio::test]
+async fn namespace_owners_see_violations_as_events_on_their_objects() {
+    let env = TestEnv::start("objevents").await;
+    let ns = env.namespace("team", &[]).await;
+    env.create(Some(&ns), deployment("web", privileged(), json!({})))
+        .await;
+    let policy = env
+        .apply_policy("obj", json!({"serviceModel": "PaaS"}))
+        .await;
+    env.wait_status(&policy, "WKL-03 fails", |s| is(s, "WKL-03", Fail, 1))
+        .await;
+
+    let events = Api::<Event>::namespaced(env.client.clone(), &ns);
+    let mut notes = Vec::new();
+    for _ in 0..50 {
+        notes = events
+            .list(&ListParams::default().fields("regarding.name=web"))
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("PolicyViolation"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Deployment"))
+            .filter_map(|e| e.note)
+            .collect::<Vec<_>>();
+        if notes.iter().any(|n| n.starts_with("WKL-03")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        notes.iter().any(|n| n == &format!(
+            "WKL-03 (No privileged containers) fails ResponsibilityPolicy {policy}: Deployment/{ns}/web"
+        )),
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.starts_with("WKL-06")),
+        "one Event per control: {notes:?}"
+    );
+}
