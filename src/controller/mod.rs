@@ -3,35 +3,24 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    fmt::Debug,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
-use futures::{FutureExt, StreamExt, future::join_all};
+use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::{
-    api::{
-        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
-        batch::v1::{CronJob, Job},
-        core::v1::{Namespace, Pod, Service, ServiceAccount},
-        networking::v1::NetworkPolicy,
-        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
-    },
-    apimachinery::pkg::apis::meta::v1::Time,
-};
+use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject, Patch, PatchParams},
+    api::{Patch, PatchParams},
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
         reflector::Store,
-        watcher::{self, Event},
+        watcher,
     },
 };
-use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::{debug, info, instrument, warn};
 
@@ -39,15 +28,21 @@ use crate::{
     FIELD_MANAGER,
     crd::{Mode, ResponsibilityPolicy, ResponsibilityPolicyStatus},
     enforce,
-    evaluate::{Evaluation, Violation, evaluate},
-    facts::{self, WorkloadKind},
+    evaluate::{Violation, evaluate},
+    facts::WorkloadKind,
     http::Readiness,
-    index::{FactMap, Index, Key},
+    index::{FactMap, Index},
     metrics::Metrics,
     remediate::{self, PlanMode},
-    status::{self, COMPLIANT, READY},
+    status,
     validate::validate,
 };
+
+mod events;
+mod watch;
+
+use events::{announce_expired, announce_violations, publish_event, publish_transitions};
+use watch::{Watch, watch_all};
 
 /// Errors of one reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +208,16 @@ pub async fn run(
     settings.readiness.set_synced(false);
 }
 
+const WORKLOAD_KINDS: [WorkloadKind; 7] = [
+    WorkloadKind::Deployment,
+    WorkloadKind::StatefulSet,
+    WorkloadKind::DaemonSet,
+    WorkloadKind::ReplicaSet,
+    WorkloadKind::Job,
+    WorkloadKind::CronJob,
+    WorkloadKind::Pod,
+];
+
 fn synced(index: &Index) -> bool {
     index.namespaces.synced()
         && index.network_policies.synced()
@@ -226,149 +231,6 @@ fn synced(index: &Index) -> bool {
             .iter()
             .all(|k| index.workloads.get(k).is_some_and(FactMap::synced))
 }
-
-const WORKLOAD_KINDS: [WorkloadKind; 7] = [
-    WorkloadKind::Deployment,
-    WorkloadKind::StatefulSet,
-    WorkloadKind::DaemonSet,
-    WorkloadKind::ReplicaSet,
-    WorkloadKind::Job,
-    WorkloadKind::CronJob,
-    WorkloadKind::Pod,
-];
-
-/// What every watch task shares.
-#[derive(Clone)]
-struct Watch {
-    client: Client,
-    index: Arc<RwLock<Index>>,
-    changed: mpsc::Sender<()>,
-    metrics: Metrics,
-    first_change: Arc<Mutex<Option<Instant>>>,
-}
-
-async fn watch_all(watch: Watch) {
-    macro_rules! watch {
-        ($ty:ty, $project:expr, |$i:ident| $map:expr) => {
-            watch_into::<$ty, _>(watch.clone(), |$i: &mut Index| $map, $project).boxed()
-        };
-    }
-    let watches = vec![
-        watch!(Namespace, facts::namespace, |i| &mut i.namespaces),
-        watch!(NetworkPolicy, facts::network_policy, |i| &mut i
-            .network_policies),
-        watch!(ServiceAccount, facts::default_service_account, |i| &mut i
-            .default_service_accounts),
-        watch!(Service, facts::external_ips, |i| &mut i.external_ips),
-        watch!(Role, facts::role, |i| &mut i.roles),
-        watch!(ClusterRole, facts::cluster_role, |i| &mut i.cluster_roles),
-        watch!(RoleBinding, facts::role_binding, |i| &mut i.role_bindings),
-        watch!(ClusterRoleBinding, facts::cluster_role_binding, |i| &mut i
-            .cluster_role_bindings),
-        watch!(Deployment, facts::deployment, |i| i
-            .workloads_mut(WorkloadKind::Deployment)),
-        watch!(StatefulSet, facts::stateful_set, |i| i
-            .workloads_mut(WorkloadKind::StatefulSet)),
-        watch!(DaemonSet, facts::daemon_set, |i| i
-            .workloads_mut(WorkloadKind::DaemonSet)),
-        watch!(ReplicaSet, facts::replica_set, |i| i
-            .workloads_mut(WorkloadKind::ReplicaSet)),
-        watch!(Job, facts::job, |i| i.workloads_mut(WorkloadKind::Job)),
-        watch!(CronJob, facts::cron_job, |i| i
-            .workloads_mut(WorkloadKind::CronJob)),
-        watch!(Pod, facts::pod, |i| i.workloads_mut(WorkloadKind::Pod)),
-    ];
-    join_all(watches).await;
-}
-
-fn key_of(obj: &DynamicObject) -> Key {
-    Key::new(obj.metadata.namespace.as_deref(), &obj.name_any())
-}
-
-/// Decodes one object; an undecodable object is logged and skipped, never fatal.
-fn decode<K>(obj: DynamicObject) -> Option<K>
-where
-    K: Resource + DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let key = key_of(&obj);
-    match obj.try_parse::<K>() {
-        Ok(k) => Some(k),
-        Err(error) => {
-            warn!(kind = %K::kind(&Default::default()), namespace = %key.namespace,
-                  name = %key.name, %error, "Skipping undecodable object");
-            None
-        }
-    }
-}
-
-/// Watches every object of kind `K` (as untyped objects, so one bad object cannot stall the
-/// stream), projects each into a fact and keeps the facts in the index.
-async fn watch_into<K, F>(
-    watch: Watch,
-    map: fn(&mut Index) -> &mut FactMap<F>,
-    project: fn(&K) -> Option<F>,
-) where
-    K: Resource + k8s_openapi::Resource + DeserializeOwned + Clone + Debug + Send + 'static,
-    K::DynamicType: Default,
-    F: PartialEq + Send + Sync + 'static,
-{
-    let Watch {
-        client,
-        index,
-        changed,
-        metrics,
-        first_change,
-    } = watch;
-    let resource = ApiResource::erase::<K>(&Default::default());
-    let api = Api::<DynamicObject>::all_with(client, &resource);
-    let mut events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(error) => {
-                warn!(kind = %resource.kind, %error, "Watch failed; retrying");
-                continue;
-            }
-        };
-        metrics.watch_event(<K as k8s_openapi::Resource>::KIND);
-        let did_change = {
-            let mut guard = write(&index);
-            let facts = map(&mut guard);
-            match event {
-                Event::Apply(obj) => {
-                    let key = key_of(&obj);
-                    decode::<K>(obj).is_some_and(|k| facts.apply(key, project(&k)))
-                }
-                Event::Delete(obj) => facts.delete(&key_of(&obj)),
-                Event::Init => {
-                    facts.reset_start();
-                    false
-                }
-                Event::InitApply(obj) => {
-                    let key = key_of(&obj);
-                    if let Some(k) = decode::<K>(obj) {
-                        facts.reset_apply(key, project(&k));
-                    }
-                    false
-                }
-                Event::InitDone => facts.reset_done(),
-            }
-        };
-        if did_change {
-            first_change
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert_with(Instant::now);
-            // A full channel already holds a pending trigger; one is enough.
-            let _ = changed.try_send(());
-        }
-    }
-}
-
-use kube::runtime::watcher::watcher;
 
 #[instrument(skip_all, fields(policy = %policy.name_any()))]
 async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -580,166 +442,6 @@ async fn patch_status(
     .await
     .map_err(Error::PatchStatus)?;
     Ok(())
-}
-
-async fn publish(
-    ctx: &Context,
-    policy: &ResponsibilityPolicy,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    publish_on(ctx, &policy.object_ref(&()), type_, reason, note).await;
-}
-
-async fn publish_on(
-    ctx: &Context,
-    object: &k8s_openapi::api::core::v1::ObjectReference,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Evaluate".into(),
-        secondary: None,
-    };
-    publish_event(ctx, &event, object).await;
-}
-
-async fn publish_event(
-    ctx: &Context,
-    event: &KubeEvent,
-    object: &k8s_openapi::api::core::v1::ObjectReference,
-) {
-    if let Err(error) = ctx.recorder.publish(event, object).await {
-        warn!(%error, reason = %event.reason, "Publishing event failed");
-    }
-}
-
-/// Events for condition changes users care about.
-async fn publish_transitions(
-    ctx: &Context,
-    policy: &ResponsibilityPolicy,
-    previous: Option<&ResponsibilityPolicyStatus>,
-    desired: &ResponsibilityPolicyStatus,
-) {
-    let changed = |type_: &str| {
-        let new = status::condition(desired, type_)?;
-        let old = previous.and_then(|p| status::condition(p, type_));
-        (old.map(|o| (&o.status, &o.reason)) != Some((&new.status, &new.reason))).then_some(new)
-    };
-    if let Some(ready) = changed(READY).filter(|c| c.status == "False") {
-        publish(
-            ctx,
-            policy,
-            EventType::Warning,
-            "InvalidSpec",
-            ready.message.clone(),
-        )
-        .await;
-    }
-    if let Some(compliant) = changed(COMPLIANT) {
-        let (type_, reason) = if compliant.status == "True" {
-            (EventType::Normal, "Compliant")
-        } else {
-            (EventType::Warning, "ViolationsFound")
-        };
-        publish(ctx, policy, type_, reason, compliant.message.clone()).await;
-    }
-}
-
-/// At most this many new violation Events per reconcile; the rest follow on later ones.
-const MAX_VIOLATION_EVENTS: usize = 20;
-
-/// The API group/version of a kind that can be an offender.
-fn api_version_of(kind: &str) -> &'static str {
-    match kind {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => "apps/v1",
-        "Job" | "CronJob" => "batch/v1",
-        "NetworkPolicy" => "networking.k8s.io/v1",
-        "RoleBinding" | "ClusterRoleBinding" => "rbac.authorization.k8s.io/v1",
-        _ => "v1",
-    }
-}
-
-/// A Warning Event on each newly failing object, so namespace owners see it with
-/// `kubectl get events -n <namespace>` (once per object, control and policy per process).
-async fn announce_violations(ctx: &Context, policy: &ResponsibilityPolicy, eval: &Evaluation) {
-    let current: BTreeSet<(&'static str, Violation)> = eval
-        .outcomes
-        .iter()
-        .filter(|o| o.result == crate::crd::ControlResult::Fail)
-        .flat_map(|o| o.violations.iter().map(|v| (o.control.id, v.clone())))
-        .collect();
-    let name = policy.name_any();
-    let fresh: Vec<(&'static str, Violation)> = {
-        let mut announced = ctx
-            .announced_violations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let seen = announced.entry(name.clone()).or_default();
-        // Fixed violations are forgotten, so they are announced again if they come back.
-        seen.retain(|v| current.contains(v));
-        let fresh: Vec<_> = current
-            .difference(seen)
-            .take(MAX_VIOLATION_EVENTS)
-            .cloned()
-            .collect();
-        seen.extend(fresh.iter().cloned());
-        fresh
-    };
-    for (control, v) in fresh {
-        let title = crate::catalog::control_by_id(control).map_or("", |c| c.title);
-        let object = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some(api_version_of(&v.kind).into()),
-            kind: Some(v.kind.clone()),
-            name: Some(v.name.clone()),
-            namespace: v
-                .namespace
-                .clone()
-                .filter(|_| v.kind != "Namespace" && v.kind != "ClusterRoleBinding"),
-            ..Default::default()
-        };
-        let event = KubeEvent {
-            type_: EventType::Warning,
-            reason: "PolicyViolation".into(),
-            note: Some(format!(
-                "{control} ({title}) fails ResponsibilityPolicy {name}: {}",
-                v.example
-            )),
-            // One Event per control: the recorder folds Events with the same action together.
-            action: format!("Check{}", control.replace('-', "")),
-            secondary: Some(policy.object_ref(&())),
-        };
-        publish_event(ctx, &event, &object).await;
-    }
-}
-
-/// One Event per expired exception (per operator process).
-async fn announce_expired(ctx: &Context, policy: &ResponsibilityPolicy, expired: &[usize]) {
-    let uid = policy.uid().unwrap_or_default();
-    for &i in expired {
-        let Some(exception) = policy.spec.exceptions.get(i) else {
-            continue;
-        };
-        let at = exception.expires.as_ref().map_or(0, |t| t.0.as_second());
-        let fresh = ctx
-            .announced
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((uid.clone(), i, at));
-        if fresh {
-            let note = format!(
-                "exception {i} for {} expired; its violations count again (reason was: {})",
-                exception.controls.join(", "),
-                exception.reason
-            );
-            publish(ctx, policy, EventType::Warning, "ExceptionExpired", note).await;
-        }
-    }
 }
 
 fn error_policy(policy: Arc<ResponsibilityPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
