@@ -449,3 +449,45 @@ async fn an_audit_policy_shows_what_enforce_would_change() {
         "Audit changes nothing"
     );
 }
+
+#[tokio::test]
+async fn namespaces_that_join_get_remediated_and_those_that_leave_are_released() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::start("joinleave").await;
+    let policy = env.apply_policy("prod", enforce_spec()).await;
+    env.wait_status(&policy, "evaluated", |s| s.summary.is_some())
+        .await;
+
+    let ns = env.namespace("late", &[]).await;
+    until("onus-default-deny in the new namespace", async || {
+        deny_policy(&env.client, &ns).await.is_some()
+    })
+    .await;
+    until("labels on the new namespace", async || {
+        labels(&env.client, &ns)
+            .await
+            .contains_key("pod-security.kubernetes.io/enforce")
+    })
+    .await;
+
+    // The namespace stops matching the selector: onus gives back what it set there.
+    let out = env
+        .cp
+        .kubectl()
+        .args(["label", "namespace", &ns, "onus.dev/test-ns-"])
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until("released", async || {
+        deny_policy(&env.client, &ns).await.is_none()
+            && !labels(&env.client, &ns)
+                .await
+                .contains_key("pod-security.kubernetes.io/enforce")
+            && automount(&env.client, &ns).await.is_none()
+    })
+    .await;
+}

@@ -491,6 +491,33 @@ async fn two_operator_processes_elect_one_leader_and_fail_over_on_sigterm() {
         lease_holder(&client, &ns).await.as_deref(),
         Some(procs[leader].name.as_str())
     );
+    // Only the leader reconciles (and so writes): a policy gets its status from it alone.
+    let policy = format!("failover-{ns}");
+    let policies = Api::<onus::crd::ResponsibilityPolicy>::all(client.clone());
+    let literal = serde_json::json!({
+        "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+        "metadata": {"name": policy},
+        "spec": {"serviceModel": "PaaS", "namespaceSelector": {"matchLabels": {"failover": ns}}},
+    });
+    policies
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(literal).expect("policy"),
+        )
+        .await
+        .expect("create policy");
+    cp.namespace(&client, "fo", &[("failover", ns.as_str())])
+        .await;
+    net01_violations(&policies, &policy, 1).await;
+    let standby_metrics = procs[standby]
+        .get("/metrics")
+        .map(|r| r.1)
+        .unwrap_or_default();
+    assert!(
+        !standby_metrics.contains("onus_reconciliations_total{"),
+        "the standby reconciled:\n{standby_metrics}"
+    );
+
     // A healthy standby is ready, so rolling updates can proceed.
     eventually(
         "the standby is ready",
@@ -524,4 +551,29 @@ async fn two_operator_processes_elect_one_leader_and_fail_over_on_sigterm() {
     );
     let graceful = procs[leader].wait_exit(Duration::from_secs(15));
     assert!(graceful, "SIGTERM exit was not clean:\n{}", log(leader));
+
+    // Status keeps following the cluster under the new leader.
+    cp.namespace(&client, "fo", &[("failover", ns.as_str())])
+        .await;
+    net01_violations(&policies, &policy, 2).await;
+}
+
+/// Waits until the policy reports `n` NET-01 violations.
+async fn net01_violations(policies: &Api<onus::crd::ResponsibilityPolicy>, name: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = policies.get(name).await.expect("get policy").status;
+        let got = status
+            .as_ref()
+            .and_then(|s| s.controls.iter().find(|c| c.id == "NET-01"))
+            .map(|c| c.violations);
+        if got == Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "NET-01 violations {got:?}, want {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
