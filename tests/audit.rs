@@ -31,6 +31,23 @@ async fn events_for(env: &TestEnv, policy: &str) -> Vec<Event> {
         .items
 }
 
+/// The reasons of the policy's Events, once one with `reason` is among them (or after 5 s).
+async fn event_reasons_once(env: &TestEnv, policy: &str, reason: &str) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for _ in 0..50 {
+        reasons = events_for(env, policy)
+            .await
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        if reasons.iter().any(|r| r == reason) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    reasons
+}
+
 #[tokio::test]
 async fn only_selected_and_not_excluded_namespaces_are_governed() {
     let env = TestEnv::start("select").await;
@@ -107,18 +124,7 @@ async fn an_exception_excepts_its_object_until_it_expires_on_its_own() {
     // Nothing else changes in the cluster: the expiry alone must bring the violation back.
     env.wait_status(&policy, "expired", |s| is(s, "WKL-03", Fail, 1))
         .await;
-    let mut reasons = Vec::new();
-    for _ in 0..50 {
-        reasons = events_for(&env, &policy)
-            .await
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect();
-        if reasons.iter().any(|r| r == "ExceptionExpired") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reasons = event_reasons_once(&env, &policy, "ExceptionExpired").await;
     assert!(
         reasons.iter().any(|r| r == "ExceptionExpired"),
         "{reasons:?}"
@@ -309,18 +315,7 @@ async fn violations_and_their_resolution_are_announced_as_events() {
         status::condition(s, status::COMPLIANT).is_some_and(|c| c.status == "True")
     })
     .await;
-    let mut reasons = Vec::new();
-    for _ in 0..50 {
-        reasons = events_for(&env, &policy)
-            .await
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect();
-        if reasons.iter().any(|r| r == "Compliant") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reasons = event_reasons_once(&env, &policy, "Compliant").await;
     assert!(
         reasons.iter().any(|r| r == "ViolationsFound"),
         "{reasons:?}"
