@@ -107,15 +107,22 @@ pub fn selected_namespaces(spec: &ResponsibilityPolicySpec, index: &Index) -> BT
     index
         .namespaces
         .iter()
-        .filter(|(key, ns)| {
-            !spec.excluded_namespaces.contains(&key.name)
-                && spec
-                    .namespace_selector
-                    .as_ref()
-                    .is_none_or(|s| selector_matches(s, &ns.labels))
-        })
+        .filter(|(key, ns)| governs(spec, &key.name, &ns.labels))
         .map(|(key, _)| key.name.clone())
         .collect()
+}
+
+/// Whether a policy governs the namespace `name` with `labels`.
+pub fn governs(
+    spec: &ResponsibilityPolicySpec,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    !spec.excluded_namespaces.iter().any(|n| n == name)
+        && spec
+            .namespace_selector
+            .as_ref()
+            .is_none_or(|s| selector_matches(s, labels))
 }
 
 fn family_enabled(spec: &ResponsibilityPolicySpec, family: Family) -> bool {
@@ -237,7 +244,7 @@ fn requested(spec: &ResponsibilityPolicySpec, control: &Control) -> bool {
 }
 
 /// Daemon sets of CNIs known to enforce NetworkPolicy (a heuristic, hence informational).
-const POLICY_CAPABLE_CNIS: &[&str] = &[
+pub(crate) const POLICY_CAPABLE_CNIS: &[&str] = &[
     "calico-node",
     "cilium",
     "antrea-agent",

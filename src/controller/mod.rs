@@ -17,11 +17,10 @@ use kube::{
         Controller,
         controller::Action,
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
-        reflector::Store,
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
-use tokio::sync::mpsc;
 use tracing::{debug, info, instrument, warn};
 
 use crate::{
@@ -42,7 +41,7 @@ mod events;
 mod watch;
 
 use events::{announce_expired, announce_violations, publish_event, publish_transitions};
-use watch::{Watch, watch_all};
+use watch::{Changes, Pending, Watch, watch_all};
 
 /// Errors of one reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -151,12 +150,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let index = Arc::new(RwLock::new(Index::default()));
-    let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
+    let changes = Arc::new(Changes::default());
     let first_change = Arc::new(Mutex::new(None));
     let watch = Watch {
         client: client.clone(),
         index: index.clone(),
-        changed: changed_tx,
+        changes: changes.clone(),
         metrics: settings.metrics.clone(),
         first_change: first_change.clone(),
     };
@@ -169,12 +168,24 @@ pub async fn run(
     info!("Caches synced");
     settings.readiness.set_synced(true);
 
-    let triggers = futures::stream::poll_fn(move |cx| changed_rx.poll_recv(cx));
     let policies = match &settings.policy_selector {
         Some(selector) => watcher::Config::default().labels(selector),
         None => watcher::Config::default(),
     };
     let controller = Controller::new(Api::<ResponsibilityPolicy>::all(client.clone()), policies);
+    let store = controller.store();
+    let trigger_index = index.clone();
+    // Each batch of changes reconciles only the policies it can concern.
+    let triggers = futures::stream::unfold(changes, move |changes| {
+        let store = store.clone();
+        let index = trigger_index.clone();
+        async move {
+            let pending = changes.next().await;
+            let refs = affected(&store.state(), &read(&index), &pending);
+            Some((futures::stream::iter(refs), changes))
+        }
+    })
+    .flatten();
     let ctx = Arc::new(Context {
         client: client.clone(),
         index,
@@ -195,7 +206,7 @@ pub async fn run(
         announced_violations: Mutex::new(HashMap::new()),
     });
     controller
-        .reconcile_all_on(triggers)
+        .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -217,6 +228,29 @@ const WORKLOAD_KINDS: [WorkloadKind; 7] = [
     WorkloadKind::CronJob,
     WorkloadKind::Pod,
 ];
+
+/// The policies a batch of changes can concern: all of them for a cluster-wide change,
+/// otherwise those governing a changed namespace.
+fn affected(
+    policies: &[Arc<ResponsibilityPolicy>],
+    index: &Index,
+    pending: &Pending,
+) -> Vec<ObjectRef<ResponsibilityPolicy>> {
+    policies
+        .iter()
+        .filter(|p| {
+            pending.all
+                || pending.namespaces.iter().any(|ns| {
+                    let labels = index
+                        .namespaces
+                        .get(&crate::index::Key::new(None, ns))
+                        .map(|f| &f.labels);
+                    labels.is_some_and(|l| crate::evaluate::governs(&p.spec, ns, l))
+                })
+        })
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
 
 fn synced(index: &Index) -> bool {
     index.namespaces.synced()
@@ -448,4 +482,57 @@ fn error_policy(policy: Arc<ResponsibilityPolicy>, error: &Error, ctx: Arc<Conte
     ctx.metrics.reconcile_error(error.category());
     warn!(policy = %policy.name_any(), category = error.category(), %error, "Reconcile error");
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{facts::NamespaceFact, index::Key};
+
+    fn policy(name: &str, selector: serde_json::Value) -> Arc<ResponsibilityPolicy> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+                "metadata": {"name": name},
+                "spec": {"serviceModel": "PaaS", "namespaceSelector": selector},
+            }))
+            .expect("policy"),
+        )
+    }
+
+    fn names(refs: Vec<ObjectRef<ResponsibilityPolicy>>) -> Vec<String> {
+        refs.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn a_namespaced_change_reconciles_only_the_policies_governing_it() {
+        let mut index = Index::default();
+        for (ns, env) in [("shop", "prod"), ("lab", "dev")] {
+            let labels = [("env".to_string(), env.to_string())].into();
+            index.namespaces.apply(
+                Key::new(None, ns),
+                Some(NamespaceFact {
+                    labels,
+                    onus_labels: false,
+                }),
+            );
+        }
+        let policies = [
+            policy("prod", serde_json::json!({"matchLabels": {"env": "prod"}})),
+            policy("dev", serde_json::json!({"matchLabels": {"env": "dev"}})),
+        ];
+        let shop = Pending {
+            all: false,
+            namespaces: ["shop".to_string()].into(),
+        };
+        assert_eq!(names(affected(&policies, &index, &shop)), ["prod"]);
+        let everything = Pending {
+            all: true,
+            namespaces: BTreeSet::new(),
+        };
+        assert_eq!(
+            names(affected(&policies, &index, &everything)),
+            ["prod", "dev"]
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! facts and stored; a change triggers the reconciler.
 
 use std::{
+    collections::BTreeSet,
     fmt::Debug,
     sync::{Arc, Mutex, RwLock},
     time::Instant,
@@ -24,22 +25,94 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::warn;
 
 use super::write;
 use crate::{
+    evaluate::POLICY_CAPABLE_CNIS,
     facts::{self, WorkloadKind},
     index::{FactMap, Index, Key},
     metrics::Metrics,
 };
+
+/// Which policies a change can concern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// Policies that govern this namespace.
+    Namespace(String),
+    /// Every policy (cluster-scoped objects, namespace labels, relists).
+    Cluster,
+}
+
+fn in_namespace(key: &Key) -> Scope {
+    Scope::Namespace(key.namespace.clone())
+}
+
+fn cluster_wide(_: &Key) -> Scope {
+    Scope::Cluster
+}
+
+/// A CNI's DaemonSet decides NET-04 for every policy.
+fn daemon_set_scope(key: &Key) -> Scope {
+    if POLICY_CAPABLE_CNIS.contains(&key.name.as_str()) {
+        Scope::Cluster
+    } else {
+        in_namespace(key)
+    }
+}
+
+/// Changes not yet handed to the reconciler, coalesced.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Pending {
+    pub all: bool,
+    pub namespaces: BTreeSet<String>,
+}
+
+/// The hand-over from the watches to the reconciler: watches record, the trigger stream takes.
+#[derive(Default)]
+pub(super) struct Changes {
+    pending: Mutex<Pending>,
+    notify: Notify,
+}
+
+impl Changes {
+    fn record(&self, scope: Scope) {
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match scope {
+                Scope::Cluster => {
+                    pending.all = true;
+                    pending.namespaces.clear();
+                }
+                Scope::Namespace(ns) if !pending.all => {
+                    pending.namespaces.insert(ns);
+                }
+                Scope::Namespace(_) => {}
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// Waits for changes and takes all recorded so far.
+    pub async fn next(&self) -> Pending {
+        loop {
+            self.notify.notified().await;
+            let taken =
+                std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            if taken.all || !taken.namespaces.is_empty() {
+                return taken;
+            }
+        }
+    }
+}
 
 /// What every watch task shares.
 #[derive(Clone)]
 pub(super) struct Watch {
     pub client: Client,
     pub index: Arc<RwLock<Index>>,
-    pub changed: mpsc::Sender<()>,
+    pub changes: Arc<Changes>,
     pub metrics: Metrics,
     pub first_change: Arc<Mutex<Option<Instant>>>,
 }
@@ -47,27 +120,50 @@ pub(super) struct Watch {
 pub(super) async fn watch_all(watch: Watch) {
     macro_rules! watch {
         ($ty:ty, $project:expr, |$i:ident| $map:expr) => {
-            watch_into::<$ty, _>(watch.clone(), |$i: &mut Index| $map, $project).boxed()
+            watch_into::<$ty, _>(watch.clone(), |$i: &mut Index| $map, $project, in_namespace)
+                .boxed()
+        };
+        ($ty:ty, $project:expr, |$i:ident| $map:expr, $scope:expr) => {
+            watch_into::<$ty, _>(watch.clone(), |$i: &mut Index| $map, $project, $scope).boxed()
         };
     }
     let watches = vec![
-        watch!(Namespace, facts::namespace, |i| &mut i.namespaces),
+        // A namespace's labels decide which policies govern it: every policy may care.
+        watch!(
+            Namespace,
+            facts::namespace,
+            |i| &mut i.namespaces,
+            cluster_wide
+        ),
         watch!(NetworkPolicy, facts::network_policy, |i| &mut i
             .network_policies),
         watch!(ServiceAccount, facts::default_service_account, |i| &mut i
             .default_service_accounts),
         watch!(Service, facts::external_ips, |i| &mut i.external_ips),
         watch!(Role, facts::role, |i| &mut i.roles),
-        watch!(ClusterRole, facts::cluster_role, |i| &mut i.cluster_roles),
+        watch!(
+            ClusterRole,
+            facts::cluster_role,
+            |i| &mut i.cluster_roles,
+            cluster_wide
+        ),
         watch!(RoleBinding, facts::role_binding, |i| &mut i.role_bindings),
-        watch!(ClusterRoleBinding, facts::cluster_role_binding, |i| &mut i
-            .cluster_role_bindings),
+        watch!(
+            ClusterRoleBinding,
+            facts::cluster_role_binding,
+            |i| &mut i.cluster_role_bindings,
+            cluster_wide
+        ),
         watch!(Deployment, facts::deployment, |i| i
             .workloads_mut(WorkloadKind::Deployment)),
         watch!(StatefulSet, facts::stateful_set, |i| i
             .workloads_mut(WorkloadKind::StatefulSet)),
-        watch!(DaemonSet, facts::daemon_set, |i| i
-            .workloads_mut(WorkloadKind::DaemonSet)),
+        watch!(
+            DaemonSet,
+            facts::daemon_set,
+            |i| i.workloads_mut(WorkloadKind::DaemonSet),
+            daemon_set_scope
+        ),
         watch!(ReplicaSet, facts::replica_set, |i| i
             .workloads_mut(WorkloadKind::ReplicaSet)),
         watch!(Job, facts::job, |i| i.workloads_mut(WorkloadKind::Job)),
@@ -105,6 +201,7 @@ async fn watch_into<K, F>(
     watch: Watch,
     map: fn(&mut Index) -> &mut FactMap<F>,
     project: fn(&K) -> Option<F>,
+    scope: fn(&Key) -> Scope,
 ) where
     K: Resource + k8s_openapi::Resource + DeserializeOwned + Clone + Debug + Send + 'static,
     K::DynamicType: Default,
@@ -113,7 +210,7 @@ async fn watch_into<K, F>(
     let Watch {
         client,
         index,
-        changed,
+        changes,
         metrics,
         first_change,
     } = watch;
@@ -131,36 +228,65 @@ async fn watch_into<K, F>(
             }
         };
         metrics.watch_event(<K as k8s_openapi::Resource>::KIND);
-        let did_change = {
+        let changed = {
             let mut guard = write(&index);
             let facts = map(&mut guard);
             match event {
                 Event::Apply(obj) => {
                     let key = key_of(&obj);
-                    decode::<K>(obj).is_some_and(|k| facts.apply(key, project(&k)))
+                    let scope = scope(&key);
+                    decode::<K>(obj)
+                        .is_some_and(|k| facts.apply(key, project(&k)))
+                        .then_some(scope)
                 }
-                Event::Delete(obj) => facts.delete(&key_of(&obj)),
+                Event::Delete(obj) => {
+                    let key = key_of(&obj);
+                    facts.delete(&key).then(|| scope(&key))
+                }
                 Event::Init => {
                     facts.reset_start();
-                    false
+                    None
                 }
                 Event::InitApply(obj) => {
                     let key = key_of(&obj);
                     if let Some(k) = decode::<K>(obj) {
                         facts.reset_apply(key, project(&k));
                     }
-                    false
+                    None
                 }
-                Event::InitDone => facts.reset_done(),
+                Event::InitDone => facts.reset_done().then_some(Scope::Cluster),
             }
         };
-        if did_change {
+        if let Some(scope) = changed {
             first_change
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get_or_insert_with(Instant::now);
-            // A full channel already holds a pending trigger; one is enough.
-            let _ = changed.try_send(());
+            changes.record(scope);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn changes_coalesce_and_a_cluster_wide_change_covers_all() {
+        let changes = Changes::default();
+        changes.record(Scope::Namespace("a".into()));
+        changes.record(Scope::Namespace("b".into()));
+        changes.record(Scope::Namespace("a".into()));
+        let batch = changes.next().await;
+        assert_eq!(batch.namespaces.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+        changes.record(Scope::Namespace("c".into()));
+        changes.record(Scope::Cluster);
+        assert_eq!(
+            changes.next().await,
+            Pending {
+                all: true,
+                namespaces: BTreeSet::new()
+            }
+        );
     }
 }
