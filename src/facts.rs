@@ -41,6 +41,8 @@ pub struct NamespaceFact {
     pub labels: BTreeMap<String, String>,
     /// onus has applied Pod Security labels here (its marker annotation is present).
     pub onus_labels: bool,
+    /// Being deleted: nothing can be created in it any more, and everything in it goes.
+    pub terminating: bool,
 }
 
 /// Label on every object onus creates.
@@ -136,6 +138,7 @@ pub fn namespace(ns: &Namespace) -> Option<NamespaceFact> {
     Some(NamespaceFact {
         labels: ns.metadata.labels.clone().unwrap_or_default(),
         onus_labels: has_annotation(&ns.metadata, MANAGED_ANNOTATION),
+        terminating: ns.metadata.deletion_timestamp.is_some(),
     })
 }
 

@@ -148,7 +148,16 @@ fn add_policy(
         return;
     }
     let name = policy.metadata.name.clone().unwrap_or_default();
-    for ns in selected_namespaces(spec, index) {
+    let terminating = |ns: &String| {
+        index
+            .namespaces
+            .get(&Key::new(None, ns))
+            .is_some_and(|f| f.terminating)
+    };
+    for ns in selected_namespaces(spec, index)
+        .into_iter()
+        .filter(|ns| !terminating(ns))
+    {
         let want = wants.entry(ns).or_default();
         want.policies.insert(name.clone());
         if let Some(d) = deny {
@@ -345,7 +354,14 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
 
 /// Releases everything onus set in namespaces that no policy wants anything in any more.
 fn release_elsewhere(wants: &BTreeMap<String, NamespaceWant>, index: &Index) -> Vec<Action> {
-    let wanted = |ns: &str| wants.contains_key(ns);
+    // A terminating namespace takes onus's objects with it.
+    let wanted = |ns: &str| {
+        wants.contains_key(ns)
+            || index
+                .namespaces
+                .get(&Key::new(None, ns))
+                .is_some_and(|f| f.terminating)
+    };
     let mut actions = Vec::new();
     for (key, np) in index.network_policies.iter() {
         if key.name == DEFAULT_DENY && np.onus.is_some() && !wanted(&key.namespace) {

@@ -491,3 +491,37 @@ async fn namespaces_that_join_get_remediated_and_those_that_leave_are_released()
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_terminating_namespace_does_not_hold_up_the_others() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::start("terminating").await;
+    let stuck = env.namespace("aaa-stuck", &[]).await;
+    // A finalizer on an object inside keeps the namespace Terminating.
+    env.create(
+        Some(&stuck),
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+    )
+    .await;
+    Api::<Namespace>::all(env.client.clone())
+        .delete(&stuck, &Default::default())
+        .await
+        .expect("delete namespace");
+    let healthy = env.namespace("zzz-healthy", &[]).await;
+
+    let policy = env.apply_policy("prod", enforce_spec()).await;
+    until("the healthy namespace is remediated", async || {
+        deny_policy(&env.client, &healthy).await.is_some()
+    })
+    .await;
+    env.wait_status(&policy, "evaluated", |s| s.summary.is_some())
+        .await;
+    assert!(deny_policy(&env.client, &stuck).await.is_none());
+
+    env.apply(
+        Some(&stuck),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": []}}),
+    )
+    .await;
+}

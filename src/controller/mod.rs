@@ -398,14 +398,18 @@ async fn converge(ctx: &Context) -> Result<(), Error> {
         let wants = remediate::wants(valid, &index, false);
         remediate::plan(&wants, &index, PlanMode::Converge)
     };
+    let mut first_error = None;
     for action in &actions {
         let what = enforce::describe(action);
-        enforce::execute(&ctx.client, action)
-            .await
-            .map_err(|source| Error::Remediate {
-                action: what.clone(),
+        // One failing namespace must not hold up the others: go on, report the first error.
+        if let Err(source) = enforce::execute(&ctx.client, action).await {
+            warn!(namespace = action.namespace(), %source, "Remediation failed: {what}");
+            first_error.get_or_insert(Error::Remediate {
+                action: what,
                 source,
-            })?;
+            });
+            continue;
+        }
         info!(namespace = action.namespace(), "Remediation: {what}");
         let reason = enforce::reason(action);
         let type_ = if reason.ends_with("Restored") {
@@ -444,7 +448,7 @@ async fn converge(ctx: &Context) -> Result<(), Error> {
             publish_event(ctx, &event, &namespace).await;
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Drops the metric series of policies that no longer exist.
@@ -513,7 +517,7 @@ mod tests {
                 Key::new(None, ns),
                 Some(NamespaceFact {
                     labels,
-                    onus_labels: false,
+                    ..Default::default()
                 }),
             );
         }

@@ -28,7 +28,7 @@ fn cluster(labels: &[(&str, &str)]) -> Index {
         Key::new(None, "shop"),
         Some(NamespaceFact {
             labels,
-            onus_labels: false,
+            ..Default::default()
         }),
     );
     index.default_service_accounts.apply(
@@ -184,6 +184,7 @@ fn what_no_policy_wants_any_more_is_released() {
         Some(NamespaceFact {
             labels: BTreeMap::new(),
             onus_labels: true,
+            ..Default::default()
         }),
     );
     assert_eq!(
@@ -243,4 +244,19 @@ fn the_preview_of_an_audit_policy_counts_what_enforce_would_do() {
         (1, 1, 1)
     );
     assert_eq!(preview.enforce_waiting, [("shop".to_string(), 1)]);
+}
+
+#[test]
+fn a_terminating_namespace_is_neither_remediated_nor_released() {
+    let mut index = cluster(&[]);
+    index.namespaces.apply(
+        Key::new(None, "shop"),
+        Some(NamespaceFact {
+            onus_labels: true,
+            terminating: true,
+            ..Default::default()
+        }),
+    );
+    let p = enforce("p", json!({}));
+    assert_eq!(converge(&[p], &index), []);
 }
