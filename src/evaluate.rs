@@ -12,9 +12,8 @@ use crate::{
         ControlResult, Direction, Exception, Owner, OwnerSource, PodSecurityLevel,
         ResponsibilityPolicySpec,
     },
-    facts::WorkloadFact,
     index::Index,
-    podsecurity::{self, Version},
+    podsecurity::Version,
     rbac,
 };
 
@@ -257,10 +256,14 @@ pub(crate) const POLICY_CAPABLE_CNIS: &[&str] = &[
 /// NET-04 is observable only when a known network-policy-capable CNI is seen.
 fn not_observed(control: &Control, index: &Index) -> bool {
     control.id == "NET-04"
-        && !index.all_workloads().iter().any(|w| {
-            w.kind == crate::facts::WorkloadKind::DaemonSet
-                && POLICY_CAPABLE_CNIS.contains(&w.name.as_str())
-        })
+        && !index
+            .workloads
+            .get(&crate::facts::WorkloadKind::DaemonSet)
+            .is_some_and(|daemon_sets| {
+                daemon_sets
+                    .iter()
+                    .any(|(k, _)| POLICY_CAPABLE_CNIS.contains(&k.name.as_str()))
+            })
 }
 
 fn split_exceptions(
@@ -330,11 +333,7 @@ fn find_violations(
         if !(labels.contains_key(PSA_WARN) && labels.contains_key(PSA_AUDIT)) {
             add("AUD-01", Violation::namespace(ns));
         }
-        let policies: Vec<_> = index
-            .network_policies
-            .iter()
-            .filter(|(k, _)| &k.namespace == ns)
-            .collect();
+        let policies: Vec<_> = index.network_policies.in_namespace(ns).collect();
         if !policies.iter().any(|(_, np)| np.denies_ingress) {
             add("NET-01", Violation::namespace(ns));
         }
@@ -361,35 +360,21 @@ fn find_violations(
             );
         }
     }
-    for (k, _) in index.external_ips.iter() {
-        if namespaces.contains(&k.namespace) {
-            add(
-                "NET-05",
-                Violation::namespaced("Service", &k.namespace, &k.name),
-            );
+    for ns in namespaces {
+        for (k, _) in index.external_ips.in_namespace(ns) {
+            add("NET-05", Violation::namespaced("Service", ns, &k.name));
         }
-    }
-    for w in index.all_workloads() {
-        if !namespaces.contains(&w.namespace) {
-            continue;
-        }
-        for control in workload_controls(w, level, version) {
-            add(
-                control,
-                Violation::namespaced(w.kind.to_string(), &w.namespace, &w.name),
-            );
-        }
-        if !w.secret_env.is_empty() {
-            add(
-                "DAT-01",
-                Violation::namespaced(w.kind.to_string(), &w.namespace, &w.name),
-            );
-        }
-        if w.namespace == "default" {
-            add(
-                "WKL-10",
-                Violation::namespaced(w.kind.to_string(), &w.namespace, &w.name),
-            );
+        for w in index.workloads_in(ns) {
+            let offender = || Violation::namespaced(w.kind.to_string(), ns, &w.name);
+            for control in w.failing_controls(level, version) {
+                add(control, offender());
+            }
+            if !w.secret_env.is_empty() {
+                add("DAT-01", offender());
+            }
+            if ns == "default" {
+                add("WKL-10", offender());
+            }
         }
     }
     for list in found.values_mut() {
@@ -397,18 +382,6 @@ fn find_violations(
         list.dedup();
     }
     found
-}
-
-/// The WKL controls a workload breaks at the policy's level and version, each once.
-fn workload_controls(
-    w: &WorkloadFact,
-    level: PodSecurityLevel,
-    version: Version,
-) -> BTreeSet<&'static str> {
-    podsecurity::evaluate(&w.template_meta, &w.spec, level, version)
-        .into_iter()
-        .map(|v| v.check.control())
-        .collect()
 }
 
 fn binding_kind_and_name(binding: &str) -> (String, String) {

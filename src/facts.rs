@@ -4,8 +4,16 @@
 //! index keeps the fact and drops the object. Workload facts keep a stripped pod template
 //! (Pod Security must be evaluated at each policy's own level and version).
 
-use std::{collections::BTreeMap, fmt, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    sync::Arc,
+};
 
+use crate::{
+    crd::PodSecurityLevel,
+    podsecurity::{self, Version},
+};
 use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
@@ -82,9 +90,28 @@ pub struct WorkloadFact {
     pub spec: Arc<PodSpec>,
     /// Containers that take a Secret through an env var (DAT-01).
     pub secret_env: Vec<String>,
+    /// WKL controls failed at `latest`, [baseline, restricted]: computed once per object
+    /// change, as nearly every policy uses `latest` (pinned versions are evaluated on demand).
+    pub failing_at_latest: [BTreeSet<&'static str>; 2],
 }
 
 impl WorkloadFact {
+    /// The WKL controls the workload fails at a Pod Security level and version.
+    pub fn failing_controls(
+        &self,
+        level: PodSecurityLevel,
+        version: Version,
+    ) -> BTreeSet<&'static str> {
+        match (version, level) {
+            (Version::Latest, PodSecurityLevel::Baseline) => self.failing_at_latest[0].clone(),
+            (Version::Latest, PodSecurityLevel::Restricted) => self.failing_at_latest[1].clone(),
+            _ => podsecurity::evaluate(&self.template_meta, &self.spec, level, version)
+                .into_iter()
+                .map(|v| v.check.control())
+                .collect(),
+        }
+    }
+
     /// The ServiceAccount the pods run as.
     pub fn service_account(&self) -> &str {
         match self.spec.service_account_name.as_deref() {
@@ -206,16 +233,28 @@ fn workload(
         c.args = None;
         c.resources = None;
     }
+    let template_meta = ObjectMeta {
+        annotations: template_meta.and_then(|m| m.annotations.clone()),
+        ..ObjectMeta::default()
+    };
+    let failing = |level| {
+        podsecurity::evaluate(&template_meta, &stripped, level, Version::Latest)
+            .into_iter()
+            .map(|v| v.check.control())
+            .collect()
+    };
+    let failing_at_latest = [
+        failing(PodSecurityLevel::Baseline),
+        failing(PodSecurityLevel::Restricted),
+    ];
     Some(WorkloadFact {
         kind,
         namespace: meta.namespace.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),
-        template_meta: ObjectMeta {
-            annotations: template_meta.and_then(|m| m.annotations.clone()),
-            ..ObjectMeta::default()
-        },
+        template_meta,
         spec: Arc::new(stripped),
         secret_env,
+        failing_at_latest,
     })
 }
 

@@ -103,6 +103,18 @@ impl<F: PartialEq> FactMap<F> {
         self.facts.iter()
     }
 
+    /// The facts of the objects in one namespace, in name order.
+    pub fn in_namespace<'a>(
+        &'a self,
+        namespace: &str,
+    ) -> impl Iterator<Item = (&'a Key, &'a F)> + 'a {
+        let start = Key::new(Some(namespace), "");
+        let namespace = namespace.to_string();
+        self.facts
+            .range(start..)
+            .take_while(move |(k, _)| k.namespace == namespace)
+    }
+
     /// The fact of one object.
     pub fn get(&self, key: &Key) -> Option<&F> {
         self.facts.get(key)
@@ -139,14 +151,14 @@ impl Index {
         self.workloads.entry(kind).or_default()
     }
 
-    /// Every workload fact, of every kind, in a stable order.
-    pub fn all_workloads(&self) -> Vec<&WorkloadFact> {
+    /// The workload facts of one namespace, every kind, in a stable order.
+    pub fn workloads_in(&self, namespace: &str) -> Vec<&WorkloadFact> {
         let mut all: Vec<&WorkloadFact> = self
             .workloads
             .values()
-            .flat_map(|m| m.iter().map(|(_, w)| w))
+            .flat_map(|m| m.in_namespace(namespace).map(|(_, w)| w))
             .collect();
-        all.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
+        all.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         all
     }
 
@@ -187,6 +199,20 @@ mod tests {
         map.apply(key("svc"), Some(1));
         assert!(map.apply(key("svc"), None));
         assert!(map.is_empty());
+    }
+
+    #[test]
+    fn a_namespace_range_holds_exactly_that_namespace() {
+        let mut map = FactMap::default();
+        for (ns, name) in [("a", "x"), ("ab", "y"), ("b", "z"), ("a", "w")] {
+            map.apply(Key::new(Some(ns), name), Some(()));
+        }
+        let names: Vec<_> = map
+            .in_namespace("a")
+            .map(|(k, _)| k.name.as_str())
+            .collect();
+        assert_eq!(names, ["w", "x"]);
+        assert_eq!(map.in_namespace("c").count(), 0);
     }
 
     #[test]

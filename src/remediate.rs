@@ -15,7 +15,7 @@ use crate::{
     evaluate::{PSA_AUDIT, PSA_ENFORCE, PSA_ENFORCE_VERSION, PSA_WARN, selected_namespaces},
     facts::{DEFAULT_DENY, DenySpec},
     index::{Index, Key},
-    podsecurity::{self, Version},
+    podsecurity::Version,
 };
 
 pub const PSA_WARN_VERSION: &str = "pod-security.kubernetes.io/warn-version";
@@ -215,12 +215,9 @@ fn strictness(value: Option<&String>) -> u8 {
 /// Workloads in a namespace that the Pod Security admission would reject at `want`.
 pub fn rejected_workloads(namespace: &str, want: PodSecurityWant, index: &Index) -> usize {
     index
-        .all_workloads()
+        .workloads_in(namespace)
         .iter()
-        .filter(|w| w.namespace == namespace)
-        .filter(|w| {
-            !podsecurity::evaluate(&w.template_meta, &w.spec, want.level, want.version).is_empty()
-        })
+        .filter(|w| !w.failing_controls(want.level, want.version).is_empty())
         .count()
 }
 

@@ -356,4 +356,19 @@ mod tests {
         );
         assert!(ready.message.starts_with("spec.exceptions[0]"));
     }
+
+    #[test]
+    fn a_huge_cluster_still_has_a_small_status() {
+        let s = evaluated(
+            &evaluation(20_000),
+            &Preview::default(),
+            Mode::Audit,
+            Some(1),
+            None,
+            &time("2026-11-28T12:00:00Z"),
+        );
+        assert_eq!(s.summary.as_ref().map(|s| s.violations), Some(4 * 20_000));
+        let bytes = serde_json::to_vec(&s).expect("json").len();
+        assert!(bytes < 16 * 1024, "status is {bytes} bytes");
+    }
 }
