@@ -42,6 +42,8 @@ run kubectl get rp
 echo
 run kubectl describe rp production
 echo
+run kubectl get events -n shop --field-selector reason=PolicyViolation
+echo
 echo "+ kubectl get rp production -o jsonpath='<the responsibility matrix>'"
 kubectl get rp production -o jsonpath='{range .status.controls[*]}{.id}{"\t"}{.owner}{"\t"}{.ownerSource}{"\t"}{.result}{"\t"}{.violations}{"\t"}{.examples[0]}{"\n"}{end}' \
   | column -t -s $'\t' -N CONTROL,OWNER,FROM,RESULT,VIOLATIONS,EXAMPLE
