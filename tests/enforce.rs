@@ -302,22 +302,15 @@ async fn drift_is_repaired_and_weakened_labels_restored() {
     })
     .await;
 
-    let out = env
-        .cp
-        .kubectl()
-        .args([
+    common::kubectl_ok(
+        env.cp,
+        &[
             "label",
             "--overwrite",
             "namespace",
             &ns,
             "pod-security.kubernetes.io/enforce=privileged",
-        ])
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     until("enforce=restricted restored", async || {
         labels(&env.client, &ns)
@@ -471,17 +464,7 @@ async fn namespaces_that_join_get_remediated_and_those_that_leave_are_released()
     .await;
 
     // The namespace stops matching the selector: onus gives back what it set there.
-    let out = env
-        .cp
-        .kubectl()
-        .args(["label", "namespace", &ns, "onus.dev/test-ns-"])
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::kubectl_ok(env.cp, &["label", "namespace", &ns, "onus.dev/test-ns-"]);
     until("released", async || {
         deny_policy(&env.client, &ns).await.is_none()
             && !labels(&env.client, &ns)

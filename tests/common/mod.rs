@@ -33,32 +33,28 @@ pub struct TestEnv {
     pub metrics: onus::metrics::Metrics,
 }
 
-/// Installs the committed CRD (idempotent) and waits until it is established.
-pub fn install_crd(cp: &ControlPlane) {
-    let out = cp
-        .kubectl()
-        .args(["apply", "--server-side", "-f", CRD_FILE])
-        .output()
-        .expect("kubectl");
+/// Runs kubectl with the admin kubeconfig and fails the test if it fails.
+pub fn kubectl_ok(cp: &ControlPlane, args: &[&str]) {
+    let out = cp.kubectl().args(args).output().expect("kubectl");
     assert!(
         out.status.success(),
-        "{}",
+        "kubectl {}: {}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = cp
-        .kubectl()
-        .args([
+}
+
+/// Installs the committed CRD (idempotent) and waits until it is established.
+pub fn install_crd(cp: &ControlPlane) {
+    kubectl_ok(cp, &["apply", "--server-side", "-f", CRD_FILE]);
+    kubectl_ok(
+        cp,
+        &[
             "wait",
             "--for=condition=Established",
             "--timeout=60s",
             "crd/responsibilitypolicies.onus.dev",
-        ])
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
 }
 
