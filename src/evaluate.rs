@@ -136,7 +136,8 @@ fn family_enabled(spec: &ResponsibilityPolicySpec, family: Family) -> bool {
     }
 }
 
-fn owner_of(spec: &ResponsibilityPolicySpec, control: &Control) -> (Owner, OwnerSource) {
+/// Who owns a control under this policy, and whether that came from the model or an override.
+pub(crate) fn owner_of(spec: &ResponsibilityPolicySpec, control: &Control) -> (Owner, OwnerSource) {
     match spec
         .responsibilities
         .iter()
@@ -314,20 +315,12 @@ fn find_violations(
     }
 
     let level = spec.controls.pod_security.level;
-    let version: Version = spec
-        .controls
-        .pod_security
-        .version
-        .parse()
-        .unwrap_or(Version::Latest);
+    let version = pod_security_version(spec);
     for ns in namespaces {
         let key = crate::index::Key::new(None, ns);
-        let labels = index
-            .namespaces
-            .get(&key)
-            .map(|f| f.labels.clone())
-            .unwrap_or_default();
-        if !psa_enforced(&labels, level, version) {
+        let no_labels = BTreeMap::new();
+        let labels = index.namespaces.get(&key).map_or(&no_labels, |f| &f.labels);
+        if !psa_enforced(labels, level, version) {
             add("WKL-01", Violation::namespace(ns));
         }
         if !(labels.contains_key(PSA_WARN) && labels.contains_key(PSA_AUDIT)) {
@@ -395,6 +388,34 @@ pub(crate) const PSA_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 pub(crate) const PSA_ENFORCE_VERSION: &str = "pod-security.kubernetes.io/enforce-version";
 pub(crate) const PSA_WARN: &str = "pod-security.kubernetes.io/warn";
 pub(crate) const PSA_AUDIT: &str = "pod-security.kubernetes.io/audit";
+pub(crate) const PSA_WARN_VERSION: &str = "pod-security.kubernetes.io/warn-version";
+pub(crate) const PSA_AUDIT_VERSION: &str = "pod-security.kubernetes.io/audit-version";
+
+/// The policy's Pod Security version (the schema admits only `latest` and `v1.N`).
+pub(crate) fn pod_security_version(spec: &ResponsibilityPolicySpec) -> Version {
+    spec.controls
+        .pod_security
+        .version
+        .parse()
+        .unwrap_or(Version::Latest)
+}
+
+/// The value of a Pod Security level label.
+pub(crate) fn level_name(level: PodSecurityLevel) -> &'static str {
+    match level {
+        PodSecurityLevel::Baseline => "baseline",
+        PodSecurityLevel::Restricted => "restricted",
+    }
+}
+
+/// How strict a Pod Security label value is: privileged or absent 0, baseline 1, restricted 2.
+pub(crate) fn strictness(value: Option<&String>) -> u8 {
+    match value.map(String::as_str) {
+        Some("restricted") => 2,
+        Some("baseline") => 1,
+        _ => 0,
+    }
+}
 
 /// WKL-01: the namespace enforces the policy's level (or stricter) at the policy's version
 /// (or newer; an absent enforce-version means latest).
@@ -403,11 +424,8 @@ fn psa_enforced(
     level: PodSecurityLevel,
     version: Version,
 ) -> bool {
-    let level_ok = match labels.get(PSA_ENFORCE).map(String::as_str) {
-        Some("restricted") => true,
-        Some("baseline") => level == PodSecurityLevel::Baseline,
-        _ => false,
-    };
+    let wanted = level_name(level).to_string();
+    let level_ok = strictness(labels.get(PSA_ENFORCE)) >= strictness(Some(&wanted));
     let label_version = labels
         .get(PSA_ENFORCE_VERSION)
         .map_or(Ok(Version::Latest), |v| v.parse::<Version>());

@@ -120,11 +120,6 @@ impl<F: PartialEq> FactMap<F> {
         self.facts.get(key)
     }
 
-    /// Number of stored facts.
-    pub fn len(&self) -> usize {
-        self.facts.len()
-    }
-
     /// Whether no fact is stored.
     pub fn is_empty(&self) -> bool {
         self.facts.is_empty()

@@ -10,16 +10,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    catalog::control_by_id,
+    catalog::{Fix, control_by_id},
     crd::{Mode, Owner, PodSecurityLevel, ResponsibilityPolicy},
-    evaluate::{PSA_AUDIT, PSA_ENFORCE, PSA_ENFORCE_VERSION, PSA_WARN, selected_namespaces},
+    evaluate::{
+        PSA_AUDIT, PSA_AUDIT_VERSION, PSA_ENFORCE, PSA_ENFORCE_VERSION, PSA_WARN, PSA_WARN_VERSION,
+        level_name, owner_of, pod_security_version, selected_namespaces, strictness,
+    },
     facts::{DEFAULT_DENY, DenySpec},
     index::{Index, Key},
     podsecurity::Version,
 };
-
-pub const PSA_WARN_VERSION: &str = "pod-security.kubernetes.io/warn-version";
-pub const PSA_AUDIT_VERSION: &str = "pod-security.kubernetes.io/audit-version";
 
 /// Pod Security labelling wanted for one namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,15 +93,10 @@ fn enforcing(
 ) -> bool {
     let spec = &policy.spec;
     let mode = if preview { Mode::Enforce } else { spec.mode };
-    let customer_owned = control_by_id(control).is_some_and(|c| {
-        let owner = spec
-            .responsibilities
-            .iter()
-            .find(|r| r.control == control)
-            .map_or(c.default_owner(spec.service_model), |r| r.owner);
-        owner != Owner::Provider
-    });
-    customer_owned && mode == Mode::Enforce && family_mode.unwrap_or(mode) == Mode::Enforce
+    // Only what the catalog calls safe, and only what the customer (or both) owns.
+    let remediable = control_by_id(control)
+        .is_some_and(|c| c.fix == Fix::Safe && owner_of(spec, c).0 != Owner::Provider);
+    remediable && mode == Mode::Enforce && family_mode.unwrap_or(mode) == Mode::Enforce
 }
 
 fn newest(a: Version, b: Version) -> Version {
@@ -138,7 +133,7 @@ fn add_policy(
         && enforcing(policy, c.pod_security.mode, "WKL-01", preview))
     .then(|| PodSecurityWant {
         level: c.pod_security.level,
-        version: c.pod_security.version.parse().unwrap_or(Version::Latest),
+        version: pod_security_version(spec),
         force_enforce: c.pod_security.force_enforce,
     });
     let token = c.service_accounts.enabled
@@ -195,21 +190,6 @@ pub fn wants<'a>(
         add_policy(&mut wants, policy, index, preview);
     }
     wants
-}
-
-fn level_name(level: PodSecurityLevel) -> &'static str {
-    match level {
-        PodSecurityLevel::Baseline => "baseline",
-        PodSecurityLevel::Restricted => "restricted",
-    }
-}
-
-fn strictness(value: Option<&String>) -> u8 {
-    match value.map(String::as_str) {
-        Some("restricted") => 2,
-        Some("baseline") => 1,
-        _ => 0,
-    }
 }
 
 /// Workloads in a namespace that the Pod Security admission would reject at `want`.

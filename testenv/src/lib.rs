@@ -291,18 +291,11 @@ impl ControlPlane {
         cmd
     }
 
-    /// The kube-rs configuration of the admin identity.
-    pub async fn config(&self) -> kube::Config {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", self.kubeconfig.display()));
-        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap_or_else(|e| panic!("loading {}: {e}", self.kubeconfig.display()))
-    }
-
     /// A new admin client. Create one per test: a client is bound to the runtime it runs on.
     pub async fn client(&self) -> Client {
-        Client::try_from(self.config().await).expect("building a client from a valid config")
+        self.admin_client()
+            .await
+            .unwrap_or_else(|e| panic!("admin client for {}: {e}", self.kubeconfig.display()))
     }
 
     /// Creates a namespace named `<prefix>-<random>` with the given labels and waits until
@@ -313,7 +306,7 @@ impl ControlPlane {
         prefix: &str,
         labels: &[(&str, &str)],
     ) -> String {
-        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let name = format!("{prefix}-{}", random_suffix());
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": name,
@@ -348,13 +341,16 @@ impl ControlPlane {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn admin_client(&self) -> Result<Client, Error> {
+    async fn try_config(&self) -> Result<kube::Config, Error> {
         let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
             .map_err(|e| Error::Client(e.to_string()))?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
-            .map_err(|e| Error::Client(e.to_string()))?;
-        Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
+            .map_err(|e| Error::Client(e.to_string()))
+    }
+
+    async fn admin_client(&self) -> Result<Client, Error> {
+        Client::try_from(self.try_config().await?).map_err(|e| Error::Client(e.to_string()))
     }
 
     async fn wait_ready(&self, component: &str, timeout: Duration) -> Result<(), Error> {
@@ -462,6 +458,11 @@ current-context: onus-testenv
         key = d("admin.key"),
     );
     std::fs::write(path, yaml).map_err(|e| Error::io(path, e))
+}
+
+/// Eight random hex digits, for unique names in tests.
+pub fn random_suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
 }
 
 static SHARED: OnceLock<ControlPlane> = OnceLock::new();

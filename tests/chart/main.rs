@@ -154,7 +154,7 @@ async fn install_release(
     let cp = onus_testenv::shared();
     let namespace = cp.namespace(client, prefix, labels).await;
     // The release name contains the chart name, so it is also the fullname of every object.
-    let release = format!("onus-{prefix}-{}", suffix());
+    let release = format!("onus-{prefix}-{}", onus_testenv::random_suffix());
     install(cp, &release, &namespace, &[]);
     (release, namespace)
 }

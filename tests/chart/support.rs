@@ -68,19 +68,6 @@ pub fn ok(cmd: &mut Command) -> String {
     stdout
 }
 
-/// A random suffix for names.
-pub fn suffix() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    format!("{:08x}", h.finish() as u32)
-}
-
 /// `helm install` of the chart (no --wait: there is no kubelet, the pods stay Pending).
 pub fn install(cp: &ControlPlane, release: &str, namespace: &str, set: &[&str]) {
     let mut cmd = helm(Some(cp));

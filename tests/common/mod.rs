@@ -70,7 +70,7 @@ impl TestEnv {
         let cp = onus_testenv::shared();
         std::thread::scope(|s| s.spawn(|| install_crd(cp)).join().expect("install crd"));
         let client = cp.client().await;
-        let id = format!("{name}-{:06x}", rand_u32() & 0xffffff);
+        let id = format!("{name}-{}", &onus_testenv::random_suffix()[..6]);
         let metrics = onus::metrics::Metrics::new();
         let settings = Settings {
             instance: id.clone(),
@@ -189,18 +189,6 @@ fn dynamic_api(client: &Client, namespace: Option<&str>, obj: &Value) -> Api<Dyn
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
     }
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish() as u32
 }
 
 /// The status entry of one control.
