@@ -129,6 +129,8 @@ impl<F: PartialEq> FactMap<F> {
 /// Everything onus knows about the cluster, as facts.
 #[derive(Debug, Default)]
 pub struct Index {
+    /// Counts changes to any fact: equal generations mean the same cluster state.
+    pub generation: u64,
     pub namespaces: FactMap<NamespaceFact>,
     pub workloads: HashMap<WorkloadKind, FactMap<WorkloadFact>>,
     pub network_policies: FactMap<NetworkPolicyFact>,

@@ -85,8 +85,10 @@ pub struct Context {
     announced: Mutex<HashSet<(String, usize, i64)>>,
     /// Every policy this instance serves (Enforce merges them all).
     policies: Store<ResponsibilityPolicy>,
-    /// One convergence at a time: it plans from the whole index.
-    converging: tokio::sync::Mutex<()>,
+    /// One convergence at a time: it plans from the whole index. Holds the index generation
+    /// of the last plan and the actions carried out for it: until the watches report the
+    /// result, the same plan must not be carried out (and announced) again.
+    converging: tokio::sync::Mutex<(u64, Vec<remediate::Action>)>,
     metrics: Metrics,
     /// When the oldest index change not yet reflected in a status write happened.
     first_unreported_change: Arc<Mutex<Option<Instant>>>,
@@ -199,7 +201,7 @@ pub async fn run(
         ),
         announced: Mutex::new(HashSet::new()),
         policies: controller.store(),
-        converging: tokio::sync::Mutex::new(()),
+        converging: tokio::sync::Mutex::new((u64::MAX, Vec::new())),
         metrics: settings.metrics.clone(),
         first_unreported_change: first_change,
         recorded: Mutex::new(BTreeSet::new()),
@@ -386,18 +388,26 @@ async fn set_finalizer(
 
 /// Brings the cluster to what all Enforce policies want together, and gives up what none wants.
 async fn converge(ctx: &Context) -> Result<(), Error> {
-    let _one_at_a_time = ctx.converging.lock().await;
+    let mut done = ctx.converging.lock().await;
     let policies = ctx.policies.state();
     forget_deleted(ctx, &policies);
-    let actions = {
+    let (generation, mut actions) = {
         let index = read(&ctx.index);
         let valid = policies
             .iter()
             .filter(|p| validate(&p.spec).is_ok())
             .map(|p| p.as_ref());
         let wants = remediate::wants(valid, &index, false);
-        remediate::plan(&wants, &index, PlanMode::Converge)
+        (
+            index.generation,
+            remediate::plan(&wants, &index, PlanMode::Converge),
+        )
     };
+    if done.0 == generation {
+        actions.retain(|a| !done.1.contains(a));
+    } else {
+        *done = (generation, Vec::new());
+    }
     let mut first_error = None;
     for action in &actions {
         let what = enforce::describe(action);
@@ -447,6 +457,7 @@ async fn converge(ctx: &Context) -> Result<(), Error> {
             };
             publish_event(ctx, &event, &namespace).await;
         }
+        done.1.push(action.clone());
     }
     first_error.map_or(Ok(()), Err)
 }

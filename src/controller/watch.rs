@@ -231,7 +231,7 @@ async fn watch_into<K, F>(
         let changed = {
             let mut guard = write(&index);
             let facts = map(&mut guard);
-            match event {
+            let changed = match event {
                 Event::Apply(obj) => {
                     let key = key_of(&obj);
                     let scope = scope(&key);
@@ -255,7 +255,11 @@ async fn watch_into<K, F>(
                     None
                 }
                 Event::InitDone => facts.reset_done().then_some(Scope::Cluster),
+            };
+            if changed.is_some() {
+                guard.generation = guard.generation.wrapping_add(1);
             }
+            changed
         };
         if let Some(scope) = changed {
             first_change
