@@ -275,46 +275,34 @@ mod tests {
         evaluate(&spec, &index, "2026-11-28T12:00:00Z".parse().expect("ts"))
     }
 
+    /// The status of an Audit policy at generation 1, evaluated at `at`.
+    fn audit_status(
+        eval: &Evaluation,
+        previous: Option<&ResponsibilityPolicyStatus>,
+        at: &str,
+    ) -> ResponsibilityPolicyStatus {
+        evaluated(
+            eval,
+            &Preview::default(),
+            Mode::Audit,
+            Some(1),
+            previous,
+            &time(at),
+        )
+    }
+
     #[test]
     fn the_same_evaluation_later_gives_the_same_status() {
         let eval = evaluation(2);
-        let first = evaluated(
-            &eval,
-            &Preview::default(),
-            Mode::Audit,
-            Some(1),
-            None,
-            &time("2026-11-28T12:00:00Z"),
-        );
-        let again = evaluated(
-            &eval,
-            &Preview::default(),
-            Mode::Audit,
-            Some(1),
-            Some(&first),
-            &time("2026-11-28T13:00:00Z"),
-        );
+        let first = audit_status(&eval, None, "2026-11-28T12:00:00Z");
+        let again = audit_status(&eval, Some(&first), "2026-11-28T13:00:00Z");
         assert_eq!(first, again);
     }
 
     #[test]
     fn a_condition_that_flips_gets_a_new_transition_time() {
-        let failing = evaluated(
-            &evaluation(1),
-            &Preview::default(),
-            Mode::Audit,
-            Some(1),
-            None,
-            &time("2026-11-28T12:00:00Z"),
-        );
-        let passing = evaluated(
-            &evaluation(0),
-            &Preview::default(),
-            Mode::Audit,
-            Some(1),
-            Some(&failing),
-            &time("2026-11-28T13:00:00Z"),
-        );
+        let failing = audit_status(&evaluation(1), None, "2026-11-28T12:00:00Z");
+        let passing = audit_status(&evaluation(0), Some(&failing), "2026-11-28T13:00:00Z");
         let compliant = condition(&passing, COMPLIANT).expect("Compliant");
         assert_eq!(compliant.status, "True");
         assert_eq!(compliant.last_transition_time, time("2026-11-28T13:00:00Z"));
@@ -324,14 +312,7 @@ mod tests {
 
     #[test]
     fn examples_are_capped_while_counts_stay_exact() {
-        let s = evaluated(
-            &evaluation(25),
-            &Preview::default(),
-            Mode::Audit,
-            Some(1),
-            None,
-            &time("2026-11-28T12:00:00Z"),
-        );
+        let s = audit_status(&evaluation(25), None, "2026-11-28T12:00:00Z");
         let net01 = s
             .controls
             .iter()
@@ -359,14 +340,7 @@ mod tests {
 
     #[test]
     fn a_huge_cluster_still_has_a_small_status() {
-        let s = evaluated(
-            &evaluation(20_000),
-            &Preview::default(),
-            Mode::Audit,
-            Some(1),
-            None,
-            &time("2026-11-28T12:00:00Z"),
-        );
+        let s = audit_status(&evaluation(20_000), None, "2026-11-28T12:00:00Z");
         assert_eq!(s.summary.as_ref().map(|s| s.violations), Some(4 * 20_000));
         let bytes = serde_json::to_vec(&s).expect("json").len();
         assert!(bytes < 16 * 1024, "status is {bytes} bytes");

@@ -46,6 +46,13 @@ async fn labels(client: &Client, ns: &str) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The namespace's `pod-security.kubernetes.io/enforce` label.
+async fn enforce_label(client: &Client, ns: &str) -> Option<String> {
+    labels(client, ns)
+        .await
+        .remove("pod-security.kubernetes.io/enforce")
+}
+
 async fn until<F: AsyncFn() -> bool>(what: &str, check: F) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !check().await {
@@ -215,10 +222,7 @@ async fn enforce_waits_for_existing_workloads_then_applies_by_itself() {
     })
     .await;
     assert_eq!(
-        labels(&env.client, &ns)
-            .await
-            .get("pod-security.kubernetes.io/enforce")
-            .map(String::as_str),
+        enforce_label(&env.client, &ns).await.as_deref(),
         Some("restricted")
     );
 }
@@ -313,11 +317,7 @@ async fn drift_is_repaired_and_weakened_labels_restored() {
         ],
     );
     until("enforce=restricted restored", async || {
-        labels(&env.client, &ns)
-            .await
-            .get("pod-security.kubernetes.io/enforce")
-            .map(String::as_str)
-            == Some("restricted")
+        enforce_label(&env.client, &ns).await.as_deref() == Some("restricted")
     })
     .await;
     let events = Api::<Event>::all(env.client.clone())
@@ -363,11 +363,7 @@ async fn overlapping_policies_merge_to_the_strictest_and_a_family_can_stay_in_au
             .and_then(|s| s.policy_types)
             .unwrap_or_default();
         types == ["Ingress", "Egress"]
-            && labels(&env.client, &ns)
-                .await
-                .get("pod-security.kubernetes.io/enforce")
-                .map(String::as_str)
-                == Some("restricted")
+            && enforce_label(&env.client, &ns).await.as_deref() == Some("restricted")
     })
     .await;
 
@@ -386,10 +382,7 @@ async fn overlapping_policies_merge_to_the_strictest_and_a_family_can_stay_in_au
     .await;
     // Never lowered: restricted stays though only baseline is asked for now.
     assert_eq!(
-        labels(&env.client, &ns)
-            .await
-            .get("pod-security.kubernetes.io/enforce")
-            .map(String::as_str),
+        enforce_label(&env.client, &ns).await.as_deref(),
         Some("restricted")
     );
     // Policy a keeps serviceAccounts in Audit: onus gives the token setting up again.
@@ -457,9 +450,7 @@ async fn namespaces_that_join_get_remediated_and_those_that_leave_are_released()
     })
     .await;
     until("labels on the new namespace", async || {
-        labels(&env.client, &ns)
-            .await
-            .contains_key("pod-security.kubernetes.io/enforce")
+        enforce_label(&env.client, &ns).await.is_some()
     })
     .await;
 
@@ -467,9 +458,7 @@ async fn namespaces_that_join_get_remediated_and_those_that_leave_are_released()
     common::kubectl_ok(env.cp, &["label", "namespace", &ns, "onus.dev/test-ns-"]);
     until("released", async || {
         deny_policy(&env.client, &ns).await.is_none()
-            && !labels(&env.client, &ns)
-                .await
-                .contains_key("pod-security.kubernetes.io/enforce")
+            && enforce_label(&env.client, &ns).await.is_none()
             && automount(&env.client, &ns).await.is_none()
     })
     .await;
