@@ -29,7 +29,22 @@ struct Conditions<'a> {
     out: Vec<Condition>,
 }
 
-impl Conditions<'_> {
+impl<'a> Conditions<'a> {
+    fn new(
+        previous: Option<&'a ResponsibilityPolicyStatus>,
+        generation: Option<i64>,
+        now: &'a Time,
+    ) -> Self {
+        Conditions {
+            previous: previous
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default(),
+            generation,
+            now,
+            out: Vec::new(),
+        }
+    }
+
     fn set(&mut self, type_: &str, status: bool, reason: &str, message: String) {
         let status = if status { "True" } else { "False" }.to_string();
         let last_transition_time = self
@@ -103,14 +118,7 @@ pub fn evaluated(
         excepted: controls.iter().map(|c| c.excepted).sum(),
     };
 
-    let mut conditions = Conditions {
-        previous: previous
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default(),
-        generation,
-        now,
-        out: Vec::new(),
-    };
+    let mut conditions = Conditions::new(previous, generation, now);
     conditions.set(
         READY,
         true,
@@ -226,14 +234,7 @@ pub fn invalid(
     previous: Option<&ResponsibilityPolicyStatus>,
     now: &Time,
 ) -> ResponsibilityPolicyStatus {
-    let mut conditions = Conditions {
-        previous: previous
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default(),
-        generation,
-        now,
-        out: Vec::new(),
-    };
+    let mut conditions = Conditions::new(previous, generation, now);
     conditions.set(READY, false, "InvalidSpec", message.into());
     ResponsibilityPolicyStatus {
         observed_generation: generation,

@@ -344,14 +344,17 @@ impl Onus {
             .map(String::from)
     }
 
-    fn assert_running(&self) {
-        let exited = self
-            .child
+    /// The exit status, if the process has exited.
+    fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.child
             .lock()
             .expect("child")
             .try_wait()
-            .expect("try_wait");
-        if let Some(status) = exited {
+            .expect("try_wait")
+    }
+
+    fn assert_running(&self) {
+        if let Some(status) = self.exit_status() {
             panic!("{} exited ({status}):\n{}", self.name, self.log_tail());
         }
     }
@@ -367,13 +370,7 @@ impl Onus {
     fn wait_exit(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         loop {
-            let exited = self
-                .child
-                .lock()
-                .expect("child")
-                .try_wait()
-                .expect("try_wait");
-            if let Some(status) = exited {
+            if let Some(status) = self.exit_status() {
                 return status.success();
             }
             assert!(
