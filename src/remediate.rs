@@ -126,7 +126,12 @@ fn add_policy(
                     .network
                     .default_deny
                     .contains(&crate::crd::Direction::Egress),
-                dns: c.network.allow_dns,
+                // Without egress deny there is nothing to allow: the cluster reads onus's
+                // NetworkPolicy back without an allowance, and the two must compare equal.
+                dns: c.network.allow_dns
+                    && c.network
+                        .default_deny
+                        .contains(&crate::crd::Direction::Egress),
             }
         });
     let pod_security = (c.pod_security.enabled
@@ -192,13 +197,20 @@ pub fn wants<'a>(
     wants
 }
 
-/// Workloads in a namespace that the Pod Security admission would reject at `want`.
-pub fn rejected_workloads(namespace: &str, want: PodSecurityWant, index: &Index) -> usize {
+/// The objects in a namespace that the Pod Security admission would reject at `level` and
+/// `version`, as `Kind/namespace/name`, sorted: what an `enforce` label there waits for.
+pub fn rejected(
+    namespace: &str,
+    level: PodSecurityLevel,
+    version: Version,
+    index: &Index,
+) -> Vec<String> {
     index
         .workloads_in(namespace)
         .iter()
-        .filter(|w| !w.failing_controls(want.level, want.version).is_empty())
-        .count()
+        .filter(|w| !w.failing_controls(level, version).is_empty())
+        .map(|w| format!("{}/{namespace}/{}", w.kind, w.name))
+        .collect()
 }
 
 /// The Pod Security labels onus wants on a namespace, given its current labels: never lower
@@ -232,7 +244,7 @@ pub fn pod_security_labels(
     // enforcement off again.
     if want.force_enforce
         || strictness(current.get(PSA_ENFORCE)) >= strictness(Some(&level))
-        || rejected_workloads(namespace, want, index) == 0
+        || rejected(namespace, want.level, want.version, index).is_empty()
     {
         set(PSA_ENFORCE, PSA_ENFORCE_VERSION);
     }
@@ -401,7 +413,7 @@ pub fn preview(policy: &ResponsibilityPolicy, index: &Index) -> Preview {
     }
     for (ns, want) in &wants {
         if let Some(p) = want.pod_security.filter(|p| !p.force_enforce) {
-            let rejected = rejected_workloads(ns, p, index);
+            let rejected = rejected(ns, p.level, p.version, index).len();
             if rejected > 0 {
                 out.enforce_waiting.push((ns.clone(), rejected));
             }
