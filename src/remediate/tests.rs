@@ -141,29 +141,43 @@ fn a_stricter_label_someone_set_is_never_lowered() {
     );
 }
 
+/// What onus applies for `controls`, projected back as the watch would see it.
+fn applied(index: &mut Index, controls: serde_json::Value) -> ResponsibilityPolicy {
+    let p = enforce("p", controls);
+    for action in converge(std::slice::from_ref(&p), index) {
+        if let Action::ApplyNetworkPolicy {
+            namespace,
+            deny,
+            policies,
+        } = action
+        {
+            let np =
+                serde_json::from_value(crate::enforce::default_deny(&namespace, deny, &policies))
+                    .expect("network policy");
+            index.network_policies.apply(
+                Key::new(Some(&namespace), DEFAULT_DENY),
+                facts::network_policy(&np),
+            );
+        }
+    }
+    p
+}
+
 #[test]
 fn a_remediation_in_place_is_not_applied_again() {
-    let mut index = cluster(&[]);
-    let p = enforce(
-        "p",
-        json!({"podSecurity": {"enabled": false}, "serviceAccounts": {"enabled": false}}),
-    );
-    index.network_policies.apply(
-        Key::new(Some("shop"), DEFAULT_DENY),
-        Some(NetworkPolicyFact {
-            denies_ingress: true,
-            onus: Some(OnusDeny {
-                deny: DenySpec {
-                    ingress: true,
-                    egress: false,
-                    dns: true,
-                },
-                policies: "p".into(),
-            }),
-            ..Default::default()
-        }),
-    );
-    assert_eq!(converge(&[p], &index), []);
+    // Every network setting, including the defaults (ingress only, DNS allowed): what onus
+    // applied must read back as the same want, or it would be applied on every change.
+    for network in [
+        json!({}),
+        json!({"defaultDeny": ["Ingress", "Egress"]}),
+        json!({"defaultDeny": ["Ingress", "Egress"], "allowDNS": false}),
+        json!({"defaultDeny": ["Egress"]}),
+    ] {
+        let mut index = cluster(&[]);
+        let controls = json!({"podSecurity": {"enabled": false}, "serviceAccounts": {"enabled": false}, "network": network});
+        let p = applied(&mut index, controls);
+        assert_eq!(converge(&[p], &index), [], "{network}");
+    }
 }
 
 #[test]
