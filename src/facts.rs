@@ -51,6 +51,10 @@ pub struct NamespaceFact {
     pub onus_labels: bool,
     /// Being deleted: nothing can be created in it any more, and everything in it goes.
     pub terminating: bool,
+    /// Pod Security label keys that onus's server-side apply owns (from managedFields).
+    pub onus_owned: BTreeSet<String>,
+    /// Pod Security label values onus replaced, to restore when it lets go.
+    pub previous: BTreeMap<String, String>,
 }
 
 /// Label on every object onus creates.
@@ -59,6 +63,8 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "onus");
 pub const MANAGED_ANNOTATION: &str = "onus.dev/managed";
 /// Annotation naming the policies an onus-created object serves.
 pub const POLICIES_ANNOTATION: &str = "onus.dev/policies";
+/// Annotation on a namespace with the Pod Security label values onus replaced (JSON object).
+pub const PREVIOUS_ANNOTATION: &str = "onus.dev/previous-labels";
 /// Name of the default-deny NetworkPolicy onus creates in Enforce mode.
 pub const DEFAULT_DENY: &str = "onus-default-deny";
 
@@ -162,11 +168,46 @@ fn strip_meta(meta: &ObjectMeta) -> ObjectMeta {
 
 /// Projects a namespace.
 pub fn namespace(ns: &Namespace) -> Option<NamespaceFact> {
+    let previous = ns
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PREVIOUS_ANNOTATION))
+        // Unreadable (edited by hand): restore nothing rather than guess.
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default();
     Some(NamespaceFact {
         labels: ns.metadata.labels.clone().unwrap_or_default(),
         onus_labels: has_annotation(&ns.metadata, MANAGED_ANNOTATION),
         terminating: ns.metadata.deletion_timestamp.is_some(),
+        onus_owned: applied_labels(&ns.metadata, crate::FIELD_MANAGER, POD_SECURITY_PREFIX),
+        previous,
     })
+}
+
+const POD_SECURITY_PREFIX: &str = "pod-security.kubernetes.io/";
+
+/// The label keys starting with `prefix` that `manager` owns through server-side apply.
+fn applied_labels(meta: &ObjectMeta, manager: &str, prefix: &str) -> BTreeSet<String> {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.manager.as_deref() == Some(manager) && m.operation.as_deref() == Some("Apply")
+        })
+        .filter_map(|m| {
+            m.fields_v1
+                .as_ref()?
+                .0
+                .get("f:metadata")?
+                .get("f:labels")?
+                .as_object()
+        })
+        .flat_map(|labels| labels.keys())
+        .filter_map(|k| k.strip_prefix("f:"))
+        .filter(|k| k.starts_with(prefix))
+        .map(String::from)
+        .collect()
 }
 
 fn has_annotation(meta: &ObjectMeta, key: &str) -> bool {
