@@ -92,7 +92,7 @@ pub async fn execute(client: &Client, action: &Action) -> Result<(), kube::Error
             let mut annotations = json!({MANAGED_ANNOTATION: "pod-security-labels"});
             if !previous.is_empty() {
                 annotations[PREVIOUS_ANNOTATION] = serde_json::to_string(previous)
-                    .map_err(|e| kube::Error::SerdeError(e))?
+                    .map_err(kube::Error::SerdeError)?
                     .into();
             }
             let body = json!({
