@@ -460,3 +460,6 @@ pub fn preview(policy: &ResponsibilityPolicy, index: &Index) -> Preview {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

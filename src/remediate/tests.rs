@@ -426,3 +426,38 @@ fn a_terminating_namespace_is_neither_remediated_nor_released() {
     let p = enforce("p", json!({}));
     assert_eq!(converge(&[p], &index), []);
 }
+
+#[test]
+fn an_invalid_spec_holds_the_last_valid_one_from_status() {
+    let index = cluster(&[]);
+    let valid = enforce("p", json!({}));
+    let held = spec_to_record(&valid).expect("an Enforce spec is recorded");
+    // Invalid: a family in Enforce under an Audit policy.
+    let mut edited = policy(
+        "p",
+        json!({"serviceModel": "PaaS", "mode": "Audit", "controls": {"network": {"mode": "Enforce"}}}),
+    );
+    assert!(
+        wants([&edited], &index, false).is_empty(),
+        "nothing recorded yet"
+    );
+    edited.status = Some(crate::crd::ResponsibilityPolicyStatus {
+        enforced_spec: Some(held.clone()),
+        ..Default::default()
+    });
+    assert_eq!(
+        wants([&edited], &index, false),
+        wants([&valid], &index, false)
+    );
+    assert_eq!(
+        spec_to_record(&edited),
+        Some(held),
+        "kept across reconciles"
+    );
+
+    // A valid switch to Audit is the release.
+    let mut audit = policy("p", json!({"serviceModel": "PaaS", "mode": "Audit"}));
+    audit.status = edited.status.clone();
+    assert!(wants([&audit], &index, false).is_empty());
+    assert_eq!(spec_to_record(&audit), None);
+}
