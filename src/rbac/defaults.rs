@@ -194,7 +194,7 @@ fn aggregate(
 }
 
 /// Label selector semantics (matchLabels and matchExpressions; an empty selector selects all).
-fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub(super) fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let by_labels = selector
         .match_labels
         .iter()

@@ -1,6 +1,6 @@
 //! RBAC effective-grant analysis: who can do what, through which binding (IAM-01..IAM-08).
 //!
-//! Every non-system binding is followed to the role it references; the role's rules are then
+//! Every binding is followed to the role it references; the role's rules are then
 //! matched the way the Kubernetes RBAC authorizer matches a request (verb, API group, resource
 //! with subresource, `*` wildcards, `*/subresource`). A role nobody binds grants nothing; a
 //! RoleBinding to a ClusterRole grants it inside the binding's namespace only.
@@ -315,13 +315,22 @@ fn evaluate_binding(
     cache: &mut CapabilityCache,
     out: &mut Findings,
 ) {
-    // What a customer subject gets: the binding's IAM-01 and everything the role grants.
+    let is_default = |subject: &SubjectId<'_>| binding.is_default_subject(subject);
+    let ids: Vec<SubjectId<'_>> = binding
+        .subjects
+        .iter()
+        .map(|s| SubjectId::of(s, binding.namespace))
+        .collect();
+    // What a customer subject gets: the binding's IAM-01 and everything the role grants. Not
+    // computed when every subject is a default one (most bindings of a cluster).
     let mut violations: Vec<(&'static str, String)> = Vec::new();
-    if let Some(d) = cluster_admin_detail(binding) {
-        violations.push(("IAM-01", d));
-    }
-    if let Some(role) = role {
-        violations.extend(permission_violations(binding, role, role.rules, cache));
+    if !ids.iter().all(is_default) {
+        if let Some(d) = cluster_admin_detail(binding) {
+            violations.push(("IAM-01", d));
+        }
+        if let Some(role) = role {
+            violations.extend(permission_violations(binding, role, role.rules, cache));
+        }
     }
     // What a default subject of a default binding gets: only the role's non-default rules.
     let non_default = role.filter(|r| !r.judged.is_empty());
@@ -332,10 +341,9 @@ fn evaluate_binding(
         _ => Vec::new(),
     };
     let role_text = role_text(binding.role_ref, role.is_some());
-    for subject in binding.subjects {
-        let id = SubjectId::of(subject, binding.namespace);
+    for (subject, id) in binding.subjects.iter().zip(&ids) {
         let display = id.display();
-        let default = binding.is_default_subject(&id);
+        let default = is_default(id);
         let found = if default {
             &default_violations
         } else {

@@ -4,7 +4,8 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::rbac::defaults::{aggregated_default_rules, kubernetes_version};
+use crate::rbac::defaults::{aggregated_default_rules, kubernetes_version, selects};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
 /// The committed data, read independently of the module under test.
 const DATA: &str = include_str!("../bootstrap-v1.37.json");
@@ -358,4 +359,37 @@ fn default_role_names_in_other_namespaces_are_customer_objects() {
     ];
     let findings = with_defaults(s);
     assert_eq!(controls(&findings), ["IAM-02", "IAM-03"]);
+}
+
+#[test]
+fn aggregation_selectors_follow_label_selector_semantics() {
+    let labels = BTreeMap::from([("tier".to_owned(), "web".to_owned())]);
+    let expr = |operator: &str, values: &[&str]| LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "tier".to_owned(),
+            operator: operator.to_owned(),
+            values: Some(strings(values)),
+        }]),
+        ..LabelSelector::default()
+    };
+    let by_labels = |k: &str, v: &str| LabelSelector {
+        match_labels: Some(BTreeMap::from([(k.to_owned(), v.to_owned())])),
+        ..LabelSelector::default()
+    };
+    let cases = [
+        (LabelSelector::default(), true),
+        (by_labels("tier", "web"), true),
+        (by_labels("tier", "db"), false),
+        (by_labels("other", "web"), false),
+        (expr("In", &["db", "web"]), true),
+        (expr("In", &["db"]), false),
+        (expr("NotIn", &["db"]), true),
+        (expr("NotIn", &["web"]), false),
+        (expr("Exists", &[]), true),
+        (expr("DoesNotExist", &[]), false),
+        (expr("Bogus", &[]), false),
+    ];
+    for (selector, expected) in cases {
+        assert_eq!(selects(&selector, &labels), expected, "{selector:?}");
+    }
 }
