@@ -124,7 +124,7 @@ async fn look_alikes_of_kubernetes_defaults_are_judged_like_customer_grants() {
     };
     env.wait_status(&policy, "defaults pass", untouched).await;
 
-    let _cleanup = Cleanup(env.cp);
+    let cleanup = Cleanup(env.cp);
     // A binding that only looks like Kubernetes' own by its name.
     kubectl_ok(
         env.cp,
@@ -205,7 +205,7 @@ async fn look_alikes_of_kubernetes_defaults_are_judged_like_customer_grants() {
         assert_eq!(control(&s, id).result, Pass, "{id}: {:?}", control(&s, id));
     }
 
-    drop(_cleanup);
+    drop(cleanup);
     env.wait_status(&policy, "defaults pass again", untouched)
         .await;
 }
