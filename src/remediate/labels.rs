@@ -157,3 +157,6 @@ pub fn restore(fact: &NamespaceFact) -> BTreeMap<String, String> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
