@@ -67,3 +67,42 @@ fn a_weakened_label_onus_repairs_is_not_remembered_as_the_value_to_restore() {
         "on release onus would write enforce=privileged where there was no label"
     );
 }
+
+/// The owner's `enforce=baseline`, which onus applied too while restricted waited (ownership
+/// shared), is raised once nothing would be rejected: the owner loses the field to onus, so
+/// onus must remember baseline to restore it.
+#[test]
+fn raising_a_level_shared_with_its_owner_remembers_the_owner_value() {
+    let index = Index::default();
+    let fact = NamespaceFact {
+        labels: labelled(&[(PSA_ENFORCE, "baseline"), (PSA_ENFORCE_VERSION, "latest")]),
+        onus_labels: true,
+        onus_owned: owned_keys(&[PSA_ENFORCE, PSA_ENFORCE_VERSION]),
+        onus_shared: owned_keys(&[PSA_ENFORCE]),
+        ..Default::default()
+    };
+    let plan = plan_labels("shop", want(), &fact, &index);
+    assert_eq!(
+        plan.labels.get(PSA_ENFORCE).map(String::as_str),
+        Some("restricted")
+    );
+    assert_eq!(
+        plan.previous.get(PSA_ENFORCE).map(String::as_str),
+        Some("baseline")
+    );
+}
+
+/// A label onus and another manager both apply keeps the other's value when onus lets go: a
+/// forced restore of what onus once replaced would overwrite it.
+#[test]
+fn a_label_another_manager_also_applies_is_not_restored_over() {
+    let fact = NamespaceFact {
+        labels: labelled(&[(PSA_ENFORCE, "restricted")]),
+        onus_labels: true,
+        onus_owned: owned_keys(&[PSA_ENFORCE]),
+        onus_shared: owned_keys(&[PSA_ENFORCE]),
+        previous: labelled(&[(PSA_ENFORCE, "baseline")]),
+        ..Default::default()
+    };
+    assert_eq!(restore(&fact), BTreeMap::new());
+}
