@@ -183,3 +183,121 @@ async fn a_level_shared_with_the_owner_then_raised_is_restored_on_release() {
         "the owner's enforce=baseline must come back"
     );
 }
+
+fn kubectl_succeeds(env: &TestEnv, args: &[&str]) -> bool {
+    env.cp
+        .kubectl()
+        .args(args)
+        .output()
+        .expect("kubectl")
+        .status
+        .success()
+}
+
+/// A ValidatingAdmissionPolicy refusing to delete NetworkPolicies in `ns`, in effect on return.
+async fn forbid_network_policy_deletion(env: &TestEnv, ns: &str) -> String {
+    let name = format!("{}-keep-netpol", env.id);
+    env.create(
+        None,
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{"apiGroups": ["networking.k8s.io"],
+                    "apiVersions": ["v1"], "operations": ["DELETE"],
+                    "resources": ["networkpolicies"]}]},
+                "validations": [{"expression": "false", "message": "NetworkPolicies stay here"}]
+            }
+        }),
+    )
+    .await;
+    env.create(None, json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        }
+    }))
+    .await;
+    // The admission plugin loads policies asynchronously: wait until it refuses.
+    until("the admission policy refuses deletion", async || {
+        !kubectl_succeeds(
+            env,
+            &[
+                "delete",
+                "networkpolicy",
+                "onus-default-deny",
+                "-n",
+                ns,
+                "--dry-run=server",
+            ],
+        )
+    })
+    .await;
+    name
+}
+
+/// The last Enforce policy is deleted while the API server refuses the release (its finalizer
+/// goes anyway, so the deletion is not held up). README: what was refused "is retried by later
+/// convergences". With no policy left, nothing reconciles: once the refusal is lifted, the
+/// release must still happen.
+#[tokio::test]
+async fn a_release_refused_while_the_last_policy_goes_is_retried() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::start("release-retry").await;
+    let ns = env.namespace("retry", &[]).await;
+    let policy = env
+        .apply_policy("p", json!({"serviceModel": "PaaS", "mode": "Enforce"}))
+        .await;
+    until("onus-default-deny applied", async || {
+        kubectl_succeeds(
+            &env,
+            &["get", "networkpolicy", "onus-default-deny", "-n", &ns],
+        )
+    })
+    .await;
+    let vap = forbid_network_policy_deletion(&env, &ns).await;
+
+    Api::<ResponsibilityPolicy>::all(env.client.clone())
+        .delete(&policy, &Default::default())
+        .await
+        .expect("delete policy");
+    until("policy gone", async || {
+        Api::<ResponsibilityPolicy>::all(env.client.clone())
+            .get_opt(&policy)
+            .await
+            .expect("get")
+            .is_none()
+    })
+    .await;
+    until("the other remediations released", async || {
+        !labels(&env.client, &ns).await.contains_key(WARN)
+    })
+    .await;
+    assert!(
+        kubectl_succeeds(
+            &env,
+            &["get", "networkpolicy", "onus-default-deny", "-n", &ns]
+        ),
+        "the release of the NetworkPolicy was refused"
+    );
+
+    for kind in [
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicy",
+    ] {
+        env.delete(None, "admissionregistration.k8s.io/v1", kind, &vap)
+            .await;
+    }
+    until("the refused release retried", async || {
+        !kubectl_succeeds(
+            &env,
+            &["get", "networkpolicy", "onus-default-deny", "-n", &ns],
+        )
+    })
+    .await;
+}
