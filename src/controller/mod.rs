@@ -208,6 +208,9 @@ pub async fn run(
         recorded: Mutex::new(BTreeSet::new()),
         announced_violations: Mutex::new(HashMap::new()),
     });
+    // Refused actions are retried when due even when no policy is left to reconcile (the last
+    // one was deleted while its release was refused).
+    let _retries = AbortOnDrop(tokio::spawn(retry_refused(ctx.clone())));
     controller
         .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown)
@@ -221,6 +224,25 @@ pub async fn run(
         .await;
     settings.readiness.set_synced(false);
 }
+
+/// Converges whenever a refused action is due, whether or not a policy reconciles.
+async fn retry_refused(ctx: Arc<Context>) {
+    loop {
+        let due = ctx.converging.lock().await.next_retry();
+        if due.is_some_and(|at| at <= Instant::now()) {
+            converge::converge(&ctx).await;
+        }
+        // Also a floor: a refusal that stays due can never spin.
+        let wait = due.map_or(RETRY_POLL, |at| {
+            at.saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(100), RETRY_POLL)
+        });
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// How often [`retry_refused`] looks for new refusals while none is due.
+const RETRY_POLL: Duration = Duration::from_secs(1);
 
 const WORKLOAD_KINDS: [WorkloadKind; 7] = [
     WorkloadKind::Deployment,
