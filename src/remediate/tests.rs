@@ -373,6 +373,32 @@ fn a_foreign_object_with_onus_name_is_left_alone() {
     assert_eq!(converge(&[p], &index), []);
 }
 
+/// Attack: whoever may create NetworkPolicies in a namespace creates an allow-all one named
+/// `onus-default-deny` first. onus rightly leaves it alone, but must not then report the
+/// default-deny as in place ("every safe remediation is in place").
+#[test]
+fn a_foreign_allow_all_object_with_onus_name_is_not_reported_as_remediated() {
+    let mut index = cluster(&[]);
+    index.network_policies.apply(
+        Key::new(Some("shop"), DEFAULT_DENY),
+        Some(NetworkPolicyFact {
+            foreign_name: true,
+            allows_all: vec!["Ingress"],
+            ..Default::default()
+        }),
+    );
+    let p = enforce(
+        "p",
+        json!({"podSecurity": {"enabled": false}, "serviceAccounts": {"enabled": false}}),
+    );
+    assert_eq!(
+        converge(std::slice::from_ref(&p), &index),
+        [],
+        "still theirs"
+    );
+    assert_eq!(preview(&p, &index).network_policies, 1);
+}
+
 #[test]
 fn a_provider_owned_control_is_not_remediated() {
     let index = cluster(&[]);
