@@ -669,6 +669,20 @@ mod tests {
         );
     }
 
+    /// A forged marker would make every convergence plan (and announce) a release of a setting
+    /// onus never made.
+    #[test]
+    fn a_managed_marker_someone_else_wrote_on_the_default_service_account_is_not_trusted() {
+        let sa: ServiceAccount = from(json!({"metadata": {
+            "name": "default",
+            "annotations": {"onus.dev/managed": "automountServiceAccountToken"},
+            "managedFields": [{"manager": "kubectl-annotate", "operation": "Update",
+                "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {
+                    "f:annotations": {"f:onus.dev/managed": {}}}}}]
+        }}));
+        assert!(!default_service_account(&sa).expect("fact").onus_managed);
+    }
+
     #[test]
     fn only_the_default_service_account_is_kept() {
         let sa: ServiceAccount = from(json!({"metadata": {"name": "builder"}}));
