@@ -479,7 +479,12 @@ pub fn network_policy(np: &NetworkPolicy) -> Option<NetworkPolicyFact> {
 pub fn default_service_account(sa: &ServiceAccount) -> Option<DefaultServiceAccountFact> {
     (sa.metadata.name.as_deref() == Some("default")).then_some(DefaultServiceAccountFact {
         automount: sa.automount_service_account_token,
-        onus_managed: has_annotation(&sa.metadata, MANAGED_ANNOTATION),
+        // Only onus's own marker: a forged one would have onus "release" a setting it never
+        // made, announcing it on every convergence.
+        onus_managed: has_annotation(&sa.metadata, MANAGED_ANNOTATION)
+            && applied_keys(&sa.metadata, "f:annotations", MANAGED_ANNOTATION)
+                .0
+                .contains(MANAGED_ANNOTATION),
     })
 }
 
