@@ -210,7 +210,15 @@ pub async fn run(
     });
     // Refused actions are retried when due even when no policy is left to reconcile (the last
     // one was deleted while its release was refused).
-    let _retries = AbortOnDrop(tokio::spawn(retry_refused(ctx.clone())));
+    // They stop with the shutdown (leadership lost), like the reconciles.
+    let retries = retry_refused(ctx.clone());
+    let stop = shutdown.clone();
+    let _retries = AbortOnDrop(tokio::spawn(async move {
+        tokio::select! {
+            () = retries => {}
+            () = stop => {}
+        }
+    }));
     controller
         .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown)
