@@ -301,3 +301,35 @@ async fn a_release_refused_while_the_last_policy_goes_is_retried() {
     })
     .await;
 }
+
+/// A careless `kubectl label --overwrite ...enforce=privileged` on a namespace onus labelled
+/// (it had no enforce label before) is drift: onus puts restricted back, and must not remember
+/// privileged as the value to restore when it lets go.
+#[tokio::test]
+async fn a_label_overwritten_by_hand_is_not_restored_on_release() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::start("overwrite").await;
+    let ns = env.namespace("overwrite", &[]).await;
+    let policy = env.apply_policy("p", enforce_restricted()).await;
+    wait_label(&env, &ns, ENFORCE, "restricted").await;
+
+    kubectl_ok(
+        env.cp,
+        &[
+            "label",
+            "--overwrite",
+            "namespace",
+            &ns,
+            &format!("{ENFORCE}=privileged"),
+        ],
+    );
+    wait_label(&env, &ns, ENFORCE, "restricted").await;
+
+    delete_and_wait_release(&env, &policy, &ns).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        label(&env.client, &ns, ENFORCE).await,
+        None,
+        "there was no enforce label before onus"
+    );
+}
