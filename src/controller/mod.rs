@@ -211,7 +211,7 @@ pub async fn run(
     // Refused actions are retried when due even when no policy is left to reconcile (the last
     // one was deleted while its release was refused).
     // They stop with the shutdown (leadership lost), like the reconciles.
-    let retries = retry_refused(ctx.clone());
+    let retries = converge::retry_refused(ctx.clone());
     let stop = shutdown.clone();
     let _retries = AbortOnDrop(tokio::spawn(async move {
         tokio::select! {
@@ -232,25 +232,6 @@ pub async fn run(
         .await;
     settings.readiness.set_synced(false);
 }
-
-/// Converges whenever a refused action is due, whether or not a policy reconciles.
-async fn retry_refused(ctx: Arc<Context>) {
-    loop {
-        let due = ctx.converging.lock().await.next_retry();
-        if due.is_some_and(|at| at <= Instant::now()) {
-            converge::converge(&ctx).await;
-        }
-        // Also a floor: a refusal that stays due can never spin.
-        let wait = due.map_or(RETRY_POLL, |at| {
-            at.saturating_duration_since(Instant::now())
-                .clamp(Duration::from_millis(100), RETRY_POLL)
-        });
-        tokio::time::sleep(wait).await;
-    }
-}
-
-/// How often [`retry_refused`] looks for new refusals while none is due.
-const RETRY_POLL: Duration = Duration::from_secs(1);
 
 const WORKLOAD_KINDS: [WorkloadKind; 7] = [
     WorkloadKind::Deployment,
