@@ -276,15 +276,19 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
             .network_policies
             .get(&Key::new(Some(ns), DEFAULT_DENY));
         if let Some(deny) = want.deny {
-            let in_place = np
-                .and_then(|f| f.onus.as_ref())
-                .is_some_and(|o| match mode {
-                    PlanMode::Converge => o.deny == deny && o.policies == policies.join(","),
-                    PlanMode::Preview => {
-                        o.deny.ingress >= deny.ingress && o.deny.egress >= deny.egress
-                    }
-                });
-            let foreign = np.is_some_and(|f| f.foreign_name);
+            let in_place = match mode {
+                PlanMode::Converge => np
+                    .and_then(|f| f.onus.as_ref())
+                    .is_some_and(|o| o.deny == deny && o.policies == policies.join(",")),
+                // What the object does counts, whoever made it: a foreign one that denies
+                // less is still to do, never reported as in place.
+                PlanMode::Preview => np.is_some_and(|f| {
+                    f.denies_ingress >= deny.ingress && f.denies_egress >= deny.egress
+                }),
+            };
+            // onus never takes over a foreign object with its name; the preview keeps counting
+            // it as pending so the status does not claim a default-deny that is not there.
+            let foreign = np.is_some_and(|f| f.foreign_name) && mode == PlanMode::Converge;
             if !in_place && !foreign {
                 actions.push(Action::ApplyNetworkPolicy {
                     namespace: ns.clone(),

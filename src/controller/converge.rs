@@ -180,6 +180,25 @@ pub(super) async fn converge(ctx: &Context) {
     }
 }
 
+/// Converges whenever a refused action is due, whether or not a policy reconciles.
+pub(super) async fn retry_refused(ctx: Arc<Context>) {
+    loop {
+        let due = ctx.converging.lock().await.next_retry();
+        if due.is_some_and(|at| at <= Instant::now()) {
+            converge(&ctx).await;
+        }
+        // Also a floor: a refusal that stays due can never spin.
+        let wait = due.map_or(RETRY_POLL, |at| {
+            at.saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(100), RETRY_POLL)
+        });
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// How often [`retry_refused`] looks for new refusals while none is due.
+const RETRY_POLL: Duration = Duration::from_secs(1);
+
 /// The API server's own words for a refused request.
 fn refusal(error: &kube::Error) -> String {
     match error {

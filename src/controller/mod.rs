@@ -208,6 +208,17 @@ pub async fn run(
         recorded: Mutex::new(BTreeSet::new()),
         announced_violations: Mutex::new(HashMap::new()),
     });
+    // Refused actions are retried when due even when no policy is left to reconcile (the last
+    // one was deleted while its release was refused).
+    // They stop with the shutdown (leadership lost), like the reconciles.
+    let retries = converge::retry_refused(ctx.clone());
+    let stop = shutdown.clone();
+    let _retries = AbortOnDrop(tokio::spawn(async move {
+        tokio::select! {
+            () = retries => {}
+            () = stop => {}
+        }
+    }));
     controller
         .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown)

@@ -129,11 +129,22 @@ pub fn plan_labels(
             // A stricter label someone else set: theirs, left as it is.
             continue;
         }
-        if !owned {
-            for (k, v) in [(key, &value), (version_key, &value_version)] {
-                if let Some(old) = fact.labels.get(k).filter(|old| *old != v) {
-                    plan.previous.entry(k.to_string()).or_insert(old.clone());
-                }
+        // onus applies a mode and its version together: while it still owns the version alone,
+        // a mode value it does not own was written over onus's own (drift, e.g. `kubectl label
+        // --overwrite`), not a value onus found there and may restore.
+        let overwritten = !owned
+            && fact.onus_labels
+            && fact.onus_owned.contains(version_key)
+            && !fact.onus_shared.contains(version_key);
+        for (k, v) in [(key, &value), (version_key, &value_version)] {
+            // A value someone else set, or also applies, is theirs to get back (a co-owner loses
+            // its hold on the field when onus changes it).
+            let theirs = (!owned && !overwritten) || fact.onus_shared.contains(k);
+            if !theirs {
+                continue;
+            }
+            if let Some(old) = fact.labels.get(k).filter(|old| *old != v) {
+                plan.previous.entry(k.to_string()).or_insert(old.clone());
             }
         }
         plan.labels.insert(key.to_string(), value);
@@ -149,11 +160,15 @@ pub fn plan_labels(
 }
 
 /// What onus restores when it lets go of a namespace's labels: the values it replaced, for
-/// the keys it still owns (a key someone else took back is theirs).
+/// the keys it alone still owns (a key someone else took back, or also applies, is theirs: the
+/// restore is forced and would overwrite their value).
 pub fn restore(fact: &NamespaceFact) -> BTreeMap<String, String> {
     fact.previous
         .iter()
-        .filter(|(k, _)| fact.onus_owned.contains(*k))
+        .filter(|(k, _)| fact.onus_owned.contains(*k) && !fact.onus_shared.contains(*k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

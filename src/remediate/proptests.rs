@@ -150,6 +150,13 @@ fn cluster(namespaces: &[NamespaceArb]) -> Index {
     index
 }
 
+/// Whether a manager other than onus owns the label `key` (the namespace owner, who labelled
+/// it before onus came, or the manager that restored it).
+fn owner_owns(fact: &NamespaceFact, key: &str) -> bool {
+    fact.labels.contains_key(key)
+        && (!fact.onus_owned.contains(key) || fact.onus_shared.contains(key))
+}
+
 /// What the API server does with an action, as the watches would then report it.
 fn simulate(index: &mut Index, action: &Action) {
     let ns = action.namespace().to_string();
@@ -171,26 +178,38 @@ fn simulate(index: &mut Index, action: &Action) {
             labels, previous, ..
         } => {
             let mut fact = index.namespaces.get(&ns_key).cloned().unwrap_or_default();
-            // Server-side apply: fields onus owned and no longer applies are removed.
+            // Server-side apply: applying the value another manager set shares the field with
+            // it; applying another value takes it over.
+            let shared = labels
+                .iter()
+                .filter(|(k, v)| owner_owns(&fact, k) && fact.labels.get(*k) == Some(*v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            // Fields onus alone owned and no longer applies are removed.
             for gone in fact
                 .onus_owned
                 .difference(&labels.keys().cloned().collect())
             {
-                fact.labels.remove(gone);
+                if !fact.onus_shared.contains(gone) {
+                    fact.labels.remove(gone);
+                }
             }
             fact.labels.extend(labels.clone());
             fact.onus_owned = labels.keys().cloned().collect();
+            fact.onus_shared = shared;
             fact.previous = previous.clone();
             fact.onus_labels = true;
             index.namespaces.apply(ns_key, Some(fact));
         }
         Action::ReleasePodSecurityLabels { restore, .. } => {
             let mut fact = index.namespaces.get(&ns_key).cloned().unwrap_or_default();
-            for owned in &fact.onus_owned {
+            for owned in fact.onus_owned.difference(&fact.onus_shared) {
                 fact.labels.remove(owned);
             }
+            // Put back under another manager (`onus-restore`).
             fact.labels.extend(restore.clone());
             fact.onus_owned = BTreeSet::new();
+            fact.onus_shared = BTreeSet::new();
             fact.previous = BTreeMap::new();
             fact.onus_labels = false;
             index.namespaces.apply(ns_key, Some(fact));
@@ -301,5 +320,48 @@ proptest! {
             prop_assert!(i2 >= i1 && g2 >= g1, "{ns}: a default-deny direction was removed");
             prop_assert!(t2 >= t1, "{ns}: the default token was turned back on");
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Letting go puts back the `enforce` label each namespace had before onus came, whatever
+    /// onus enforced meanwhile (also after raising it once workloads were fixed).
+    #[test]
+    fn releasing_puts_back_the_enforce_label_found(
+        namespaces in proptest::collection::vec(namespace_arb(), 3),
+        policies in proptest::collection::vec(policy_arb(), 1..4),
+        fixed in proptest::collection::vec(any::<bool>(), 3),
+    ) {
+        let mut index = cluster(&namespaces);
+        let enforce_labels = |index: &Index| -> Vec<Option<String>> {
+            NAMESPACES
+                .iter()
+                .map(|ns| {
+                    index
+                        .namespaces
+                        .get(&Key::new(None, ns))
+                        .and_then(|f| f.labels.get(PSA_ENFORCE).cloned())
+                })
+                .collect()
+        };
+        let found = enforce_labels(&index);
+        let policies: Vec<ResponsibilityPolicy> =
+            policies.iter().enumerate().map(|(i, p)| to_policy(i, p)).collect();
+        converge(&policies, &mut index)?;
+        // Workloads fixed meanwhile: onus raises what it could not enforce yet.
+        for ((ns, arb), fix) in NAMESPACES.iter().zip(&namespaces).zip(&fixed) {
+            if *fix {
+                for i in 0..arb.workloads.len() {
+                    index
+                        .workloads_mut(facts::WorkloadKind::Deployment)
+                        .delete(&Key::new(Some(ns), &format!("w{i}")));
+                }
+            }
+        }
+        converge(&policies, &mut index)?;
+        converge(&[], &mut index)?;
+        prop_assert_eq!(enforce_labels(&index), found);
     }
 }

@@ -461,3 +461,5 @@ fn an_invalid_spec_holds_the_last_valid_one_from_status() {
     assert!(wants([&audit], &index, false).is_empty());
     assert_eq!(spec_to_record(&audit), None);
 }
+
+mod attack;
