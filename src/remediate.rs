@@ -55,6 +55,10 @@ pub struct NamespaceWant {
     pub deny: Option<DenySpec>,
     pub pod_security: Option<PodSecurityWant>,
     pub disable_default_token: bool,
+    /// A policy governing the namespace has an invalid spec and holds its last valid one:
+    /// nothing here is weakened (what a later valid generation applied may not be recorded
+    /// yet), only strengthened.
+    pub hold: bool,
 }
 
 /// One change to the cluster.
@@ -156,6 +160,7 @@ fn add_policy(
     spec: &ResponsibilityPolicySpec,
     index: &Index,
     preview: bool,
+    hold: bool,
 ) {
     let c = &spec.controls;
     let deny =
@@ -214,6 +219,7 @@ fn add_policy(
             });
         }
         want.disable_default_token |= token;
+        want.hold |= hold;
     }
 }
 
@@ -236,7 +242,8 @@ pub fn wants<'a>(
         };
         if let Some(spec) = spec {
             let name = policy.metadata.name.as_deref().unwrap_or_default();
-            add_policy(&mut wants, name, &spec, index, preview);
+            let hold = !preview && validate(&policy.spec).is_err();
+            add_policy(&mut wants, name, &spec, index, preview, hold);
         }
     }
     wants
@@ -275,7 +282,17 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
         let np = index
             .network_policies
             .get(&Key::new(Some(ns), DEFAULT_DENY));
-        if let Some(deny) = want.deny {
+        let held_deny = np.and_then(|f| f.onus.as_ref()).filter(|_| want.hold);
+        let deny = match (want.deny, held_deny) {
+            (Some(d), Some(h)) => Some(DenySpec {
+                ingress: d.ingress || h.deny.ingress,
+                egress: d.egress || h.deny.egress,
+                dns: if d.egress { d.dns } else { h.deny.dns },
+            }),
+            (None, Some(h)) => Some(h.deny),
+            (d, None) => d,
+        };
+        if let Some(deny) = deny {
             let in_place = match mode {
                 PlanMode::Converge => np
                     .and_then(|f| f.onus.as_ref())
@@ -306,8 +323,13 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
         match (want.pod_security, ns_fact) {
             (Some(p), Some(fact)) => {
                 let LabelPlan {
-                    labels, previous, ..
+                    mut labels,
+                    previous,
+                    ..
                 } = plan_labels(ns, p, fact, index);
+                if want.hold {
+                    hold_labels(&mut labels, fact);
+                }
                 let in_place = match mode {
                     PlanMode::Converge => {
                         (fact.onus_labels || labels.is_empty())
@@ -334,7 +356,7 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
                     });
                 }
             }
-            (None, Some(fact)) if fact.onus_labels => {
+            (None, Some(fact)) if fact.onus_labels && !want.hold => {
                 actions.push(Action::ReleasePodSecurityLabels {
                     namespace: ns.clone(),
                     restore: labels::restore(fact),
@@ -354,7 +376,7 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
                     policies,
                 });
             }
-        } else if sa.is_some_and(|f| f.onus_managed) {
+        } else if sa.is_some_and(|f| f.onus_managed) && !want.hold {
             actions.push(Action::ReleaseDefaultToken {
                 namespace: ns.clone(),
             });
@@ -364,6 +386,27 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
         actions.extend(release_elsewhere(wants, index));
     }
     actions
+}
+
+/// Keeps every Pod Security label onus owns at least as strict as it is (with its version):
+/// a held namespace is never weakened.
+fn hold_labels(labels: &mut BTreeMap<String, String>, fact: &crate::facts::NamespaceFact) {
+    for (mode, version) in labels::MODES {
+        let Some(current) = fact
+            .labels
+            .get(mode)
+            .filter(|_| fact.onus_owned.contains(mode))
+        else {
+            continue;
+        };
+        if strictness(labels.get(mode)) < strictness(Some(current)) {
+            labels.insert(mode.to_string(), current.clone());
+            match fact.labels.get(version) {
+                Some(v) => labels.insert(version.to_string(), v.clone()),
+                None => labels.remove(version),
+            };
+        }
+    }
 }
 
 /// Releases everything onus set in namespaces that no policy wants anything in any more.

@@ -22,7 +22,7 @@ use crate::{
 use super::{PodSecurityWant, rejected};
 
 /// The Pod Security mode labels with their version labels.
-const MODES: [(&str, &str); 3] = [
+pub(super) const MODES: [(&str, &str); 3] = [
     (PSA_ENFORCE, PSA_ENFORCE_VERSION),
     (PSA_WARN, PSA_WARN_VERSION),
     (PSA_AUDIT, PSA_AUDIT_VERSION),

@@ -39,6 +39,8 @@ enum Tighten {
     Restrict(usize),
     AddEgress(usize),
     TokenOff(usize),
+    /// An edit that fails validation (and would relax everything if it were taken as valid).
+    Invalidate(usize),
 }
 
 fn policy_arb() -> impl Strategy<Value = PolicyArb> {
@@ -79,6 +81,7 @@ fn tighten_arb() -> impl Strategy<Value = Tighten> {
         (0usize..4).prop_map(Tighten::Restrict),
         (0usize..4).prop_map(Tighten::AddEgress),
         (0usize..4).prop_map(Tighten::TokenOff),
+        (0usize..4).prop_map(Tighten::Invalidate),
     ]
 }
 
@@ -293,7 +296,19 @@ proptest! {
         let before: Vec<ResponsibilityPolicy> =
             policies.iter().enumerate().map(|(i, p)| to_policy(i, p)).collect();
         converge(&before, &mut index)?;
-        let first = protection(&index);
+        let mut first = protection(&index);
+        if let Tighten::Invalidate(i) = tighten
+            && i < policies.len()
+        {
+            // Generation 6 of policy i (stricter) is applied before its status records it;
+            // the invalid generation 7 then holds the recorded generation 5.
+            let mut applied = policies.clone();
+            applied[i] = PolicyArb { restricted: true, egress: true, token_off: true, ..applied[i].clone() };
+            let applied: Vec<ResponsibilityPolicy> =
+                applied.iter().enumerate().map(|(i, p)| to_policy(i, p)).collect();
+            converge(&applied, &mut index)?;
+            first = protection(&index);
+        }
 
         if let Some((ns, kind)) = admitted {
             let ns = NAMESPACES[ns];
@@ -302,14 +317,27 @@ proptest! {
                 .apply(Key::new(Some(ns), "w9"), workload(ns, 9, kind));
         }
         let mut after = policies.clone();
-        match tighten {
+        match tighten.clone() {
             Tighten::Add(p) => after.push(p),
             Tighten::Restrict(i) => if let Some(p) = after.get_mut(i) { p.restricted = true },
             Tighten::AddEgress(i) => if let Some(p) = after.get_mut(i) { p.egress = true },
             Tighten::TokenOff(i) => if let Some(p) = after.get_mut(i) { p.token_off = true },
+            Tighten::Invalidate(_) => {}
         }
-        let after: Vec<ResponsibilityPolicy> =
+        let mut after: Vec<ResponsibilityPolicy> =
             after.iter().enumerate().map(|(i, p)| to_policy(i, p)).collect();
+        if let Tighten::Invalidate(i) = tighten
+            && let Some(p) = after.get_mut(i)
+        {
+            let record = spec_to_record(p);
+            p.spec.mode = Mode::Audit;
+            p.spec.controls.network.mode = Some(Mode::Enforce);
+            p.spec.controls.pod_security.level = PodSecurityLevel::Baseline;
+            p.status = Some(crate::crd::ResponsibilityPolicyStatus {
+                enforced_spec: record,
+                ..Default::default()
+            });
+        }
         converge(&after, &mut index)?;
         let second = protection(&index);
 
