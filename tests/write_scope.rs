@@ -1,8 +1,9 @@
 //! "No write without a change", proven from the API server's audit log rather than from
 //! onus's own logs: once a policy has converged, churn that changes nothing onus cares about
-//! (compliant Pods and Deployments created and updated in the governed namespaces) must cause
-//! no write by onus at all, and every write onus makes over a whole test must be to an object
-//! it is allowed to touch.
+//! (compliant Pods and Deployments created and updated in the governed namespaces, foreign
+//! metadata on the Namespaces and ServiceAccounts onus remediates) must cause no write by
+//! onus at all, and every write onus makes over a whole test must be to an object it is
+//! allowed to touch.
 //!
 //! The operator runs as a user of its own (`onus-operator-<mode>`), so its requests are told
 //! apart from the test's, which are the admin's. onus's clean-up releases what no policy of its
@@ -151,7 +152,8 @@ fn compliant_pod(name: &str) -> Pod {
 }
 
 /// Creates and updates compliant Pods and Deployments in the governed namespaces for
-/// [`CHURN`]: labels, annotations and images change, Deployments roll out new ReplicaSets.
+/// [`CHURN`]: labels, annotations and images change, Deployments roll out new ReplicaSets; the
+/// Namespaces and `default` ServiceAccounts get labels and annotations onus does not own.
 /// Returns how many requests it made.
 async fn churn(env: &TestEnv, namespaces: &[String]) -> usize {
     let params = PatchParams::default();
@@ -194,6 +196,20 @@ async fn churn(env: &TestEnv, namespaces: &[String]) -> usize {
             .await
             .unwrap_or_else(|e| panic!("updating deployment {ns}/{dep}: {e}"));
         requests += 3;
+        if tick.is_multiple_of(5) {
+            // Metadata onus does not own, on the very objects it remediates.
+            let note = json!({"metadata": {"annotations": {"churn/at": tick.to_string()},
+                                           "labels": {"team": format!("t{tick}")}}});
+            Api::<Namespace>::all(env.client.clone())
+                .patch(ns, &params, &Patch::Merge(&note))
+                .await
+                .unwrap_or_else(|e| panic!("annotating namespace {ns}: {e}"));
+            Api::<ServiceAccount>::namespaced(env.client.clone(), ns)
+                .patch("default", &params, &Patch::Merge(&note))
+                .await
+                .unwrap_or_else(|e| panic!("annotating {ns}/default: {e}"));
+            requests += 2;
+        }
         tick += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -279,7 +295,9 @@ async fn no_write_without_a_change(
         .iter()
         .filter(|e| in_window(e) && e.user == "onus-testenv-admin")
         .filter(|e| !e.user_agent.starts_with("kube-controller-manager"))
-        .filter(|e| ["pods", "deployments"].contains(&e.resource.as_str()))
+        .filter(|e| {
+            ["pods", "deployments", "namespaces", "serviceaccounts"].contains(&e.resource.as_str())
+        })
         .count();
     assert!(
         churned == requests,
