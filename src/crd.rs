@@ -59,17 +59,24 @@ pub struct ResponsibilityPolicySpec {
     ).message("matchExpressions: operator must be In or NotIn with values, or Exists or DoesNotExist without values"))]
     pub namespace_selector: Option<LabelSelector>,
 
-    /// Namespaces never governed (provider and system space).
-    #[serde(default = "default_excluded_namespaces")]
-    #[schemars(extend("default" = default_excluded_namespaces()))]
+    /// Namespaces never governed, in addition to Kubernetes' own (kube-system, kube-public,
+    /// kube-node-lease), which are always excluded unless listed in includeSystemNamespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_namespaces: Vec<String>,
+
+    /// Kubernetes' own namespaces this policy governs all the same. Off by default: an Enforce
+    /// policy there can cut off cluster DNS and the CNI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set", "items" = {"type": "string", "enum": SYSTEM_NAMESPACES}))]
+    pub include_system_namespaces: Vec<String>,
 
     /// Per-family settings of the controls.
     #[serde(default)]
     pub controls: Controls,
 
-    /// Explicit ownership overrides; shown in status next to the model default.
+    /// Explicit ownership overrides; shown in status next to the model default. One per control.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["control"]))]
     pub responsibilities: Vec<Responsibility>,
 
     /// Time-limited, justified exemptions from controls.
@@ -77,11 +84,25 @@ pub struct ResponsibilityPolicySpec {
     pub exceptions: Vec<Exception>,
 }
 
-/// Namespaces that belong to Kubernetes itself.
-pub fn default_excluded_namespaces() -> Vec<String> {
-    ["kube-system", "kube-public", "kube-node-lease"]
-        .map(String::from)
-        .to_vec()
+/// Namespaces that belong to Kubernetes itself: never governed unless a policy names them in
+/// `includeSystemNamespaces`.
+pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+/// Schema of a control id: one of the catalog's, so `kubectl apply` refuses a typo.
+fn control_id(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "enum": control_ids()})
+}
+
+/// Schema of a non-empty list of control ids.
+fn control_ids_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array", "minItems": 1,
+        "items": {"type": "string", "enum": control_ids()},
+    })
+}
+
+fn control_ids() -> Vec<&'static str> {
+    crate::catalog::CATALOG.iter().map(|c| c.id).collect()
 }
 
 /// Cloud service model.
@@ -332,7 +353,7 @@ impl Default for ServiceAccountControls {
 #[serde(rename_all = "camelCase")]
 pub struct Responsibility {
     /// Control id, e.g. NET-04.
-    #[schemars(regex(pattern = r"^[A-Z]{3}-[0-9]{2}$"))]
+    #[schemars(schema_with = "control_id")]
     pub control: String,
     pub owner: Owner,
     /// Why the owner differs from the model default.
@@ -345,7 +366,7 @@ pub struct Responsibility {
 #[serde(rename_all = "camelCase")]
 pub struct Exception {
     /// Control ids the exception covers.
-    #[schemars(length(min = 1), inner(regex(pattern = r"^[A-Z]{3}-[0-9]{2}$")))]
+    #[schemars(schema_with = "control_ids_list")]
     pub controls: Vec<String>,
     /// Namespaces it applies in; empty means every governed namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -387,6 +408,19 @@ pub struct ResponsibilityPolicyStatus {
     /// Enforce mode: remediations still to apply. Audit mode: what Enforce would change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediation: Option<RemediationStatus>,
+    /// The last valid spec in Enforce mode, and its generation: while the current spec is
+    /// invalid, onus keeps enforcing this one (an invalid edit never releases a protection),
+    /// also across restarts. Absent when the policy audits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforced_spec: Option<EnforcedSpec>,
+}
+
+/// A spec onus enforces, with the generation it came from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcedSpec {
+    pub generation: i64,
+    pub spec: ResponsibilityPolicySpec,
 }
 
 /// Safe remediations per kind, counted in namespaces.

@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 
 use crate::{
     FIELD_MANAGER,
-    facts::{DEFAULT_DENY, DenySpec, MANAGED_ANNOTATION, MANAGED_BY, POLICIES_ANNOTATION},
+    facts::{
+        DEFAULT_DENY, DenySpec, MANAGED_ANNOTATION, MANAGED_BY, POLICIES_ANNOTATION,
+        PREVIOUS_ANNOTATION,
+    },
     remediate::Action,
 };
 
@@ -53,6 +56,10 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
+/// The field manager that puts back label values onus replaced. Not onus's own: the restored
+/// values belong to the namespace again, and onus's next apply treats them as someone else's.
+pub const RESTORE_MANAGER: &str = "onus-restore";
+
 /// Carries out one action.
 pub async fn execute(client: &Client, action: &Action) -> Result<(), kube::Error> {
     match action {
@@ -77,22 +84,38 @@ pub async fn execute(client: &Client, action: &Action) -> Result<(), kube::Error
             }
         }
         Action::ApplyPodSecurityLabels {
-            namespace, labels, ..
+            namespace,
+            labels,
+            previous,
+            ..
         } => {
+            let mut annotations = json!({MANAGED_ANNOTATION: "pod-security-labels"});
+            if !previous.is_empty() {
+                annotations[PREVIOUS_ANNOTATION] = serde_json::to_string(previous)
+                    .map_err(kube::Error::SerdeError)?
+                    .into();
+            }
             let body = json!({
                 "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": namespace, "labels": labels,
-                             "annotations": {MANAGED_ANNOTATION: "pod-security-labels"}},
+                "metadata": {"name": namespace, "labels": labels, "annotations": annotations},
             });
             Api::<Namespace>::all(client.clone())
                 .patch(namespace, &apply_params(), &Patch::Apply(&body))
                 .await?;
         }
-        Action::ReleasePodSecurityLabels { namespace } => {
+        Action::ReleasePodSecurityLabels { namespace, restore } => {
+            let api = Api::<Namespace>::all(client.clone());
+            if !restore.is_empty() {
+                // First the old values under another manager, then onus lets go: the labels are
+                // never absent in between.
+                let body = json!({"apiVersion": "v1", "kind": "Namespace",
+                                  "metadata": {"name": namespace, "labels": restore}});
+                let params = PatchParams::apply(RESTORE_MANAGER).force();
+                api.patch(namespace, &params, &Patch::Apply(&body)).await?;
+            }
             let body =
                 json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
-            Api::<Namespace>::all(client.clone())
-                .patch(namespace, &apply_params(), &Patch::Apply(&body))
+            api.patch(namespace, &apply_params(), &Patch::Apply(&body))
                 .await?;
         }
         Action::DisableDefaultToken { namespace, .. } => {
@@ -164,8 +187,24 @@ pub fn describe(action: &Action) -> String {
                 set.join(", ")
             )
         }
-        Action::ReleasePodSecurityLabels { namespace } => {
+        Action::ReleasePodSecurityLabels { namespace, restore } if restore.is_empty() => {
             format!("removed onus's Pod Security labels from namespace {namespace}")
+        }
+        Action::ReleasePodSecurityLabels { namespace, restore } => {
+            let restored: Vec<String> = restore
+                .iter()
+                .filter(|(k, _)| !k.ends_with("-version"))
+                .map(|(k, v)| {
+                    format!(
+                        "{}={v}",
+                        k.trim_start_matches("pod-security.kubernetes.io/")
+                    )
+                })
+                .collect();
+            format!(
+                "removed onus's Pod Security labels from namespace {namespace}, restoring {}",
+                restored.join(", ")
+            )
         }
         Action::DisableDefaultToken { namespace, .. } => {
             format!("set automountServiceAccountToken=false on ServiceAccount {namespace}/default")

@@ -117,7 +117,10 @@ pub fn governs(
     name: &str,
     labels: &BTreeMap<String, String>,
 ) -> bool {
-    !spec.excluded_namespaces.iter().any(|n| n == name)
+    let system = crate::crd::SYSTEM_NAMESPACES.contains(&name)
+        && !spec.include_system_namespaces.iter().any(|n| n == name);
+    !system
+        && !spec.excluded_namespaces.iter().any(|n| n == name)
         && spec
             .namespace_selector
             .as_ref()

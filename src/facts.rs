@@ -51,6 +51,12 @@ pub struct NamespaceFact {
     pub onus_labels: bool,
     /// Being deleted: nothing can be created in it any more, and everything in it goes.
     pub terminating: bool,
+    /// Pod Security label keys that onus's server-side apply owns (from managedFields).
+    pub onus_owned: BTreeSet<String>,
+    /// Of those, the keys another manager owns too: it keeps them when onus lets go.
+    pub onus_shared: BTreeSet<String>,
+    /// Pod Security label values onus replaced, to restore when it lets go.
+    pub previous: BTreeMap<String, String>,
 }
 
 /// Label on every object onus creates.
@@ -59,6 +65,8 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "onus");
 pub const MANAGED_ANNOTATION: &str = "onus.dev/managed";
 /// Annotation naming the policies an onus-created object serves.
 pub const POLICIES_ANNOTATION: &str = "onus.dev/policies";
+/// Annotation on a namespace with the Pod Security label values onus replaced (JSON object).
+pub const PREVIOUS_ANNOTATION: &str = "onus.dev/previous-labels";
 /// Name of the default-deny NetworkPolicy onus creates in Enforce mode.
 pub const DEFAULT_DENY: &str = "onus-default-deny";
 
@@ -162,11 +170,62 @@ fn strip_meta(meta: &ObjectMeta) -> ObjectMeta {
 
 /// Projects a namespace.
 pub fn namespace(ns: &Namespace) -> Option<NamespaceFact> {
+    let (onus_owned, onus_shared) = applied_keys(&ns.metadata, "f:labels", POD_SECURITY_PREFIX);
+    // onus's marker and record count only while onus's own apply owns them: anyone who may
+    // annotate the namespace could otherwise make onus "restore" a weaker label on release
+    // (writing or overwriting the annotation takes the field from onus).
+    let (onus_annotations, _) = applied_keys(&ns.metadata, "f:annotations", "onus.dev/");
+    let previous = ns
+        .metadata
+        .annotations
+        .as_ref()
+        .filter(|_| onus_annotations.contains(PREVIOUS_ANNOTATION))
+        .and_then(|a| a.get(PREVIOUS_ANNOTATION))
+        // Unreadable (edited by hand): restore nothing rather than guess.
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default();
     Some(NamespaceFact {
         labels: ns.metadata.labels.clone().unwrap_or_default(),
-        onus_labels: has_annotation(&ns.metadata, MANAGED_ANNOTATION),
+        onus_labels: has_annotation(&ns.metadata, MANAGED_ANNOTATION)
+            && onus_annotations.contains(MANAGED_ANNOTATION),
         terminating: ns.metadata.deletion_timestamp.is_some(),
+        onus_owned,
+        onus_shared,
+        previous,
     })
+}
+
+const POD_SECURITY_PREFIX: &str = "pod-security.kubernetes.io/";
+
+/// The keys of `metadata.<field>` (`f:labels`, `f:annotations`) starting with `prefix` that
+/// onus's server-side apply owns, and those of them another manager owns too.
+fn applied_keys(
+    meta: &ObjectMeta,
+    field: &str,
+    prefix: &str,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut onus = BTreeSet::new();
+    let mut others = BTreeSet::new();
+    for entry in meta.managed_fields.iter().flatten() {
+        let mine = entry.manager.as_deref() == Some(crate::FIELD_MANAGER)
+            && entry.operation.as_deref() == Some("Apply");
+        let keys = entry
+            .fields_v1
+            .as_ref()
+            .and_then(|f| f.0.get("f:metadata")?.get(field)?.as_object())
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .filter_map(|k| k.strip_prefix("f:"))
+            .filter(|k| k.starts_with(prefix))
+            .map(String::from);
+        if mine {
+            onus.extend(keys);
+        } else {
+            others.extend(keys);
+        }
+    }
+    let shared = onus.intersection(&others).cloned().collect();
+    (onus, shared)
 }
 
 fn has_annotation(meta: &ObjectMeta, key: &str) -> bool {
@@ -420,7 +479,12 @@ pub fn network_policy(np: &NetworkPolicy) -> Option<NetworkPolicyFact> {
 pub fn default_service_account(sa: &ServiceAccount) -> Option<DefaultServiceAccountFact> {
     (sa.metadata.name.as_deref() == Some("default")).then_some(DefaultServiceAccountFact {
         automount: sa.automount_service_account_token,
-        onus_managed: has_annotation(&sa.metadata, MANAGED_ANNOTATION),
+        // Only onus's own marker: a forged one would have onus "release" a setting it never
+        // made, announcing it on every convergence.
+        onus_managed: has_annotation(&sa.metadata, MANAGED_ANNOTATION)
+            && applied_keys(&sa.metadata, "f:annotations", MANAGED_ANNOTATION)
+                .0
+                .contains(MANAGED_ANNOTATION),
     })
 }
 
@@ -527,3 +591,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod ownership_tests;

@@ -73,6 +73,7 @@ struct Inner {
     reconcile_errors: Family<CategoryLabels, Counter>,
     reconcile_duration: Histogram,
     watch_events: Family<KindLabels, Counter>,
+    remediation_failures: Family<KindLabels, Counter>,
     detection_latency: Histogram,
     leader: Gauge,
     /// The control series last written per policy, so stale ones can be removed.
@@ -138,6 +139,12 @@ impl Metrics {
             "Watch events received, by kind of watched object",
             watch_events.clone(),
         );
+        let remediation_failures = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "remediation_failures",
+            "Enforce-mode changes the API server refused, by kind of object",
+            remediation_failures.clone(),
+        );
         let detection_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         registry.register_with_unit(
             "detection_latency",
@@ -162,6 +169,7 @@ impl Metrics {
                 reconcile_errors,
                 reconcile_duration,
                 watch_events,
+                remediation_failures,
                 detection_latency,
                 leader,
                 controls_of: Mutex::new(HashMap::new()),
@@ -251,6 +259,14 @@ impl Metrics {
         self.inner
             .reconcile_errors
             .get_or_create(&CategoryLabels { category })
+            .inc();
+    }
+
+    /// Counts one remediation the API server refused, by the kind of object it changes.
+    pub fn remediation_failure(&self, kind: &'static str) {
+        self.inner
+            .remediation_failures
+            .get_or_create(&KindLabels { kind })
             .inc();
     }
 

@@ -4,29 +4,47 @@
 //! Overlapping policies: all Enforce policies are merged per namespace and the strictest wins
 //! (union of default-deny directions, DNS open if any policy opens it, the highest Pod Security
 //! level and newest version, token off if any asks). Each object has one owner, onus, and an
-//! annotation lists the policies it serves. onus never lowers a Pod Security label that is
-//! stricter than what the policies ask for, whoever set it.
+//! annotation lists the policies it serves. Pod Security labels follow [`labels`]: never lowered
+//! as a side effect, and restored rather than removed when onus lets go.
+//!
+//! A policy whose current spec is invalid keeps the remediations of its last valid spec (kept in
+//! its status): an invalid edit never releases anything; only deleting the policy or switching
+//! it to Audit does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use crate::{
     catalog::{Fix, control_by_id},
-    crd::{Mode, Owner, PodSecurityLevel, ResponsibilityPolicy},
+    crd::{
+        EnforcedSpec, Mode, Owner, PodSecurityLevel, ResponsibilityPolicy, ResponsibilityPolicySpec,
+    },
     evaluate::{
-        PSA_AUDIT, PSA_AUDIT_VERSION, PSA_ENFORCE, PSA_ENFORCE_VERSION, PSA_WARN, PSA_WARN_VERSION,
-        level_name, owner_of, pod_security_version, selected_namespaces, strictness,
+        PSA_AUDIT, PSA_ENFORCE, PSA_WARN, owner_of, pod_security_version, selected_namespaces,
+        strictness,
     },
     facts::{DEFAULT_DENY, DenySpec},
     index::{Index, Key},
     podsecurity::Version,
+    validate::validate,
 };
+
+pub mod labels;
+
+pub use labels::{LabelPlan, Waiting, plan_labels};
 
 /// Pod Security labelling wanted for one namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PodSecurityWant {
+    /// The strictest level asked for.
     pub level: PodSecurityLevel,
+    /// The newest version asked for.
     pub version: Version,
-    pub force_enforce: bool,
+    /// The strictest level a policy with `forceEnforce` asks for: forced regardless of the
+    /// workloads it would reject (a policy forces only its own level).
+    pub forced: Option<PodSecurityLevel>,
 }
 
 /// What the policies want in one namespace.
@@ -54,12 +72,17 @@ pub enum Action {
     ApplyPodSecurityLabels {
         namespace: String,
         labels: BTreeMap<String, String>,
+        /// Values onus replaced, kept on the namespace to be restored on release.
+        previous: BTreeMap<String, String>,
         policies: Vec<String>,
         /// Someone weakened a label onus had set.
         restores: bool,
     },
-    /// Give up onus's Pod Security labels.
-    ReleasePodSecurityLabels { namespace: String },
+    /// Give up onus's Pod Security labels, putting back the values it replaced.
+    ReleasePodSecurityLabels {
+        namespace: String,
+        restore: BTreeMap<String, String>,
+    },
     /// Set `automountServiceAccountToken: false` on the `default` ServiceAccount.
     DisableDefaultToken {
         namespace: String,
@@ -76,7 +99,7 @@ impl Action {
             Action::ApplyNetworkPolicy { namespace, .. }
             | Action::DeleteNetworkPolicy { namespace }
             | Action::ApplyPodSecurityLabels { namespace, .. }
-            | Action::ReleasePodSecurityLabels { namespace }
+            | Action::ReleasePodSecurityLabels { namespace, .. }
             | Action::DisableDefaultToken { namespace, .. }
             | Action::ReleaseDefaultToken { namespace } => namespace,
         }
@@ -86,12 +109,11 @@ impl Action {
 /// Which families a policy remediates: Enforce policies per their family modes; with
 /// `preview`, every family not explicitly in Audit (what switching to Enforce would do).
 fn enforcing(
-    policy: &ResponsibilityPolicy,
+    spec: &ResponsibilityPolicySpec,
     family_mode: Option<Mode>,
     control: &str,
     preview: bool,
 ) -> bool {
-    let spec = &policy.spec;
     let mode = if preview { Mode::Enforce } else { spec.mode };
     // Only what the catalog calls safe, and only what the customer (or both) owns.
     let remediable = control_by_id(control)
@@ -106,48 +128,63 @@ fn newest(a: Version, b: Version) -> Version {
     }
 }
 
+/// The spec whose remediations a policy holds: the current one when it is valid, otherwise
+/// the last valid one in Enforce mode recorded in its status (none: nothing to hold).
+pub fn enforced_spec(policy: &ResponsibilityPolicy) -> Option<Cow<'_, ResponsibilityPolicySpec>> {
+    if validate(&policy.spec).is_ok() {
+        return Some(Cow::Borrowed(&policy.spec));
+    }
+    let held = policy.status.as_ref()?.enforced_spec.as_ref()?;
+    Some(Cow::Borrowed(&held.spec))
+}
+
+/// What the status records for [`enforced_spec`] to find after an invalid edit or a restart.
+pub fn spec_to_record(policy: &ResponsibilityPolicy) -> Option<EnforcedSpec> {
+    if validate(&policy.spec).is_err() {
+        return policy.status.as_ref()?.enforced_spec.clone();
+    }
+    (policy.spec.mode == Mode::Enforce).then(|| EnforcedSpec {
+        generation: policy.metadata.generation.unwrap_or_default(),
+        spec: policy.spec.clone(),
+    })
+}
+
 /// Adds one policy's wants to `wants`.
 fn add_policy(
     wants: &mut BTreeMap<String, NamespaceWant>,
-    policy: &ResponsibilityPolicy,
+    name: &str,
+    spec: &ResponsibilityPolicySpec,
     index: &Index,
     preview: bool,
 ) {
-    let spec = &policy.spec;
-    if policy.metadata.deletion_timestamp.is_some() {
-        return;
-    }
     let c = &spec.controls;
     let deny =
-        (c.network.enabled && enforcing(policy, c.network.mode, "NET-01", preview)).then(|| {
+        (c.network.enabled && enforcing(spec, c.network.mode, "NET-01", preview)).then(|| {
+            let egress = c
+                .network
+                .default_deny
+                .contains(&crate::crd::Direction::Egress);
             DenySpec {
                 ingress: true,
-                egress: c
-                    .network
-                    .default_deny
-                    .contains(&crate::crd::Direction::Egress),
+                egress,
                 // Without egress deny there is nothing to allow: the cluster reads onus's
                 // NetworkPolicy back without an allowance, and the two must compare equal.
-                dns: c.network.allow_dns
-                    && c.network
-                        .default_deny
-                        .contains(&crate::crd::Direction::Egress),
+                dns: c.network.allow_dns && egress,
             }
         });
     let pod_security = (c.pod_security.enabled
-        && enforcing(policy, c.pod_security.mode, "WKL-01", preview))
+        && enforcing(spec, c.pod_security.mode, "WKL-01", preview))
     .then(|| PodSecurityWant {
         level: c.pod_security.level,
         version: pod_security_version(spec),
-        force_enforce: c.pod_security.force_enforce,
+        forced: c.pod_security.force_enforce.then_some(c.pod_security.level),
     });
     let token = c.service_accounts.enabled
         && !c.service_accounts.automount_default_token
-        && enforcing(policy, c.service_accounts.mode, "IAM-09", preview);
+        && enforcing(spec, c.service_accounts.mode, "IAM-09", preview);
     if deny.is_none() && pod_security.is_none() && !token {
         return;
     }
-    let name = policy.metadata.name.clone().unwrap_or_default();
     let terminating = |ns: &String| {
         index
             .namespaces
@@ -159,13 +196,9 @@ fn add_policy(
         .filter(|ns| !terminating(ns))
     {
         let want = wants.entry(ns).or_default();
-        want.policies.insert(name.clone());
+        want.policies.insert(name.to_string());
         if let Some(d) = deny {
-            let merged = want.deny.get_or_insert(DenySpec {
-                ingress: false,
-                egress: false,
-                dns: false,
-            });
+            let merged = want.deny.get_or_insert(DenySpec::default());
             merged.ingress |= d.ingress;
             merged.egress |= d.egress;
             merged.dns |= d.dns;
@@ -176,7 +209,7 @@ fn add_policy(
                 Some(q) => PodSecurityWant {
                     level: p.level.max(q.level),
                     version: newest(p.version, q.version),
-                    force_enforce: p.force_enforce || q.force_enforce,
+                    forced: p.forced.max(q.forced),
                 },
             });
         }
@@ -192,7 +225,19 @@ pub fn wants<'a>(
 ) -> BTreeMap<String, NamespaceWant> {
     let mut wants = BTreeMap::new();
     for policy in policies {
-        add_policy(&mut wants, policy, index, preview);
+        // A policy being deleted wants nothing: what it held is released.
+        if policy.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let spec = if preview {
+            Some(Cow::Borrowed(&policy.spec))
+        } else {
+            enforced_spec(policy)
+        };
+        if let Some(spec) = spec {
+            let name = policy.metadata.name.as_deref().unwrap_or_default();
+            add_policy(&mut wants, name, &spec, index, preview);
+        }
     }
     wants
 }
@@ -213,44 +258,6 @@ pub fn rejected(
         .collect()
 }
 
-/// The Pod Security labels onus wants on a namespace, given its current labels: never lower
-/// a stricter level already there; `enforce` only once no existing workload would be rejected
-/// (or when forced).
-pub fn pod_security_labels(
-    namespace: &str,
-    want: PodSecurityWant,
-    current: &BTreeMap<String, String>,
-    index: &Index,
-) -> BTreeMap<String, String> {
-    let level = level_name(want.level).to_string();
-    let version = want.version.to_string();
-    let mut labels = BTreeMap::new();
-    let mut set = |mode: &str, version_key: &str| {
-        let have = current.get(mode);
-        if strictness(have) > strictness(Some(&level)) {
-            // Keep the stricter value (sharing it), and its version if it has one.
-            labels.insert(mode.to_string(), have.cloned().unwrap_or_default());
-            if let Some(v) = current.get(version_key) {
-                labels.insert(version_key.to_string(), v.clone());
-            }
-        } else {
-            labels.insert(mode.to_string(), level.clone());
-            labels.insert(version_key.to_string(), version.clone());
-        }
-    };
-    set(PSA_WARN, PSA_WARN_VERSION);
-    set(PSA_AUDIT, PSA_AUDIT_VERSION);
-    // Once enforcing at this level, keep it: a Deployment admitted later must not switch
-    // enforcement off again.
-    if want.force_enforce
-        || strictness(current.get(PSA_ENFORCE)) >= strictness(Some(&level))
-        || rejected(namespace, want.level, want.version, index).is_empty()
-    {
-        set(PSA_ENFORCE, PSA_ENFORCE_VERSION);
-    }
-    labels
-}
-
 /// How [`plan`] compares wants with the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanMode {
@@ -269,15 +276,19 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
             .network_policies
             .get(&Key::new(Some(ns), DEFAULT_DENY));
         if let Some(deny) = want.deny {
-            let in_place = np
-                .and_then(|f| f.onus.as_ref())
-                .is_some_and(|o| match mode {
-                    PlanMode::Converge => o.deny == deny && o.policies == policies.join(","),
-                    PlanMode::Preview => {
-                        o.deny.ingress >= deny.ingress && o.deny.egress >= deny.egress
-                    }
-                });
-            let foreign = np.is_some_and(|f| f.foreign_name);
+            let in_place = match mode {
+                PlanMode::Converge => np
+                    .and_then(|f| f.onus.as_ref())
+                    .is_some_and(|o| o.deny == deny && o.policies == policies.join(",")),
+                // What the object does counts, whoever made it: a foreign one that denies
+                // less is still to do, never reported as in place.
+                PlanMode::Preview => np.is_some_and(|f| {
+                    f.denies_ingress >= deny.ingress && f.denies_egress >= deny.egress
+                }),
+            };
+            // onus never takes over a foreign object with its name; the preview keeps counting
+            // it as pending so the status does not claim a default-deny that is not there.
+            let foreign = np.is_some_and(|f| f.foreign_name) && mode == PlanMode::Converge;
             if !in_place && !foreign {
                 actions.push(Action::ApplyNetworkPolicy {
                     namespace: ns.clone(),
@@ -294,9 +305,21 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
         let ns_fact = index.namespaces.get(&Key::new(None, ns));
         match (want.pod_security, ns_fact) {
             (Some(p), Some(fact)) => {
-                let labels = pod_security_labels(ns, p, &fact.labels, index);
-                let in_place =
-                    fact.onus_labels && labels.iter().all(|(k, v)| fact.labels.get(k) == Some(v));
+                let LabelPlan {
+                    labels, previous, ..
+                } = plan_labels(ns, p, fact, index);
+                let in_place = match mode {
+                    PlanMode::Converge => {
+                        (fact.onus_labels || labels.is_empty())
+                            && previous == fact.previous
+                            && labels.iter().all(|(k, v)| fact.labels.get(k) == Some(v))
+                    }
+                    // Other policies may have asked for more: at least as strict will do.
+                    PlanMode::Preview => labels.iter().all(|(k, v)| {
+                        k.ends_with("-version")
+                            || strictness(fact.labels.get(k)) >= strictness(Some(v))
+                    }),
+                };
                 if !in_place {
                     let restores = fact.onus_labels
                         && [PSA_ENFORCE, PSA_WARN, PSA_AUDIT]
@@ -305,6 +328,7 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
                     actions.push(Action::ApplyPodSecurityLabels {
                         namespace: ns.clone(),
                         labels,
+                        previous,
                         policies: policies.clone(),
                         restores,
                     });
@@ -313,6 +337,7 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
             (None, Some(fact)) if fact.onus_labels => {
                 actions.push(Action::ReleasePodSecurityLabels {
                     namespace: ns.clone(),
+                    restore: labels::restore(fact),
                 });
             }
             _ => {}
@@ -363,6 +388,7 @@ fn release_elsewhere(wants: &BTreeMap<String, NamespaceWant>, index: &Index) -> 
         if ns.onus_labels && !wanted(&key.name) {
             actions.push(Action::ReleasePodSecurityLabels {
                 namespace: key.name.clone(),
+                restore: labels::restore(ns),
             });
         }
     }
@@ -377,14 +403,23 @@ fn release_elsewhere(wants: &BTreeMap<String, NamespaceWant>, index: &Index) -> 
     actions
 }
 
+/// A namespace whose `enforce` label waits for a stricter level.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceWaiting {
+    pub namespace: String,
+    /// The `enforce` value in place meanwhile.
+    pub enforced: Option<String>,
+    pub waiting: Waiting,
+}
+
 /// Remediation summary of one policy for its status.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Preview {
     pub network_policies: u32,
     pub pod_security_labels: u32,
     pub service_accounts: u32,
-    /// Namespaces where `enforce` waits, with the number of workloads it would reject.
-    pub enforce_waiting: Vec<(String, usize)>,
+    /// Namespaces where the wanted `enforce` level waits for existing workloads.
+    pub enforce_waiting: Vec<NamespaceWaiting>,
 }
 
 impl Preview {
@@ -412,10 +447,15 @@ pub fn preview(policy: &ResponsibilityPolicy, index: &Index) -> Preview {
         }
     }
     for (ns, want) in &wants {
-        if let Some(p) = want.pod_security.filter(|p| !p.force_enforce) {
-            let rejected = rejected(ns, p.level, p.version, index).len();
-            if rejected > 0 {
-                out.enforce_waiting.push((ns.clone(), rejected));
+        let fact = index.namespaces.get(&Key::new(None, ns));
+        if let (Some(p), Some(fact)) = (want.pod_security, fact) {
+            let plan = plan_labels(ns, p, fact, index);
+            if let Some(waiting) = plan.waiting {
+                out.enforce_waiting.push(NamespaceWaiting {
+                    namespace: ns.clone(),
+                    enforced: plan.enforced,
+                    waiting,
+                });
             }
         }
     }
@@ -424,3 +464,6 @@ pub fn preview(policy: &ResponsibilityPolicy, index: &Index) -> Preview {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

@@ -10,7 +10,7 @@ use crate::{
         ResponsibilityPolicyStatus, Summary,
     },
     evaluate::Evaluation,
-    remediate::Preview,
+    remediate::{NamespaceWaiting, Preview},
 };
 
 /// At most this many example offenders per control; counts stay exact.
@@ -67,10 +67,34 @@ fn counts_against_customer(owner: Owner) -> bool {
     owner != Owner::Provider
 }
 
-/// The status of a valid policy.
+/// One namespace's waiting `enforce` label, e.g. `enforce=baseline in shop; restricted waits
+/// for 1 workload (Deployment/shop/rootapp)`.
+pub fn waiting_message(w: &NamespaceWaiting) -> String {
+    let ns = &w.namespace;
+    let now = match &w.enforced {
+        Some(level) => format!("enforce={level} in {ns}"),
+        None => format!("no enforce label in {ns}"),
+    };
+    let objects = &w.waiting.objects;
+    let mut sample: Vec<&str> = objects.iter().take(3).map(String::as_str).collect();
+    if objects.len() > sample.len() {
+        sample.push("…");
+    }
+    format!(
+        "{now}; {} waits for {} workload{} ({})",
+        crate::evaluate::level_name(w.waiting.level),
+        objects.len(),
+        if objects.len() == 1 { "" } else { "s" },
+        sample.join(", ")
+    )
+}
+
+/// The status of a valid policy. `failures` are the remediations the API server refused in
+/// the policy's namespaces (each naming the object and the server's message).
 pub fn evaluated(
     eval: &Evaluation,
     preview: &Preview,
+    failures: &[String],
     mode: Mode,
     generation: Option<i64>,
     previous: Option<&ResponsibilityPolicyStatus>,
@@ -171,10 +195,29 @@ pub fn evaluated(
         .enforce_waiting
         .iter()
         .take(MAX_EXAMPLES)
-        .map(|(ns, n)| format!("{ns}: {n} workloads would be rejected"))
+        .map(waiting_message)
         .collect();
     if mode == Mode::Enforce {
-        if preview.is_done() {
+        if !failures.is_empty() {
+            let mut shown: Vec<&str> = failures
+                .iter()
+                .take(MAX_EXAMPLES)
+                .map(String::as_str)
+                .collect();
+            if failures.len() > shown.len() {
+                shown.push("…");
+            }
+            conditions.set(
+                ENFORCED,
+                false,
+                "RemediationFailed",
+                format!(
+                    "{} remediations refused (retrying): {}",
+                    failures.len(),
+                    shown.join("; ")
+                ),
+            );
+        } else if preview.is_done() {
             conditions.set(
                 ENFORCED,
                 true,
@@ -224,6 +267,7 @@ pub fn evaluated(
         summary: Some(summary),
         controls,
         remediation,
+        enforced_spec: None,
     }
 }
 
@@ -242,6 +286,7 @@ pub fn invalid(
         summary: None,
         controls: Vec::new(),
         remediation: None,
+        enforced_spec: None,
     }
 }
 
@@ -285,11 +330,48 @@ mod tests {
         evaluated(
             eval,
             &Preview::default(),
+            &[],
             Mode::Audit,
             Some(1),
             previous,
             &time(at),
         )
+    }
+
+    #[test]
+    fn a_refused_remediation_is_named_in_the_enforced_condition() {
+        let refused = "NetworkPolicy locked/onus-default-deny: denied by no-netpol".to_string();
+        let s = evaluated(
+            &evaluation(0),
+            &Preview::default(),
+            std::slice::from_ref(&refused),
+            Mode::Enforce,
+            Some(1),
+            None,
+            &time("2026-11-28T12:00:00Z"),
+        );
+        let c = condition(&s, ENFORCED).expect("Enforced");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "RemediationFailed")
+        );
+        assert!(c.message.contains(&refused), "{}", c.message);
+    }
+
+    #[test]
+    fn a_waiting_level_names_the_level_in_place_and_what_it_waits_for() {
+        let w = NamespaceWaiting {
+            namespace: "shop".into(),
+            enforced: Some("baseline".into()),
+            waiting: crate::remediate::Waiting {
+                level: crate::crd::PodSecurityLevel::Restricted,
+                objects: vec!["Deployment/shop/rootapp".into()],
+            },
+        };
+        assert_eq!(
+            waiting_message(&w),
+            "enforce=baseline in shop; restricted waits for 1 workload (Deployment/shop/rootapp)"
+        );
     }
 
     #[test]

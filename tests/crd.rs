@@ -134,3 +134,32 @@ fn a_malformed_control_id_is_refused() {
         "spec.responsibilities[0].control",
     );
 }
+
+#[test]
+fn a_well_formed_but_unknown_control_id_is_refused() {
+    assert_refused(
+        "serviceModel: PaaS\nexceptions: [{controls: [NET-99], reason: typo}]",
+        "spec.exceptions[0].controls[0]",
+    );
+    assert_refused(
+        "serviceModel: PaaS\nresponsibilities: [{control: NET-99, owner: Provider, reason: r}]",
+        "spec.responsibilities[0].control",
+    );
+}
+
+#[test]
+fn a_control_can_be_reassigned_only_once() {
+    assert_refused(
+        "serviceModel: PaaS\nresponsibilities: [{control: NET-04, owner: Provider, reason: a}, \
+         {control: NET-04, owner: Customer, reason: b}]",
+        "spec.responsibilities[1]",
+    );
+}
+
+#[test]
+fn only_kubernetes_own_namespaces_can_be_included() {
+    assert_refused(
+        "serviceModel: PaaS\nincludeSystemNamespaces: [shop]",
+        "spec.includeSystemNamespaces[0]",
+    );
+}

@@ -9,14 +9,14 @@ use std::{
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
         Controller,
         controller::Action,
-        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        events::{Recorder, Reporter},
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -26,21 +26,20 @@ use tracing::{debug, info, instrument, warn};
 use crate::{
     FIELD_MANAGER,
     crd::{Mode, ResponsibilityPolicy, ResponsibilityPolicyStatus},
-    enforce,
     evaluate::{Violation, evaluate},
     facts::WorkloadKind,
     http::Readiness,
     index::{FactMap, Index},
     metrics::Metrics,
-    remediate::{self, PlanMode},
-    status,
+    remediate, status,
     validate::validate,
 };
 
+mod converge;
 mod events;
 mod watch;
 
-use events::{announce_expired, announce_violations, publish_event, publish_transitions};
+use events::{announce_expired, announce_violations, publish_transitions};
 use watch::{Changes, Pending, Watch, watch_all};
 
 /// Errors of one reconcile.
@@ -50,12 +49,6 @@ pub enum Error {
     PatchStatus(#[source] kube::Error),
     #[error("serializing status: {0}")]
     Serialize(#[from] serde_json::Error),
-    #[error("{action}: {source}")]
-    Remediate {
-        action: String,
-        #[source]
-        source: kube::Error,
-    },
     #[error("updating finalizers: {0}")]
     Finalizer(#[source] kube::Error),
 }
@@ -66,7 +59,6 @@ impl Error {
         match self {
             Error::PatchStatus(_) => "patch_status",
             Error::Serialize(_) => "serialize",
-            Error::Remediate { .. } => "remediate",
             Error::Finalizer(_) => "finalizer",
         }
     }
@@ -85,10 +77,8 @@ pub struct Context {
     announced: Mutex<HashSet<(String, usize, i64)>>,
     /// Every policy this instance serves (Enforce merges them all).
     policies: Store<ResponsibilityPolicy>,
-    /// One convergence at a time: it plans from the whole index. Holds the index generation
-    /// of the last plan and the actions carried out for it: until the watches report the
-    /// result, the same plan must not be carried out (and announced) again.
-    converging: tokio::sync::Mutex<(u64, Vec<remediate::Action>)>,
+    /// One convergence at a time: it plans from the whole index.
+    converging: tokio::sync::Mutex<converge::Converger>,
     metrics: Metrics,
     /// When the oldest index change not yet reflected in a status write happened.
     first_unreported_change: Arc<Mutex<Option<Instant>>>,
@@ -163,9 +153,20 @@ pub async fn run(
     };
     let _watches = AbortOnDrop(tokio::spawn(watch_all(watch)));
 
-    // Evaluating before every watch has listed would report false violations.
-    while !synced(&read(&index)) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Evaluating before every watch has listed would report false violations. A shutdown
+    // meanwhile ends the run at once (a large cluster can take long to list).
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let caches_synced = async {
+        while !synced(&read(&index)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        () = caches_synced => {}
+        () = shutdown.clone() => {
+            info!("Shutting down before the caches synced");
+            return;
+        }
     }
     info!("Caches synced");
     settings.readiness.set_synced(true);
@@ -201,12 +202,23 @@ pub async fn run(
         ),
         announced: Mutex::new(HashSet::new()),
         policies: controller.store(),
-        converging: tokio::sync::Mutex::new((u64::MAX, Vec::new())),
+        converging: tokio::sync::Mutex::new(converge::Converger::default()),
         metrics: settings.metrics.clone(),
         first_unreported_change: first_change,
         recorded: Mutex::new(BTreeSet::new()),
         announced_violations: Mutex::new(HashMap::new()),
     });
+    // Refused actions are retried when due even when no policy is left to reconcile (the last
+    // one was deleted while its release was refused).
+    // They stop with the shutdown (leadership lost), like the reconciles.
+    let retries = converge::retry_refused(ctx.clone());
+    let stop = shutdown.clone();
+    let _retries = AbortOnDrop(tokio::spawn(async move {
+        tokio::select! {
+            () = retries => {}
+            () = stop => {}
+        }
+    }));
     controller
         .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown)
@@ -279,13 +291,17 @@ async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Resu
 async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result<Action, Error> {
     let deleting = policy.metadata.deletion_timestamp.is_some();
     let has_finalizer = policy.finalizers().iter().any(|f| f == FINALIZER);
-    let enforcing = policy.spec.mode == Mode::Enforce;
+    // An invalid spec keeps enforcing the last valid one: only deletion or a valid switch to
+    // Audit lets go.
+    let enforcing = remediate::enforced_spec(policy).is_some_and(|spec| spec.mode == Mode::Enforce);
     if enforcing && !deleting && !has_finalizer {
         // Added first, so a deletion can never outrun the clean-up; the update re-triggers us.
         return set_finalizer(&ctx.client, policy, true).await;
     }
-    converge(ctx).await?;
+    converge::converge(ctx).await;
     if has_finalizer && (deleting || !enforcing) {
+        // The release was attempted; what the API server refused is reported with Events and
+        // retried by later convergences, so it never holds the deletion up.
         return set_finalizer(&ctx.client, policy, false).await;
     }
     if deleting {
@@ -297,11 +313,21 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
     let previous = policy.status.as_ref();
     let generation = policy.metadata.generation;
 
-    let (desired, requeue) = match validate(&policy.spec) {
-        Err(message) => (
-            status::invalid(&message, generation, previous, &now_time),
-            None,
-        ),
+    let (mut desired, requeue) = match validate(&policy.spec) {
+        Err(message) => {
+            let held = remediate::spec_to_record(policy).map(|held| {
+                format!(
+                    "; the remediations of generation {} stay in place until the spec is valid \
+                     again or the policy is deleted",
+                    held.generation
+                )
+            });
+            let message = message + held.as_deref().unwrap_or_default();
+            (
+                status::invalid(&message, generation, previous, &now_time),
+                None,
+            )
+        }
         Ok(()) => {
             let (eval, preview) = {
                 let index = read(&ctx.index);
@@ -309,6 +335,12 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                     evaluate(&policy.spec, &index, now),
                     remediate::preview(policy, &index),
                 )
+            };
+            let failures = if policy.spec.mode == Mode::Enforce {
+                let converger = ctx.converging.lock().await;
+                converge::failures_for(&converger, policy, &read(&ctx.index))
+            } else {
+                Vec::new()
             };
             announce_expired(ctx, policy, &eval.expired_exceptions).await;
             announce_violations(ctx, policy, &eval).await;
@@ -320,6 +352,7 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
             let status = status::evaluated(
                 &eval,
                 &preview,
+                &failures,
                 policy.spec.mode,
                 generation,
                 previous,
@@ -328,6 +361,15 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
             (status, requeue)
         }
     };
+    desired.enforced_spec = remediate::spec_to_record(policy);
+    // Refused remediations are retried when due, whichever policy's reconcile gets there.
+    let retry = ctx
+        .converging
+        .lock()
+        .await
+        .next_retry()
+        .map(|at| at.saturating_duration_since(Instant::now()) + Duration::from_millis(10));
+    let requeue = [requeue, retry].into_iter().flatten().min();
 
     let name = policy.name_any();
     ctx.metrics.record_policy(
@@ -384,82 +426,6 @@ async fn set_finalizer(
         .await
         .map_err(Error::Finalizer)?;
     Ok(Action::await_change())
-}
-
-/// Brings the cluster to what all Enforce policies want together, and gives up what none wants.
-async fn converge(ctx: &Context) -> Result<(), Error> {
-    let mut done = ctx.converging.lock().await;
-    let policies = ctx.policies.state();
-    forget_deleted(ctx, &policies);
-    let (generation, mut actions) = {
-        let index = read(&ctx.index);
-        let valid = policies
-            .iter()
-            .filter(|p| validate(&p.spec).is_ok())
-            .map(|p| p.as_ref());
-        let wants = remediate::wants(valid, &index, false);
-        (
-            index.generation,
-            remediate::plan(&wants, &index, PlanMode::Converge),
-        )
-    };
-    if done.0 == generation {
-        actions.retain(|a| !done.1.contains(a));
-    } else {
-        *done = (generation, Vec::new());
-    }
-    let mut first_error = None;
-    for action in &actions {
-        let what = enforce::describe(action);
-        // One failing namespace must not hold up the others: go on, report the first error.
-        if let Err(source) = enforce::execute(&ctx.client, action).await {
-            warn!(namespace = action.namespace(), %source, "Remediation failed: {what}");
-            first_error.get_or_insert(Error::Remediate {
-                action: what,
-                source,
-            });
-            continue;
-        }
-        info!(namespace = action.namespace(), "Remediation: {what}");
-        let reason = enforce::reason(action);
-        let type_ = if reason.ends_with("Restored") {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        // The namespace as related object keeps Events of different namespaces apart.
-        let namespace = Namespace {
-            metadata: kube::api::ObjectMeta {
-                name: Some(action.namespace().to_string()),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .object_ref(&());
-        let served = enforce::policies(action);
-        for policy in policies.iter().filter(|p| served.contains(&p.name_any())) {
-            let event = KubeEvent {
-                type_,
-                reason: reason.into(),
-                note: Some(what.clone()),
-                action: "Remediate".into(),
-                secondary: Some(namespace.clone()),
-            };
-            publish_event(ctx, &event, &policy.object_ref(&())).await;
-        }
-        if served.is_empty() {
-            let event = KubeEvent {
-                type_,
-                reason: reason.into(),
-                note: Some(what.clone()),
-                action: "Remediate".into(),
-                secondary: None,
-            };
-            publish_event(ctx, &event, &namespace).await;
-        }
-        done.1.push(action.clone());
-    }
-    first_error.map_or(Ok(()), Err)
 }
 
 /// Drops the metric series of policies that no longer exist.

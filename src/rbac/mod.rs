@@ -1,15 +1,19 @@
 //! RBAC effective-grant analysis: who can do what, through which binding (IAM-01..IAM-08).
 //!
-//! Every non-system binding is followed to the role it references; the role's rules are then
+//! Every binding is followed to the role it references; the role's rules are then
 //! matched the way the Kubernetes RBAC authorizer matches a request (verb, API group, resource
 //! with subresource, `*` wildcards, `*/subresource`). A role nobody binds grants nothing; a
 //! RoleBinding to a ClusterRole grants it inside the binding's namespace only.
 //!
 //! Decisions (what the catalog leaves open):
-//! - **System objects.** A binding that [`is_system`] is skipped entirely (including IAM-07/08:
-//!   Kubernetes' own defaults bind `system:authenticated` and `system:unauthenticated`). A
-//!   non-system binding to a system role (e.g. `cluster-admin`, `admin`, `edit`) is evaluated:
-//!   the grant is the customer's. Only IAM-02 looks at whether the *role* is a system one.
+//! - **Kubernetes' own objects** ([`defaults`]) are recognised by name AND content, never by a
+//!   `system:` name or the `kubernetes.io/bootstrapping` label alone. The default subjects of a
+//!   default binding are not the customer's grant: they are judged only on the role's rules that
+//!   are not default (a changed default role, customer rules aggregated into `admin` & co.),
+//!   and then IAM-07/08 say so too. Any other subject, also one added to a default binding, is
+//!   judged like any customer grant. A customer binding to a default role (e.g.
+//!   `cluster-admin`, `admin`, `edit`) is evaluated on all the role's rules: the grant is the
+//!   customer's. Only IAM-02 spares the default rules of a role (cluster-admin's wildcards).
 //! - **Binding controls vs. permission controls.** IAM-01, IAM-07 and IAM-08 are defined by the
 //!   binding (its roleRef and subjects), so they are reported even when the referenced role is
 //!   not in the snapshot (`cluster-admin`, `admin` and `edit` are re-created by the API server;
@@ -20,7 +24,7 @@
 //!   ClusterRoleBindings, reported as warning-level). A custom all-wildcard role is IAM-02.
 //! - **Overlap.** Findings are per control: `cluster-admin` bound to a user also yields
 //!   IAM-03..IAM-06 because that user can in fact read secrets, exec into pods, etc.
-//!   cluster-admin's wildcards are not IAM-02 (it is a system role).
+//!   cluster-admin's wildcards are not IAM-02 (they are Kubernetes' default rules).
 //! - **resourceNames.** A rule limited to `resourceNames` is a narrower grant. IAM-03 counts only
 //!   rules without `resourceNames` (CIS 5.1.2 targets broad read access; reading named secrets
 //!   is the minimal form it recommends). For IAM-04..IAM-06 such a rule still counts (exec into
@@ -46,6 +50,7 @@
 //! - **Output.** One finding per (control, subject, binding); the detail lists what was matched
 //!   (at most three items, then "+N more"). Findings are sorted by their derived order.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -55,17 +60,13 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::crd::{SubjectKind, SubjectRef};
+use capabilities::capability_items;
+use defaults::Scope;
 
+mod capabilities;
+pub mod defaults;
 #[cfg(test)]
 mod tests;
-
-const CORE: &str = "";
-const APPS: &str = "apps";
-const BATCH: &str = "batch";
-const RBAC: &str = "rbac.authorization.k8s.io";
-const CERTS: &str = "certificates.k8s.io";
-const ADMISSION: &str = "admissionregistration.k8s.io";
-const AUTHN: &str = "authentication.k8s.io";
 
 /// Subjects that stand for everyone (IAM-07).
 const EVERYONE: &[&str] = &[
@@ -73,8 +74,6 @@ const EVERYONE: &[&str] = &[
     "system:unauthenticated",
     "system:authenticated",
 ];
-/// Maximum number of matched items spelled out in a finding's detail.
-const DETAIL_ITEMS: usize = 3;
 
 /// The RBAC objects of the cluster (as held in reflector stores).
 #[derive(Clone, Debug, Default)]
@@ -107,21 +106,6 @@ impl Finding {
     }
 }
 
-/// True for objects Kubernetes itself creates (name starts with "system:" or label
-/// kubernetes.io/bootstrapping=rbac-defaults); they are never customer violations.
-pub fn is_system(meta: &ObjectMeta) -> bool {
-    let by_name = meta
-        .name
-        .as_deref()
-        .is_some_and(|n| n.starts_with("system:"));
-    let by_label = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get("kubernetes.io/bootstrapping"))
-        .is_some_and(|v| v == "rbac-defaults");
-    by_name || by_label
-}
-
 /// Evaluates IAM-01..IAM-08 over effective grants. Subjects in `allowed` are exempt from
 /// IAM-01..IAM-06 (they are the policy's allow-list); IAM-07 and IAM-08 are always reported.
 pub fn evaluate(snapshot: &RbacSnapshot, allowed: &[SubjectRef]) -> Vec<Finding> {
@@ -129,14 +113,13 @@ pub fn evaluate(snapshot: &RbacSnapshot, allowed: &[SubjectRef]) -> Vec<Finding>
     let mut out = Findings::default();
     let mut cache = CapabilityCache::default();
     for crb in &snapshot.cluster_role_bindings {
-        if is_system(&crb.metadata) {
-            continue;
-        }
+        let name = name_of(&crb.metadata);
         let binding = Binding {
-            display: format!("ClusterRoleBinding/{}", name_of(&crb.metadata)),
+            display: format!("ClusterRoleBinding/{name}"),
             namespace: None,
             role_ref: &crb.role_ref,
             subjects: crb.subjects.as_deref().unwrap_or_default(),
+            default_subjects: defaults::default_subjects(Scope::Cluster, name, &crb.role_ref),
         };
         let role = match crb.role_ref.kind.as_str() {
             "ClusterRole" => index.cluster_role(&crb.role_ref.name),
@@ -145,17 +128,16 @@ pub fn evaluate(snapshot: &RbacSnapshot, allowed: &[SubjectRef]) -> Vec<Finding>
         evaluate_binding(&binding, role, allowed, &mut cache, &mut out);
     }
     for rb in &snapshot.role_bindings {
-        if is_system(&rb.metadata) {
-            continue;
-        }
         let Some(ns) = rb.metadata.namespace.as_deref().filter(|n| !n.is_empty()) else {
             continue;
         };
+        let name = name_of(&rb.metadata);
         let binding = Binding {
-            display: format!("RoleBinding/{ns}/{}", name_of(&rb.metadata)),
+            display: format!("RoleBinding/{ns}/{name}"),
             namespace: Some(ns),
             role_ref: &rb.role_ref,
             subjects: rb.subjects.as_deref().unwrap_or_default(),
+            default_subjects: defaults::default_subjects(Scope::Namespace(ns), name, &rb.role_ref),
         };
         let role = match rb.role_ref.kind.as_str() {
             "ClusterRole" => index.cluster_role(&rb.role_ref.name),
@@ -167,19 +149,33 @@ pub fn evaluate(snapshot: &RbacSnapshot, allowed: &[SubjectRef]) -> Vec<Finding>
     out.into_sorted()
 }
 
-/// A non-system binding as seen by the checks.
+/// A binding as seen by the checks.
 struct Binding<'a> {
     display: String,
     namespace: Option<&'a str>,
     role_ref: &'a RoleRef,
     subjects: &'a [Subject],
+    /// Some for a Kubernetes default binding (name and roleRef): the subjects it bootstraps.
+    default_subjects: Option<&'static [Subject]>,
+}
+
+impl Binding<'_> {
+    /// Whether `subject` is one the API server bootstrapped into this (default) binding.
+    fn is_default_subject(&self, subject: &SubjectId<'_>) -> bool {
+        self.default_subjects.is_some_and(|defaults| {
+            defaults
+                .iter()
+                .any(|d| SubjectId::of(d, self.namespace).same_identity(subject))
+        })
+    }
 }
 
 /// The role a binding resolved to.
-#[derive(Clone, Copy)]
 struct ResolvedRole<'a> {
+    /// Everything the role grants.
     rules: &'a [PolicyRule],
-    system: bool,
+    /// The part that is not Kubernetes' default content (see [`defaults`]).
+    judged: Cow<'a, [PolicyRule]>,
 }
 
 /// Roles by (namespace, name) and ClusterRoles by name; the first object of a name wins.
@@ -198,9 +194,12 @@ impl<'a> RoleIndex<'a> {
             ) else {
                 continue;
             };
-            roles.entry((ns, name)).or_insert(ResolvedRole {
-                rules: role.rules.as_deref().unwrap_or_default(),
-                system: is_system(&role.metadata),
+            roles.entry((ns, name)).or_insert_with(|| {
+                let rules = role.rules.as_deref().unwrap_or_default();
+                ResolvedRole {
+                    rules,
+                    judged: defaults::judged_rules(Scope::Namespace(ns), name, rules, None),
+                }
             });
         }
         let mut cluster_roles = HashMap::new();
@@ -208,11 +207,16 @@ impl<'a> RoleIndex<'a> {
             let Some(name) = cr.metadata.name.as_deref() else {
                 continue;
             };
-            // Aggregated ClusterRoles: the aggregation controller fills `rules`; an aggregated
-            // role whose rules are still empty simply grants nothing yet.
-            cluster_roles.entry(name).or_insert(ResolvedRole {
-                rules: cr.rules.as_deref().unwrap_or_default(),
-                system: is_system(&cr.metadata),
+            // Aggregated ClusterRoles: the aggregation controller fills `rules` (that is what
+            // the authorizer reads); an aggregated role whose rules are still empty simply
+            // grants nothing yet.
+            cluster_roles.entry(name).or_insert_with(|| {
+                let rules = cr.rules.as_deref().unwrap_or_default();
+                let aggregation = cr.aggregation_rule.as_ref();
+                ResolvedRole {
+                    rules,
+                    judged: defaults::judged_rules(Scope::Cluster, name, rules, aggregation),
+                }
             });
         }
         RoleIndex {
@@ -221,12 +225,13 @@ impl<'a> RoleIndex<'a> {
         }
     }
 
-    fn role(&self, ns: &str, name: &str) -> Option<ResolvedRole<'a>> {
-        self.roles.get(&(ns, name)).copied()
+    // The key borrows as briefly as the arguments, so the result does too.
+    fn role<'s>(&'s self, ns: &'s str, name: &'s str) -> Option<&'s ResolvedRole<'s>> {
+        self.roles.get(&(ns, name))
     }
 
-    fn cluster_role(&self, name: &str) -> Option<ResolvedRole<'a>> {
-        self.cluster_roles.get(name).copied()
+    fn cluster_role<'s>(&'s self, name: &'s str) -> Option<&'s ResolvedRole<'s>> {
+        self.cluster_roles.get(name)
     }
 }
 
@@ -269,7 +274,8 @@ struct CapabilityCache(HashMap<(usize, bool), Vec<(&'static str, String)>>);
 
 impl CapabilityCache {
     fn items(&mut self, rules: &[PolicyRule], namespaced: bool) -> &[(&'static str, String)] {
-        // The address identifies the rules: every role stays borrowed for the whole evaluation.
+        // The address identifies the rules: every role (and its judged part) stays borrowed
+        // for the whole evaluation. Empty slices may share an address; they share the result.
         let key = (rules.as_ptr() as usize, namespaced);
         self.0
             .entry(key)
@@ -277,51 +283,91 @@ impl CapabilityCache {
     }
 }
 
+/// Permission-derived violations (IAM-02..IAM-06) of `rules` through `binding`, the same for
+/// each subject. IAM-02 only ever looks at the role's judged (non-default) rules.
+fn permission_violations(
+    binding: &Binding<'_>,
+    role: &ResolvedRole<'_>,
+    rules: &[PolicyRule],
+    cache: &mut CapabilityCache,
+) -> Vec<(&'static str, String)> {
+    let mut violations = Vec::new();
+    if let Some(d) = wildcard_detail(&role.judged, binding.role_ref) {
+        violations.push(("IAM-02", d));
+    }
+    let scope = match binding.namespace {
+        Some(ns) => format!("in namespace {ns}"),
+        None => "cluster-wide".to_owned(),
+    };
+    let items = cache.items(rules, binding.namespace.is_some());
+    violations.extend(
+        items
+            .iter()
+            .map(|(control, text)| (*control, format!("{text} {scope}"))),
+    );
+    violations
+}
+
 fn evaluate_binding(
     binding: &Binding<'_>,
-    role: Option<ResolvedRole<'_>>,
+    role: Option<&ResolvedRole<'_>>,
     allowed: &[SubjectRef],
     cache: &mut CapabilityCache,
     out: &mut Findings,
 ) {
-    // Permission-derived violations of this binding, the same for each of its subjects.
+    let is_default = |subject: &SubjectId<'_>| binding.is_default_subject(subject);
+    let ids: Vec<SubjectId<'_>> = binding
+        .subjects
+        .iter()
+        .map(|s| SubjectId::of(s, binding.namespace))
+        .collect();
+    // What a customer subject gets: the binding's IAM-01 and everything the role grants. Not
+    // computed when every subject is a default one (most bindings of a cluster).
     let mut violations: Vec<(&'static str, String)> = Vec::new();
-    if let Some(d) = cluster_admin_detail(binding) {
-        violations.push(("IAM-01", d));
-    }
-    if let Some(role) = role {
-        if !role.system
-            && let Some(d) = wildcard_detail(role.rules, binding.role_ref)
-        {
-            violations.push(("IAM-02", d));
+    if !ids.iter().all(is_default) {
+        if let Some(d) = cluster_admin_detail(binding) {
+            violations.push(("IAM-01", d));
         }
-        let scope = match binding.namespace {
-            Some(ns) => format!("in namespace {ns}"),
-            None => "cluster-wide".to_owned(),
-        };
-        let items = cache.items(role.rules, binding.namespace.is_some());
-        violations.extend(
-            items
-                .iter()
-                .map(|(control, text)| (*control, format!("{text} {scope}"))),
-        );
+        if let Some(role) = role {
+            violations.extend(permission_violations(binding, role, role.rules, cache));
+        }
     }
+    // What a default subject of a default binding gets: only the role's non-default rules.
+    let non_default = role.filter(|r| !r.judged.is_empty());
+    let default_violations = match non_default {
+        Some(role) if binding.default_subjects.is_some() => {
+            permission_violations(binding, role, &role.judged, cache)
+        }
+        _ => Vec::new(),
+    };
     let role_text = role_text(binding.role_ref, role.is_some());
-    for subject in binding.subjects {
-        let id = SubjectId::of(subject, binding.namespace);
+    for (subject, id) in binding.subjects.iter().zip(&ids) {
         let display = id.display();
+        let default = is_default(id);
+        let found = if default {
+            &default_violations
+        } else {
+            &violations
+        };
         if !id.is_allowed(allowed) {
-            for (control, detail) in &violations {
+            for (control, detail) in found {
                 out.add(control, binding, &display, detail);
             }
         }
+        // Kubernetes binds everyone-groups and system:masters itself; that is only news when
+        // the role behind it grants more than the default.
+        let suffix = match (default, non_default) {
+            (false, _) => "",
+            (true, Some(_)) => " (non-default rules)",
+            (true, None) => continue,
+        };
         let group_or_user = matches!(subject.kind.as_str(), "User" | "Group");
         if group_or_user && EVERYONE.contains(&subject.name.as_str()) {
-            let detail = format!("{} bound to {role_text}", subject.name);
+            let detail = format!("{} bound to {role_text}{suffix}", subject.name);
             out.add("IAM-07", binding, &display, &detail);
         }
         if subject.kind == "Group" && subject.name == "system:masters" {
-            let detail = format!("system:masters bound to {role_text}");
+            let detail = format!("system:masters bound to {role_text}{suffix}");
             out.add("IAM-08", binding, &display, &detail);
         }
     }
@@ -375,239 +421,6 @@ fn role_text(role_ref: &RoleRef, found: bool) -> String {
     format!("{}/{}{missing}", role_ref.kind, role_ref.name)
 }
 
-/// One dangerous capability: some verbs on some resources of one API group.
-struct Capability {
-    control: &'static str,
-    /// Verbs that count; empty means "any verb".
-    verbs: &'static [&'static str],
-    group: &'static str,
-    resources: &'static [&'static str],
-    /// Cluster-scoped resources cannot be granted by a RoleBinding.
-    cluster_scoped: bool,
-    /// Only rules without resourceNames count (IAM-03).
-    broad_only: bool,
-    /// Counts only when the same role also grants `bind` (IAM-05: create bindings + bind).
-    with_bind: bool,
-}
-
-const fn cap(
-    control: &'static str,
-    verbs: &'static [&'static str],
-    group: &'static str,
-    resources: &'static [&'static str],
-    cluster_scoped: bool,
-) -> Capability {
-    Capability {
-        control,
-        verbs,
-        group,
-        resources,
-        cluster_scoped,
-        broad_only: false,
-        with_bind: false,
-    }
-}
-
-/// The capability catalogue for IAM-03..IAM-06, in the order details are written.
-const CAPABILITIES: &[Capability] = &[
-    Capability {
-        broad_only: true,
-        ..cap(
-            "IAM-03",
-            &["get", "list", "watch"],
-            CORE,
-            &["secrets"],
-            false,
-        )
-    },
-    cap("IAM-04", &["create"], CORE, &["pods"], false),
-    cap(
-        "IAM-04",
-        &["create"],
-        APPS,
-        &["deployments", "statefulsets", "daemonsets", "replicasets"],
-        false,
-    ),
-    cap("IAM-04", &["create"], BATCH, &["jobs", "cronjobs"], false),
-    cap(
-        "IAM-04",
-        &["create"],
-        CORE,
-        &["replicationcontrollers"],
-        false,
-    ),
-    cap(
-        "IAM-04",
-        &["create", "get"],
-        CORE,
-        &["pods/exec", "pods/attach"],
-        false,
-    ),
-    cap(
-        "IAM-04",
-        &["update", "patch"],
-        CORE,
-        &["pods/ephemeralcontainers"],
-        false,
-    ),
-    cap("IAM-05", &["escalate", "bind"], RBAC, &["roles"], false),
-    cap("IAM-05", &["escalate"], RBAC, &["clusterroles"], true),
-    cap("IAM-05", &["bind"], RBAC, &["clusterroles"], false),
-    cap(
-        "IAM-05",
-        &["impersonate"],
-        CORE,
-        &["serviceaccounts"],
-        false,
-    ),
-    cap("IAM-05", &["impersonate"], CORE, &["users", "groups"], true),
-    cap(
-        "IAM-05",
-        &["impersonate"],
-        AUTHN,
-        &["uids", "userextras/*"],
-        true,
-    ),
-    Capability {
-        with_bind: true,
-        ..cap("IAM-05", &["create"], RBAC, &["rolebindings"], false)
-    },
-    Capability {
-        with_bind: true,
-        ..cap("IAM-05", &["create"], RBAC, &["clusterrolebindings"], true)
-    },
-    cap("IAM-06", &[], CORE, &["nodes/proxy"], true),
-    cap(
-        "IAM-06",
-        &["update"],
-        CERTS,
-        &["certificatesigningrequests/approval"],
-        true,
-    ),
-    cap("IAM-06", &["approve"], CERTS, &["signers"], true),
-    cap(
-        "IAM-06",
-        &["create"],
-        CORE,
-        &["serviceaccounts/token"],
-        false,
-    ),
-    cap("IAM-06", &["create"], CORE, &["persistentvolumes"], true),
-    cap(
-        "IAM-06",
-        &["create", "update", "patch"],
-        ADMISSION,
-        &[
-            "validatingwebhookconfigurations",
-            "mutatingwebhookconfigurations",
-        ],
-        true,
-    ),
-];
-
-/// IAM-03..IAM-06 matched by a role's rules, as (control, "what", without the scope), when
-/// granted through a RoleBinding (`namespaced`) or a ClusterRoleBinding.
-fn capability_items(rules: &[PolicyRule], namespaced: bool) -> Vec<(&'static str, String)> {
-    // Matched items per control, in catalogue order.
-    let mut items: Vec<(&'static str, Vec<String>)> = Vec::new();
-    let mut has_bind = false;
-    for cap in CAPABILITIES {
-        if cap.cluster_scoped && namespaced {
-            continue;
-        }
-        if cap.with_bind && !has_bind {
-            continue;
-        }
-        for resource in cap.resources {
-            let verbs: Vec<&str> = if cap.verbs.is_empty() {
-                let any = rules
-                    .iter()
-                    .any(|r| rule_grants(r, None, cap.group, resource, cap.broad_only));
-                if any { vec!["any verb on"] } else { vec![] }
-            } else {
-                cap.verbs
-                    .iter()
-                    .copied()
-                    .filter(|v| {
-                        rules
-                            .iter()
-                            .any(|r| rule_grants(r, Some(v), cap.group, resource, cap.broad_only))
-                    })
-                    .collect()
-            };
-            if verbs.is_empty() {
-                continue;
-            }
-            has_bind |= verbs.contains(&"bind");
-            let suffix = if cap.with_bind { " with bind" } else { "" };
-            let item = format!("{} {resource}{suffix}", verbs.join("/"));
-            match items.iter_mut().find(|(c, _)| *c == cap.control) {
-                Some((_, list)) => list.push(item),
-                None => items.push((cap.control, vec![item])),
-            }
-        }
-    }
-    items
-        .into_iter()
-        .map(|(control, list)| {
-            let shown = list.len().min(DETAIL_ITEMS);
-            let more = match list.len() - shown {
-                0 => String::new(),
-                n => format!(" (+{n} more)"),
-            };
-            (control, format!("{}{more}", list[..shown].join(", ")))
-        })
-        .collect()
-}
-
-/// Whether `rule` allows `verb` (None: any verb) on `resource` in API `group`, the way the
-/// Kubernetes RBAC authorizer matches. `broad_only` ignores rules limited by resourceNames.
-fn rule_grants(
-    rule: &PolicyRule,
-    verb: Option<&str>,
-    group: &str,
-    resource: &str,
-    broad_only: bool,
-) -> bool {
-    let verb_ok = match verb {
-        Some(v) => rule.verbs.iter().any(|x| x == "*" || x == v),
-        None => !rule.verbs.is_empty(),
-    };
-    let group_ok = rule
-        .api_groups
-        .iter()
-        .flatten()
-        .any(|g| g == "*" || g == group);
-    let resource_ok = rule
-        .resources
-        .iter()
-        .flatten()
-        .any(|r| resource_matches(r, resource));
-    let named = rule.resource_names.as_ref().is_some_and(|n| !n.is_empty());
-    // A create of a top-level resource is authorized without a name: resourceNames never match.
-    let unnamed_request = verb == Some("create") && !resource.contains('/');
-    let names_ok = !named || !(broad_only || unnamed_request);
-    verb_ok && group_ok && resource_ok && names_ok
-}
-
-/// RBAC resource matching: exact `res` or `res/sub`, `*`, and `*/sub` for a subresource.
-/// A wanted subresource of `*` (e.g. `userextras/*`) matches any subresource of the resource.
-fn resource_matches(in_rule: &str, wanted: &str) -> bool {
-    if in_rule == "*" || in_rule == wanted {
-        return true;
-    }
-    let Some((base, sub)) = wanted.split_once('/') else {
-        return false;
-    };
-    if sub == "*" {
-        return in_rule.starts_with("*/")
-            || in_rule
-                .strip_prefix(base)
-                .is_some_and(|rest| rest.starts_with('/'));
-    }
-    in_rule.strip_prefix("*/") == Some(sub)
-}
-
 fn name_of(meta: &ObjectMeta) -> &str {
     meta.name.as_deref().unwrap_or_default()
 }
@@ -657,6 +470,11 @@ impl<'a> SubjectId<'a> {
                 .split_once(':'),
             _ => None,
         }
+    }
+
+    /// The same identity as the RBAC authorizer sees it (apiGroup does not matter).
+    fn same_identity(&self, other: &SubjectId<'_>) -> bool {
+        self.kind == other.kind && self.name == other.name && self.namespace == other.namespace
     }
 
     fn is_allowed(&self, allowed: &[SubjectRef]) -> bool {

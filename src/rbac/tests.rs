@@ -37,7 +37,8 @@ fn policy_rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> PolicyRul
     }
 }
 
-fn mark_system(meta: &mut ObjectMeta) {
+/// The label kube-apiserver puts on what it bootstraps (and anyone else can put anywhere).
+fn mark_bootstrap(meta: &mut ObjectMeta) {
     meta.labels = Some(BTreeMap::from([(
         "kubernetes.io/bootstrapping".to_owned(),
         "rbac-defaults".to_owned(),
@@ -117,8 +118,8 @@ impl RoleB {
         self.rules.get_or_insert_with(Vec::new).push(rule);
         self
     }
-    fn system(mut self) -> Self {
-        mark_system(&mut self.meta);
+    fn bootstrap_label(mut self) -> Self {
+        mark_bootstrap(&mut self.meta);
         self
     }
     /// An aggregated ClusterRole whose rules the controller has not filled in (`rules: null`).
@@ -215,8 +216,8 @@ impl BindingB {
     fn sa_here(self, name: &str) -> Self {
         self.subject("ServiceAccount", name, None)
     }
-    fn system(mut self) -> Self {
-        mark_system(&mut self.meta);
+    fn bootstrap_label(mut self) -> Self {
+        mark_bootstrap(&mut self.meta);
         self
     }
 }
@@ -268,7 +269,7 @@ fn bootstrap_cluster_admin() -> RoleB {
     cluster_role("cluster-admin")
         .rule(&["*"], &["*"], &["*"])
         .non_resource(&["*"], &["*"])
-        .system()
+        .bootstrap_label()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,77 +463,6 @@ fn role_binding_without_namespace_is_ignored() {
     rb.meta.namespace = None;
     let s = snapshot![bootstrap_cluster_admin(), rb];
     assert!(evaluate(&s, &[]).is_empty());
-}
-
-// ---------------------------------------------------------------------------------------------
-// System objects
-// ---------------------------------------------------------------------------------------------
-
-#[test]
-fn is_system_by_name_or_bootstrap_label() {
-    let cases = [
-        (meta(None, "system:node"), true),
-        (meta(None, "system:"), true),
-        (meta(None, "cluster-admin"), false),
-        (meta(None, "my-system:role"), false),
-        (ObjectMeta::default(), false),
-        (
-            {
-                let mut m = meta(None, "admin");
-                mark_system(&mut m);
-                m
-            },
-            true,
-        ),
-        (
-            ObjectMeta {
-                labels: Some(BTreeMap::from([(
-                    "kubernetes.io/bootstrapping".to_owned(),
-                    "something-else".to_owned(),
-                )])),
-                ..meta(None, "admin")
-            },
-            false,
-        ),
-    ];
-    for (m, expected) in cases {
-        assert_eq!(is_system(&m), expected, "{m:?}");
-    }
-}
-
-#[test]
-fn system_bindings_are_ignored() {
-    let s = snapshot![
-        bootstrap_cluster_admin(),
-        cluster_role("system:public-info-viewer")
-            .rule(&["get"], &[""], &["secrets"])
-            .system(),
-        // Kubernetes' own default bindings, including everyone-groups and system:masters.
-        cluster_role_binding("cluster-admin", "cluster-admin")
-            .group("system:masters")
-            .system(),
-        cluster_role_binding("system:public-info-viewer", "system:public-info-viewer")
-            .group("system:authenticated")
-            .group("system:unauthenticated"),
-        role_binding("kube-system", "system:controller:bootstrap-signer")
-            .cluster_role("cluster-admin")
-            .user("alice"),
-    ];
-    assert!(evaluate(&s, &[]).is_empty());
-}
-
-#[test]
-fn wildcards_of_system_roles_are_not_iam02() {
-    let s = snapshot![
-        cluster_role("system:wild")
-            .rule(&["*"], &["*"], &["*"])
-            .system(),
-        cluster_role_binding("b", "system:wild").user("alice"),
-    ];
-    let found = controls(&evaluate(&s, &[]));
-    assert!(!found.contains(&"IAM-02"), "{found:?}");
-    // ...but the effective permissions still count.
-    assert_eq!(found, ["IAM-03", "IAM-04", "IAM-05", "IAM-06"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1475,3 +1405,7 @@ fn resource_names_narrow_secret_reads_but_not_wildcards() {
     );
     assert_eq!(findings[0].detail, "verbs: * in Role/one-secret");
 }
+
+// After the builders and the `snapshot!` macro, which it uses.
+/// Kubernetes' own objects and their look-alikes.
+mod defaults;

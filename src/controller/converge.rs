@@ -1,0 +1,262 @@
+//! Enforce mode, carried out: brings the cluster to what all Enforce policies want together.
+//!
+//! Every action stands on its own. One the API server refuses (an admission policy, a quota,
+//! RBAC) is reported (a Warning Event, a metric, the policy's `Enforced` condition) and retried
+//! with its own backoff, while every other action, namespace and policy proceeds: a refusal
+//! never stops onus from following the cluster or writing status.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Resource, ResourceExt,
+    runtime::events::{Event as KubeEvent, EventType},
+};
+use tracing::{info, warn};
+
+use crate::{
+    crd::ResponsibilityPolicy,
+    enforce,
+    evaluate::governs,
+    index::{Index, Key},
+    remediate::{self, Action, PlanMode},
+};
+
+use super::{Context, events::publish_event, read};
+
+/// The first retry of a refused action; doubled per attempt up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// A refused action, waiting for its retry.
+#[derive(Debug)]
+pub(super) struct Failure {
+    action: Action,
+    /// `Kind namespace/name: the API server's message`.
+    pub message: String,
+    attempts: u32,
+    retry_at: Instant,
+}
+
+/// What convergence remembers between runs.
+#[derive(Default)]
+pub(super) struct Converger {
+    /// Index generation of the last plan, and the actions carried out for it: until the watches
+    /// report the result, the same plan must not be carried out (and announced) again.
+    done: Option<(u64, Vec<Action>)>,
+    /// Refused actions by the object they change (kind, namespace).
+    pub failures: BTreeMap<(&'static str, String), Failure>,
+}
+
+impl Converger {
+    /// When the next refused action is due again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.failures.values().map(|f| f.retry_at).min()
+    }
+}
+
+/// The kind of object an action changes (a bounded metric label).
+fn kind(action: &Action) -> &'static str {
+    match action {
+        Action::ApplyNetworkPolicy { .. } | Action::DeleteNetworkPolicy { .. } => "NetworkPolicy",
+        Action::ApplyPodSecurityLabels { .. } | Action::ReleasePodSecurityLabels { .. } => {
+            "Namespace"
+        }
+        Action::DisableDefaultToken { .. } | Action::ReleaseDefaultToken { .. } => "ServiceAccount",
+    }
+}
+
+fn object(action: &Action) -> String {
+    let ns = action.namespace();
+    match kind(action) {
+        "NetworkPolicy" => format!("NetworkPolicy {ns}/{}", crate::facts::DEFAULT_DENY),
+        "ServiceAccount" => format!("ServiceAccount {ns}/default"),
+        _ => format!("Namespace {ns}"),
+    }
+}
+
+fn backoff(attempts: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1)))
+        .min(MAX_BACKOFF)
+}
+
+/// The refusals in the namespaces a policy governs, for its status.
+pub(super) fn failures_for(
+    converger: &Converger,
+    policy: &ResponsibilityPolicy,
+    index: &Index,
+) -> Vec<String> {
+    let Some(spec) = remediate::enforced_spec(policy) else {
+        return Vec::new();
+    };
+    converger
+        .failures
+        .values()
+        .filter(|f| {
+            let ns = f.action.namespace();
+            index
+                .namespaces
+                .get(&Key::new(None, ns))
+                .is_some_and(|fact| governs(&spec, ns, &fact.labels))
+        })
+        .map(|f| f.message.clone())
+        .collect()
+}
+
+/// Brings the cluster to what all Enforce policies want together, and gives up what none
+/// wants. Never fails: refusals are recorded in the converger for status and retries.
+pub(super) async fn converge(ctx: &Context) {
+    let mut state = ctx.converging.lock().await;
+    let policies = ctx.policies.state();
+    super::forget_deleted(ctx, &policies);
+    let (generation, mut actions) = {
+        let index = read(&ctx.index);
+        let wants = remediate::wants(policies.iter().map(Arc::as_ref), &index, false);
+        (
+            index.generation,
+            remediate::plan(&wants, &index, PlanMode::Converge),
+        )
+    };
+    match &mut state.done {
+        Some((done_at, done)) if *done_at == generation => actions.retain(|a| !done.contains(a)),
+        _ => state.done = Some((generation, Vec::new())),
+    }
+    // A refusal of something no longer planned is over, whatever resolved it.
+    state.failures.retain(|key, _| {
+        actions
+            .iter()
+            .any(|a| (kind(a), a.namespace()) == (key.0, &key.1))
+    });
+    let now = Instant::now();
+    for action in actions {
+        let key = (kind(&action), action.namespace().to_string());
+        if state
+            .failures
+            .get(&key)
+            .is_some_and(|f| f.action == action && f.retry_at > now)
+        {
+            // Not due yet (a changed action is tried at once).
+            continue;
+        }
+        let previous = state.failures.remove(&key);
+        let what = enforce::describe(&action);
+        match enforce::execute(&ctx.client, &action).await {
+            Ok(()) => {
+                info!(namespace = action.namespace(), "Remediation: {what}");
+                announce(ctx, &policies, &action, enforce::reason(&action), what).await;
+                if let Some((_, done)) = &mut state.done {
+                    done.push(action);
+                }
+            }
+            Err(error) => {
+                let attempts = previous
+                    .as_ref()
+                    .filter(|f| f.action == action)
+                    .map_or(1, |f| f.attempts + 1);
+                let message = format!("{}: {}", object(&action), refusal(&error));
+                warn!(namespace = action.namespace(), %error, attempts, "Remediation refused: {what}");
+                ctx.metrics.remediation_failure(kind(&action));
+                // Announced once per refusal, not per retry.
+                if previous.as_ref().is_none_or(|f| f.message != message) {
+                    let note = format!("{message} (retrying)");
+                    announce(ctx, &policies, &action, "RemediationFailed", note).await;
+                }
+                state.failures.insert(
+                    key,
+                    Failure {
+                        action,
+                        message,
+                        attempts,
+                        retry_at: Instant::now() + backoff(attempts),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Converges whenever a refused action is due, whether or not a policy reconciles.
+pub(super) async fn retry_refused(ctx: Arc<Context>) {
+    loop {
+        let due = ctx.converging.lock().await.next_retry();
+        if due.is_some_and(|at| at <= Instant::now()) {
+            converge(&ctx).await;
+        }
+        // Also a floor: a refusal that stays due can never spin.
+        let wait = due.map_or(RETRY_POLL, |at| {
+            at.saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(100), RETRY_POLL)
+        });
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// How often [`retry_refused`] looks for new refusals while none is due.
+const RETRY_POLL: Duration = Duration::from_secs(1);
+
+/// The API server's own words for a refused request.
+fn refusal(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// An Event about an action on the policies it serves (or the namespace, for a release).
+async fn announce(
+    ctx: &Context,
+    policies: &[Arc<ResponsibilityPolicy>],
+    action: &Action,
+    reason: &str,
+    note: String,
+) {
+    let type_ = if reason.ends_with("Restored") || reason == "RemediationFailed" {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    // The namespace as related object keeps Events of different namespaces apart.
+    let namespace = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(action.namespace().to_string()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .object_ref(&());
+    let served = enforce::policies(action);
+    let event = |secondary| KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note.clone()),
+        action: "Remediate".into(),
+        secondary,
+    };
+    for policy in policies.iter().filter(|p| served.contains(&p.name_any())) {
+        publish_event(
+            ctx,
+            &event(Some(namespace.clone())),
+            &policy.object_ref(&()),
+        )
+        .await;
+    }
+    if served.is_empty() {
+        publish_event(ctx, &event(None), &namespace).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_attempt_up_to_five_minutes() {
+        let secs: Vec<u64> = [1, 2, 3, 4, 20].map(|a| backoff(a).as_secs()).to_vec();
+        assert_eq!(secs, [1, 2, 4, 8, 300]);
+    }
+}
