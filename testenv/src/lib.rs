@@ -9,9 +9,17 @@
 //! [`ControlPlane::namespace`]. Children are killed when the test process ends, however it ends:
 //! normally through an exit hook, abnormally through `PR_SET_PDEATHSIG` on a supervisor thread
 //! that lives as long as the process; directories of dead runs are swept on the next start.
+//!
+//! The API server logs every write to an audit log ([`ControlPlane::audit_events`]), and
+//! [`ControlPlane::client_as`] gives a component under test an identity of its own, so a test
+//! can prove from the API server's side what that component wrote.
 
+mod audit;
+mod client;
 mod pki;
 mod process;
+
+pub use audit::AuditEvent;
 
 use std::{
     net::TcpListener,
@@ -22,6 +30,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::{Api, Client, api::PostParams};
+use pki::Ca;
 use process::Processes;
 
 /// The Kubernetes version the binaries are built from and the tests run against.
@@ -102,6 +111,8 @@ pub struct ControlPlane {
     server: String,
     bin_dir: PathBuf,
     processes: Mutex<Processes>,
+    /// Issues client certificates for further identities.
+    ca: Ca,
 }
 
 /// Directory holding kube-apiserver, kube-controller-manager and kubectl.
@@ -166,7 +177,7 @@ impl ControlPlane {
 
         process::sweep_stale_runs(&options.base_dir);
         let dir = process::new_run_dir(&options.base_dir)?;
-        let pki = pki::write(&dir)?;
+        let ca = pki::write(&dir)?;
         let mut processes = Processes::new(dir.clone());
 
         let etcd_port = free_port()?;
@@ -192,6 +203,7 @@ impl ControlPlane {
         let port = free_port()?;
         let server = format!("https://127.0.0.1:{port}");
         let d = |f: &str| dir.join(f).display().to_string();
+        let audit = audit::apiserver_args(&dir)?;
         processes.spawn(
             "kube-apiserver",
             &apiserver_bin,
@@ -214,12 +226,20 @@ impl ControlPlane {
                 // Tests create privileged pods to check that onus reports them.
                 "--allow-privileged=true".into(),
                 format!("--cert-dir={}", d("apiserver-certs")),
-            ],
+            ]
+            .into_iter()
+            .chain(audit)
+            .collect::<Vec<_>>(),
         )?;
 
         let kubeconfig = dir.join("kubeconfig");
-        write_kubeconfig(&kubeconfig, &server, &dir)?;
-        let _ = pki;
+        client::write_kubeconfig(
+            &kubeconfig,
+            &server,
+            &dir.join("ca.crt"),
+            &dir.join("admin.crt"),
+            &dir.join("admin.key"),
+        )?;
 
         let cp = ControlPlane {
             dir: dir.clone(),
@@ -227,6 +247,7 @@ impl ControlPlane {
             server,
             bin_dir,
             processes: Mutex::new(processes),
+            ca,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -291,13 +312,6 @@ impl ControlPlane {
         cmd
     }
 
-    /// A new admin client. Create one per test: a client is bound to the runtime it runs on.
-    pub async fn client(&self) -> Client {
-        self.admin_client()
-            .await
-            .unwrap_or_else(|e| panic!("admin client for {}: {e}", self.kubeconfig.display()))
-    }
-
     /// Creates a namespace named `<prefix>-<random>` with the given labels and waits until
     /// its `default` ServiceAccount exists (so Pods can be created in it).
     pub async fn namespace(
@@ -339,18 +353,6 @@ impl ControlPlane {
         self.processes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    async fn try_config(&self) -> Result<kube::Config, Error> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
-            .map_err(|e| Error::Client(e.to_string()))?;
-        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .map_err(|e| Error::Client(e.to_string()))
-    }
-
-    async fn admin_client(&self) -> Result<Client, Error> {
-        Client::try_from(self.try_config().await?).map_err(|e| Error::Client(e.to_string()))
     }
 
     async fn wait_ready(&self, component: &str, timeout: Duration) -> Result<(), Error> {
@@ -429,35 +431,6 @@ async fn wait_for_service_account(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn write_kubeconfig(path: &Path, server: &str, dir: &Path) -> Result<(), Error> {
-    let d = |f: &str| dir.join(f).display().to_string();
-    let yaml = format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: onus-testenv
-  cluster:
-    server: {server}
-    certificate-authority: {ca}
-users:
-- name: admin
-  user:
-    client-certificate: {cert}
-    client-key: {key}
-contexts:
-- name: onus-testenv
-  context:
-    cluster: onus-testenv
-    user: admin
-current-context: onus-testenv
-",
-        ca = d("ca.crt"),
-        cert = d("admin.crt"),
-        key = d("admin.key"),
-    );
-    std::fs::write(path, yaml).map_err(|e| Error::io(path, e))
 }
 
 /// Eight random hex digits, for unique names in tests.

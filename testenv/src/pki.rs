@@ -1,7 +1,12 @@
 //! Certificates and keys for a loopback control plane: one CA, the API server's serving
-//! certificate, an admin client certificate and the ServiceAccount token signing key.
+//! certificate, an admin client certificate, the ServiceAccount token signing key, and client
+//! certificates for further identities issued on demand.
 
-use std::{fs, net::IpAddr, path::Path};
+use std::{
+    fs,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -10,14 +15,11 @@ use rcgen::{
 
 use crate::Error;
 
-/// PEM files written into the control plane's directory, named by what they are for.
-pub(crate) struct Pki {
-    pub ca_pem: String,
-    pub admin_cert_pem: String,
-    pub admin_key_pem: String,
-}
+/// The cluster CA, kept in memory so tests can be given identities of their own after start.
+pub(crate) type Ca = Issuer<'static, KeyPair>;
 
-pub(crate) fn write(dir: &Path) -> Result<Pki, Error> {
+/// Writes the control plane's certificates and keys into `dir`; returns the CA.
+pub(crate) fn write(dir: &Path) -> Result<Ca, Error> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = name("onus-testenv-ca", None);
@@ -37,33 +39,51 @@ pub(crate) fn write(dir: &Path) -> Result<Pki, Error> {
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = serving.signed_by(&serving_key, &issuer)?;
 
-    // system:masters bypasses authorization: the harness and the tests act as cluster admin.
-    let admin_key = KeyPair::generate()?;
-    let mut admin = CertificateParams::default();
-    admin.distinguished_name = name("onus-testenv-admin", Some("system:masters"));
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = admin.signed_by(&admin_key, &issuer)?;
-
     let sa_key = KeyPair::generate()?;
 
-    let pki = Pki {
-        ca_pem: ca_cert.pem(),
-        admin_cert_pem: admin_cert.pem(),
-        admin_key_pem: admin_key.serialize_pem(),
-    };
     let files = [
-        ("ca.crt", pki.ca_pem.clone()),
+        ("ca.crt", ca_cert.pem()),
         ("apiserver.crt", serving_cert.pem()),
         ("apiserver.key", serving_key.serialize_pem()),
-        ("admin.crt", pki.admin_cert_pem.clone()),
-        ("admin.key", pki.admin_key_pem.clone()),
         ("sa.key", sa_key.serialize_pem()),
         ("sa.pub", sa_key.public_key_pem()),
     ];
     for (file, pem) in files {
         fs::write(dir.join(file), pem).map_err(|e| Error::io(dir.join(file), e))?;
     }
-    Ok(pki)
+    // system:masters bypasses authorization: the harness and the tests act as cluster admin.
+    client_cert(
+        dir,
+        &issuer,
+        "admin",
+        "onus-testenv-admin",
+        Some("system:masters"),
+    )?;
+    Ok(issuer)
+}
+
+/// Issues a client certificate for `user` (the API server's user name is the certificate's
+/// common name, its one group the organization) and writes `<stem>.crt` and `<stem>.key`
+/// into `dir`; returns their paths.
+pub(crate) fn client_cert(
+    dir: &Path,
+    ca: &Ca,
+    stem: &str,
+    user: &str,
+    group: Option<&str>,
+) -> Result<(PathBuf, PathBuf), Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(user, group);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, ca)?;
+    let (cert_path, key_path) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
+    fs::write(&cert_path, cert.pem()).map_err(|e| Error::io(&cert_path, e))?;
+    fs::write(&key_path, key.serialize_pem()).map_err(|e| Error::io(&key_path, e))?;
+    Ok((cert_path, key_path))
 }
 
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {

@@ -1,5 +1,6 @@
 //! The harness starts a real Kubernetes control plane: these tests prove it is the real thing
-//! (version, storage, controllers, admission), and that it cleans up after itself.
+//! (version, storage, controllers, admission), that it logs who wrote what, and that it
+//! cleans up after itself.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::{
@@ -87,6 +88,63 @@ async fn pod_security_admission_rejects_a_privileged_pod_under_restricted() {
         text.contains("violates PodSecurity \"restricted:latest\""),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn the_audit_log_records_each_write_by_whom_and_with_what_outcome() {
+    let cp = shared();
+    let admin = cp.client().await;
+    let ns = cp.namespace(&admin, "audited", &[]).await;
+    let user = format!("someone-{}", onus_testenv::random_suffix());
+    let config_map =
+        |name: &str| -> ConfigMap { from_json(serde_json::json!({"metadata": {"name": name}})) };
+
+    // Without a binding RBAC forbids the write; the attempt is logged all the same.
+    let nobody = cp.client_as(&user, None).await;
+    let err = Api::<ConfigMap>::namespaced(nobody, &ns)
+        .create(&PostParams::default(), &config_map("denied"))
+        .await
+        .expect_err("a user without a binding may not write");
+    assert!(err.to_string().contains("forbidden"), "{err}");
+    let masters = cp.client_as(&user, Some("system:masters")).await;
+    let configs = Api::<ConfigMap>::namespaced(masters, &ns);
+    configs
+        .create(&PostParams::default(), &config_map("allowed"))
+        .await
+        .expect("system:masters may write");
+    // Reads are not logged.
+    configs.get("allowed").await.expect("get");
+
+    let mine: Vec<_> = cp
+        .audit_events()
+        .into_iter()
+        .filter(|e| e.user == user)
+        .collect();
+    let seen: Vec<_> = mine
+        .iter()
+        .map(|e| {
+            (
+                e.verb.as_str(),
+                e.resource.as_str(),
+                e.namespace.as_str(),
+                e.code,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("create", "configmaps", ns.as_str(), Some(403)),
+            ("create", "configmaps", ns.as_str(), Some(201)),
+        ],
+        "{mine:#?}"
+    );
+    assert!(
+        mine[1].groups.iter().any(|g| g == "system:masters"),
+        "{:?}",
+        mine[1].groups
+    );
+    assert!(mine[0].received <= mine[1].received);
 }
 
 #[test]

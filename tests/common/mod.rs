@@ -91,6 +91,36 @@ impl TestEnv {
         }
     }
 
+    /// Like [`TestEnv::start`], but the operator acts as `user` (in `group`, if any) with a
+    /// client certificate of its own, so the API server's audit log tells its writes apart
+    /// from the test's (which stay the admin's).
+    pub async fn start_as(name: &str, user: &str, group: Option<&str>) -> TestEnv {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_ansi(false)
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "onus=info".into()))
+            .try_init();
+        let cp = onus_testenv::shared();
+        std::thread::scope(|s| s.spawn(|| install_crd(cp)).join().expect("install crd"));
+        let client = cp.client().await;
+        let operator = cp.client_as(user, group).await;
+        let id = format!("{name}-{}", &onus_testenv::random_suffix()[..6]);
+        let metrics = onus::metrics::Metrics::new();
+        let settings = Settings {
+            instance: id.clone(),
+            policy_selector: Some(format!("{TEST_LABEL}={id}")),
+            metrics: metrics.clone(),
+            ..Settings::default()
+        };
+        tokio::spawn(controller::run(operator, settings, std::future::pending()));
+        TestEnv {
+            cp,
+            client,
+            id,
+            metrics,
+        }
+    }
+
     /// A namespace labelled for this test (policies select it by `onus.dev/test-ns=<id>`).
     pub async fn namespace(&self, prefix: &str, labels: &[(&str, &str)]) -> String {
         let mut all = vec![("onus.dev/test-ns", self.id.as_str())];
