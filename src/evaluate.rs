@@ -326,7 +326,7 @@ fn find_violations(
         if !psa_enforced(labels, level, version) {
             add("WKL-01", Violation::namespace(ns));
         }
-        if !(labels.contains_key(PSA_WARN) && labels.contains_key(PSA_AUDIT)) {
+        if !psa_visible(labels) {
             add("AUD-01", Violation::namespace(ns));
         }
         let policies: Vec<_> = index.network_policies.in_namespace(ns).collect();
@@ -411,35 +411,69 @@ pub(crate) fn level_name(level: PodSecurityLevel) -> &'static str {
     }
 }
 
-/// How strict a Pod Security label value is: privileged or absent 0, baseline 1, restricted 2.
-pub(crate) fn strictness(value: Option<&String>) -> u8 {
-    match value.map(String::as_str) {
-        Some("restricted") => 2,
-        Some("baseline") => 1,
-        _ => 0,
+/// The strictness of a level name the Pod Security admission accepts: privileged 0, baseline 1,
+/// restricted 2; `None` for anything else (the names are case-sensitive).
+fn parse_level(value: &str) -> Option<u8> {
+    match value {
+        "privileged" => Some(0),
+        "baseline" => Some(1),
+        "restricted" => Some(2),
+        _ => None,
     }
 }
 
+/// How strict a Pod Security level label value is when read as `enforce`: absent or privileged
+/// 0, baseline 1, restricted 2. The admission enforces restricted for a value it cannot parse
+/// (e.g. `Restricted`): such a value is stricter than baseline and must never be lowered as if
+/// it were absent. For `warn` and `audit`, which fail open, see [`mode_strictness`].
+pub(crate) fn strictness(value: Option<&String>) -> u8 {
+    value.map_or(0, |v| parse_level(v).unwrap_or(2))
+}
+
+/// How strict the admission is in one mode (`PSA_ENFORCE`, `PSA_WARN` or `PSA_AUDIT`) of a
+/// namespace's labels, as it reads them: an unparsable value fails closed to restricted for
+/// `enforce` and open to privileged for `warn` and `audit`.
+pub(crate) fn mode_strictness(labels: &BTreeMap<String, String>, mode: &str) -> u8 {
+    match labels.get(mode) {
+        Some(v) if mode != PSA_ENFORCE => parse_level(v).unwrap_or(0),
+        v => strictness(v),
+    }
+}
+
+/// A Pod Security version label as the admission reads it: absent or unparsable means latest.
+fn label_version(labels: &BTreeMap<String, String>, key: &str) -> Version {
+    labels
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(Version::Latest)
+}
+
+/// AUD-01: the namespace carries `warn` and `audit` labels the admission acts on (one it
+/// cannot parse makes that mode privileged, as if the label were absent).
+fn psa_visible(labels: &BTreeMap<String, String>) -> bool {
+    [PSA_WARN, PSA_AUDIT]
+        .iter()
+        .all(|mode| labels.get(*mode).is_some_and(|v| parse_level(v).is_some()))
+}
+
 /// WKL-01: the namespace enforces the policy's level (or stricter) at the policy's version
-/// (or newer; an absent enforce-version means latest).
+/// (or newer; an absent enforce-version means latest), as the admission reads its labels.
 fn psa_enforced(
     labels: &BTreeMap<String, String>,
     level: PodSecurityLevel,
     version: Version,
 ) -> bool {
     let wanted = level_name(level).to_string();
-    let level_ok = strictness(labels.get(PSA_ENFORCE)) >= strictness(Some(&wanted));
-    let label_version = labels
-        .get(PSA_ENFORCE_VERSION)
-        .map_or(Ok(Version::Latest), |v| v.parse::<Version>());
-    let version_ok = match (label_version, version) {
-        (Ok(Version::Latest), _) => true,
-        (Ok(_), Version::Latest) => false,
-        (Ok(Version::Minor(have)), Version::Minor(want)) => have >= want,
-        (Err(_), _) => false,
+    let level_ok = mode_strictness(labels, PSA_ENFORCE) >= strictness(Some(&wanted));
+    let version_ok = match (label_version(labels, PSA_ENFORCE_VERSION), version) {
+        (Version::Latest, _) => true,
+        (_, Version::Latest) => false,
+        (Version::Minor(have), Version::Minor(want)) => have >= want,
     };
     level_ok && version_ok
 }
 
+#[cfg(test)]
+mod psa_label_tests;
 #[cfg(test)]
 mod tests;

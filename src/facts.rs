@@ -19,10 +19,15 @@ use k8s_openapi::{
         apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
         batch::v1::{CronJob, Job},
         core::v1::{Namespace, Pod, PodSpec, PodTemplateSpec, Service, ServiceAccount},
-        networking::v1::{NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule},
+        networking::v1::{
+            NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPort,
+        },
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+    apimachinery::pkg::{
+        apis::meta::v1::{ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
 };
 
 /// Kinds of objects that run pods.
@@ -409,17 +414,23 @@ fn selects_all_pods(np: &NetworkPolicy) -> bool {
     })
 }
 
-/// A rule that only opens port 53 (the DNS allowance of a default-deny setup).
+/// A rule that only opens port 53 over UDP or TCP (the DNS allowance of a default-deny setup),
+/// to any peers. Anything onus cannot prove to be DNS counts as an opening, because NET-02
+/// passes and NET-03 stays quiet on what this accepts: a range (`endPort` past 53) opens more
+/// than DNS, a named port resolves to whatever number the destination pod gives that name, and
+/// a port without a number matches every port.
 fn dns_only(rule: &NetworkPolicyEgressRule) -> bool {
-    rule.ports.as_ref().is_some_and(|ports| {
-        !ports.is_empty()
-            && ports.iter().all(|p| {
-                matches!(
-                    &p.port,
-                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(53))
-                )
-            })
-    })
+    rule.ports
+        .as_ref()
+        .is_some_and(|ports| !ports.is_empty() && ports.iter().all(dns_port))
+}
+
+fn dns_port(port: &NetworkPolicyPort) -> bool {
+    // The API server defaults a missing protocol to TCP, and DNS is served over TCP too.
+    let dns_protocol = matches!(port.protocol.as_deref(), None | Some("UDP" | "TCP"));
+    dns_protocol
+        && matches!(port.port, Some(IntOrString::Int(53)))
+        && port.end_port.is_none_or(|end| end == 53)
 }
 
 fn ingress_allows_all(rule: &NetworkPolicyIngressRule) -> bool {
@@ -429,6 +440,9 @@ fn ingress_allows_all(rule: &NetworkPolicyIngressRule) -> bool {
 fn egress_allows_all(rule: &NetworkPolicyEgressRule) -> bool {
     rule.to.as_ref().is_none_or(|t| t.is_empty()) && !dns_only(rule)
 }
+
+#[cfg(test)]
+mod network_tests;
 
 /// Projects a NetworkPolicy. `policyTypes` defaults to Ingress, plus Egress when egress rules
 /// exist, as the API server documents.

@@ -4,13 +4,22 @@
 //! Every write is a create or a replace carrying the `resourceVersion` that was read, so of two
 //! candidates racing for the same Lease the API server accepts exactly one. A leader that cannot
 //! renew within `renew_deadline` stops its work before the Lease (valid for `lease_duration`
-//! after its last renewal) can expire and be taken by another candidate. Expiry compares the
-//! holder's `renewTime` with this candidate's clock, so clocks are assumed to agree to well
-//! within `lease_duration - renew_deadline`.
+//! after its last renewal) can expire and be taken by another candidate.
+//!
+//! A candidate judges expiry by when *it* last saw the Lease change, on its own monotonic clock
+//! (as client-go's leaderelection does): it takes another holder's Lease only after
+//! `leaseDurationSeconds` without a change. The `renewTime` written by a holder whose wall clock
+//! is off (behind, ahead, or stepped) therefore never decides a takeover; clocks only need to run
+//! at about the same rate.
 
-use std::{pin::Pin, sync::Arc, task::Poll, time::Duration};
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::Poll,
+    time::Duration,
+};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
@@ -24,7 +33,8 @@ use tracing::{debug, info, warn};
 
 use crate::{http::Readiness, metrics::Metrics};
 
-/// Where "now" comes from for Lease timestamps; injected so tests can move time.
+/// Where "now" comes from for the Lease timestamps this candidate writes (informational to
+/// others: expiry is judged on each candidate's monotonic clock); injected so tests can skew it.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// The default name of the leader Lease.
@@ -47,7 +57,7 @@ pub struct LeaseConfig {
     pub renew_interval: Duration,
     /// How often a standby retries, and a leader after a failed renewal.
     pub retry_interval: Duration,
-    /// Source of Lease timestamps.
+    /// Source of the Lease timestamps this candidate writes.
     pub clock: Clock,
 }
 
@@ -100,37 +110,69 @@ pub enum Decision {
     Follow { holder: String },
 }
 
-/// Decides from the Lease spec (None: no Lease yet) what candidate `identity` should do at `now`.
-pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
+/// The Lease as this candidate last read it, and since when (on this candidate's monotonic
+/// clock) it has read it unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    spec: Option<LeaseSpec>,
+    since: Instant,
+}
+
+impl Observation {
+    /// The observation after reading `spec` at `now`: its time moves only when the spec changed
+    /// (a renewal changes `renewTime`, a takeover the holder), so an unchanged Lease ages on this
+    /// candidate's clock whatever time the holder wrote into it.
+    pub fn next(previous: Option<&Observation>, spec: Option<&LeaseSpec>, now: Instant) -> Self {
+        match previous {
+            Some(seen) if seen.spec.as_ref() == spec => seen.clone(),
+            _ => Observation {
+                spec: spec.cloned(),
+                since: now,
+            },
+        }
+    }
+
+    /// Since when the Lease has been seen unchanged.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+}
+
+/// Decides from the Lease spec (None: no Lease yet) what candidate `identity` should do at
+/// `now`, the spec having been seen unchanged since `unchanged_since`.
+pub fn decide(
+    spec: Option<&LeaseSpec>,
+    identity: &str,
+    unchanged_since: Instant,
+    now: Instant,
+) -> Decision {
     let Some(spec) = spec else {
         return Decision::Acquire;
     };
     match spec.holder_identity.as_deref() {
         None | Some("") => Decision::Acquire,
         Some(holder) if holder == identity => Decision::Renew,
-        Some(_) if is_expired(spec, now) => Decision::Acquire,
+        Some(_) if is_expired(spec, unchanged_since, now) => Decision::Acquire,
         Some(holder) => Decision::Follow {
             holder: holder.into(),
         },
     }
 }
 
-/// Whether the Lease has passed `renewTime + leaseDurationSeconds`; a Lease without either
-/// cannot prove its holder alive and counts as expired.
-pub fn is_expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+/// Whether `leaseDurationSeconds` have passed on this candidate's clock since it last saw the
+/// Lease change. The holder's `renewTime` is not compared with anything: it was written by
+/// another clock. A Lease without a duration cannot prove its holder alive and counts as expired.
+pub fn is_expired(spec: &LeaseSpec, unchanged_since: Instant, now: Instant) -> bool {
+    let Some(seconds) = spec
+        .lease_duration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .filter(|s| *s > 0)
+    else {
         return true;
     };
-    let Some(seconds) = spec.lease_duration_seconds.filter(|s| *s > 0) else {
-        return true;
-    };
-    match renewed
-        .0
-        .checked_add(SignedDuration::from_secs(seconds.into()))
-    {
-        Ok(valid_until) => valid_until < now,
-        Err(_) => false,
-    }
+    unchanged_since
+        .checked_add(Duration::from_secs(seconds))
+        .is_some_and(|valid_until| valid_until < now)
 }
 
 /// The spec that claims (acquires or renews) the Lease for `identity` at `now`.
@@ -224,6 +266,7 @@ where
         api: Api::namespaced(client, &config.namespace),
         config,
         readiness: readiness.clone(),
+        observed: Mutex::new(None),
     };
     let mut shutdown = std::pin::pin!(shutdown);
     metrics.set_leader(false);
@@ -277,21 +320,38 @@ struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
     readiness: Readiness,
+    /// The Lease as last read, kept across attempts so an unchanged Lease ages.
+    observed: Mutex<Option<Observation>>,
 }
 
 impl Elector {
     /// Reads the Lease and claims it when [`decide`] says so; a lost write race is a standby.
     async fn attempt(&self) -> Result<Attempt, kube::Error> {
         let config = &self.config;
-        let now = (config.clock)();
         let current = self.api.get_opt(&config.name).await?;
         let spec = current.as_ref().and_then(|l| l.spec.as_ref());
-        if let Decision::Follow { holder } = decide(spec, &config.identity, now) {
+        // Read after the response: a change is dated no earlier than it happened, so the Lease
+        // never seems older than it is.
+        let now = Instant::now();
+        let unchanged_since = {
+            // Nothing panics while holding the lock; a poisoned one still holds a valid value.
+            let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+            let next = Observation::next(observed.as_ref(), spec, now);
+            let since = next.since();
+            *observed = Some(next);
+            since
+        };
+        if let Decision::Follow { holder } = decide(spec, &config.identity, unchanged_since, now) {
             return Ok(Attempt::Standby {
                 holder: Some(holder),
             });
         }
-        let spec = claimed(spec, &config.identity, config.lease_duration, now);
+        let spec = claimed(
+            spec,
+            &config.identity,
+            config.lease_duration,
+            (config.clock)(),
+        );
         let written = match current {
             None => {
                 let lease = Lease {

@@ -2,7 +2,7 @@
 //! when the index changes (or an exception expires) and patches status only when it changed.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashSet},
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
@@ -26,7 +26,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::{
     FIELD_MANAGER,
     crd::{Mode, ResponsibilityPolicy, ResponsibilityPolicyStatus},
-    evaluate::{Violation, evaluate},
+    evaluate::evaluate,
     facts::WorkloadKind,
     http::Readiness,
     index::{FactMap, Index},
@@ -84,8 +84,8 @@ pub struct Context {
     first_unreported_change: Arc<Mutex<Option<Instant>>>,
     /// Policies with metric series, to forget the deleted ones.
     recorded: Mutex<BTreeSet<String>>,
-    /// Violations already announced with an Event on the offending object, per policy.
-    announced_violations: Mutex<HashMap<String, BTreeSet<(&'static str, Violation)>>>,
+    /// Violations announced with an Event on the offending object, per policy.
+    announced_violations: events::ViolationEvents,
 }
 
 /// Aborts a spawned task when dropped, so nothing outlives `run` however it ends.
@@ -206,7 +206,7 @@ pub async fn run(
         metrics: settings.metrics.clone(),
         first_unreported_change: first_change,
         recorded: Mutex::new(BTreeSet::new()),
-        announced_violations: Mutex::new(HashMap::new()),
+        announced_violations: events::ViolationEvents::new(&settings.instance),
     });
     // Refused actions are retried when due even when no policy is left to reconcile (the last
     // one was deleted while its release was refused).

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::{api::coordination::v1::LeaseSpec, apimachinery::pkg::apis::meta::v1::MicroTime};
 
 use super::*;
@@ -21,62 +21,148 @@ fn held(holder: &str, renewed: i64, duration: i32) -> LeaseSpec {
     }
 }
 
+/// A point on the candidate's monotonic clock, `seconds` after an arbitrary origin.
+fn local(origin: Instant, seconds: u64) -> Instant {
+    origin + Duration::from_secs(seconds)
+}
+
 #[test]
 fn absent_lease_is_acquired() {
-    assert_eq!(decide(None, "a", at(0)), Decision::Acquire);
+    let t = Instant::now();
+    assert_eq!(decide(None, "a", t, t), Decision::Acquire);
 }
 
 #[test]
 fn own_lease_is_renewed_even_when_expired() {
-    assert_eq!(decide(Some(&held("a", 0, 15)), "a", at(5)), Decision::Renew);
-    assert_eq!(
-        decide(Some(&held("a", 0, 15)), "a", at(60)),
-        Decision::Renew
-    );
+    let t = Instant::now();
+    let spec = held("a", 0, 15);
+    assert_eq!(decide(Some(&spec), "a", t, local(t, 5)), Decision::Renew);
+    assert_eq!(decide(Some(&spec), "a", t, local(t, 60)), Decision::Renew);
 }
 
 #[test]
 fn live_lease_of_another_is_followed() {
+    let t = Instant::now();
     assert_eq!(
-        decide(Some(&held("b", 0, 15)), "a", at(15)),
+        decide(Some(&held("b", 0, 15)), "a", t, local(t, 15)),
         Decision::Follow { holder: "b".into() }
     );
 }
 
 #[test]
-fn expired_lease_of_another_is_acquired() {
+fn lease_of_another_unchanged_for_its_duration_is_acquired() {
+    let t = Instant::now();
     assert_eq!(
-        decide(Some(&held("b", 0, 15)), "a", at(16)),
+        decide(Some(&held("b", 0, 15)), "a", t, local(t, 16)),
         Decision::Acquire
     );
 }
 
 #[test]
 fn released_lease_is_acquired_at_once() {
+    let t = Instant::now();
     let spec = released(&held("b", 10, 15), at(10));
-    assert_eq!(decide(Some(&spec), "a", at(10)), Decision::Acquire);
+    assert_eq!(decide(Some(&spec), "a", t, t), Decision::Acquire);
 }
 
 #[test]
-fn lease_expires_strictly_after_renew_time_plus_duration() {
+fn lease_expires_strictly_after_its_duration_unchanged() {
+    let t = Instant::now();
     let spec = held("b", 100, 15);
-    assert!(!is_expired(&spec, at(115)));
-    assert!(is_expired(&spec, at(115) + SignedDuration::from_millis(1)));
+    assert!(!is_expired(&spec, t, local(t, 15)));
+    assert!(is_expired(
+        &spec,
+        t,
+        local(t, 15) + Duration::from_millis(1)
+    ));
 }
 
 #[test]
-fn lease_without_renew_time_or_duration_is_expired() {
+fn lease_without_duration_is_expired() {
+    let t = Instant::now();
+    let no_duration = LeaseSpec {
+        lease_duration_seconds: None,
+        ..held("b", 0, 15)
+    };
+    assert!(is_expired(&no_duration, t, t));
+    let zero = LeaseSpec {
+        lease_duration_seconds: Some(0),
+        ..held("b", 0, 15)
+    };
+    assert!(is_expired(&zero, t, t));
+}
+
+#[test]
+fn lease_without_renew_time_is_judged_by_when_it_was_seen() {
+    let t = Instant::now();
     let no_times = LeaseSpec {
         holder_identity: Some("b".into()),
         lease_duration_seconds: Some(15),
         ..LeaseSpec::default()
     };
-    assert!(is_expired(&no_times, at(0)));
-    let no_duration = LeaseSpec {
-        lease_duration_seconds: None,
-        ..held("b", 0, 15)
-    };
-    assert!(is_expired(&no_duration, at(0)));
+    assert!(!is_expired(&no_times, t, local(t, 15)));
+    assert!(is_expired(&no_times, t, local(t, 16)));
+}
+
+#[test]
+fn an_unchanged_lease_keeps_its_first_observation_time() {
+    let t = Instant::now();
+    let first = Observation::next(None, Some(&held("b", 0, 15)), t);
+    let again = Observation::next(Some(&first), Some(&held("b", 0, 15)), local(t, 10));
+    assert_eq!(again.since(), t);
+}
+
+#[test]
+fn a_renewal_or_a_new_holder_restarts_the_observation() {
+    let t = Instant::now();
+    let first = Observation::next(None, Some(&held("b", 0, 15)), t);
+    let renewed = Observation::next(Some(&first), Some(&held("b", 5, 15)), local(t, 5));
+    assert_eq!(renewed.since(), local(t, 5));
+    let taken = Observation::next(Some(&renewed), Some(&held("c", 5, 15)), local(t, 6));
+    assert_eq!(taken.since(), local(t, 6));
+    let gone = Observation::next(Some(&taken), None, local(t, 7));
+    assert_eq!(gone.since(), local(t, 7));
+}
+
+/// Candidate "a" reads the Lease once a second while holder "b" renews it `renewals` times with
+/// `renew_time(i)`, then stops; returns a's decision `after` seconds past the last renewal.
+fn standby_decision(renewals: i64, renew_time: impl Fn(i64) -> i64, after: u64) -> Decision {
+    let t = Instant::now();
+    let mut observed: Option<Observation> = None;
+    let mut last = t;
+    for i in 0..renewals {
+        let spec = held("b", renew_time(i), 15);
+        let now = local(t, u64::try_from(i).expect("renewal index"));
+        let next = Observation::next(observed.as_ref(), Some(&spec), now);
+        assert_eq!(
+            decide(Some(&spec), "a", next.since(), now),
+            Decision::Follow { holder: "b".into() },
+            "renewal {i}"
+        );
+        observed = Some(next);
+        last = now;
+    }
+    let spec = held("b", renew_time(renewals - 1), 15);
+    let now = last + Duration::from_secs(after);
+    let next = Observation::next(observed.as_ref(), Some(&spec), now);
+    decide(Some(&spec), "a", next.since(), now)
+}
+
+#[test]
+fn a_holder_whose_clock_is_an_hour_behind_is_followed_while_it_renews() {
+    // Its renewTime is always an hour old by the candidate's wall clock.
+    let decision = standby_decision(60, |i| i - 3600, 1);
+    assert_eq!(decision, Decision::Follow { holder: "b".into() });
+}
+
+#[test]
+fn a_holder_whose_clock_is_an_hour_ahead_is_replaced_once_renewals_stop() {
+    let ahead = |i| i + 3600;
+    assert_eq!(
+        standby_decision(5, ahead, 15),
+        Decision::Follow { holder: "b".into() }
+    );
+    assert_eq!(standby_decision(5, ahead, 16), Decision::Acquire);
 }
 
 #[test]

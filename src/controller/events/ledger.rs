@@ -1,0 +1,210 @@
+//! Which violation Events to publish. Each violation's Event has a name derived from the policy,
+//! the control and the offending object, so the API server itself refuses a second Event for it:
+//! after a restart or a leader change, the Events an earlier process published count as
+//! announced. In memory, onus keeps only the violations failing now (per live policy) and, for
+//! a bounded while, the fixed ones, so one that comes back continues its Event's series.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+/// How long a fixed violation is remembered (the API server keeps Events for an hour by default);
+/// one that comes back later gets its Event created again, or found still there.
+pub const RECURRENCE_MEMORY: Duration = Duration::from_secs(3600);
+/// At most this many fixed violations are remembered; the oldest go first.
+pub const MAX_FIXED: usize = 10_000;
+
+/// How to publish one violation's Event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Announce {
+    /// Create it; one already there (published by an earlier process) is left as it is.
+    Create,
+    /// The violation was fixed and has come back: continue the Event's series at `count`.
+    Recur { count: i32 },
+}
+
+/// The bookkeeping; Event names identify violations (they include the policy's uid).
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Per policy uid: the Events of its violations failing now, with their series count.
+    current: HashMap<String, BTreeMap<String, i32>>,
+    /// Events of violations fixed within [`RECURRENCE_MEMORY`]: series count and when fixed.
+    fixed: HashMap<String, (i32, Instant)>,
+}
+
+impl Ledger {
+    /// Brings `policy`'s entry to the Events of its violations failing now (`failing`), forgets
+    /// policies not in `live`, and returns up to `max` Events to publish, in name order.
+    pub fn update(
+        &mut self,
+        policy: &str,
+        failing: &BTreeSet<String>,
+        live: &HashSet<String>,
+        now: Instant,
+        max: usize,
+    ) -> Vec<(String, Announce)> {
+        // A deleted policy's violations are gone with it; their Events expire on their own.
+        self.current
+            .retain(|uid, _| uid == policy || live.contains(uid));
+        self.fixed
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < RECURRENCE_MEMORY);
+        let seen = self.current.entry(policy.to_string()).or_default();
+        let gone: Vec<String> = seen
+            .keys()
+            .filter(|name| !failing.contains(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(count) = seen.remove(&name) {
+                self.fixed.insert(name, (count, now));
+            }
+        }
+        let fresh: Vec<&String> = failing
+            .iter()
+            .filter(|n| !seen.contains_key(*n))
+            .take(max)
+            .collect();
+        let mut publish = Vec::new();
+        for name in fresh {
+            let (announce, count) = match self.fixed.remove(name) {
+                Some((count, _)) => {
+                    let count = count.saturating_add(1);
+                    (Announce::Recur { count }, count)
+                }
+                None => (Announce::Create, 1),
+            };
+            seen.insert(name.clone(), count);
+            publish.push((name.clone(), announce));
+        }
+        if self.fixed.len() > MAX_FIXED {
+            let mut by_age: Vec<(Instant, String)> = self
+                .fixed
+                .iter()
+                .map(|(name, (_, at))| (*at, name.clone()))
+                .collect();
+            by_age.sort();
+            for (_, name) in by_age.into_iter().take(self.fixed.len() - MAX_FIXED) {
+                self.fixed.remove(&name);
+            }
+        }
+        publish
+    }
+
+    /// Records that an Event whose series was to continue had expired and was created anew.
+    pub fn recreated(&mut self, policy: &str, name: &str) {
+        if let Some(count) = self
+            .current
+            .get_mut(policy)
+            .and_then(|seen| seen.get_mut(name))
+        {
+            *count = 1;
+        }
+    }
+
+    /// How many violations are remembered in all (current and fixed).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.values().map(BTreeMap::len).sum::<usize>() + self.fixed.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn live(uids: &[&str]) -> HashSet<String> {
+        uids.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn created(names: &[&str]) -> Vec<(String, Announce)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), Announce::Create))
+            .collect()
+    }
+
+    #[test]
+    fn each_violation_is_published_once_while_it_fails() {
+        let (mut ledger, t) = (Ledger::default(), Instant::now());
+        let failing = names(&["a", "b"]);
+        let p = live(&["p"]);
+        assert_eq!(
+            ledger.update("p", &failing, &p, t, 20),
+            created(&["a", "b"])
+        );
+        assert_eq!(ledger.update("p", &failing, &p, t, 20), []);
+    }
+
+    #[test]
+    fn at_most_max_events_per_update_and_the_rest_later() {
+        let (mut ledger, t) = (Ledger::default(), Instant::now());
+        let failing = names(&["a", "b", "c"]);
+        let p = live(&["p"]);
+        assert_eq!(ledger.update("p", &failing, &p, t, 2), created(&["a", "b"]));
+        assert_eq!(ledger.update("p", &failing, &p, t, 2), created(&["c"]));
+    }
+
+    #[test]
+    fn a_fixed_violation_that_comes_back_continues_its_series() {
+        let (mut ledger, t) = (Ledger::default(), Instant::now());
+        let p = live(&["p"]);
+        ledger.update("p", &names(&["a"]), &p, t, 20);
+        assert_eq!(ledger.update("p", &names(&[]), &p, t, 20), []);
+        let back = ledger.update("p", &names(&["a"]), &p, t + Duration::from_secs(60), 20);
+        assert_eq!(back, [("a".to_string(), Announce::Recur { count: 2 })]);
+        ledger.update("p", &names(&[]), &p, t, 20);
+        let again = ledger.update("p", &names(&["a"]), &p, t + Duration::from_secs(61), 20);
+        assert_eq!(again, [("a".to_string(), Announce::Recur { count: 3 })]);
+    }
+
+    #[test]
+    fn a_violation_fixed_long_ago_is_forgotten() {
+        let (mut ledger, t) = (Ledger::default(), Instant::now());
+        let p = live(&["p"]);
+        ledger.update("p", &names(&["a"]), &p, t, 20);
+        ledger.update("p", &names(&[]), &p, t, 20);
+        let later = t + RECURRENCE_MEMORY + Duration::from_secs(1);
+        ledger.update("p", &names(&[]), &p, later, 20);
+        assert_eq!(ledger.len(), 0);
+        assert_eq!(
+            ledger.update("p", &names(&["a"]), &p, later, 20),
+            created(&["a"])
+        );
+    }
+
+    #[test]
+    fn a_deleted_policy_is_forgotten() {
+        let (mut ledger, t) = (Ledger::default(), Instant::now());
+        ledger.update("gone", &names(&["g1", "g2"]), &live(&["gone", "p"]), t, 20);
+        ledger.update("p", &names(&["a"]), &live(&["p"]), t, 20);
+        assert_eq!(ledger.len(), 1);
+    }
+
+    #[test]
+    fn the_memory_of_fixed_violations_is_bounded() {
+        let (mut ledger, t) = (Ledger::default(), Instant::now());
+        let p = live(&["p"]);
+        let many: BTreeSet<String> = (0..MAX_FIXED + 5).map(|i| format!("v{i}")).collect();
+        ledger.update("p", &many, &p, t, usize::MAX);
+        ledger.update("p", &names(&[]), &p, t, 20);
+        assert_eq!(ledger.len(), MAX_FIXED);
+    }
+
+    #[test]
+    fn a_recreated_event_restarts_its_series() {
+        let (mut ledger, t) = (Ledger::default(), Instant::now());
+        let p = live(&["p"]);
+        ledger.update("p", &names(&["a"]), &p, t, 20);
+        ledger.update("p", &names(&[]), &p, t, 20);
+        ledger.update("p", &names(&["a"]), &p, t, 20);
+        ledger.recreated("p", "a");
+        ledger.update("p", &names(&[]), &p, t, 20);
+        let back = ledger.update("p", &names(&["a"]), &p, t, 20);
+        assert_eq!(back, [("a".to_string(), Announce::Recur { count: 2 })]);
+    }
+}

@@ -1,0 +1,221 @@
+//! Violation Events across onus processes, against the real API server: a restarted operator (or
+//! a new leader) does not announce the violations an earlier one announced, and a violation
+//! that comes back after a fix counts again on its Event.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TEST_LABEL, TestEnv, deployment, hardened};
+use k8s_openapi::api::events::v1::Event;
+use kube::{
+    Api, Client,
+    api::{ListParams, Patch, PatchParams},
+};
+use onus::{
+    controller::{self, Settings},
+    crd::ResponsibilityPolicy,
+    metrics::Metrics,
+};
+use serde_json::json;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// An operator process, simulated in-process: it can be stopped and another started.
+struct Operator {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    metrics: Metrics,
+}
+
+impl Operator {
+    fn start(client: &Client, instance: &str, selector: &str) -> Operator {
+        let metrics = Metrics::new();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let settings = Settings {
+            instance: instance.into(),
+            policy_selector: Some(selector.into()),
+            metrics: metrics.clone(),
+            ..Settings::default()
+        };
+        let task = tokio::spawn(controller::run(client.clone(), settings, async move {
+            let _ = stop.await;
+        }));
+        Operator {
+            shutdown,
+            task,
+            metrics,
+        }
+    }
+
+    /// Waits until this operator has reconciled `policy` once (it announces violations before
+    /// it records the policy's metrics).
+    async fn wait_reconciled(&self, policy: &str) {
+        let series = format!("policy=\"{policy}\"");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self
+            .metrics
+            .render()
+            .lines()
+            .any(|l| l.starts_with("onus_policy_violations{") && l.contains(&series))
+        {
+            assert!(Instant::now() < deadline, "{policy} not reconciled in 30s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.shutdown.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("operator stops within 30s")
+            .expect("operator task");
+    }
+}
+
+/// Creates a policy that only operators selecting `onus.dev/test=<selector value>` serve (not
+/// the operator of the `TestEnv`), over the test's namespaces.
+async fn apply_policy(env: &TestEnv, selector_value: &str) -> String {
+    let name = format!("{}-events", env.id);
+    let policy = json!({
+        "apiVersion": "onus.dev/v1alpha1",
+        "kind": "ResponsibilityPolicy",
+        "metadata": {"name": name, "labels": {TEST_LABEL: selector_value}},
+        "spec": {
+            "serviceModel": "PaaS",
+            "namespaceSelector": {"matchLabels": {"onus.dev/test-ns": env.id}},
+        },
+    });
+    Api::<ResponsibilityPolicy>::all(env.client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply("onus-tests").force(),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying policy {name}: {e}"));
+    name
+}
+
+/// The policy's violation Events (`namespace/name`, series count), sorted.
+async fn violation_events(client: &Client, policy: &str) -> Vec<(String, i32)> {
+    let mut events: Vec<(String, i32)> = Api::<Event>::all(client.clone())
+        .list(&ListParams::default().fields("reason=PolicyViolation"))
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.related.as_ref().and_then(|r| r.name.as_deref()) == Some(policy))
+        .map(|e| {
+            let id = format!(
+                "{}/{}",
+                e.metadata.namespace.unwrap_or_default(),
+                e.metadata.name.unwrap_or_default()
+            );
+            (id, e.series.map_or(1, |s| s.count))
+        })
+        .collect();
+    events.sort();
+    events
+}
+
+/// The violation Events regarding a Deployment.
+async fn events_on_deployment(client: &Client, policy: &str, ns: &str, name: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().fields(&format!(
+            "reason=PolicyViolation,regarding.kind=Deployment,regarding.name={name}"
+        )))
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.related.as_ref().and_then(|r| r.name.as_deref()) == Some(policy))
+        .collect()
+}
+
+fn privileged() -> serde_json::Value {
+    let mut sc = hardened();
+    sc["privileged"] = json!(true);
+    sc.as_object_mut()
+        .map(|o| o.remove("allowPrivilegeEscalation"));
+    sc
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_operator_does_not_announce_the_same_violations_again() {
+    let env = TestEnv::start("ev-restart").await;
+    let ns = env.namespace("ev-restart", &[]).await;
+    env.create(Some(&ns), deployment("web", privileged(), json!({})))
+        .await;
+    let selector_value = format!("{}-restart", env.id);
+    let selector = format!("{TEST_LABEL}={selector_value}");
+    let policy = apply_policy(&env, &selector_value).await;
+
+    let first = Operator::start(&env.client, "onus-first", &selector);
+    first.wait_reconciled(&policy).await;
+    let announced = violation_events(&env.client, &policy).await;
+    assert!(
+        announced.len() >= 3,
+        "too few violation Events to test with: {announced:?}"
+    );
+    first.stop().await;
+
+    // A new process, under another name (a restarted pod, or the standby taking over).
+    let second = Operator::start(&env.client, "onus-second", &selector);
+    second.wait_reconciled(&policy).await;
+    // Any reconcile its own status write triggers has had time to run.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(violation_events(&env.client, &policy).await, announced);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_violation_that_comes_back_counts_again_on_its_event() {
+    let env = TestEnv::start("ev-recur").await;
+    let ns = env.namespace("ev-recur", &[]).await;
+    let web = deployment("web", privileged(), json!({}));
+    env.create(Some(&ns), web.clone()).await;
+    let selector_value = format!("{}-recur", env.id);
+    let selector = format!("{TEST_LABEL}={selector_value}");
+    let policy = apply_policy(&env, &selector_value).await;
+    let operator = Operator::start(&env.client, "onus", &selector);
+    operator.wait_reconciled(&policy).await;
+    let first = events_on_deployment(&env.client, &policy, &ns, "web").await;
+    assert!(!first.is_empty(), "no violation Event on the Deployment");
+
+    let offender = format!("Deployment/{ns}/web");
+    let lists_offender = |s: &onus::crd::ResponsibilityPolicyStatus| {
+        s.controls.iter().any(|c| c.examples.contains(&offender))
+    };
+    env.delete(Some(&ns), "apps/v1", "Deployment", "web").await;
+    env.wait_status(&policy, "the Deployment's violations gone", |s| {
+        !lists_offender(s)
+    })
+    .await;
+    env.create(Some(&ns), web).await;
+    env.wait_status(&policy, "the Deployment's violations back", lists_offender)
+        .await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = events_on_deployment(&env.client, &policy, &ns, "web").await;
+        let names = |events: &[Event]| {
+            let mut names: Vec<_> = events.iter().map(|e| e.metadata.name.clone()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&again), names(&first), "the same Events, no new ones");
+        if again
+            .iter()
+            .all(|e| e.series.as_ref().is_some_and(|s| s.count == 2))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the comeback was not counted on the Events: {:?}",
+            again.iter().map(|e| &e.series).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    operator.stop().await;
+}

@@ -1,0 +1,156 @@
+//! Leader election between candidates whose wall clocks disagree, against the real API server:
+//! a standby judges the holder by whether the Lease keeps changing, on its own monotonic clock,
+//! never by comparing the holder's `renewTime` with its own wall clock.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use onus::{
+    http::Readiness,
+    leader::{LeaseConfig, run_leader_elected},
+    metrics::Metrics,
+};
+use tokio::task::JoinHandle;
+
+const LEASE: &str = "onus-leader";
+const LEASE_DURATION: Duration = Duration::from_secs(3);
+const RENEW_INTERVAL: Duration = Duration::from_secs(1);
+const HOUR: SignedDuration = SignedDuration::from_hours(1);
+
+/// An in-process candidate whose wall clock is `skew` off; its work marks it as leading.
+struct Candidate {
+    leading: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Candidate {
+    fn start(client: &Client, namespace: &str, identity: &str, skew: SignedDuration) -> Self {
+        let mut config = LeaseConfig::new(LEASE, namespace, identity).timing(
+            LEASE_DURATION,
+            Duration::from_secs(2),
+            RENEW_INTERVAL,
+            Duration::from_millis(500),
+        );
+        config.clock = Arc::new(move || Timestamp::now() + skew);
+        let leading = Arc::new(AtomicBool::new(false));
+        let flag = leading.clone();
+        let task = tokio::spawn({
+            let client = client.clone();
+            async move {
+                run_leader_elected(
+                    client,
+                    config,
+                    Metrics::new(),
+                    Readiness::new(),
+                    std::future::pending(),
+                    move |stop| {
+                        let flag = flag.clone();
+                        async move {
+                            flag.store(true, Ordering::SeqCst);
+                            stop.await;
+                            flag.store(false, Ordering::SeqCst);
+                        }
+                    },
+                )
+                .await;
+            }
+        });
+        Candidate { leading, task }
+    }
+
+    fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Waits until this candidate leads; panics after `within`.
+    async fn wait_leading(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.is_leading() {
+            assert!(Instant::now() < deadline, "not leading after {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Candidate {
+    /// Dies without releasing the Lease, like a crashed or partitioned process.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn renew_time(client: &Client, namespace: &str) -> Timestamp {
+    Api::<Lease>::namespaced(client.clone(), namespace)
+        .get(LEASE)
+        .await
+        .expect("get lease")
+        .spec
+        .and_then(|s| s.renew_time)
+        .expect("renewTime")
+        .0
+}
+
+async fn setup(prefix: &str) -> (Client, String) {
+    let cp = onus_testenv::shared();
+    let client = cp.client().await;
+    let namespace = cp.namespace(&client, prefix, &[]).await;
+    (client, namespace)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_holder_whose_clock_is_behind_keeps_leading_while_it_renews() {
+    let (client, ns) = setup("skew-behind").await;
+    let holder = Candidate::start(&client, &ns, "behind", -HOUR);
+    holder.wait_leading(Duration::from_secs(10)).await;
+    let stamped = renew_time(&client, &ns).await;
+    assert!(
+        stamped < Timestamp::now() - SignedDuration::from_mins(50),
+        "the holder's renewTime {stamped} is not an hour behind"
+    );
+
+    let standby = Candidate::start(&client, &ns, "on-time", SignedDuration::ZERO);
+    // Well past the Lease duration, with renewals every second: the standby must stay one.
+    let until = Instant::now() + 3 * LEASE_DURATION;
+    while Instant::now() < until {
+        assert!(
+            !standby.is_leading(),
+            "took over a Lease that is being renewed"
+        );
+        assert!(holder.is_leading(), "the renewing holder lost the Lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_holder_whose_clock_is_ahead_is_replaced_a_lease_duration_after_it_dies() {
+    let (client, ns) = setup("skew-ahead").await;
+    let holder = Candidate::start(&client, &ns, "ahead", HOUR);
+    holder.wait_leading(Duration::from_secs(10)).await;
+    let standby = Candidate::start(&client, &ns, "on-time", SignedDuration::ZERO);
+    // The standby sees a few renewals (each stamped an hour ahead) before the holder dies.
+    tokio::time::sleep(2 * RENEW_INTERVAL).await;
+    assert!(!standby.is_leading(), "took over a live Lease");
+    let stamped = renew_time(&client, &ns).await;
+    assert!(
+        stamped > Timestamp::now() + SignedDuration::from_mins(50),
+        "the holder's renewTime {stamped} is not an hour ahead"
+    );
+
+    let died = Instant::now();
+    drop(holder);
+    standby.wait_leading(3 * LEASE_DURATION).await;
+    // Its last renewal was at most one renew interval before it died.
+    let after = died.elapsed();
+    assert!(
+        after + RENEW_INTERVAL >= LEASE_DURATION,
+        "took over {after:?} after the holder died: before the Lease could have expired"
+    );
+}
