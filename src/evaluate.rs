@@ -372,6 +372,13 @@ fn find_violations(
                 add("WKL-10", offender());
             }
         }
+        // Owned Pods count through their controller, except for what only the running Pod
+        // fails (a webhook's mutation, an ephemeral container): that is the Pod's own.
+        for (pod, controls) in index.pods_beyond_templates(ns, level, version) {
+            for control in controls {
+                add(control, Violation::namespaced("Pod", ns, pod));
+            }
+        }
     }
     for list in found.values_mut() {
         list.sort();

@@ -220,3 +220,35 @@ fn the_default_service_account_may_mount_its_token_when_the_policy_allows_it() {
     );
     assert_eq!(outcome(&lenient, "IAM-09").result, ControlResult::Pass);
 }
+
+#[test]
+fn owned_pods_report_only_what_their_template_does_not_fail() {
+    use crate::index::testing::{debugged_spec, deployment, deployment_pod, restricted_spec};
+    let mut index = cluster(&[("shop", &[])]);
+    deployment(&mut index, "shop", "web", restricted_spec());
+    deployment_pod(&mut index, "shop", "web", "web-1", debugged_spec());
+    deployment_pod(&mut index, "shop", "web", "web-2", restricted_spec());
+    let mut index = with_deployment(index, "shop", "root", json!({"privileged": true}));
+    deployment_pod(
+        &mut index,
+        "shop",
+        "root",
+        "root-1",
+        json!({"containers": [{"name": "app", "securityContext": {"privileged": true}}]}),
+    );
+    let policy = spec(json!({"serviceModel": "PaaS",
+        "controls": {"podSecurity": {"level": "restricted"}}}));
+    let eval = evaluate(&policy, &index, now());
+    let examples = |id| -> Vec<String> {
+        outcome(&eval, id)
+            .violations
+            .iter()
+            .map(|v| v.example.clone())
+            .collect()
+    };
+    assert_eq!(
+        examples("WKL-04"),
+        ["Deployment/shop/root", "Pod/shop/web-1"]
+    );
+    assert_eq!(examples("WKL-03"), ["Deployment/shop/root"]);
+}
