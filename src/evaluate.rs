@@ -356,6 +356,8 @@ fn find_violations(
             );
         }
     }
+    // Workloads are judged as the server's admission would judge them.
+    let version = index.admission_version(version);
     for ns in namespaces {
         for (k, _) in index.external_ips.in_namespace(ns) {
             add("NET-05", Violation::namespaced("Service", ns, &k.name));

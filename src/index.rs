@@ -141,6 +141,8 @@ pub struct Index {
     pub replica_set_owners: FactMap<String>,
     /// Jobs a CronJob controls, to that CronJob's name (the Job watch).
     pub job_owners: FactMap<String>,
+    /// The API server's minor version (1.x), once read: its PodSecurity admission's `latest`.
+    pub server_minor: Option<u32>,
     pub network_policies: FactMap<NetworkPolicyFact>,
     pub default_service_accounts: FactMap<DefaultServiceAccountFact>,
     pub external_ips: FactMap<ExternalIpsFact>,
@@ -165,6 +167,12 @@ impl Index {
             .collect();
         all.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         all
+    }
+
+    /// The Pod Security version the server's admission applies for `version` (see
+    /// [`Version::on_server`]): what workloads are judged at.
+    pub fn admission_version(&self, version: Version) -> Version {
+        version.on_server(self.server_minor)
     }
 
     /// The workload whose template a controller's Pods were made from: a ReplicaSet's

@@ -250,6 +250,7 @@ pub fn rejected(
     version: Version,
     index: &Index,
 ) -> Vec<String> {
+    let version = index.admission_version(version);
     // Templates, and the running Pods where they fail more than their template: a Pod that
     // fails only what its template fails is already waited for through the template.
     let templates = index

@@ -26,7 +26,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::write;
 use crate::{
@@ -34,6 +34,7 @@ use crate::{
     facts::{self, WorkloadKind},
     index::{FactMap, Index, Key},
     metrics::Metrics,
+    podsecurity,
 };
 
 /// Which policies a change can concern.
@@ -117,7 +118,28 @@ pub(super) struct Watch {
     pub first_change: Arc<Mutex<Option<Instant>>>,
 }
 
+/// Records the server's minor version in the index: its PodSecurity admission's `latest`.
+/// Unreadable, onus judges `latest` as the newest version it knows (and says so).
+async fn read_server_version(watch: &Watch) {
+    match watch.client.apiserver_version().await {
+        Ok(info) => match podsecurity::server_minor(&info) {
+            Some(minor) => {
+                info!(version = %info.git_version, "Pod Security latest is v1.{minor}, the server's");
+                write(&watch.index).server_minor = Some(minor);
+            }
+            None => {
+                warn!(version = %info.git_version, "Unrecognised server version; Pod Security latest taken as the newest known")
+            }
+        },
+        Err(error) => {
+            warn!(%error, "Cannot read the server version; Pod Security latest taken as the newest known");
+        }
+    }
+}
+
 pub(super) async fn watch_all(watch: Watch) {
+    // Before the watches: no evaluation runs before they have synced.
+    read_server_version(&watch).await;
     macro_rules! watch {
         ($ty:ty, $project:expr, |$i:ident| $map:expr) => {
             watch_into::<$ty, _>(watch.clone(), Feed::new(|$i| $map, $project), in_namespace)

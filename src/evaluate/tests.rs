@@ -252,3 +252,21 @@ fn owned_pods_report_only_what_their_template_does_not_fail() {
     );
     assert_eq!(examples("WKL-03"), ["Deployment/shop/root"]);
 }
+
+#[test]
+fn workloads_are_judged_at_the_servers_latest() {
+    let mut index = cluster(&[("shop", &[])]);
+    // A sysctl the admission allows from v1.27 on.
+    crate::index::testing::deployment(
+        &mut index,
+        "shop",
+        "tuned",
+        json!({"securityContext": {"sysctls": [{"name": "net.ipv4.ip_local_reserved_ports", "value": "1"}]},
+               "containers": [{"name": "app"}]}),
+    );
+    let policy = spec(json!({"serviceModel": "PaaS"}));
+    let wkl05 = |index: &Index| outcome(&evaluate(&policy, index, now()), "WKL-05").result;
+    assert_eq!(wkl05(&index), ControlResult::Pass);
+    index.server_minor = Some(26);
+    assert_eq!(wkl05(&index), ControlResult::Fail);
+}

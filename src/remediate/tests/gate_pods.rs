@@ -46,3 +46,30 @@ fn the_gate_waits_for_a_running_pod_that_fails_what_its_template_passes() {
         Some("restricted")
     );
 }
+
+#[test]
+fn latest_is_the_servers_latest() {
+    let mut index = cluster(&[]);
+    // A sysctl the admission allows from v1.27 on.
+    deployment(
+        &mut index,
+        "shop",
+        "tuned",
+        json!({"securityContext": {"sysctls": [{"name": "net.ipv4.ip_local_reserved_ports", "value": "1"}]},
+               "containers": [{"name": "app"}]}),
+    );
+    assert_eq!(
+        rejected("shop", Baseline, Version::Latest, &index),
+        Vec::<String>::new()
+    );
+    index.server_minor = Some(26);
+    assert_eq!(
+        rejected("shop", Baseline, Version::Latest, &index),
+        ["Deployment/shop/tuned"]
+    );
+    // A pin newer than the server is the server's latest too.
+    assert_eq!(
+        rejected("shop", Baseline, Version::Minor(30), &index),
+        ["Deployment/shop/tuned"]
+    );
+}
