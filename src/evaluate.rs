@@ -356,6 +356,8 @@ fn find_violations(
             );
         }
     }
+    // Workloads are judged as the server's admission would judge them.
+    let version = index.admission_version(version);
     for ns in namespaces {
         for (k, _) in index.external_ips.in_namespace(ns) {
             add("NET-05", Violation::namespaced("Service", ns, &k.name));
@@ -370,6 +372,13 @@ fn find_violations(
             }
             if ns == "default" {
                 add("WKL-10", offender());
+            }
+        }
+        // Owned Pods count through their controller, except for what only the running Pod
+        // fails (a webhook's mutation, an ephemeral container): that is the Pod's own.
+        for (pod, controls) in index.pods_beyond_templates(ns, level, version) {
+            for control in controls {
+                add(control, Violation::namespaced("Pod", ns, pod));
             }
         }
     }

@@ -4,16 +4,17 @@
 //! index keeps the fact and drops the object. Workload facts keep a stripped pod template
 //! (Pod Security must be evaluated at each policy's own level and version).
 
+mod pods;
+pub use pods::{OwnedPodFact, job_owner, owned_pod, replica_set_owner, security_spec};
+use pods::{failing_at_latest, failing_controls};
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
     sync::Arc,
 };
 
-use crate::{
-    crd::PodSecurityLevel,
-    podsecurity::{self, Version},
-};
+use crate::{crd::PodSecurityLevel, podsecurity::Version};
 use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
@@ -115,14 +116,13 @@ impl WorkloadFact {
         level: PodSecurityLevel,
         version: Version,
     ) -> BTreeSet<&'static str> {
-        match (version, level) {
-            (Version::Latest, PodSecurityLevel::Baseline) => self.failing_at_latest[0].clone(),
-            (Version::Latest, PodSecurityLevel::Restricted) => self.failing_at_latest[1].clone(),
-            _ => podsecurity::evaluate(&self.template_meta, &self.spec, level, version)
-                .into_iter()
-                .map(|v| v.check.control())
-                .collect(),
-        }
+        failing_controls(
+            &self.template_meta,
+            &self.spec,
+            &self.failing_at_latest,
+            level,
+            version,
+        )
     }
 
     /// The ServiceAccount the pods run as.
@@ -301,16 +301,7 @@ fn workload(
         annotations: template_meta.and_then(|m| m.annotations.clone()),
         ..ObjectMeta::default()
     };
-    let failing = |level| {
-        podsecurity::evaluate(&template_meta, &stripped, level, Version::Latest)
-            .into_iter()
-            .map(|v| v.check.control())
-            .collect()
-    };
-    let failing_at_latest = [
-        failing(PodSecurityLevel::Baseline),
-        failing(PodSecurityLevel::Restricted),
-    ];
+    let failing_at_latest = failing_at_latest(&template_meta, &stripped);
     Some(WorkloadFact {
         kind,
         namespace: meta.namespace.clone().unwrap_or_default(),
@@ -389,12 +380,13 @@ pub fn cron_job(c: &CronJob) -> Option<WorkloadFact> {
     from_template(WorkloadKind::CronJob, &c.metadata, template)
 }
 
-/// Projects a bare Pod; Pods run by a workload controller are evaluated through it.
+/// The controllers whose Pods roll up into them (kept as [`OwnedPodFact`]s).
+const POD_CONTROLLERS: &[&str] = &["ReplicaSet", "StatefulSet", "DaemonSet", "Job"];
+
+/// Projects a bare Pod; Pods run by a workload controller are evaluated through it (and kept
+/// apart, see [`owned_pod`]).
 pub fn pod(p: &Pod) -> Option<WorkloadFact> {
-    if controlled_by(
-        &p.metadata,
-        &["ReplicaSet", "StatefulSet", "DaemonSet", "Job"],
-    ) {
+    if controlled_by(&p.metadata, POD_CONTROLLERS) {
         return None;
     }
     workload(

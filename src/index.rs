@@ -1,17 +1,19 @@
 //! In-memory index of facts, fed by watch events through pure `apply`/`delete`/`reset`.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 
 use crate::{
+    crd::PodSecurityLevel,
     facts::{
-        DefaultServiceAccountFact, ExternalIpsFact, NamespaceFact, NetworkPolicyFact, WorkloadFact,
-        WorkloadKind,
+        DefaultServiceAccountFact, ExternalIpsFact, NamespaceFact, NetworkPolicyFact, OwnedPodFact,
+        WorkloadFact, WorkloadKind,
     },
+    podsecurity::Version,
     rbac::RbacSnapshot,
 };
 
@@ -133,6 +135,14 @@ pub struct Index {
     pub generation: u64,
     pub namespaces: FactMap<NamespaceFact>,
     pub workloads: HashMap<WorkloadKind, FactMap<WorkloadFact>>,
+    /// Pods run by a ReplicaSet, StatefulSet, DaemonSet or Job (the same watch as bare Pods).
+    pub owned_pods: FactMap<OwnedPodFact>,
+    /// ReplicaSets a Deployment controls, to that Deployment's name (the ReplicaSet watch).
+    pub replica_set_owners: FactMap<String>,
+    /// Jobs a CronJob controls, to that CronJob's name (the Job watch).
+    pub job_owners: FactMap<String>,
+    /// The API server's minor version (1.x), once read: its PodSecurity admission's `latest`.
+    pub server_minor: Option<u32>,
     pub network_policies: FactMap<NetworkPolicyFact>,
     pub default_service_accounts: FactMap<DefaultServiceAccountFact>,
     pub external_ips: FactMap<ExternalIpsFact>,
@@ -159,6 +169,70 @@ impl Index {
         all
     }
 
+    /// The Pod Security version the server's admission applies for `version` (see
+    /// [`Version::on_server`]): what workloads are judged at.
+    pub fn admission_version(&self, version: Version) -> Version {
+        version.on_server(self.server_minor)
+    }
+
+    /// The workload whose template a controller's Pods were made from: a ReplicaSet's
+    /// Deployment, a Job's CronJob, otherwise the controller itself (when it is known).
+    pub fn template_of(
+        &self,
+        namespace: &str,
+        controller: &(WorkloadKind, String),
+    ) -> Option<&WorkloadFact> {
+        let (kind, name) = controller;
+        let key = Key::new(Some(namespace), name);
+        let above = match kind {
+            WorkloadKind::ReplicaSet => self
+                .replica_set_owners
+                .get(&key)
+                .map(|d| (WorkloadKind::Deployment, d)),
+            WorkloadKind::Job => self
+                .job_owners
+                .get(&key)
+                .map(|c| (WorkloadKind::CronJob, c)),
+            _ => None,
+        };
+        let (kind, key) = match above {
+            Some((kind, name)) => (kind, Key::new(Some(namespace), name)),
+            None => (*kind, key),
+        };
+        self.workloads.get(&kind)?.get(&key)
+    }
+
+    /// The owned Pods of a namespace that fail Pod Security controls their template does not
+    /// fail, with those controls, in name order. A Pod whose template is not known (yet) is
+    /// judged alone: the gate errs on the side of waiting.
+    pub fn pods_beyond_templates(
+        &self,
+        namespace: &str,
+        level: PodSecurityLevel,
+        version: Version,
+    ) -> Vec<(&str, BTreeSet<&'static str>)> {
+        // Pinned versions are evaluated on demand: each template once, not once per Pod.
+        let mut templates: HashMap<&(WorkloadKind, String), BTreeSet<&'static str>> =
+            HashMap::new();
+        let mut beyond = Vec::new();
+        for (key, pod) in self.owned_pods.in_namespace(namespace) {
+            let failing = pod.failing_controls(level, version);
+            if failing.is_empty() {
+                continue;
+            }
+            let template = templates.entry(&pod.controller).or_insert_with(|| {
+                self.template_of(namespace, &pod.controller)
+                    .map(|t| t.failing_controls(level, version))
+                    .unwrap_or_default()
+            });
+            let extra: BTreeSet<_> = failing.difference(template).copied().collect();
+            if !extra.is_empty() {
+                beyond.push((key.name.as_str(), extra));
+            }
+        }
+        beyond
+    }
+
     /// The RBAC objects as the rbac module takes them.
     pub fn rbac(&self) -> RbacSnapshot {
         RbacSnapshot {
@@ -173,6 +247,9 @@ impl Index {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests {
@@ -225,5 +302,80 @@ mod tests {
             ["kept"]
         );
         assert!(map.synced());
+    }
+
+    use super::testing::{debugged_spec, deployment, deployment_pod, restricted_spec};
+    use crate::crd::PodSecurityLevel::Restricted;
+    use serde_json::json;
+
+    fn privileged_spec() -> serde_json::Value {
+        json!({"containers": [{"name": "app", "securityContext": {"privileged": true}}]})
+    }
+
+    #[test]
+    fn a_pod_that_fails_only_what_its_template_fails_adds_nothing() {
+        let mut index = Index::default();
+        deployment(&mut index, "shop", "web", privileged_spec());
+        deployment_pod(&mut index, "shop", "web", "web-1", privileged_spec());
+        assert_eq!(
+            index.pods_beyond_templates("shop", Restricted, Version::Latest),
+            []
+        );
+    }
+
+    #[test]
+    fn a_pod_that_fails_more_than_its_deployment_template_is_named_with_the_difference() {
+        let mut index = Index::default();
+        deployment(&mut index, "shop", "web", restricted_spec());
+        deployment_pod(&mut index, "shop", "web", "web-1", debugged_spec());
+        deployment_pod(&mut index, "shop", "web", "web-2", restricted_spec());
+        let beyond = index.pods_beyond_templates("shop", Restricted, Version::Minor(30));
+        assert_eq!(beyond, [("web-1", BTreeSet::from(["WKL-04"]))]);
+        assert_eq!(
+            index.pods_beyond_templates("other", Restricted, Version::Latest),
+            []
+        );
+    }
+
+    #[test]
+    fn a_pod_whose_template_is_unknown_is_judged_alone() {
+        let mut index = Index::default();
+        // The ReplicaSet's link to its Deployment is known, the Deployment is not (yet).
+        deployment_pod(&mut index, "shop", "web", "web-1", privileged_spec());
+        let beyond = index.pods_beyond_templates("shop", Restricted, Version::Latest);
+        assert_eq!(beyond.len(), 1);
+        assert!(beyond[0].1.contains("WKL-03"));
+    }
+
+    #[test]
+    fn a_job_pod_rolls_up_through_its_job_into_the_cron_job() {
+        let mut index = Index::default();
+        let cron: k8s_openapi::api::batch::v1::CronJob = serde_json::from_value(json!({
+            "metadata": {"name": "nightly", "namespace": "ops"},
+            "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": {"spec": privileged_spec()}}}}
+        }))
+        .expect("cron job");
+        index.workloads_mut(WorkloadKind::CronJob).apply(
+            Key::new(Some("ops"), "nightly"),
+            crate::facts::cron_job(&cron),
+        );
+        index.job_owners.apply(
+            Key::new(Some("ops"), "nightly-1"),
+            Some("nightly".to_string()),
+        );
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+            "metadata": {"name": "nightly-1-x", "namespace": "ops", "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly-1", "uid": "1", "controller": true}]},
+            "spec": privileged_spec()
+        }))
+        .expect("pod");
+        index.owned_pods.apply(
+            Key::new(Some("ops"), "nightly-1-x"),
+            crate::facts::owned_pod(&pod),
+        );
+        assert_eq!(
+            index.pods_beyond_templates("ops", Restricted, Version::Latest),
+            []
+        );
     }
 }

@@ -257,12 +257,21 @@ pub fn rejected(
     version: Version,
     index: &Index,
 ) -> Vec<String> {
-    index
+    let version = index.admission_version(version);
+    // Templates, and the running Pods where they fail more than their template: a Pod that
+    // fails only what its template fails is already waited for through the template.
+    let templates = index
         .workloads_in(namespace)
-        .iter()
+        .into_iter()
         .filter(|w| !w.failing_controls(level, version).is_empty())
-        .map(|w| format!("{}/{namespace}/{}", w.kind, w.name))
-        .collect()
+        .map(|w| format!("{}/{namespace}/{}", w.kind, w.name));
+    let pods = index
+        .pods_beyond_templates(namespace, level, version)
+        .into_iter()
+        .map(|(pod, _)| format!("Pod/{namespace}/{pod}"));
+    let mut rejected: Vec<String> = templates.chain(pods).collect();
+    rejected.sort();
+    rejected
 }
 
 /// How [`plan`] compares wants with the cluster.

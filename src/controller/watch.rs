@@ -26,7 +26,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::write;
 use crate::{
@@ -34,6 +34,7 @@ use crate::{
     facts::{self, WorkloadKind},
     index::{FactMap, Index, Key},
     metrics::Metrics,
+    podsecurity,
 };
 
 /// Which policies a change can concern.
@@ -117,14 +118,44 @@ pub(super) struct Watch {
     pub first_change: Arc<Mutex<Option<Instant>>>,
 }
 
+/// Records the server's minor version in the index: its PodSecurity admission's `latest`.
+/// Unreadable, onus judges `latest` as the newest version it knows (and says so).
+async fn read_server_version(watch: &Watch) {
+    match watch.client.apiserver_version().await {
+        Ok(info) => match podsecurity::server_minor(&info) {
+            Some(minor) => {
+                info!(version = %info.git_version, "Pod Security latest is v1.{minor}, the server's");
+                write(&watch.index).server_minor = Some(minor);
+            }
+            None => {
+                warn!(version = %info.git_version, "Unrecognised server version; Pod Security latest taken as the newest known")
+            }
+        },
+        Err(error) => {
+            warn!(%error, "Cannot read the server version; Pod Security latest taken as the newest known");
+        }
+    }
+}
+
 pub(super) async fn watch_all(watch: Watch) {
+    // Before the watches: no evaluation runs before they have synced.
+    read_server_version(&watch).await;
     macro_rules! watch {
         ($ty:ty, $project:expr, |$i:ident| $map:expr) => {
-            watch_into::<$ty, _>(watch.clone(), |$i: &mut Index| $map, $project, in_namespace)
+            watch_into::<$ty, _>(watch.clone(), Feed::new(|$i| $map, $project), in_namespace)
                 .boxed()
         };
         ($ty:ty, $project:expr, |$i:ident| $map:expr, $scope:expr) => {
-            watch_into::<$ty, _>(watch.clone(), |$i: &mut Index| $map, $project, $scope).boxed()
+            watch_into::<$ty, _>(watch.clone(), Feed::new(|$i| $map, $project), $scope).boxed()
+        };
+        // One watch feeding two fact maps.
+        ($ty:ty, ($p1:expr, |$i1:ident| $m1:expr), ($p2:expr, |$i2:ident| $m2:expr)) => {
+            watch_into::<$ty, _>(
+                watch.clone(),
+                (Feed::new(|$i1| $m1, $p1), Feed::new(|$i2| $m2, $p2)),
+                in_namespace,
+            )
+            .boxed()
         };
     }
     let watches = vec![
@@ -164,12 +195,26 @@ pub(super) async fn watch_all(watch: Watch) {
             |i| i.workloads_mut(WorkloadKind::DaemonSet),
             daemon_set_scope
         ),
-        watch!(ReplicaSet, facts::replica_set, |i| i
-            .workloads_mut(WorkloadKind::ReplicaSet)),
-        watch!(Job, facts::job, |i| i.workloads_mut(WorkloadKind::Job)),
+        // A ReplicaSet a Deployment controls is no workload of its own, but its Pods roll up
+        // through it; the same for Jobs and CronJobs.
+        watch!(
+            ReplicaSet,
+            (facts::replica_set, |i| i
+                .workloads_mut(WorkloadKind::ReplicaSet)),
+            (facts::replica_set_owner, |i| &mut i.replica_set_owners)
+        ),
+        watch!(
+            Job,
+            (facts::job, |i| i.workloads_mut(WorkloadKind::Job)),
+            (facts::job_owner, |i| &mut i.job_owners)
+        ),
         watch!(CronJob, facts::cron_job, |i| i
             .workloads_mut(WorkloadKind::CronJob)),
-        watch!(Pod, facts::pod, |i| i.workloads_mut(WorkloadKind::Pod)),
+        watch!(
+            Pod,
+            (facts::pod, |i| i.workloads_mut(WorkloadKind::Pod)),
+            (facts::owned_pod, |i| &mut i.owned_pods)
+        ),
     ];
     join_all(watches).await;
 }
@@ -195,17 +240,84 @@ where
     }
 }
 
-/// Watches every object of kind `K` (as untyped objects, so one bad object cannot stall the
-/// stream), projects each into a fact and keeps the facts in the index.
-async fn watch_into<K, F>(
-    watch: Watch,
+/// Where the facts of one watched kind go.
+trait Sink<K>: Copy + Send + 'static {
+    /// Records an added or modified object. Returns whether the facts changed.
+    fn apply(self, index: &mut Index, key: &Key, obj: &K) -> bool;
+    /// Records a deleted object. Returns whether the facts changed.
+    fn delete(self, index: &mut Index, key: &Key) -> bool;
+    fn reset_start(self, index: &mut Index);
+    fn reset_apply(self, index: &mut Index, key: &Key, obj: &K);
+    /// Returns whether the facts changed.
+    fn reset_done(self, index: &mut Index) -> bool;
+}
+
+/// One fact map and the projection that feeds it.
+struct Feed<K, F> {
     map: fn(&mut Index) -> &mut FactMap<F>,
     project: fn(&K) -> Option<F>,
-    scope: fn(&Key) -> Scope,
-) where
+}
+
+impl<K, F> Feed<K, F> {
+    fn new(map: fn(&mut Index) -> &mut FactMap<F>, project: fn(&K) -> Option<F>) -> Self {
+        Feed { map, project }
+    }
+}
+
+// Function pointers are Copy whatever K and F are; a derive would demand K: Copy.
+impl<K, F> Clone for Feed<K, F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, F> Copy for Feed<K, F> {}
+
+impl<K: 'static, F: PartialEq + Send + Sync + 'static> Sink<K> for Feed<K, F> {
+    fn apply(self, index: &mut Index, key: &Key, obj: &K) -> bool {
+        (self.map)(index).apply(key.clone(), (self.project)(obj))
+    }
+    fn delete(self, index: &mut Index, key: &Key) -> bool {
+        (self.map)(index).delete(key)
+    }
+    fn reset_start(self, index: &mut Index) {
+        (self.map)(index).reset_start();
+    }
+    fn reset_apply(self, index: &mut Index, key: &Key, obj: &K) {
+        (self.map)(index).reset_apply(key.clone(), (self.project)(obj));
+    }
+    fn reset_done(self, index: &mut Index) -> bool {
+        (self.map)(index).reset_done()
+    }
+}
+
+/// Two fact maps fed by one watch; both always see every event (`|`, not `||`).
+impl<K, A: Sink<K>, B: Sink<K>> Sink<K> for (A, B) {
+    fn apply(self, index: &mut Index, key: &Key, obj: &K) -> bool {
+        self.0.apply(index, key, obj) | self.1.apply(index, key, obj)
+    }
+    fn delete(self, index: &mut Index, key: &Key) -> bool {
+        self.0.delete(index, key) | self.1.delete(index, key)
+    }
+    fn reset_start(self, index: &mut Index) {
+        self.0.reset_start(index);
+        self.1.reset_start(index);
+    }
+    fn reset_apply(self, index: &mut Index, key: &Key, obj: &K) {
+        self.0.reset_apply(index, key, obj);
+        self.1.reset_apply(index, key, obj);
+    }
+    fn reset_done(self, index: &mut Index) -> bool {
+        self.0.reset_done(index) | self.1.reset_done(index)
+    }
+}
+
+/// Watches every object of kind `K` (as untyped objects, so one bad object cannot stall the
+/// stream), projects each into facts and keeps the facts in the index.
+async fn watch_into<K, S>(watch: Watch, sink: S, scope: fn(&Key) -> Scope)
+where
     K: Resource + k8s_openapi::Resource + DeserializeOwned + Clone + Debug + Send + 'static,
     K::DynamicType: Default,
-    F: PartialEq + Send + Sync + 'static,
+    S: Sink<K>,
 {
     let Watch {
         client,
@@ -230,31 +342,30 @@ async fn watch_into<K, F>(
         metrics.watch_event(<K as k8s_openapi::Resource>::KIND);
         let changed = {
             let mut guard = write(&index);
-            let facts = map(&mut guard);
+            let facts = &mut *guard;
             let changed = match event {
                 Event::Apply(obj) => {
                     let key = key_of(&obj);
-                    let scope = scope(&key);
                     decode::<K>(obj)
-                        .is_some_and(|k| facts.apply(key, project(&k)))
-                        .then_some(scope)
+                        .is_some_and(|k| sink.apply(facts, &key, &k))
+                        .then(|| scope(&key))
                 }
                 Event::Delete(obj) => {
                     let key = key_of(&obj);
-                    facts.delete(&key).then(|| scope(&key))
+                    sink.delete(facts, &key).then(|| scope(&key))
                 }
                 Event::Init => {
-                    facts.reset_start();
+                    sink.reset_start(facts);
                     None
                 }
                 Event::InitApply(obj) => {
                     let key = key_of(&obj);
                     if let Some(k) = decode::<K>(obj) {
-                        facts.reset_apply(key, project(&k));
+                        sink.reset_apply(facts, &key, &k);
                     }
                     None
                 }
-                Event::InitDone => facts.reset_done().then_some(Scope::Cluster),
+                Event::InitDone => sink.reset_done(facts).then_some(Scope::Cluster),
             };
             if changed.is_some() {
                 guard.generation = guard.generation.wrapping_add(1);

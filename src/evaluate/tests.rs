@@ -220,3 +220,53 @@ fn the_default_service_account_may_mount_its_token_when_the_policy_allows_it() {
     );
     assert_eq!(outcome(&lenient, "IAM-09").result, ControlResult::Pass);
 }
+
+#[test]
+fn owned_pods_report_only_what_their_template_does_not_fail() {
+    use crate::index::testing::{debugged_spec, deployment, deployment_pod, restricted_spec};
+    let mut index = cluster(&[("shop", &[])]);
+    deployment(&mut index, "shop", "web", restricted_spec());
+    deployment_pod(&mut index, "shop", "web", "web-1", debugged_spec());
+    deployment_pod(&mut index, "shop", "web", "web-2", restricted_spec());
+    let mut index = with_deployment(index, "shop", "root", json!({"privileged": true}));
+    deployment_pod(
+        &mut index,
+        "shop",
+        "root",
+        "root-1",
+        json!({"containers": [{"name": "app", "securityContext": {"privileged": true}}]}),
+    );
+    let policy = spec(json!({"serviceModel": "PaaS",
+        "controls": {"podSecurity": {"level": "restricted"}}}));
+    let eval = evaluate(&policy, &index, now());
+    let examples = |id| -> Vec<String> {
+        outcome(&eval, id)
+            .violations
+            .iter()
+            .map(|v| v.example.clone())
+            .collect()
+    };
+    assert_eq!(
+        examples("WKL-04"),
+        ["Deployment/shop/root", "Pod/shop/web-1"]
+    );
+    assert_eq!(examples("WKL-03"), ["Deployment/shop/root"]);
+}
+
+#[test]
+fn workloads_are_judged_at_the_servers_latest() {
+    let mut index = cluster(&[("shop", &[])]);
+    // A sysctl the admission allows from v1.27 on.
+    crate::index::testing::deployment(
+        &mut index,
+        "shop",
+        "tuned",
+        json!({"securityContext": {"sysctls": [{"name": "net.ipv4.ip_local_reserved_ports", "value": "1"}]},
+               "containers": [{"name": "app"}]}),
+    );
+    let policy = spec(json!({"serviceModel": "PaaS"}));
+    let wkl05 = |index: &Index| outcome(&evaluate(&policy, index, now()), "WKL-05").result;
+    assert_eq!(wkl05(&index), ControlResult::Pass);
+    index.server_minor = Some(26);
+    assert_eq!(wkl05(&index), ControlResult::Fail);
+}

@@ -13,7 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use k8s_openapi::api::core::v1::PodSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::{apis::meta::v1::ObjectMeta, version::Info};
 
 use crate::crd::PodSecurityLevel;
 use checks::Pod;
@@ -36,6 +36,33 @@ impl Version {
             Version::Minor(n) => n.min(NEWEST_MINOR),
         }
     }
+}
+
+impl Version {
+    /// The version a server of minor `server` applies when asked for this one: its `latest`
+    /// is its own minor, and it evaluates newer pins as that. An unknown server, or one at
+    /// least as new as onus, changes nothing.
+    pub fn on_server(self, server: Option<u32>) -> Version {
+        match (self, server) {
+            (Version::Latest, Some(s)) if s < NEWEST_MINOR => Version::Minor(s),
+            (Version::Minor(n), Some(s)) if s < NEWEST_MINOR => Version::Minor(n.min(s)),
+            _ => self,
+        }
+    }
+}
+
+/// The minor version of a Kubernetes 1.x server from its `/version` (`minor` may carry a
+/// suffix, e.g. `33+` on some managed clusters).
+pub fn server_minor(info: &Info) -> Option<u32> {
+    if info.major.trim_end_matches('+') != "1" {
+        return None;
+    }
+    let digits: String = info
+        .minor
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 impl FromStr for Version {

@@ -254,6 +254,9 @@ pub fn hardened() -> Value {
 }
 
 /// A Deployment with one container and the given container securityContext and pod fields.
+///
+/// It updates by `Recreate`: without a kubelet no Pod becomes ready, so a rolling update never
+/// finishes and the old Pods would stay (failing what the old template failed) for good.
 pub fn deployment(name: &str, security: Value, pod_extra: Value) -> Value {
     let mut pod_spec =
         json!({"containers": [{"name": "app", "image": "nginx", "securityContext": security}]});
@@ -263,6 +266,7 @@ pub fn deployment(name: &str, security: Value, pod_extra: Value) -> Value {
         "metadata": {"name": name},
         "spec": {
             "selector": {"matchLabels": {"app": name}},
+            "strategy": {"type": "Recreate"},
             "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec}
         }
     })

@@ -121,3 +121,27 @@ fn never_panics_on_empty_or_odd_input() {
     }
     assert_eq!(v(u32::MAX).to_string().parse::<Version>(), Ok(v(u32::MAX)));
 }
+
+#[test]
+fn an_older_server_applies_its_own_latest_and_clamps_newer_pins() {
+    assert_eq!(LATEST.on_server(Some(33)), v(33));
+    assert_eq!(v(35).on_server(Some(33)), v(33));
+    assert_eq!(v(30).on_server(Some(33)), v(30));
+    // As new as onus or newer, or unknown: as asked.
+    assert_eq!(LATEST.on_server(Some(37)), LATEST);
+    assert_eq!(LATEST.on_server(Some(40)), LATEST);
+    assert_eq!(v(35).on_server(None), v(35));
+}
+
+#[test]
+fn reads_the_server_minor_from_its_version_info() {
+    let info = |major: &str, minor: &str| k8s_openapi::apimachinery::pkg::version::Info {
+        major: major.into(),
+        minor: minor.into(),
+        ..Default::default()
+    };
+    assert_eq!(server_minor(&info("1", "33")), Some(33));
+    assert_eq!(server_minor(&info("1", "33+")), Some(33));
+    assert_eq!(server_minor(&info("1", "")), None);
+    assert_eq!(server_minor(&info("2", "0")), None);
+}

@@ -1,0 +1,220 @@
+//! Pods run by a workload controller, and the links from them up to the template they came
+//! from.
+//!
+//! Such Pods are reported through their controller, but the running Pod is what the PodSecurity
+//! admission judges, and it can differ from the template: a mutating webhook adds a capability,
+//! `kubectl debug` adds an ephemeral container. So every owned Pod is kept, as the fields Pod
+//! Security reads and nothing else (a few hundred bytes where the Pod is many kilobytes).
+//!
+//! Why every owned Pod and not only those that fail more than their template: a projection sees
+//! one object, and the template can change after the Pod was seen (a rollout, an edit), so
+//! "fails more than its template" is only known when a policy is evaluated. Deciding then, from
+//! compact facts, keeps projections pure and the index right whatever order events arrive in.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::ReplicaSet,
+        batch::v1::Job,
+        core::v1::{Container, EphemeralContainer, Pod, PodSpec, Volume},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+
+use super::{POD_CONTROLLERS as CONTROLLERS, WorkloadKind, controlled_by, controller_of};
+use crate::{
+    crd::PodSecurityLevel,
+    podsecurity::{self, Version},
+};
+
+/// Annotations the Pod Security checks read (legacy AppArmor and seccomp).
+const SECURITY_ANNOTATIONS: &[&str] = &[
+    "container.apparmor.security.beta.kubernetes.io/",
+    "container.seccomp.security.alpha.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/pod",
+];
+
+/// A Pod run by a ReplicaSet, StatefulSet, DaemonSet or Job, as Pod Security sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnedPodFact {
+    /// The controlling object: its kind (one of the four above) and name.
+    pub controller: (WorkloadKind, String),
+    /// Only the security annotations.
+    pub meta: ObjectMeta,
+    /// Only what the checks read: see [`security_spec`].
+    pub spec: Arc<PodSpec>,
+    /// WKL controls failed at `latest`, [baseline, restricted], as for workloads.
+    pub failing_at_latest: [BTreeSet<&'static str>; 2],
+}
+
+impl OwnedPodFact {
+    /// The WKL controls the Pod fails at a Pod Security level and version.
+    pub fn failing_controls(
+        &self,
+        level: PodSecurityLevel,
+        version: Version,
+    ) -> BTreeSet<&'static str> {
+        failing_controls(
+            &self.meta,
+            &self.spec,
+            &self.failing_at_latest,
+            level,
+            version,
+        )
+    }
+}
+
+fn controller_kind(kind: &str) -> Option<WorkloadKind> {
+    match kind {
+        "ReplicaSet" => Some(WorkloadKind::ReplicaSet),
+        "StatefulSet" => Some(WorkloadKind::StatefulSet),
+        "DaemonSet" => Some(WorkloadKind::DaemonSet),
+        "Job" => Some(WorkloadKind::Job),
+        _ => None,
+    }
+}
+
+/// Projects a Pod run by a workload controller; bare Pods (and Pods of other controllers) are
+/// workloads of their own (see [`super::pod`]).
+pub fn owned_pod(p: &Pod) -> Option<OwnedPodFact> {
+    if !controlled_by(&p.metadata, CONTROLLERS) {
+        return None;
+    }
+    let owner = controller_of(&p.metadata)?;
+    let kind = controller_kind(&owner.kind)?;
+    let spec = security_spec(p.spec.as_ref()?);
+    let meta = ObjectMeta {
+        annotations: p.metadata.annotations.as_ref().map(|a| {
+            a.iter()
+                .filter(|(k, _)| SECURITY_ANNOTATIONS.iter().any(|p| k.starts_with(p)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        ..ObjectMeta::default()
+    };
+    Some(OwnedPodFact {
+        controller: (kind, owner.name.clone()),
+        failing_at_latest: failing_at_latest(&meta, &spec),
+        meta,
+        spec: Arc::new(spec),
+    })
+}
+
+/// The Deployment that controls a ReplicaSet: its Pods roll up into that Deployment.
+pub fn replica_set_owner(r: &ReplicaSet) -> Option<String> {
+    owner_of_kind(&r.metadata, "Deployment")
+}
+
+/// The CronJob that controls a Job: its Pods roll up into that CronJob.
+pub fn job_owner(j: &Job) -> Option<String> {
+    owner_of_kind(&j.metadata, "CronJob")
+}
+
+fn owner_of_kind(meta: &ObjectMeta, kind: &str) -> Option<String> {
+    if !controlled_by(meta, &[kind]) {
+        return None;
+    }
+    controller_of(meta).map(|o| o.name.clone())
+}
+
+/// A container reduced to what the checks read: its name, security context, host ports and
+/// the probes and lifecycle hooks (their `host`).
+macro_rules! security_container {
+    ($ty:ident, $c:expr) => {
+        $ty {
+            name: $c.name.clone(),
+            security_context: $c.security_context.clone(),
+            ports: $c.ports.as_ref().map(|ports| {
+                ports
+                    .iter()
+                    .filter(|p| p.host_port.is_some())
+                    .cloned()
+                    .collect()
+            }),
+            liveness_probe: $c.liveness_probe.clone(),
+            readiness_probe: $c.readiness_probe.clone(),
+            startup_probe: $c.startup_probe.clone(),
+            lifecycle: $c.lifecycle.clone(),
+            ..$ty::default()
+        }
+    };
+}
+
+/// Volume sources every Pod Security level allows and no check names: dropped. A subset of
+/// what the restricted volume-type check allows, so dropping them changes no outcome.
+fn always_allowed(v: &Volume) -> bool {
+    v.config_map.is_some()
+        || v.secret.is_some()
+        || v.projected.is_some()
+        || v.empty_dir.is_some()
+        || v.downward_api.is_some()
+        || v.persistent_volume_claim.is_some()
+}
+
+/// The fields of a pod spec the Pod Security checks read, every container kind included.
+pub fn security_spec(spec: &PodSpec) -> PodSpec {
+    PodSpec {
+        containers: spec
+            .containers
+            .iter()
+            .map(|c| security_container!(Container, c))
+            .collect(),
+        init_containers: spec.init_containers.as_ref().map(|cs| {
+            cs.iter()
+                .map(|c| security_container!(Container, c))
+                .collect()
+        }),
+        ephemeral_containers: spec.ephemeral_containers.as_ref().map(|cs| {
+            cs.iter()
+                .map(|c| security_container!(EphemeralContainer, c))
+                .collect()
+        }),
+        security_context: spec.security_context.clone(),
+        host_network: spec.host_network,
+        host_pid: spec.host_pid,
+        host_ipc: spec.host_ipc,
+        host_users: spec.host_users,
+        os: spec.os.clone(),
+        volumes: spec
+            .volumes
+            .as_ref()
+            .map(|vs| vs.iter().filter(|v| !always_allowed(v)).cloned().collect()),
+        ..PodSpec::default()
+    }
+}
+
+/// The WKL controls a pod fails, from the cached `latest` results where they apply.
+pub(super) fn failing_controls(
+    meta: &ObjectMeta,
+    spec: &PodSpec,
+    at_latest: &[BTreeSet<&'static str>; 2],
+    level: PodSecurityLevel,
+    version: Version,
+) -> BTreeSet<&'static str> {
+    match (version, level) {
+        (Version::Latest, PodSecurityLevel::Baseline) => at_latest[0].clone(),
+        (Version::Latest, PodSecurityLevel::Restricted) => at_latest[1].clone(),
+        _ => podsecurity::evaluate(meta, spec, level, version)
+            .into_iter()
+            .map(|v| v.check.control())
+            .collect(),
+    }
+}
+
+/// The WKL controls a pod fails at `latest`, [baseline, restricted].
+pub(super) fn failing_at_latest(meta: &ObjectMeta, spec: &PodSpec) -> [BTreeSet<&'static str>; 2] {
+    let failing = |level| {
+        podsecurity::evaluate(meta, spec, level, Version::Latest)
+            .into_iter()
+            .map(|v| v.check.control())
+            .collect()
+    };
+    [
+        failing(PodSecurityLevel::Baseline),
+        failing(PodSecurityLevel::Restricted),
+    ]
+}
+
+#[cfg(test)]
+mod tests;
