@@ -13,7 +13,7 @@ use crate::{
     crd::PodSecurityLevel,
     evaluate::{
         PSA_AUDIT, PSA_AUDIT_VERSION, PSA_ENFORCE, PSA_ENFORCE_VERSION, PSA_WARN, PSA_WARN_VERSION,
-        level_name, strictness,
+        level_name, mode_strictness, strictness,
     },
     facts::NamespaceFact,
     index::Index,
@@ -93,7 +93,8 @@ pub fn plan_labels(
     };
     for (key, version_key) in MODES {
         let current = fact.labels.get(key);
-        let have = strictness(current);
+        // As the admission reads it: an unparsable `warn`/`audit` value acts as privileged.
+        let have = mode_strictness(&fact.labels, key);
         let owned = fact.onus_owned.contains(key);
         let target = if key == PSA_ENFORCE {
             let gated = gate_level.map(|l| (rank(l), level_name(l).to_string(), version.clone()));
@@ -125,7 +126,11 @@ pub fn plan_labels(
         let Some((level, value, value_version)) = target else {
             continue;
         };
-        if !owned && have > level {
+        // An `enforce` value the admission cannot parse enforces restricted at latest: as strict
+        // as it gets, and onus could not give it back on release (the admission refuses it).
+        let unreadable_enforce =
+            key == PSA_ENFORCE && have == 2 && current.is_some_and(|v| v != "restricted");
+        if !owned && (have > level || (have == level && unreadable_enforce)) {
             // A stricter label someone else set: theirs, left as it is.
             continue;
         }
@@ -143,7 +148,15 @@ pub fn plan_labels(
             if !theirs {
                 continue;
             }
-            if let Some(old) = fact.labels.get(k).filter(|old| *old != v) {
+            // A value the admission cannot read is not restored: it would refuse the write.
+            let readable = |old: &&String| {
+                if k.ends_with("-version") {
+                    old.parse::<crate::podsecurity::Version>().is_ok()
+                } else {
+                    ["privileged", "baseline", "restricted"].contains(&old.as_str())
+                }
+            };
+            if let Some(old) = fact.labels.get(k).filter(|old| *old != v).filter(readable) {
                 plan.previous.entry(k.to_string()).or_insert(old.clone());
             }
         }

@@ -106,3 +106,24 @@ fn a_label_another_manager_also_applies_is_not_restored_over() {
     };
     assert_eq!(restore(&fact), BTreeMap::new());
 }
+
+/// `warn=Restricted` (not a level the admission knows) warns about nothing: the admission reads
+/// it as privileged. onus replaces it, and does not keep it to restore, since the admission
+/// refuses a namespace write that sets an unparsable level.
+#[test]
+fn an_unreadable_warn_label_is_replaced_and_not_restored() {
+    let index = Index::default();
+    let fact = NamespaceFact {
+        labels: labelled(&[(PSA_WARN, "Restricted"), (PSA_ENFORCE, "Restricted")]),
+        ..Default::default()
+    };
+    let plan = plan_labels("shop", want(), &fact, &index);
+    assert_eq!(
+        plan.labels.get(PSA_WARN).map(String::as_str),
+        Some("restricted")
+    );
+    assert_eq!(plan.previous.get(PSA_WARN), None);
+    // An unreadable enforce value enforces restricted: it stays, theirs.
+    assert_eq!(plan.labels.get(PSA_ENFORCE), None);
+    assert_eq!(plan.enforced.as_deref(), Some("Restricted"));
+}
