@@ -177,10 +177,20 @@ async fn known_violations_are_reported_exactly_then_clear_when_fixed() {
     line(format!(
         "onus_control_violations{{policy=\"{policy}\",control=\"NET-01\",owner=\"Customer\"}} 2"
     ));
-    assert!(
-        text.contains("onus_reconciliations_total{result=\"ok\"}"),
-        "{text}"
-    );
+    // The status is written inside the reconcile; its count follows when the reconcile returns.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !env
+        .metrics
+        .render()
+        .contains("onus_reconciliations_total{result=\"ok\"}")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            env.metrics.render()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(
         text.contains("onus_watch_events_total{kind=\"Deployment\"}"),
         "{text}"
