@@ -408,6 +408,11 @@ pub struct ResponsibilityPolicyStatus {
     /// Enforce mode: remediations still to apply. Audit mode: what Enforce would change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediation: Option<RemediationStatus>,
+    /// The Pod Security Standards version workloads are judged at: the policy's version, with
+    /// `latest` (or a pin newer than the API server) resolved to what this server's PodSecurity
+    /// admission applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_version: Option<String>,
     /// The last valid spec in Enforce mode, and its generation: while the current spec is
     /// invalid, onus keeps enforcing this one (an invalid edit never releases a protection),
     /// also across restarts. Absent when the policy audits.

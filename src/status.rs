@@ -268,6 +268,7 @@ pub fn evaluated(
         controls,
         remediation,
         enforced_spec: None,
+        pod_security_version: None,
     }
 }
 
@@ -287,6 +288,7 @@ pub fn invalid(
         controls: Vec::new(),
         remediation: None,
         enforced_spec: None,
+        pod_security_version: None,
     }
 }
 

@@ -498,6 +498,11 @@ async fn system_namespaces_are_never_governed_by_accident() {
         .wait_status(&policy, "evaluated", |s| s.summary.is_some())
         .await;
     let s = rp.status.expect("status");
+    assert_eq!(
+        s.pod_security_version.as_deref(),
+        Some("v1.37"),
+        "latest, as this API server's admission applies it"
+    );
     let net01 = common::control(&s, "NET-01");
     assert!(
         net01.examples.iter().any(|e| e == "Namespace/default"),

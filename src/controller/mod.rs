@@ -329,11 +329,14 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
             )
         }
         Ok(()) => {
-            let (eval, preview) = {
+            let (eval, preview, judged_at) = {
                 let index = read(&ctx.index);
+                let version =
+                    index.admission_version(crate::evaluate::pod_security_version(&policy.spec));
                 (
                     evaluate(&policy.spec, &index, now),
                     remediate::preview(policy, &index),
+                    crate::podsecurity::Version::Minor(version.effective_minor()),
                 )
             };
             let failures = if policy.spec.mode == Mode::Enforce {
@@ -349,7 +352,7 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                 // Wake just after the expiry so it has passed when we look.
                 wait + Duration::from_millis(50)
             });
-            let status = status::evaluated(
+            let mut status = status::evaluated(
                 &eval,
                 &preview,
                 &failures,
@@ -358,6 +361,7 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                 previous,
                 &now_time,
             );
+            status.pod_security_version = Some(judged_at.to_string());
             (status, requeue)
         }
     };

@@ -30,7 +30,7 @@ pub enum Version {
 
 impl Version {
     /// The minor version whose checks apply: the admission clamps pins beyond what it knows.
-    fn effective_minor(self) -> u32 {
+    pub fn effective_minor(self) -> u32 {
         match self {
             Version::Latest => NEWEST_MINOR,
             Version::Minor(n) => n.min(NEWEST_MINOR),
