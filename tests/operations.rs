@@ -297,6 +297,16 @@ struct Onus {
 
 impl Onus {
     fn start(cp: &ControlPlane, namespace: &str, name: &str) -> Onus {
+        Onus::start_as(cp, namespace, name, cp.kubeconfig_path())
+    }
+
+    /// Starts the binary with the credentials of `kubeconfig`.
+    fn start_as(
+        cp: &ControlPlane,
+        namespace: &str,
+        name: &str,
+        kubeconfig: &std::path::Path,
+    ) -> Onus {
         let port = free_port();
         let log = cp.dir().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
@@ -304,7 +314,7 @@ impl Onus {
         let mut command = Command::new(env!("CARGO_BIN_EXE_onus"));
         command
             .args(["--http-addr", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", cp.kubeconfig_path())
+            .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
             .env("POD_NAMESPACE", namespace)
             .env("RUST_LOG", "info")
@@ -573,4 +583,54 @@ async fn net01_violations(policies: &Api<onus::crd::ResponsibilityPolicy>, name:
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A large or unreachable cluster can take long to list; SIGTERM meanwhile must end the process
+/// at once. Here the caches never sync: the identity may hold its Lease but list nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_before_the_caches_sync_exits_promptly() {
+    let (cp, _, ns) = setup("nosync").await;
+    let user = format!("onus-nosync-{ns}");
+    let kubectl = |args: &[&str]| {
+        let out = cp.kubectl().args(args).output().expect("kubectl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    kubectl(&[
+        "create",
+        "role",
+        "leases",
+        "-n",
+        &ns,
+        "--resource=leases",
+        "--verb=get,list,watch,create,update,patch",
+    ]);
+    kubectl(&[
+        "create",
+        "rolebinding",
+        "leases",
+        "-n",
+        &ns,
+        "--role=leases",
+        &format!("--user={user}"),
+    ]);
+    let kubeconfig = cp.kubeconfig_as(&user, None).expect("kubeconfig");
+    let onus = Onus::start_as(cp, &ns, "nosync", &kubeconfig);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while onus.leader_gauge().as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "never led:\n{}", onus.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give the watches time to fail (forbidden) rather than catching it mid-start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_ne!(
+        onus.get("/readyz").map(|(code, _)| code),
+        Some(200),
+        "the caches cannot have synced"
+    );
+    onus.terminate();
+    onus.wait_exit(Duration::from_secs(5));
 }
