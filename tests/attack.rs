@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use common::{TestEnv, deployment, hardened, kubectl_ok};
+use common::enforce::{as_root, labels, until};
+use common::{TestEnv, deployment, kubectl_ok};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client,
@@ -24,26 +22,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 const WARN: &str = "pod-security.kubernetes.io/warn";
 
-async fn labels(client: &Client, ns: &str) -> BTreeMap<String, String> {
-    Api::<Namespace>::all(client.clone())
-        .get(ns)
-        .await
-        .expect("namespace")
-        .metadata
-        .labels
-        .unwrap_or_default()
-}
-
 async fn label(client: &Client, ns: &str, key: &str) -> Option<String> {
     labels(client, ns).await.get(key).cloned()
-}
-
-async fn until<F: AsyncFn() -> bool>(what: &str, check: F) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within 30s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn wait_label(env: &TestEnv, ns: &str, key: &str, value: &str) {
@@ -130,14 +110,6 @@ async fn release_does_not_overwrite_a_label_another_manager_also_applies() {
         Some("restricted"),
         "gitops still declares enforce=restricted; onus must not lower it to baseline"
     );
-}
-
-/// A container that passes baseline but runs as root (fails restricted only).
-fn as_root() -> serde_json::Value {
-    let mut sc = hardened();
-    sc["runAsNonRoot"] = json!(false);
-    sc["runAsUser"] = json!(0);
-    sc
 }
 
 /// The owner's `enforce=baseline` is first shared with onus (onus enforces baseline while

@@ -4,19 +4,17 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
+use common::enforce::{automount, deny_policy, enforce_label, labels, until};
 use common::{TestEnv, deployment, hardened, is};
 use k8s_openapi::api::{
-    core::v1::{Namespace, Pod, ServiceAccount},
+    core::v1::{Namespace, Pod},
     events::v1::Event,
     networking::v1::NetworkPolicy,
 };
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     api::{ListParams, PostParams},
 };
 use onus::{
@@ -34,46 +32,6 @@ fn privileged() -> serde_json::Value {
     sc.as_object_mut()
         .map(|o| o.remove("allowPrivilegeEscalation"));
     sc
-}
-
-async fn labels(client: &Client, ns: &str) -> BTreeMap<String, String> {
-    Api::<Namespace>::all(client.clone())
-        .get(ns)
-        .await
-        .expect("namespace")
-        .metadata
-        .labels
-        .unwrap_or_default()
-}
-
-/// The namespace's `pod-security.kubernetes.io/enforce` label.
-async fn enforce_label(client: &Client, ns: &str) -> Option<String> {
-    labels(client, ns)
-        .await
-        .remove("pod-security.kubernetes.io/enforce")
-}
-
-async fn until<F: AsyncFn() -> bool>(what: &str, check: F) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within 30s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn deny_policy(client: &Client, ns: &str) -> Option<NetworkPolicy> {
-    Api::<NetworkPolicy>::namespaced(client.clone(), ns)
-        .get_opt("onus-default-deny")
-        .await
-        .expect("get")
-}
-
-async fn automount(client: &Client, ns: &str) -> Option<bool> {
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .get("default")
-        .await
-        .expect("sa")
-        .automount_service_account_token
 }
 
 fn enforce_spec() -> serde_json::Value {

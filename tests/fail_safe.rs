@@ -4,19 +4,13 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
+use common::enforce::{as_root, automount, deny_policy, labels, until};
 use common::{TestEnv, deployment, hardened, kubectl_ok};
-use k8s_openapi::api::{
-    core::v1::{Namespace, ServiceAccount},
-    events::v1::Event,
-    networking::v1::NetworkPolicy,
-};
+use k8s_openapi::api::events::v1::Event;
 use kube::{
-    Api, Client,
+    Api,
     api::{ListParams, Patch, PatchParams},
 };
 use onus::{
@@ -28,47 +22,6 @@ use serde_json::json;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
-
-async fn labels(client: &Client, ns: &str) -> BTreeMap<String, String> {
-    Api::<Namespace>::all(client.clone())
-        .get(ns)
-        .await
-        .expect("namespace")
-        .metadata
-        .labels
-        .unwrap_or_default()
-}
-
-async fn deny_policy(client: &Client, ns: &str) -> Option<NetworkPolicy> {
-    Api::<NetworkPolicy>::namespaced(client.clone(), ns)
-        .get_opt("onus-default-deny")
-        .await
-        .expect("get")
-}
-
-async fn automount(client: &Client, ns: &str) -> Option<bool> {
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .get("default")
-        .await
-        .expect("sa")
-        .automount_service_account_token
-}
-
-async fn until<F: AsyncFn() -> bool>(what: &str, check: F) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within 30s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A container that passes baseline but runs as root (fails restricted only).
-fn as_root() -> serde_json::Value {
-    let mut sc = hardened();
-    sc["runAsNonRoot"] = json!(false);
-    sc["runAsUser"] = json!(0);
-    sc
-}
 
 fn enforce_at(level: &str) -> serde_json::Value {
     json!({"serviceModel": "PaaS", "mode": "Enforce",

@@ -1,6 +1,8 @@
 //! Shared test support: the real control plane, the CRD, an in-process operator, builders.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod enforce;
+
 use std::time::{Duration, Instant};
 
 use kube::{
