@@ -486,3 +486,34 @@ async fn system_namespaces_are_never_governed_by_accident() {
     })
     .await;
 }
+
+/// `forceEnforce` forces the forcing policy's own level: never another policy's stricter level
+/// onto workloads it would reject (the next rollout of the root workload would fail).
+#[tokio::test]
+async fn one_policy_forces_only_its_own_level() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::start("force").await;
+    let shop = env.namespace("shop", &[]).await;
+    env.create(
+        Some(&shop),
+        deployment("privileged", json!({"privileged": true}), json!({})),
+    )
+    .await;
+    env.apply_policy(
+        "forced",
+        json!({"serviceModel": "PaaS", "mode": "Enforce",
+               "controls": {"podSecurity": {"level": "baseline", "forceEnforce": true}}}),
+    )
+    .await;
+    let strict = env.apply_policy("strict", enforce_at("restricted")).await;
+    wait_enforce_label(&env, &shop, "baseline").await;
+    env.wait_status(&strict, "restricted waiting", |s| {
+        status::condition(s, ENFORCED).is_some_and(|c| {
+            c.message.contains(&format!(
+                "enforce=baseline in {shop}; restricted waits for 1 workload (Deployment/{shop}/privileged)"
+            ))
+        })
+    })
+    .await;
+    stays(&env, &shop, "baseline").await;
+}
