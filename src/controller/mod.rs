@@ -366,14 +366,8 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
         }
     };
     desired.enforced_spec = remediate::spec_to_record(policy);
-    // Refused remediations are retried when due, whichever policy's reconcile gets there.
-    let retry = ctx
-        .converging
-        .lock()
-        .await
-        .next_retry()
-        .map(|at| at.saturating_duration_since(Instant::now()) + Duration::from_millis(10));
-    let requeue = [requeue, retry].into_iter().flatten().min();
+    // Refused remediations are retried by their own task (`converge::retry_refused`), not by
+    // requeueing every policy.
 
     let name = policy.name_any();
     ctx.metrics.record_policy(
