@@ -140,6 +140,21 @@ pub async fn execute(client: &Client, action: &Action) -> Result<(), kube::Error
     Ok(())
 }
 
+/// Pod Security mode labels as `enforce=restricted, warn=restricted` (versions left out).
+fn levels(labels: &std::collections::BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .filter(|(k, _)| !k.ends_with("-version"))
+        .map(|(k, v)| {
+            format!(
+                "{}={v}",
+                k.trim_start_matches("pod-security.kubernetes.io/")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A short past-tense description for logs and Events.
 pub fn describe(action: &Action) -> String {
     match action {
@@ -172,38 +187,18 @@ pub fn describe(action: &Action) -> String {
             ..
         } => {
             let verb = if *restores { "restored" } else { "set" };
-            let set: Vec<String> = labels
-                .iter()
-                .filter(|(k, _)| !k.ends_with("-version"))
-                .map(|(k, v)| {
-                    format!(
-                        "{}={v}",
-                        k.trim_start_matches("pod-security.kubernetes.io/")
-                    )
-                })
-                .collect();
             format!(
                 "{verb} Pod Security labels on namespace {namespace}: {}",
-                set.join(", ")
+                levels(labels)
             )
         }
         Action::ReleasePodSecurityLabels { namespace, restore } if restore.is_empty() => {
             format!("removed onus's Pod Security labels from namespace {namespace}")
         }
         Action::ReleasePodSecurityLabels { namespace, restore } => {
-            let restored: Vec<String> = restore
-                .iter()
-                .filter(|(k, _)| !k.ends_with("-version"))
-                .map(|(k, v)| {
-                    format!(
-                        "{}={v}",
-                        k.trim_start_matches("pod-security.kubernetes.io/")
-                    )
-                })
-                .collect();
             format!(
                 "removed onus's Pod Security labels from namespace {namespace}, restoring {}",
-                restored.join(", ")
+                levels(restore)
             )
         }
         Action::DisableDefaultToken { namespace, .. } => {

@@ -11,10 +11,7 @@
 //! its status): an invalid edit never releases anything; only deleting the policy or switching
 //! it to Audit does.
 
-use std::{
-    borrow::Cow,
-    collections::{BTreeMap, BTreeSet},
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     catalog::{Fix, control_by_id},
@@ -134,12 +131,17 @@ fn newest(a: Version, b: Version) -> Version {
 
 /// The spec whose remediations a policy holds: the current one when it is valid, otherwise
 /// the last valid one in Enforce mode recorded in its status (none: nothing to hold).
-pub fn enforced_spec(policy: &ResponsibilityPolicy) -> Option<Cow<'_, ResponsibilityPolicySpec>> {
+pub fn enforced_spec(policy: &ResponsibilityPolicy) -> Option<&ResponsibilityPolicySpec> {
     if validate(&policy.spec).is_ok() {
-        return Some(Cow::Borrowed(&policy.spec));
+        Some(&policy.spec)
+    } else {
+        held_spec(policy)
     }
-    let held = policy.status.as_ref()?.enforced_spec.as_ref()?;
-    Some(Cow::Borrowed(&held.spec))
+}
+
+/// The last valid Enforce spec recorded in a policy's status.
+fn held_spec(policy: &ResponsibilityPolicy) -> Option<&ResponsibilityPolicySpec> {
+    Some(&policy.status.as_ref()?.enforced_spec.as_ref()?.spec)
 }
 
 /// What the status records for [`enforced_spec`] to find after an invalid edit or a restart.
@@ -235,15 +237,16 @@ pub fn wants<'a>(
         if policy.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let spec = if preview {
-            Some(Cow::Borrowed(&policy.spec))
+        // An invalid spec holds the last valid one (and nothing in its namespaces weakens).
+        let valid = preview || validate(&policy.spec).is_ok();
+        let spec = if valid {
+            Some(&policy.spec)
         } else {
-            enforced_spec(policy)
+            held_spec(policy)
         };
         if let Some(spec) = spec {
             let name = policy.metadata.name.as_deref().unwrap_or_default();
-            let hold = !preview && validate(&policy.spec).is_err();
-            add_policy(&mut wants, name, &spec, index, preview, hold);
+            add_policy(&mut wants, name, spec, index, preview, !valid);
         }
     }
     wants
