@@ -102,7 +102,7 @@ pub(super) fn failures_for(
             index
                 .namespaces
                 .get(&Key::new(None, ns))
-                .is_some_and(|fact| governs(&spec, ns, &fact.labels))
+                .is_some_and(|fact| governs(spec, ns, &fact.labels))
         })
         .map(|f| f.message.clone())
         .collect()
