@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::enforce::{as_root, labels, until};
+use common::enforce::{as_root, labels, refuse_network_policies, until};
 use common::{TestEnv, deployment, kubectl_ok};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
@@ -168,32 +168,13 @@ fn kubectl_succeeds(env: &TestEnv, args: &[&str]) -> bool {
 
 /// A ValidatingAdmissionPolicy refusing to delete NetworkPolicies in `ns`, in effect on return.
 async fn forbid_network_policy_deletion(env: &TestEnv, ns: &str) -> String {
-    let name = format!("{}-keep-netpol", env.id);
-    env.create(
-        None,
-        json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {"resourceRules": [{"apiGroups": ["networking.k8s.io"],
-                    "apiVersions": ["v1"], "operations": ["DELETE"],
-                    "resources": ["networkpolicies"]}]},
-                "validations": [{"expression": "false", "message": "NetworkPolicies stay here"}]
-            }
-        }),
+    let name = refuse_network_policies(
+        env,
+        "keep-netpol",
+        ns,
+        &["DELETE"],
+        "NetworkPolicies stay here",
     )
-    .await;
-    env.create(None, json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-        }
-    }))
     .await;
     // The admission plugin loads policies asynchronously: wait until it refuses.
     until("the admission policy refuses deletion", async || {

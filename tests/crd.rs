@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::Stdio;
-
 use kube::CustomResourceExt;
 use onus::crd::ResponsibilityPolicy;
 
@@ -32,21 +29,11 @@ fn dry_run(spec: &str) -> (bool, String) {
         "apiVersion: onus.dev/v1alpha1\nkind: ResponsibilityPolicy\nmetadata:\n  name: probe\nspec:\n{}",
         spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
     );
-    let mut child = cp
-        .kubectl()
-        .args(["apply", "--dry-run=server", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(doc.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("kubectl");
+    let out = common::kubectl_with_input(
+        cp,
+        &["apply", "--dry-run=server", "-f", "-"],
+        doc.as_bytes(),
+    );
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)

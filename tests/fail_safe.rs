@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::enforce::{as_root, automount, deny_policy, labels, until};
+use common::enforce::{as_root, automount, deny_policy, labels, refuse_network_policies, until};
 use common::{TestEnv, deployment, hardened, kubectl_ok};
 use k8s_openapi::api::events::v1::Event;
 use kube::{
@@ -244,60 +244,24 @@ async fn an_invalid_edit_keeps_every_remediation_until_a_valid_one() {
     );
 }
 
-/// A ValidatingAdmissionPolicy (no webhook needed) that refuses NetworkPolicies in `ns`.
+/// Refuses creating and updating NetworkPolicies in `ns`, in effect on return.
 async fn lock_network_policies(env: &TestEnv, ns: &str) -> String {
-    let name = format!("{}-no-netpol", env.id);
-    env.create(None, json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{"apiGroups": ["networking.k8s.io"],
-                "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                "resources": ["networkpolicies"]}]},
-            "validations": [{"expression": "false", "message": "NetworkPolicies are locked here"}]
-        }
-    }))
+    let name = refuse_network_policies(
+        env,
+        "no-netpol",
+        ns,
+        &["CREATE", "UPDATE"],
+        "NetworkPolicies are locked here",
+    )
     .await;
-    env.create(None, json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-        }
-    }))
+    let probe = br#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"probe"},"spec":{"podSelector":{}}}"#;
+    until("the admission policy refuses NetworkPolicies", async || {
+        let args = ["create", "-n", ns, "--dry-run=server", "-f", "-"];
+        !common::kubectl_with_input(env.cp, &args, probe)
+            .status
+            .success()
+    })
     .await;
-    // The admission plugin loads policies asynchronously: wait until it refuses.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = env
-            .cp
-            .kubectl()
-            .args(["create", "-n", ns, "--dry-run=server", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take().expect("stdin").write_all(
-                    br#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"probe"},"spec":{"podSelector":{}}}"#,
-                )?;
-                child.wait_with_output()
-            })
-            .expect("kubectl");
-        if !out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the admission policy never took effect"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     name
 }
 

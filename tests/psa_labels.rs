@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::Stdio;
-
 use common::{TestEnv, is};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::{
@@ -75,22 +72,11 @@ async fn rejection(env: &TestEnv, ns: &str) -> Option<String> {
 /// The stderr of a dry-run create of `bare_pod()` through kubectl, which prints the API
 /// server's warnings (the client library does not return them).
 fn kubectl_warnings(env: &TestEnv, ns: &str) -> String {
-    let mut child = env
-        .cp
-        .kubectl()
-        .args(["create", "--dry-run=server", "-n", ns, "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(bare_pod().to_string().as_bytes())
-        .expect("write pod");
-    let out = child.wait_with_output().expect("kubectl");
+    let out = common::kubectl_with_input(
+        env.cp,
+        &["create", "--dry-run=server", "-n", ns, "-f", "-"],
+        bare_pod().to_string().as_bytes(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "kubectl create in {ns}: {stderr}");
     stderr

@@ -12,7 +12,7 @@ use k8s_openapi::api::{
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::hardened;
+use super::{TestEnv, hardened};
 
 /// A namespace's labels.
 pub async fn labels(client: &Client, ns: &str) -> BTreeMap<String, String> {
@@ -64,4 +64,44 @@ pub fn as_root() -> serde_json::Value {
     sc["runAsNonRoot"] = json!(false);
     sc["runAsUser"] = json!(0);
     sc
+}
+
+/// A ValidatingAdmissionPolicy (built into the API server, no webhook needed) and its binding
+/// that refuse the `operations` on NetworkPolicies in `ns` with `message`; returns their name.
+/// The admission plugin loads policies asynchronously: wait for one to take effect.
+pub async fn refuse_network_policies(
+    env: &TestEnv,
+    suffix: &str,
+    ns: &str,
+    operations: &[&str],
+    message: &str,
+) -> String {
+    let name = format!("{}-{suffix}", env.id);
+    env.create(
+        None,
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{"apiGroups": ["networking.k8s.io"],
+                    "apiVersions": ["v1"], "operations": operations,
+                    "resources": ["networkpolicies"]}]},
+                "validations": [{"expression": "false", "message": message}]
+            }
+        }),
+    )
+    .await;
+    env.create(None, json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        }
+    }))
+    .await;
+    name
 }

@@ -46,6 +46,26 @@ pub fn kubectl_ok(cp: &ControlPlane, args: &[&str]) {
     );
 }
 
+/// Runs kubectl with the admin kubeconfig, `input` on its standard input.
+pub fn kubectl_with_input(cp: &ControlPlane, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::{io::Write, process::Stdio};
+    let mut child = cp
+        .kubectl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write kubectl input");
+    child.wait_with_output().expect("kubectl")
+}
+
 /// Installs the committed CRD (idempotent) and waits until it is established.
 pub fn install_crd(cp: &ControlPlane) {
     kubectl_ok(cp, &["apply", "--server-side", "-f", CRD_FILE]);
@@ -63,6 +83,17 @@ pub fn install_crd(cp: &ControlPlane) {
 impl TestEnv {
     /// Starts (or reuses) the control plane, installs the CRD and runs an operator for this test.
     pub async fn start(name: &str) -> TestEnv {
+        TestEnv::start_with(name, None).await
+    }
+
+    /// Like [`TestEnv::start`], but the operator acts as `user` (in `group`, if any) with a
+    /// client certificate of its own, so the API server's audit log tells its writes apart
+    /// from the test's (which stay the admin's).
+    pub async fn start_as(name: &str, user: &str, group: Option<&str>) -> TestEnv {
+        TestEnv::start_with(name, Some((user, group))).await
+    }
+
+    async fn start_with(name: &str, operator: Option<(&str, Option<&str>)>) -> TestEnv {
         // Operator logs show in a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -72,40 +103,10 @@ impl TestEnv {
         let cp = onus_testenv::shared();
         std::thread::scope(|s| s.spawn(|| install_crd(cp)).join().expect("install crd"));
         let client = cp.client().await;
-        let id = format!("{name}-{}", &onus_testenv::random_suffix()[..6]);
-        let metrics = onus::metrics::Metrics::new();
-        let settings = Settings {
-            instance: id.clone(),
-            policy_selector: Some(format!("{TEST_LABEL}={id}")),
-            metrics: metrics.clone(),
-            ..Settings::default()
+        let operator = match operator {
+            Some((user, group)) => cp.client_as(user, group).await,
+            None => client.clone(),
         };
-        tokio::spawn(controller::run(
-            client.clone(),
-            settings,
-            std::future::pending(),
-        ));
-        TestEnv {
-            cp,
-            client,
-            id,
-            metrics,
-        }
-    }
-
-    /// Like [`TestEnv::start`], but the operator acts as `user` (in `group`, if any) with a
-    /// client certificate of its own, so the API server's audit log tells its writes apart
-    /// from the test's (which stay the admin's).
-    pub async fn start_as(name: &str, user: &str, group: Option<&str>) -> TestEnv {
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_ansi(false)
-            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "onus=info".into()))
-            .try_init();
-        let cp = onus_testenv::shared();
-        std::thread::scope(|s| s.spawn(|| install_crd(cp)).join().expect("install crd"));
-        let client = cp.client().await;
-        let operator = cp.client_as(user, group).await;
         let id = format!("{name}-{}", &onus_testenv::random_suffix()[..6]);
         let metrics = onus::metrics::Metrics::new();
         let settings = Settings {
