@@ -1,13 +1,15 @@
-//! How long one policy evaluation takes as the cluster grows (pure code, no API server).
+//! How long one policy evaluation, and one Enforce plan, take as the cluster grows (pure code,
+//! no API server).
 //! Run with `cargo bench --bench evaluate`; it measures, it asserts nothing.
 
 use std::time::{Duration, Instant};
 
 use onus::{
-    crd::ResponsibilityPolicySpec,
+    crd::{ResponsibilityPolicy, ResponsibilityPolicySpec},
     evaluate::evaluate,
     facts::{self, WorkloadKind},
     index::{Index, Key},
+    remediate::{PlanMode, plan, wants},
 };
 use serde_json::json;
 
@@ -73,6 +75,34 @@ fn main() {
             "{namespaces:>10} {workloads:>10} {:>14?} {:>14?}",
             took,
             took / workloads as u32
+        );
+    }
+
+    // The Enforce plan: merged wants and the actions (with the Pod Security gate per namespace).
+    let policy: ResponsibilityPolicy = serde_json::from_value(json!({
+        "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+        "metadata": {"name": "bench"},
+        "spec": {"serviceModel": "PaaS", "mode": "Enforce",
+                 "namespaceSelector": {"matchLabels": {"env": "prod"}},
+                 "controls": {"podSecurity": {"level": "restricted"}}}
+    }))
+    .expect("policy");
+    println!();
+    println!(
+        "{:>10} {:>10} {:>14} {:>14}",
+        "namespaces", "workloads", "per plan", "per namespace"
+    );
+    for (namespaces, per_namespace) in [(10, 10), (100, 10), (1_000, 10), (1_000, 50)] {
+        let index = cluster(namespaces, per_namespace);
+        let workloads = namespaces * per_namespace;
+        let took = time(5, || {
+            let wants = wants([&policy], &index, false);
+            std::hint::black_box(plan(&wants, &index, PlanMode::Converge));
+        });
+        println!(
+            "{namespaces:>10} {workloads:>10} {:>14?} {:>14?}",
+            took,
+            took / namespaces as u32
         );
     }
 }
