@@ -15,7 +15,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 const USAGE: &str = "usage: onus [--log-format text|json] [--http-addr ADDR]
             [--leader-election-namespace NS] [--leader-election-id NAME]
-            [--no-leader-election]
+            [--no-leader-election] [--null-evaluation]
 
 Runs the onus operator against the cluster of the current kubeconfig (or in-cluster config).
 
@@ -25,6 +25,8 @@ Runs the onus operator against the cluster of the current kubeconfig (or in-clus
                                     (default: $POD_NAMESPACE, else default)
   --leader-election-id NAME         name of the leader Lease (default onus-leader)
   --no-leader-election              run without a Lease (a single instance only)
+  --null-evaluation                 benchmark floor: watch everything, evaluate and write
+                                    nothing (never use it to protect a cluster)
 
 Identity in the Lease: $POD_NAME, else the host name. Log level: RUST_LOG (default info).";
 
@@ -36,6 +38,7 @@ struct Cli {
     lease_namespace: Option<String>,
     lease_name: String,
     leader_election: bool,
+    null_evaluation: bool,
 }
 
 impl Default for Cli {
@@ -46,6 +49,7 @@ impl Default for Cli {
             lease_namespace: None,
             lease_name: DEFAULT_LEASE_NAME.into(),
             leader_election: true,
+            null_evaluation: false,
         }
     }
 }
@@ -92,6 +96,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
             }
             "--leader-election-id" => cli.lease_name = non_empty(&flag, value()?)?,
             "--no-leader-election" if inline.is_none() => cli.leader_election = false,
+            "--null-evaluation" if inline.is_none() => cli.null_evaluation = true,
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
@@ -199,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
         instance: identity.clone(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
+        null_evaluation: cli.null_evaluation,
         ..Settings::default()
     };
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -287,6 +293,7 @@ mod tests {
                 lease_namespace: Some("onus-system".into()),
                 lease_name: "my-lease".into(),
                 leader_election: false,
+                null_evaluation: false,
             }
         );
     }

@@ -113,6 +113,9 @@ pub struct Settings {
     pub policy_selector: Option<String>,
     pub metrics: Metrics,
     pub readiness: Readiness,
+    /// Watch and project everything, evaluate and write nothing: the floor `make bench`
+    /// measures onus against (the cost of the watches alone).
+    pub null_evaluation: bool,
 }
 
 impl Default for Settings {
@@ -123,6 +126,7 @@ impl Default for Settings {
             policy_selector: None,
             metrics: Metrics::default(),
             readiness: Readiness::default(),
+            null_evaluation: false,
         }
     }
 }
@@ -170,6 +174,12 @@ pub async fn run(
     }
     info!("Caches synced");
     settings.readiness.set_synced(true);
+    if settings.null_evaluation {
+        info!("Null evaluation: watching only, until shut down");
+        shutdown.await;
+        settings.readiness.set_synced(false);
+        return;
+    }
 
     let policies = match &settings.policy_selector {
         Some(selector) => watcher::Config::default().labels(selector),
