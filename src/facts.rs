@@ -6,6 +6,7 @@
 
 mod network;
 mod pods;
+pub mod wire;
 pub use network::network_policy;
 pub use pods::{OwnedPodFact, job_owner, owned_pod, replica_set_owner, security_spec};
 use pods::{failing_at_latest, failing_controls};
@@ -19,12 +20,10 @@ use std::{
 use crate::{crd::PodSecurityLevel, podsecurity::Version};
 use k8s_openapi::{
     api::{
-        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
-        batch::v1::{CronJob, Job},
-        core::v1::{Namespace, Pod, PodSpec, PodTemplateSpec, Service, ServiceAccount},
+        core::v1::{Namespace, PodSpec, Service, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
 /// Kinds of objects that run pods.
@@ -163,8 +162,9 @@ fn strip_meta(meta: &ObjectMeta) -> ObjectMeta {
     ObjectMeta {
         name: meta.name.clone(),
         namespace: meta.namespace.clone(),
+        // Labels select roles into aggregated ClusterRoles; no RBAC check reads annotations
+        // (they can be large: kubectl's last-applied-configuration).
         labels: meta.labels.clone(),
-        annotations: meta.annotations.clone(),
         ..ObjectMeta::default()
     }
 }
@@ -242,150 +242,82 @@ fn managed_by_onus(meta: &ObjectMeta) -> bool {
         .is_some_and(|v| v == MANAGED_BY.1)
 }
 
-fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))
-}
-
-/// True when `meta` is controlled by an object of one of `kinds` (in apps/ or batch/): such
-/// objects are evaluated through their controller and not counted twice.
-fn controlled_by(meta: &ObjectMeta, kinds: &[&str]) -> bool {
-    controller_of(meta).is_some_and(|o| {
+/// True when the object is controlled by an object of one of `kinds` (in apps/ or batch/):
+/// such objects are evaluated through their controller and not counted twice.
+fn controlled_by(meta: &wire::Meta, kinds: &[&str]) -> bool {
+    meta.controller().is_some_and(|o| {
         kinds.contains(&o.kind.as_str())
             && (o.api_version.starts_with("apps/") || o.api_version.starts_with("batch/"))
     })
 }
 
-fn workload(
+fn workload_fact(
     kind: WorkloadKind,
-    meta: &ObjectMeta,
-    template_meta: Option<&ObjectMeta>,
-    spec: Option<&PodSpec>,
+    meta: &wire::Meta,
+    template_meta: Option<&wire::Meta>,
+    spec: Option<&wire::SlimPodSpec>,
 ) -> Option<WorkloadFact> {
     let spec = spec?;
-    let containers = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter());
-    let secret_env = containers
-        .filter(|c| {
-            c.env.iter().flatten().any(|e| {
-                e.value_from
-                    .as_ref()
-                    .is_some_and(|v| v.secret_key_ref.is_some())
-            }) || c.env_from.iter().flatten().any(|e| e.secret_ref.is_some())
-        })
-        .map(|c| c.name.clone())
-        .collect();
-    let mut stripped = spec.clone();
-    for c in stripped
-        .init_containers
-        .iter_mut()
-        .flatten()
-        .chain(stripped.containers.iter_mut())
-    {
-        c.env = None;
-        c.env_from = None;
-        c.command = None;
-        c.args = None;
-        c.resources = None;
-    }
-    let template_meta = ObjectMeta {
-        annotations: template_meta.and_then(|m| m.annotations.clone()),
-        ..ObjectMeta::default()
-    };
-    let failing_at_latest = failing_at_latest(&template_meta, &stripped);
+    let secret_env = spec.secret_env();
+    let template_meta = template_meta
+        .map(wire::Meta::annotations_only)
+        .unwrap_or_default();
+    let spec = security_spec(&spec.clone().into_pod_spec());
+    let failing_at_latest = failing_at_latest(&template_meta, &spec);
     Some(WorkloadFact {
         kind,
         namespace: meta.namespace.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),
         template_meta,
-        spec: Arc::new(stripped),
+        spec: Arc::new(spec),
         secret_env,
         failing_at_latest,
     })
 }
 
-fn from_template(
-    kind: WorkloadKind,
-    meta: &ObjectMeta,
-    template: Option<&PodTemplateSpec>,
-) -> Option<WorkloadFact> {
-    let template = template?;
-    workload(
+/// Projects a Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob through its pod
+/// template. A ReplicaSet a Deployment controls, and a Job a CronJob controls, project to
+/// nothing: their Pods count through the controller above them.
+pub fn workload(kind: WorkloadKind, obj: &wire::WorkloadObject) -> Option<WorkloadFact> {
+    let above = match kind {
+        WorkloadKind::ReplicaSet => Some("Deployment"),
+        WorkloadKind::Job => Some("CronJob"),
+        WorkloadKind::Pod => return None,
+        _ => None,
+    };
+    if above.is_some_and(|above| controlled_by(&obj.metadata, &[above])) {
+        return None;
+    }
+    let template = obj.template(kind == WorkloadKind::CronJob)?;
+    workload_fact(
         kind,
-        meta,
+        &obj.metadata,
         template.metadata.as_ref(),
         template.spec.as_ref(),
     )
 }
 
-/// Projects a Deployment.
-pub fn deployment(d: &Deployment) -> Option<WorkloadFact> {
-    from_template(
-        WorkloadKind::Deployment,
-        &d.metadata,
-        Some(&d.spec.template),
-    )
+macro_rules! workload_kinds {
+    ($($fn:ident: $kind:ident),*) => {$(
+        #[doc = concat!("Projects a ", stringify!($kind), " (see [`workload`]).")]
+        pub fn $fn(obj: &wire::WorkloadObject) -> Option<WorkloadFact> {
+            workload(WorkloadKind::$kind, obj)
+        }
+    )*};
 }
-
-/// Projects a StatefulSet.
-pub fn stateful_set(s: &StatefulSet) -> Option<WorkloadFact> {
-    from_template(
-        WorkloadKind::StatefulSet,
-        &s.metadata,
-        Some(&s.spec.template),
-    )
-}
-
-/// Projects a DaemonSet.
-pub fn daemon_set(d: &DaemonSet) -> Option<WorkloadFact> {
-    from_template(WorkloadKind::DaemonSet, &d.metadata, Some(&d.spec.template))
-}
-
-/// Projects a ReplicaSet, unless a Deployment controls it.
-pub fn replica_set(r: &ReplicaSet) -> Option<WorkloadFact> {
-    if controlled_by(&r.metadata, &["Deployment"]) {
-        return None;
-    }
-    from_template(
-        WorkloadKind::ReplicaSet,
-        &r.metadata,
-        r.spec.template.as_ref(),
-    )
-}
-
-/// Projects a Job, unless a CronJob controls it.
-pub fn job(j: &Job) -> Option<WorkloadFact> {
-    if controlled_by(&j.metadata, &["CronJob"]) {
-        return None;
-    }
-    from_template(
-        WorkloadKind::Job,
-        &j.metadata,
-        j.spec.as_ref().map(|s| &s.template),
-    )
-}
-
-/// Projects a CronJob.
-pub fn cron_job(c: &CronJob) -> Option<WorkloadFact> {
-    let template = c.spec.job_template.spec.as_ref().map(|s| &s.template);
-    from_template(WorkloadKind::CronJob, &c.metadata, template)
-}
+workload_kinds!(deployment: Deployment, stateful_set: StatefulSet, daemon_set: DaemonSet,
+    replica_set: ReplicaSet, job: Job, cron_job: CronJob);
 
 /// The controllers whose Pods roll up into them (kept as [`OwnedPodFact`]s).
 const POD_CONTROLLERS: &[&str] = &["ReplicaSet", "StatefulSet", "DaemonSet", "Job"];
 
 /// Projects a bare Pod; Pods run by a workload controller are evaluated through it (and kept
 /// apart, see [`owned_pod`]).
-pub fn pod(p: &Pod) -> Option<WorkloadFact> {
+pub fn pod(p: &wire::PodObject) -> Option<WorkloadFact> {
     if controlled_by(&p.metadata, POD_CONTROLLERS) {
         return None;
     }
-    workload(
+    workload_fact(
         WorkloadKind::Pod,
         &p.metadata,
         Some(&p.metadata),
@@ -436,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_pod_run_by_a_replica_set_is_counted_through_it() {
-        let p: Pod = from(json!({
+        let p: wire::PodObject = from(json!({
             "metadata": {"name": "web-1", "namespace": "shop", "ownerReferences": [
                 {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "1", "controller": true}]},
             "spec": {"containers": [{"name": "app"}]}
@@ -446,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_pod_run_by_an_unknown_controller_is_evaluated_directly() {
-        let p: Pod = from(json!({
+        let p: wire::PodObject = from(json!({
             "metadata": {"name": "db-0", "namespace": "shop", "ownerReferences": [
                 {"apiVersion": "example.com/v1", "kind": "Database", "name": "db", "uid": "1", "controller": true}]},
             "spec": {"containers": [{"name": "app"}]}
@@ -456,7 +388,7 @@ mod tests {
 
     #[test]
     fn secrets_in_env_vars_are_noted_and_env_values_dropped() {
-        let d: Deployment = from(json!({
+        let d: wire::WorkloadObject = from(json!({
             "metadata": {"name": "api", "namespace": "shop"},
             "spec": {"selector": {}, "template": {"spec": {"containers": [
                 {"name": "app", "env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]},

@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn a_job_pod_rolls_up_through_its_job_into_the_cron_job() {
         let mut index = Index::default();
-        let cron: k8s_openapi::api::batch::v1::CronJob = serde_json::from_value(json!({
+        let cron: crate::facts::wire::WorkloadObject = serde_json::from_value(json!({
             "metadata": {"name": "nightly", "namespace": "ops"},
             "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": {"spec": privileged_spec()}}}}
         }))
@@ -363,7 +363,7 @@ mod tests {
             Key::new(Some("ops"), "nightly-1"),
             Some("nightly".to_string()),
         );
-        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        let pod: crate::facts::wire::PodObject = serde_json::from_value(json!({
             "metadata": {"name": "nightly-1-x", "namespace": "ops", "ownerReferences": [
                 {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly-1", "uid": "1", "controller": true}]},
             "spec": privileged_spec()

@@ -148,13 +148,13 @@ pub async fn run(
     let index = Arc::new(RwLock::new(Index::default()));
     let changes = Arc::new(Changes::default());
     let first_change = Arc::new(Mutex::new(None));
-    let watch = Watch {
-        client: client.clone(),
-        index: index.clone(),
-        changes: changes.clone(),
-        metrics: settings.metrics.clone(),
-        first_change: first_change.clone(),
-    };
+    let watch = Watch::new(
+        client.clone(),
+        index.clone(),
+        changes.clone(),
+        settings.metrics.clone(),
+        first_change.clone(),
+    );
     let _watches = AbortOnDrop(tokio::spawn(watch_all(watch)));
 
     // Evaluating before every watch has listed would report false violations. A shutdown

@@ -17,25 +17,39 @@ use k8s_openapi::api::{
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject},
+    Api, Client, Resource,
+    api::ApiResource,
     runtime::{
         WatchStreamExt,
         watcher::{self, Event, watcher},
     },
 };
 use serde::de::DeserializeOwned;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use super::write;
 use crate::{
     evaluate::POLICY_CAPABLE_CNIS,
-    facts::{self, WorkloadKind},
+    facts::{
+        self, WorkloadKind,
+        wire::{PodObject, WorkloadObject},
+    },
     index::{FactMap, Index, Key},
     metrics::Metrics,
     podsecurity,
 };
+
+mod object;
+use object::{Decoded, Identified, Watched};
+
+/// At most this many watches list at once (at start, and when a watch must relist): each list
+/// holds a page of objects in memory while it is decoded.
+const LISTS_IN_FLIGHT: usize = 4;
+/// Objects per list page for the kinds that run pods (a Pod is several kilobytes of JSON).
+const POD_PAGE: u32 = 100;
+/// Objects per list page for the other kinds.
+const PAGE: u32 = 500;
 
 /// Which policies a change can concern.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +130,27 @@ pub(super) struct Watch {
     pub changes: Arc<Changes>,
     pub metrics: Metrics,
     pub first_change: Arc<Mutex<Option<Instant>>>,
+    /// Bounds the lists in flight.
+    pub lists: Arc<Semaphore>,
+}
+
+impl Watch {
+    pub fn new(
+        client: Client,
+        index: Arc<RwLock<Index>>,
+        changes: Arc<Changes>,
+        metrics: Metrics,
+        first_change: Arc<Mutex<Option<Instant>>>,
+    ) -> Self {
+        Watch {
+            client,
+            index,
+            changes,
+            metrics,
+            first_change,
+            lists: Arc::new(Semaphore::new(LISTS_IN_FLIGHT)),
+        }
+    }
 }
 
 /// Records the server's minor version in the index: its PodSecurity admission's `latest`.
@@ -142,18 +177,19 @@ pub(super) async fn watch_all(watch: Watch) {
     read_server_version(&watch).await;
     macro_rules! watch {
         ($ty:ty, $project:expr, |$i:ident| $map:expr) => {
-            watch_into::<$ty, _>(watch.clone(), Feed::new(|$i| $map, $project), in_namespace)
+            watch_into::<$ty, $ty, _>(watch.clone(), Feed::new(|$i| $map, $project), in_namespace)
                 .boxed()
         };
         ($ty:ty, $project:expr, |$i:ident| $map:expr, $scope:expr) => {
-            watch_into::<$ty, _>(watch.clone(), Feed::new(|$i| $map, $project), $scope).boxed()
+            watch_into::<$ty, $ty, _>(watch.clone(), Feed::new(|$i| $map, $project), $scope)
+                .boxed()
         };
-        // One watch feeding two fact maps.
-        ($ty:ty, ($p1:expr, |$i1:ident| $m1:expr), ($p2:expr, |$i2:ident| $m2:expr)) => {
-            watch_into::<$ty, _>(
+        // A kind that runs pods, decoded as its wire shape `$body`, feeding one or two maps.
+        ($ty:ty as $body:ty, ($p1:expr, |$i1:ident| $m1:expr) $(, ($p2:expr, |$i2:ident| $m2:expr))?; $scope:expr) => {
+            watch_into::<$ty, $body, _>(
                 watch.clone(),
-                (Feed::new(|$i1| $m1, $p1), Feed::new(|$i2| $m2, $p2)),
-                in_namespace,
+                (Feed::new(|$i1| $m1, $p1) $(, Feed::new(|$i2| $m2, $p2))?),
+                $scope,
             )
             .boxed()
         };
@@ -185,56 +221,35 @@ pub(super) async fn watch_all(watch: Watch) {
             |i| &mut i.cluster_role_bindings,
             cluster_wide
         ),
-        watch!(Deployment, facts::deployment, |i| i
-            .workloads_mut(WorkloadKind::Deployment)),
-        watch!(StatefulSet, facts::stateful_set, |i| i
-            .workloads_mut(WorkloadKind::StatefulSet)),
-        watch!(
-            DaemonSet,
-            facts::daemon_set,
-            |i| i.workloads_mut(WorkloadKind::DaemonSet),
-            daemon_set_scope
-        ),
+        watch!(Deployment as WorkloadObject, (facts::deployment, |i| i.workloads_mut(WorkloadKind::Deployment)); in_namespace),
+        watch!(StatefulSet as WorkloadObject, (facts::stateful_set, |i| i.workloads_mut(WorkloadKind::StatefulSet)); in_namespace),
+        watch!(DaemonSet as WorkloadObject, (facts::daemon_set, |i| i.workloads_mut(WorkloadKind::DaemonSet)); daemon_set_scope),
         // A ReplicaSet a Deployment controls is no workload of its own, but its Pods roll up
         // through it; the same for Jobs and CronJobs.
-        watch!(
-            ReplicaSet,
-            (facts::replica_set, |i| i
-                .workloads_mut(WorkloadKind::ReplicaSet)),
-            (facts::replica_set_owner, |i| &mut i.replica_set_owners)
-        ),
-        watch!(
-            Job,
-            (facts::job, |i| i.workloads_mut(WorkloadKind::Job)),
-            (facts::job_owner, |i| &mut i.job_owners)
-        ),
-        watch!(CronJob, facts::cron_job, |i| i
-            .workloads_mut(WorkloadKind::CronJob)),
-        watch!(
-            Pod,
-            (facts::pod, |i| i.workloads_mut(WorkloadKind::Pod)),
-            (facts::owned_pod, |i| &mut i.owned_pods)
-        ),
+        watch!(ReplicaSet as WorkloadObject, (facts::replica_set, |i| i.workloads_mut(WorkloadKind::ReplicaSet)), (facts::replica_set_owner, |i| &mut i.replica_set_owners); in_namespace),
+        watch!(Job as WorkloadObject, (facts::job, |i| i.workloads_mut(WorkloadKind::Job)), (facts::job_owner, |i| &mut i.job_owners); in_namespace),
+        watch!(CronJob as WorkloadObject, (facts::cron_job, |i| i.workloads_mut(WorkloadKind::CronJob)); in_namespace),
+        watch!(Pod as PodObject, (facts::pod, |i| i.workloads_mut(WorkloadKind::Pod)),
+            (facts::owned_pod, |i| &mut i.owned_pods); in_namespace),
     ];
     join_all(watches).await;
 }
 
-fn key_of(obj: &DynamicObject) -> Key {
-    Key::new(obj.metadata.namespace.as_deref(), &obj.name_any())
+fn key_of<P>(obj: &Watched<P>) -> Key {
+    let meta = obj.meta();
+    Key::new(
+        meta.namespace.as_deref(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }
 
-/// Decodes one object; an undecodable object is logged and skipped, never fatal.
-fn decode<K>(obj: DynamicObject) -> Option<K>
-where
-    K: Resource + DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let key = key_of(&obj);
-    match obj.try_parse::<K>() {
-        Ok(k) => Some(k),
-        Err(error) => {
-            warn!(kind = %K::kind(&Default::default()), namespace = %key.namespace,
-                  name = %key.name, %error, "Skipping undecodable object");
+/// The decoded body of one object; an undecodable object is logged and skipped, never fatal.
+fn decoded<P>(kind: &str, key: &Key, obj: Watched<P>) -> Option<P> {
+    match obj.body {
+        Decoded::Ok(body) => Some(body),
+        Decoded::Bad(error) => {
+            warn!(%kind, namespace = %key.namespace, name = %key.name, %error,
+                  "Skipping undecodable object");
             None
         }
     }
@@ -311,13 +326,14 @@ impl<K, A: Sink<K>, B: Sink<K>> Sink<K> for (A, B) {
     }
 }
 
-/// Watches every object of kind `K` (as untyped objects, so one bad object cannot stall the
-/// stream), projects each into facts and keeps the facts in the index.
-async fn watch_into<K, S>(watch: Watch, sink: S, scope: fn(&Key) -> Scope)
+/// Watches every object of kind `K`, each decoded straight into `P` (so one bad object cannot
+/// stall the stream, and no whole object is kept), projects each into facts and keeps the facts
+/// in the index.
+async fn watch_into<K, P, S>(watch: Watch, sink: S, scope: fn(&Key) -> Scope)
 where
-    K: Resource + k8s_openapi::Resource + DeserializeOwned + Clone + Debug + Send + 'static,
-    K::DynamicType: Default,
-    S: Sink<K>,
+    K: k8s_openapi::Resource + Resource<DynamicType = ()>,
+    P: DeserializeOwned + Identified + Clone + Debug + Send + Sync + 'static,
+    S: Sink<P>,
 {
     let Watch {
         client,
@@ -325,29 +341,46 @@ where
         changes,
         metrics,
         first_change,
+        lists,
     } = watch;
-    let resource = ApiResource::erase::<K>(&Default::default());
-    let api = Api::<DynamicObject>::all_with(client, &resource);
-    let mut events = watcher(api, watcher::Config::default())
+    let resource = ApiResource::erase::<K>(&());
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    let api = Api::<Watched<P>>::all_with(client, &resource);
+    let page = if matches!(
+        kind,
+        "Pod" | "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "CronJob"
+    ) {
+        POD_PAGE
+    } else {
+        PAGE
+    };
+    let mut events = watcher(api, watcher::Config::default().page_size(page))
         .default_backoff()
         .boxed();
+    // Held from the start of a list (Init) until it is complete (InitDone).
+    let mut listing: Option<OwnedSemaphorePermit> = None;
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
             Err(error) => {
-                warn!(kind = %resource.kind, %error, "Watch failed; retrying");
+                warn!(%kind, %error, "Watch failed; retrying");
                 continue;
             }
         };
-        metrics.watch_event(<K as k8s_openapi::Resource>::KIND);
+        metrics.watch_event(kind);
+        if matches!(event, Event::Init) && listing.is_none() {
+            // The watcher lists when next polled: wait for a turn first.
+            listing = lists.clone().acquire_owned().await.ok();
+        }
+        let done = matches!(event, Event::InitDone);
         let changed = {
             let mut guard = write(&index);
             let facts = &mut *guard;
             let changed = match event {
                 Event::Apply(obj) => {
                     let key = key_of(&obj);
-                    decode::<K>(obj)
-                        .is_some_and(|k| sink.apply(facts, &key, &k))
+                    decoded(kind, &key, obj)
+                        .is_some_and(|body| sink.apply(facts, &key, &body))
                         .then(|| scope(&key))
                 }
                 Event::Delete(obj) => {
@@ -360,8 +393,8 @@ where
                 }
                 Event::InitApply(obj) => {
                     let key = key_of(&obj);
-                    if let Some(k) = decode::<K>(obj) {
-                        sink.reset_apply(facts, &key, &k);
+                    if let Some(body) = decoded(kind, &key, obj) {
+                        sink.reset_apply(facts, &key, &body);
                     }
                     None
                 }
@@ -372,6 +405,9 @@ where
             }
             changed
         };
+        if done {
+            listing = None;
+        }
         if let Some(scope) = changed {
             first_change
                 .lock()

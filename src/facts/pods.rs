@@ -14,15 +14,11 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use k8s_openapi::{
-    api::{
-        apps::v1::ReplicaSet,
-        batch::v1::Job,
-        core::v1::{Container, EphemeralContainer, Pod, PodSpec, Volume},
-    },
+    api::core::v1::{Container, EphemeralContainer, PodSpec, Volume},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
-use super::{POD_CONTROLLERS as CONTROLLERS, WorkloadKind, controlled_by, controller_of};
+use super::{POD_CONTROLLERS as CONTROLLERS, WorkloadKind, controlled_by, wire};
 use crate::{
     crd::PodSecurityLevel,
     podsecurity::{self, Version},
@@ -77,13 +73,13 @@ fn controller_kind(kind: &str) -> Option<WorkloadKind> {
 
 /// Projects a Pod run by a workload controller; bare Pods (and Pods of other controllers) are
 /// workloads of their own (see [`super::pod`]).
-pub fn owned_pod(p: &Pod) -> Option<OwnedPodFact> {
+pub fn owned_pod(p: &wire::PodObject) -> Option<OwnedPodFact> {
     if !controlled_by(&p.metadata, CONTROLLERS) {
         return None;
     }
-    let owner = controller_of(&p.metadata)?;
+    let owner = p.metadata.controller()?;
     let kind = controller_kind(&owner.kind)?;
-    let spec = security_spec(p.spec.as_ref()?);
+    let spec = security_spec(&p.spec.clone()?.into_pod_spec());
     let meta = ObjectMeta {
         annotations: p.metadata.annotations.as_ref().map(|a| {
             a.iter()
@@ -102,20 +98,20 @@ pub fn owned_pod(p: &Pod) -> Option<OwnedPodFact> {
 }
 
 /// The Deployment that controls a ReplicaSet: its Pods roll up into that Deployment.
-pub fn replica_set_owner(r: &ReplicaSet) -> Option<String> {
+pub fn replica_set_owner(r: &wire::WorkloadObject) -> Option<String> {
     owner_of_kind(&r.metadata, "Deployment")
 }
 
 /// The CronJob that controls a Job: its Pods roll up into that CronJob.
-pub fn job_owner(j: &Job) -> Option<String> {
+pub fn job_owner(j: &wire::WorkloadObject) -> Option<String> {
     owner_of_kind(&j.metadata, "CronJob")
 }
 
-fn owner_of_kind(meta: &ObjectMeta, kind: &str) -> Option<String> {
+fn owner_of_kind(meta: &wire::Meta, kind: &str) -> Option<String> {
     if !controlled_by(meta, &[kind]) {
         return None;
     }
-    controller_of(meta).map(|o| o.name.clone())
+    meta.controller().map(|o| o.name.clone())
 }
 
 /// A container reduced to what the checks read: its name, security context, host ports and

@@ -1,6 +1,12 @@
 use super::*;
 use crate::facts::{self, WorkloadKind};
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
+
+/// The Pod as the watch decodes it.
+fn wire(p: &Pod) -> wire::PodObject {
+    serde_json::from_value(serde_json::to_value(p).expect("json")).expect("wire pod")
+}
 
 fn pod(v: Value) -> Pod {
     serde_json::from_value(v).expect("pod fixture")
@@ -29,24 +35,28 @@ fn a_pod_run_by_a_workload_controller_is_kept_apart_with_its_controller() {
     ] {
         let p = owned_by(kind, api_version, json!({"containers": [{"name": "app"}]}));
         assert_eq!(
-            owned_pod(&p).map(|f| f.controller),
+            owned_pod(&wire(&p)).map(|f| f.controller),
             Some((expected, "web".to_string())),
             "{kind}"
         );
-        assert_eq!(facts::pod(&p), None, "{kind}: not a workload of its own");
+        assert_eq!(
+            facts::pod(&wire(&p)),
+            None,
+            "{kind}: not a workload of its own"
+        );
     }
 }
 
 #[test]
 fn bare_pods_and_pods_of_other_controllers_are_not_owned_pods() {
     let bare = pod(json!({"metadata": {"name": "x"}, "spec": {"containers": [{"name": "app"}]}}));
-    assert_eq!(owned_pod(&bare), None);
+    assert_eq!(owned_pod(&wire(&bare)), None);
     let custom = owned_by(
         "Database",
         "example.com/v1",
         json!({"containers": [{"name": "app"}]}),
     );
-    assert_eq!(owned_pod(&custom), None);
+    assert_eq!(owned_pod(&wire(&custom)), None);
 }
 
 #[test]
@@ -60,7 +70,7 @@ fn an_ephemeral_container_counts_like_any_other() {
                 "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}],
         }),
     );
-    let fact = owned_pod(&p).expect("owned pod");
+    let fact = owned_pod(&wire(&p)).expect("owned pod");
     assert!(fact.failing_at_latest[0].contains("WKL-04"));
     assert!(
         fact.failing_controls(PodSecurityLevel::Restricted, Version::Minor(30))
@@ -96,7 +106,7 @@ fn only_what_the_checks_read_is_kept() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect(),
     );
-    let fact = owned_pod(&p).expect("owned pod");
+    let fact = owned_pod(&wire(&p)).expect("owned pod");
     let c = &fact.spec.containers[0];
     assert_eq!(
         (&c.image, &c.command, &c.env, &c.volume_mounts),
@@ -211,7 +221,7 @@ fn merge(base: &mut Value, extra: Value) {
 #[test]
 fn the_projection_fails_exactly_what_the_full_pod_fails() {
     for p in varied_pods() {
-        let fact = owned_pod(&p).expect("owned pod");
+        let fact = owned_pod(&wire(&p)).expect("owned pod");
         let spec = p.spec.as_ref().expect("spec");
         for level in [PodSecurityLevel::Baseline, PodSecurityLevel::Restricted] {
             for version in [
@@ -237,14 +247,15 @@ fn the_projection_fails_exactly_what_the_full_pod_fails() {
 
 #[test]
 fn replica_sets_and_jobs_name_the_deployment_or_cron_job_above_them() {
-    let rs: ReplicaSet = serde_json::from_value(json!({"metadata": {"name": "web-5d8", "ownerReferences": [
+    let rs: wire::WorkloadObject = serde_json::from_value(json!({"metadata": {"name": "web-5d8", "ownerReferences": [
         {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "1", "controller": true}]}}))
     .expect("rs");
     assert_eq!(replica_set_owner(&rs), Some("web".to_string()));
-    let job: Job = serde_json::from_value(json!({"metadata": {"name": "nightly-1", "ownerReferences": [
+    let job: wire::WorkloadObject = serde_json::from_value(json!({"metadata": {"name": "nightly-1", "ownerReferences": [
         {"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly", "uid": "1", "controller": true}]}}))
     .expect("job");
     assert_eq!(job_owner(&job), Some("nightly".to_string()));
-    let alone: Job = serde_json::from_value(json!({"metadata": {"name": "once"}})).expect("job");
+    let alone: wire::WorkloadObject =
+        serde_json::from_value(json!({"metadata": {"name": "once"}})).expect("job");
     assert_eq!(job_owner(&alone), None);
 }
