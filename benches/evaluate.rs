@@ -4,11 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Pod;
 use onus::{
-    crd::{ResponsibilityPolicy, ResponsibilityPolicySpec},
+    crd::{PodSecurityLevel, ResponsibilityPolicy, ResponsibilityPolicySpec},
     evaluate::evaluate,
     facts::{self, WorkloadKind},
     index::{Index, Key},
+    podsecurity::{self, Verdicts, Version},
     remediate::{PlanMode, plan, wants},
 };
 use serde_json::json;
@@ -105,4 +107,76 @@ fn main() {
             took / namespaces as u32
         );
     }
+
+    // Pod Security per object change: what the facts compute today (`evaluate` at latest for
+    // both levels) against every check's outcome once (`Verdicts::of`), and then answering one
+    // level and version from those outcomes (`failing`).
+    println!();
+    println!(
+        "{:>22} {:>14} {:>14} {:>14}",
+        "pod", "2x evaluate", "Verdicts::of", "failing"
+    );
+    for (name, pod) in bench_pods() {
+        let (meta, spec) = (&pod.metadata, pod.spec.as_ref().expect("spec"));
+        let runs = 20_000;
+        let evaluated = time(runs, || {
+            for level in [PodSecurityLevel::Baseline, PodSecurityLevel::Restricted] {
+                std::hint::black_box(podsecurity::evaluate(meta, spec, level, Version::Latest));
+            }
+        });
+        let of = time(runs, || {
+            std::hint::black_box(Verdicts::of(meta, spec));
+        });
+        let verdicts = Verdicts::of(meta, spec);
+        let failing = time(runs, || {
+            std::hint::black_box(
+                std::hint::black_box(verdicts)
+                    .failing(PodSecurityLevel::Restricted, Version::Minor(30)),
+            );
+        });
+        println!("{name:>22} {evaluated:>14?} {of:>14?} {failing:>14?}");
+    }
+}
+
+/// Pods from plain to busy: the cost of the checks grows with containers and with failures
+/// (each failure formats its detail).
+fn bench_pods() -> Vec<(&'static str, Pod)> {
+    let container = |name: &str, security: serde_json::Value| {
+        json!({"name": name, "image": "nginx", "securityContext": security,
+               "ports": [{"containerPort": 80}],
+               "livenessProbe": {"httpGet": {"port": 80}}})
+    };
+    let hardened = json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
+    let pods = [
+        ("bare", json!({"containers": [container("app", json!({}))]})),
+        (
+            "privileged",
+            json!({"containers": [container("app", json!({"privileged": true}))]}),
+        ),
+        (
+            "restricted",
+            json!({"securityContext": {"runAsNonRoot": true,
+                                       "seccompProfile": {"type": "RuntimeDefault"}},
+                   "containers": [container("app", hardened.clone())]}),
+        ),
+        (
+            "4 containers, 3 volumes",
+            json!({"securityContext": {"runAsNonRoot": true,
+                                       "seccompProfile": {"type": "RuntimeDefault"},
+                                       "sysctls": [{"name": "net.ipv4.tcp_rmem", "value": "1"}]},
+                   "initContainers": [container("init", hardened.clone())],
+                   "containers": [container("app", hardened.clone()),
+                                  container("sidecar", json!({"capabilities": {"add": ["NET_ADMIN"]}})),
+                                  container("proxy", hardened)],
+                   "volumes": [{"name": "a", "emptyDir": {}},
+                               {"name": "b", "configMap": {"name": "b"}},
+                               {"name": "c", "hostPath": {"path": "/var/log"}}]}),
+        ),
+    ];
+    pods.into_iter()
+        .map(|(name, spec)| {
+            let pod = json!({"metadata": {"name": name}, "spec": spec});
+            (name, serde_json::from_value(pod).expect("pod"))
+        })
+        .collect()
 }

@@ -104,6 +104,10 @@ impl<'a> Pod<'a> {
         self.spec.os.as_ref().is_some_and(|os| os.name == "windows")
     }
 
+    pub(super) fn spec(&self) -> &'a PodSpec {
+        self.spec
+    }
+
     pub(super) fn is_user_namespaced(&self) -> bool {
         self.spec.host_users == Some(false)
     }
@@ -303,12 +307,13 @@ pub(super) fn app_armor(pod: &Pod) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
-pub(super) fn se_linux(pod: &Pod, minor: u32) -> Option<String> {
+/// `engine_allowed`: whether `container_engine_t` is an allowed type (it is from v1.31).
+pub(super) fn se_linux(pod: &Pod, engine_allowed: bool) -> Option<String> {
     let allowed_type = |t: &str| {
         matches!(
             t,
             "" | "container_t" | "container_init_t" | "container_kvm_t"
-        ) || (minor >= 31 && t == "container_engine_t")
+        ) || (engine_allowed && t == "container_engine_t")
     };
     let mut problems = BTreeSet::new();
     let mut check = |o: Option<&k8s_openapi::api::core::v1::SELinuxOptions>| {
@@ -418,22 +423,35 @@ pub(super) fn seccomp_restricted(pod: &Pod) -> Option<String> {
     })
 }
 
-pub(super) fn sysctls(spec: &PodSpec, minor: u32) -> Option<String> {
-    let safe = |name: &str| {
-        SAFE_SYSCTLS
-            .iter()
-            .any(|&(s, from)| s == name && from <= minor)
-    };
-    let bad: Vec<&str> = spec
-        .security_context
+/// The policy minor version from which a sysctl is safe; `None`: never.
+fn sysctl_safe_from(name: &str) -> Option<u32> {
+    SAFE_SYSCTLS
+        .iter()
+        .find(|&&(s, _)| s == name)
+        .map(|&(_, from)| from)
+}
+
+fn sysctl_names(spec: &PodSpec) -> impl Iterator<Item = &str> {
+    spec.security_context
         .as_ref()
         .and_then(|s| s.sysctls.as_ref())
         .into_iter()
         .flatten()
         .map(|s| s.name.as_str())
-        .filter(|name| !safe(name))
+}
+
+pub(super) fn sysctls(spec: &PodSpec, minor: u32) -> Option<String> {
+    let bad: Vec<&str> = sysctl_names(spec)
+        .filter(|name| sysctl_safe_from(name).is_none_or(|from| from > minor))
         .collect();
     (!bad.is_empty()).then(|| format!("pod sets unsafe sysctls {}", quoted(bad)))
+}
+
+/// The lowest policy minor version from which every sysctl the pod sets is safe, so that
+/// `sysctls(spec, minor)` fails exactly when `minor` is below it; `None`: it fails at every
+/// version.
+pub(super) fn sysctls_safe_from(spec: &PodSpec) -> Option<u32> {
+    sysctl_names(spec).try_fold(0, |lowest, name| Some(lowest.max(sysctl_safe_from(name)?)))
 }
 
 pub(super) fn host_probes(pod: &Pod) -> Option<String> {

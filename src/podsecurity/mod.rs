@@ -8,6 +8,7 @@
 mod checks;
 #[cfg(test)]
 mod tests;
+mod verdicts;
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::{apis::meta::v1::ObjectMeta, version::Info};
 
 use crate::crd::PodSecurityLevel;
 use checks::Pod;
+pub use verdicts::{Controls, Verdicts};
 
 /// The newest policy version the v1.37 admission knows; newer pins evaluate as this one.
 const NEWEST_MINOR: u32 = 37;
@@ -179,73 +181,179 @@ pub fn evaluate(
     version: Version,
 ) -> Vec<Violation> {
     let v = version.effective_minor();
-    let restricted = level == PodSecurityLevel::Restricted;
     let pod = Pod::new(metadata, spec);
-    // The admission exempts these pods from some checks, but only from the version it did so.
-    let windows_exempt = v >= 25 && pod.is_windows();
-    let userns_relaxed = v >= 35 && pod.is_user_namespaced();
-
     let mut found = Vec::new();
-    let mut record = |check: Check, detail: Option<String>| {
-        if let Some(detail) = detail {
-            found.push(Violation { check, detail });
+    gate(
+        level,
+        v,
+        pod.is_windows(),
+        pod.is_user_namespaced(),
+        |check, probe| {
+            if let Some(detail) = probe.run(&pod, v) {
+                found.push(Violation { check, detail });
+            }
+        },
+    );
+    found
+}
+
+/// One way of running a check: the check itself, or, for the checks whose outcome depends on
+/// the policy version, the variant of it a version applies. [`Verdicts`] keeps one outcome per
+/// probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    HostProcess,
+    HostNamespaces,
+    Privileged,
+    CapabilitiesBaseline,
+    HostPathVolumes,
+    HostPorts,
+    AppArmor,
+    /// SELinux before v1.31: `container_engine_t` is not an allowed type yet.
+    SeLinuxBefore31,
+    /// SELinux from v1.31.
+    SeLinux,
+    ProcMount,
+    /// Baseline seccomp before v1.19: the legacy annotations.
+    SeccompAnnotations,
+    /// Baseline seccomp from v1.19: the `seccompProfile` fields.
+    SeccompFields,
+    /// Sysctls at the version being evaluated (each sysctl is safe from some minor on).
+    Sysctls,
+    HostProbes,
+    VolumeTypes,
+    AllowPrivilegeEscalation,
+    RunAsNonRoot,
+    RunAsUser,
+    SeccompRestricted,
+    CapabilitiesRestricted,
+}
+
+impl Probe {
+    /// Every probe. [`Verdicts`] records the outcome of each but `Sysctls` (it keeps the minor
+    /// from which the sysctls pass instead).
+    const ALL: [Probe; 20] = [
+        Probe::HostProcess,
+        Probe::HostNamespaces,
+        Probe::Privileged,
+        Probe::CapabilitiesBaseline,
+        Probe::HostPathVolumes,
+        Probe::HostPorts,
+        Probe::AppArmor,
+        Probe::SeLinuxBefore31,
+        Probe::SeLinux,
+        Probe::ProcMount,
+        Probe::SeccompAnnotations,
+        Probe::SeccompFields,
+        Probe::Sysctls,
+        Probe::HostProbes,
+        Probe::VolumeTypes,
+        Probe::AllowPrivilegeEscalation,
+        Probe::RunAsNonRoot,
+        Probe::RunAsUser,
+        Probe::SeccompRestricted,
+        Probe::CapabilitiesRestricted,
+    ];
+
+    /// Runs the probe on a pod; `minor` is the effective policy minor (only sysctls read it).
+    fn run(self, pod: &Pod, minor: u32) -> Option<String> {
+        match self {
+            Probe::HostProcess => checks::host_process(pod),
+            Probe::HostNamespaces => checks::host_namespaces(pod.spec()),
+            Probe::Privileged => checks::privileged(pod),
+            Probe::CapabilitiesBaseline => checks::capabilities_baseline(pod),
+            Probe::HostPathVolumes => checks::host_path_volumes(pod.spec()),
+            Probe::HostPorts => checks::host_ports(pod),
+            Probe::AppArmor => checks::app_armor(pod),
+            Probe::SeLinuxBefore31 => checks::se_linux(pod, false),
+            Probe::SeLinux => checks::se_linux(pod, true),
+            Probe::ProcMount => checks::proc_mount(pod),
+            Probe::SeccompAnnotations => checks::seccomp_annotations(pod),
+            Probe::SeccompFields => checks::seccomp_baseline(pod),
+            Probe::Sysctls => checks::sysctls(pod.spec(), minor),
+            Probe::HostProbes => checks::host_probes(pod),
+            Probe::VolumeTypes => checks::volume_types(pod.spec()),
+            Probe::AllowPrivilegeEscalation => checks::allow_privilege_escalation(pod),
+            Probe::RunAsNonRoot => checks::run_as_non_root(pod),
+            Probe::RunAsUser => checks::run_as_user(pod),
+            Probe::SeccompRestricted => checks::seccomp_restricted(pod),
+            Probe::CapabilitiesRestricted => checks::capabilities_restricted(pod),
         }
-    };
+    }
+}
+
+/// The admission's version gating, shared by [`evaluate`] and [`Verdicts::failing`]: calls
+/// `run` with every check a pod is held to at `level` and effective minor `v`, in report
+/// order, each with the probe that decides it. `windows` and `user_namespaced` describe the
+/// pod (`spec.os.name` is windows; `hostUsers: false`).
+fn gate(
+    level: PodSecurityLevel,
+    v: u32,
+    windows: bool,
+    user_namespaced: bool,
+    mut run: impl FnMut(Check, Probe),
+) {
+    let restricted = level == PodSecurityLevel::Restricted;
+    // The admission exempts these pods from some checks, but only from the version it did so.
+    let windows_exempt = v >= 25 && windows;
+    let userns_relaxed = v >= 35 && user_namespaced;
 
     // Baseline checks; under restricted some are replaced by their stricter counterpart.
-    record(Check::HostProcess, checks::host_process(&pod));
-    record(Check::HostNamespaces, checks::host_namespaces(spec));
-    record(Check::Privileged, checks::privileged(&pod));
+    run(Check::HostProcess, Probe::HostProcess);
+    run(Check::HostNamespaces, Probe::HostNamespaces);
+    run(Check::Privileged, Probe::Privileged);
     if !(restricted && v >= 22) {
-        record(Check::Capabilities, checks::capabilities_baseline(&pod));
+        run(Check::Capabilities, Probe::CapabilitiesBaseline);
     }
     if !restricted {
-        record(Check::HostPathVolumes, checks::host_path_volumes(spec));
+        run(Check::HostPathVolumes, Probe::HostPathVolumes);
     }
-    record(Check::HostPorts, checks::host_ports(&pod));
-    record(Check::AppArmor, checks::app_armor(&pod));
-    record(Check::SeLinux, checks::se_linux(&pod, v));
+    run(Check::HostPorts, Probe::HostPorts);
+    run(Check::AppArmor, Probe::AppArmor);
+    // container_engine_t is allowed from v1.31.
+    let se_linux = if v >= 31 {
+        Probe::SeLinux
+    } else {
+        Probe::SeLinuxBefore31
+    };
+    run(Check::SeLinux, se_linux);
     // From v1.35 restricted re-adds the strict procMount check that baseline relaxes.
     if restricted || !userns_relaxed {
-        record(Check::ProcMount, checks::proc_mount(&pod));
+        run(Check::ProcMount, Probe::ProcMount);
     }
     if !(restricted && v >= 19) {
-        let detail = if v >= 19 {
-            checks::seccomp_baseline(&pod)
+        let seccomp = if v >= 19 {
+            Probe::SeccompFields
         } else {
-            checks::seccomp_annotations(&pod)
+            Probe::SeccompAnnotations
         };
-        record(Check::SeccompBaseline, detail);
+        run(Check::SeccompBaseline, seccomp);
     }
-    record(Check::Sysctls, checks::sysctls(spec, v));
+    run(Check::Sysctls, Probe::Sysctls);
     if v >= 34 {
-        record(Check::HostProbes, checks::host_probes(&pod));
+        run(Check::HostProbes, Probe::HostProbes);
     }
     if !restricted {
-        return found;
+        return;
     }
 
-    record(Check::VolumeTypes, checks::volume_types(spec));
+    run(Check::VolumeTypes, Probe::VolumeTypes);
     if v >= 8 && !windows_exempt {
-        record(
+        run(
             Check::AllowPrivilegeEscalation,
-            checks::allow_privilege_escalation(&pod),
+            Probe::AllowPrivilegeEscalation,
         );
     }
     if !userns_relaxed {
-        record(Check::RunAsNonRoot, checks::run_as_non_root(&pod));
+        run(Check::RunAsNonRoot, Probe::RunAsNonRoot);
         if v >= 23 {
-            record(Check::RunAsUser, checks::run_as_user(&pod));
+            run(Check::RunAsUser, Probe::RunAsUser);
         }
     }
     if v >= 19 && !windows_exempt {
-        record(Check::SeccompRestricted, checks::seccomp_restricted(&pod));
+        run(Check::SeccompRestricted, Probe::SeccompRestricted);
     }
     if v >= 22 && !windows_exempt {
-        record(
-            Check::CapabilitiesRestricted,
-            checks::capabilities_restricted(&pod),
-        );
+        run(Check::CapabilitiesRestricted, Probe::CapabilitiesRestricted);
     }
-    found
 }

@@ -6,9 +6,18 @@ use crate::podsecurity::{Check, Check::*, Version, evaluate};
 use k8s_openapi::api::core::v1::Capabilities;
 use serde_json::json;
 
-#[test]
-fn evaluates_like_the_admission() {
-    let cases: Vec<(&str, TestPod, PodSecurityLevel, Version, &[Check])> = vec![
+/// A name, a pod, a level, a version and the checks the admission fails there.
+pub(super) type Case = (
+    &'static str,
+    TestPod,
+    PodSecurityLevel,
+    Version,
+    &'static [Check],
+);
+
+/// The table; its pods are also the corpus other tests run at every level and version.
+pub(super) fn cases() -> Vec<Case> {
+    vec![
         (
             "restricted pod passes restricted",
             restricted_pod(),
@@ -457,9 +466,13 @@ fn evaluates_like_the_admission() {
             v(99),
             &[],
         ),
-    ];
+    ]
+}
+
+#[test]
+fn evaluates_like_the_admission() {
     let mut failures = Vec::new();
-    for (name, pod, level, version, expected) in cases {
+    for (name, pod, level, version, expected) in cases() {
         let got = evaluate(&pod.meta, &pod.spec, level, version);
         let got_checks: Vec<Check> = got.iter().map(|v| v.check).collect();
         if got_checks != expected {

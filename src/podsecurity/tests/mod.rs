@@ -1,5 +1,6 @@
 mod builders;
 mod cases;
+mod verdicts;
 
 use super::*;
 use crate::crd::PodSecurityLevel::{Baseline, Restricted};
