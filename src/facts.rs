@@ -9,7 +9,6 @@ mod pods;
 pub mod wire;
 pub use network::network_policy;
 pub use pods::{OwnedPodFact, job_owner, owned_pod, replica_set_owner, security_spec};
-use pods::{failing_at_latest, failing_controls};
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,10 +16,13 @@ use std::{
     sync::Arc,
 };
 
-use crate::{crd::PodSecurityLevel, podsecurity::Version};
+use crate::{
+    crd::PodSecurityLevel,
+    podsecurity::{Controls, Verdicts, Version},
+};
 use k8s_openapi::{
     api::{
-        core::v1::{Namespace, PodSpec, Service, ServiceAccount},
+        core::v1::{Namespace, Service, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -93,39 +95,17 @@ pub struct WorkloadFact {
     pub kind: WorkloadKind,
     pub namespace: String,
     pub name: String,
-    /// Only the annotations of the template (legacy AppArmor annotations are checked).
-    pub template_meta: ObjectMeta,
-    /// The pod spec without fields no check reads (env, command, args, resources).
-    pub spec: Arc<PodSpec>,
+    /// Every Pod Security check's outcome for the template, at once (four bytes): answers any
+    /// policy's level and version without keeping the template.
+    pub verdicts: Verdicts,
     /// Containers that take a Secret through an env var (DAT-01).
     pub secret_env: Vec<String>,
-    /// WKL controls failed at `latest`, [baseline, restricted]: computed once per object
-    /// change, as nearly every policy uses `latest` (pinned versions are evaluated on demand).
-    pub failing_at_latest: [BTreeSet<&'static str>; 2],
 }
 
 impl WorkloadFact {
     /// The WKL controls the workload fails at a Pod Security level and version.
-    pub fn failing_controls(
-        &self,
-        level: PodSecurityLevel,
-        version: Version,
-    ) -> BTreeSet<&'static str> {
-        failing_controls(
-            &self.template_meta,
-            &self.spec,
-            &self.failing_at_latest,
-            level,
-            version,
-        )
-    }
-
-    /// The ServiceAccount the pods run as.
-    pub fn service_account(&self) -> &str {
-        match self.spec.service_account_name.as_deref() {
-            Some(name) if !name.is_empty() => name,
-            _ => "default",
-        }
+    pub fn failing_controls(&self, level: PodSecurityLevel, version: Version) -> Controls {
+        self.verdicts.failing(level, version)
     }
 }
 
@@ -262,16 +242,13 @@ fn workload_fact(
     let template_meta = template_meta
         .map(wire::Meta::annotations_only)
         .unwrap_or_default();
-    let spec = security_spec(&spec.clone().into_pod_spec());
-    let failing_at_latest = failing_at_latest(&template_meta, &spec);
+    let verdicts = Verdicts::of(&template_meta, &spec.clone().into_pod_spec());
     Some(WorkloadFact {
         kind,
         namespace: meta.namespace.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),
-        template_meta,
-        spec: Arc::new(spec),
+        verdicts,
         secret_env,
-        failing_at_latest,
     })
 }
 
@@ -397,7 +374,6 @@ mod tests {
         }));
         let fact = deployment(&d).expect("fact");
         assert_eq!(fact.secret_env, ["app"]);
-        assert!(fact.spec.containers.iter().all(|c| c.env.is_none()));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! In-memory index of facts, fed by watch events through pure `apply`/`delete`/`reset`.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
 };
 
@@ -13,7 +13,7 @@ use crate::{
         DefaultServiceAccountFact, ExternalIpsFact, NamespaceFact, NetworkPolicyFact, OwnedPodFact,
         WorkloadFact, WorkloadKind,
     },
-    podsecurity::Version,
+    podsecurity::{Controls, Version},
     rbac::RbacSnapshot,
 };
 
@@ -210,22 +210,18 @@ impl Index {
         namespace: &str,
         level: PodSecurityLevel,
         version: Version,
-    ) -> Vec<(&str, BTreeSet<&'static str>)> {
-        // Pinned versions are evaluated on demand: each template once, not once per Pod.
-        let mut templates: HashMap<&(WorkloadKind, String), BTreeSet<&'static str>> =
-            HashMap::new();
+    ) -> Vec<(&str, Controls)> {
         let mut beyond = Vec::new();
         for (key, pod) in self.owned_pods.in_namespace(namespace) {
             let failing = pod.failing_controls(level, version);
             if failing.is_empty() {
                 continue;
             }
-            let template = templates.entry(&pod.controller).or_insert_with(|| {
-                self.template_of(namespace, &pod.controller)
-                    .map(|t| t.failing_controls(level, version))
-                    .unwrap_or_default()
-            });
-            let extra: BTreeSet<_> = failing.difference(template).copied().collect();
+            let template = self
+                .template_of(namespace, &pod.controller)
+                .map(|t| t.failing_controls(level, version))
+                .unwrap_or_default();
+            let extra = failing.difference(template);
             if !extra.is_empty() {
                 beyond.push((key.name.as_str(), extra));
             }
@@ -330,7 +326,11 @@ mod tests {
         deployment_pod(&mut index, "shop", "web", "web-1", debugged_spec());
         deployment_pod(&mut index, "shop", "web", "web-2", restricted_spec());
         let beyond = index.pods_beyond_templates("shop", Restricted, Version::Minor(30));
-        assert_eq!(beyond, [("web-1", BTreeSet::from(["WKL-04"]))]);
+        let beyond: Vec<_> = beyond
+            .into_iter()
+            .map(|(pod, controls)| (pod, controls.iter().collect::<Vec<_>>()))
+            .collect();
+        assert_eq!(beyond, [("web-1", vec!["WKL-04"])]);
         assert_eq!(
             index.pods_beyond_templates("other", Restricted, Version::Latest),
             []

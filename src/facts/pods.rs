@@ -11,8 +11,6 @@
 //! "fails more than its template" is only known when a policy is evaluated. Deciding then, from
 //! compact facts, keeps projections pure and the index right whatever order events arrive in.
 
-use std::{collections::BTreeSet, sync::Arc};
-
 use k8s_openapi::{
     api::core::v1::{Container, EphemeralContainer, PodSpec, Volume},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -21,7 +19,7 @@ use k8s_openapi::{
 use super::{POD_CONTROLLERS as CONTROLLERS, WorkloadKind, controlled_by, wire};
 use crate::{
     crd::PodSecurityLevel,
-    podsecurity::{self, Version},
+    podsecurity::{Controls, Verdicts, Version},
 };
 
 /// Annotations the Pod Security checks read (legacy AppArmor and seccomp).
@@ -36,28 +34,14 @@ const SECURITY_ANNOTATIONS: &[&str] = &[
 pub struct OwnedPodFact {
     /// The controlling object: its kind (one of the four above) and name.
     pub controller: (WorkloadKind, String),
-    /// Only the security annotations.
-    pub meta: ObjectMeta,
-    /// Only what the checks read: see [`security_spec`].
-    pub spec: Arc<PodSpec>,
-    /// WKL controls failed at `latest`, [baseline, restricted], as for workloads.
-    pub failing_at_latest: [BTreeSet<&'static str>; 2],
+    /// Every Pod Security check's outcome for the Pod (see [`Verdicts`]).
+    pub verdicts: Verdicts,
 }
 
 impl OwnedPodFact {
     /// The WKL controls the Pod fails at a Pod Security level and version.
-    pub fn failing_controls(
-        &self,
-        level: PodSecurityLevel,
-        version: Version,
-    ) -> BTreeSet<&'static str> {
-        failing_controls(
-            &self.meta,
-            &self.spec,
-            &self.failing_at_latest,
-            level,
-            version,
-        )
+    pub fn failing_controls(&self, level: PodSecurityLevel, version: Version) -> Controls {
+        self.verdicts.failing(level, version)
     }
 }
 
@@ -79,7 +63,7 @@ pub fn owned_pod(p: &wire::PodObject) -> Option<OwnedPodFact> {
     }
     let owner = p.metadata.controller()?;
     let kind = controller_kind(&owner.kind)?;
-    let spec = security_spec(&p.spec.clone()?.into_pod_spec());
+    let spec = p.spec.clone()?.into_pod_spec();
     let meta = ObjectMeta {
         annotations: p.metadata.annotations.as_ref().map(|a| {
             a.iter()
@@ -91,9 +75,7 @@ pub fn owned_pod(p: &wire::PodObject) -> Option<OwnedPodFact> {
     };
     Some(OwnedPodFact {
         controller: (kind, owner.name.clone()),
-        failing_at_latest: failing_at_latest(&meta, &spec),
-        meta,
-        spec: Arc::new(spec),
+        verdicts: Verdicts::of(&meta, &spec),
     })
 }
 
@@ -178,38 +160,6 @@ pub fn security_spec(spec: &PodSpec) -> PodSpec {
             .map(|vs| vs.iter().filter(|v| !always_allowed(v)).cloned().collect()),
         ..PodSpec::default()
     }
-}
-
-/// The WKL controls a pod fails, from the cached `latest` results where they apply.
-pub(super) fn failing_controls(
-    meta: &ObjectMeta,
-    spec: &PodSpec,
-    at_latest: &[BTreeSet<&'static str>; 2],
-    level: PodSecurityLevel,
-    version: Version,
-) -> BTreeSet<&'static str> {
-    match (version, level) {
-        (Version::Latest, PodSecurityLevel::Baseline) => at_latest[0].clone(),
-        (Version::Latest, PodSecurityLevel::Restricted) => at_latest[1].clone(),
-        _ => podsecurity::evaluate(meta, spec, level, version)
-            .into_iter()
-            .map(|v| v.check.control())
-            .collect(),
-    }
-}
-
-/// The WKL controls a pod fails at `latest`, [baseline, restricted].
-pub(super) fn failing_at_latest(meta: &ObjectMeta, spec: &PodSpec) -> [BTreeSet<&'static str>; 2] {
-    let failing = |level| {
-        podsecurity::evaluate(meta, spec, level, Version::Latest)
-            .into_iter()
-            .map(|v| v.check.control())
-            .collect()
-    };
-    [
-        failing(PodSecurityLevel::Baseline),
-        failing(PodSecurityLevel::Restricted),
-    ]
 }
 
 #[cfg(test)]

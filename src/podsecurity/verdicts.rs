@@ -62,6 +62,15 @@ impl Controls {
     }
 }
 
+impl IntoIterator for Controls {
+    type Item = &'static str;
+    type IntoIter = Box<dyn Iterator<Item = &'static str>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
 /// The controls the checks are evidence for.
 impl FromIterator<Check> for Controls {
     fn from_iter<I: IntoIterator<Item = Check>>(checks: I) -> Self {
