@@ -89,6 +89,9 @@ const SYSCTLS_SHIFT: u32 = 24;
 /// The sysctls minor meaning "never safe": above every effective minor.
 const NEVER: u32 = 0xff;
 
+// "Never safe" lies above every effective minor, so sysctls fail at every version.
+const _: () = assert!(super::NEWEST_MINOR < NEVER);
+
 // Every probe bit lies below the flag bits.
 const _: () = {
     let mut i = 0;
@@ -99,7 +102,7 @@ const _: () = {
 };
 
 /// Every Pod Security check's raw outcome for one pod (or template): enough to answer any level
-/// and version without the pod. Small and Copy.
+/// and version without the pod. Small and Copy: 4 bytes.
 ///
 /// Layout of the `u32`: bit `probe as u32` is set when that probe fails (the `Sysctls` bit is
 /// unused), then [`WINDOWS`], [`USER_NAMESPACED`], and in the top byte the lowest minor from
@@ -118,6 +121,7 @@ impl Verdicts {
     pub fn of(meta: &ObjectMeta, spec: &PodSpec) -> Verdicts {
         let pod = Pod::new(meta, spec);
         let mut bits = 0;
+        // Only `Sysctls` reads the minor, and it is kept apart below.
         for probe in Probe::ALL {
             if probe != Probe::Sysctls && probe.run(&pod, super::NEWEST_MINOR).is_some() {
                 bits |= probe.bit();
