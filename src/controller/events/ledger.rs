@@ -5,7 +5,8 @@
 //! a bounded while, the fixed ones, so one that comes back continues its Event's series.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
+    hash::{DefaultHasher, Hash, Hasher},
     time::{Duration, Instant},
 };
 
@@ -24,13 +25,23 @@ pub enum Announce {
     Recur { count: i32 },
 }
 
-/// The bookkeeping; Event names identify violations (they include the policy's uid).
+/// The bookkeeping; Event names identify violations (they include the policy's uid). Names are
+/// remembered as 64-bit digests: a large cluster has thousands of violations per policy, and
+/// the digest is an eighth of a name's memory (a collision would at worst leave one Event
+/// unpublished; the violation stays in status).
 #[derive(Debug, Default)]
 pub struct Ledger {
     /// Per policy uid: the Events of its violations failing now, with their series count.
-    current: HashMap<String, BTreeMap<String, i32>>,
+    current: HashMap<String, HashMap<u64, i32>>,
     /// Events of violations fixed within [`RECURRENCE_MEMORY`]: series count and when fixed.
-    fixed: HashMap<String, (i32, Instant)>,
+    fixed: HashMap<u64, (i32, Instant)>,
+}
+
+/// The digest an Event name is remembered by.
+fn digest(name: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    name.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Ledger {
@@ -50,42 +61,41 @@ impl Ledger {
         self.fixed
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < RECURRENCE_MEMORY);
         let seen = self.current.entry(policy.to_string()).or_default();
-        let gone: Vec<String> = seen
+        let failing: Vec<(u64, &String)> = failing.iter().map(|n| (digest(n), n)).collect();
+        let now_failing: HashSet<u64> = failing.iter().map(|(d, _)| *d).collect();
+        let gone: Vec<u64> = seen
             .keys()
-            .filter(|name| !failing.contains(*name))
-            .cloned()
+            .filter(|d| !now_failing.contains(*d))
+            .copied()
             .collect();
-        for name in gone {
-            if let Some(count) = seen.remove(&name) {
-                self.fixed.insert(name, (count, now));
+        for d in gone {
+            if let Some(count) = seen.remove(&d) {
+                self.fixed.insert(d, (count, now));
             }
         }
-        let fresh: Vec<&String> = failing
-            .iter()
-            .filter(|n| !seen.contains_key(*n))
+        let fresh: Vec<(u64, &String)> = failing
+            .into_iter()
+            .filter(|(d, _)| !seen.contains_key(d))
             .take(max)
             .collect();
         let mut publish = Vec::new();
-        for name in fresh {
-            let (announce, count) = match self.fixed.remove(name) {
+        for (d, name) in fresh {
+            let (announce, count) = match self.fixed.remove(&d) {
                 Some((count, _)) => {
                     let count = count.saturating_add(1);
                     (Announce::Recur { count }, count)
                 }
                 None => (Announce::Create, 1),
             };
-            seen.insert(name.clone(), count);
+            seen.insert(d, count);
             publish.push((name.clone(), announce));
         }
         if self.fixed.len() > MAX_FIXED {
-            let mut by_age: Vec<(Instant, String)> = self
-                .fixed
-                .iter()
-                .map(|(name, (_, at))| (*at, name.clone()))
-                .collect();
+            let mut by_age: Vec<(Instant, u64)> =
+                self.fixed.iter().map(|(d, (_, at))| (*at, *d)).collect();
             by_age.sort();
-            for (_, name) in by_age.into_iter().take(self.fixed.len() - MAX_FIXED) {
-                self.fixed.remove(&name);
+            for (_, d) in by_age.into_iter().take(self.fixed.len() - MAX_FIXED) {
+                self.fixed.remove(&d);
             }
         }
         publish
@@ -96,7 +106,7 @@ impl Ledger {
         if let Some(count) = self
             .current
             .get_mut(policy)
-            .and_then(|seen| seen.get_mut(name))
+            .and_then(|seen| seen.get_mut(&digest(name)))
         {
             *count = 1;
         }
@@ -105,7 +115,7 @@ impl Ledger {
     /// How many violations are remembered in all (current and fixed).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.current.values().map(BTreeMap::len).sum::<usize>() + self.fixed.len()
+        self.current.values().map(HashMap::len).sum::<usize>() + self.fixed.len()
     }
 }
 
