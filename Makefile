@@ -1,8 +1,9 @@
 # The two commands a newcomer needs:
 #   make demo   - build what is needed, start a local Kubernetes control plane, run onus against it
 #   make test   - the whole test suite (unit, integration against a real kube-apiserver, chart)
+#   make bench  - the real onus binary against a real control plane (not part of make test)
 SHELL := /bin/bash
-.PHONY: test demo tools lint crds
+.PHONY: test demo tools lint crds bench bench-smoke bench-allocators
 
 # Builds (once, then cached under ~/.cache/onus) kube-apiserver, kube-controller-manager, kubectl, helm.
 tools:
@@ -30,3 +31,36 @@ HELM ?= $(or $(ONUS_HELM_BIN),$(or $(ONUS_CACHE),$(HOME)/.cache/onus)/helm-v3.22
 deploy: tools
 	cp crds/responsibilitypolicy.yaml charts/onus/crds/responsibilitypolicy.yaml
 	$(HELM) template onus charts/onus --namespace onus-system --include-crds > deploy/onus.yaml
+
+# make bench: builds release, starts the test control plane, creates the fixture of SIZE (S, M
+# or L; see bench/src/fixture.rs), runs the real onus binary RUNS times and prints one table
+# (also in target/bench/results-$(SIZE).md). Fails on a wrong status count, on requests while
+# idle, and on a missed goal of issue 9.
+SIZE ?= M
+RUNS ?= 3
+BENCH_FLAGS ?=
+bench: tools
+	cargo build --release -p onus -p onus-bench --bin onus --bin onus-bench
+	target/release/onus-bench --onus target/release/onus --size $(SIZE) --runs $(RUNS) $(BENCH_FLAGS)
+
+# The CI smoke: size S, fewer probes, no timing goals (status counts and idle requests are
+# still asserted).
+bench-smoke: tools
+	cargo build --release -p onus -p onus-bench --bin onus --bin onus-bench
+	target/release/onus-bench --onus target/release/onus --size S --quick $(BENCH_FLAGS)
+
+# Cold start and RSS of the operator with each allocator (system, jemalloc, mimalloc), each a
+# separate binary under target/bench/.
+bench-allocators: tools
+	mkdir -p target/bench
+	cargo build --release -p onus-bench
+	cargo build --release --bin onus
+	cp target/release/onus target/bench/onus-system
+	cargo build --release --bin onus --features jemalloc
+	cp target/release/onus target/bench/onus-jemalloc
+	cargo build --release --bin onus --features mimalloc
+	cp target/release/onus target/bench/onus-mimalloc
+	cargo build --release --bin onus
+	target/release/onus-bench --onus target/bench/onus-system --size $(SIZE) --runs $(RUNS) \
+	  --allocators system=target/bench/onus-system,jemalloc=target/bench/onus-jemalloc,mimalloc=target/bench/onus-mimalloc \
+	  --allocators-only $(BENCH_FLAGS)

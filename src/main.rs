@@ -1,5 +1,14 @@
 //! The onus operator binary: configuration and wiring only; the work is in the library.
 
+// The global allocator: the system's unless a feature picks another (`make bench-allocators`
+// measures them). Both features at once would be two global allocators: a compile error.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{io::IsTerminal as _, net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;

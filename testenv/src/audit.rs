@@ -2,7 +2,9 @@
 //!
 //! Tests use it to prove what a component wrote (or did not write) from the API server's side,
 //! independent of the component's own logs. Only writes are logged, at `Metadata` level (no
-//! bodies), and only when complete, so the file stays small and one request is one line.
+//! bodies), and only when complete, so the file stays small and one request is one line;
+//! except for the users named in [`crate::Options::audit_users`], whose every request (reads
+//! and watches too) is logged, so a benchmark can count an operator's LISTs and WATCHes.
 
 use std::path::Path;
 
@@ -12,7 +14,8 @@ use serde::Deserialize;
 use crate::{ControlPlane, Error};
 
 /// The audit policy: writes at Metadata level, nothing else. `RequestReceived` is omitted so
-/// each request is logged once, with its response code.
+/// each request is logged once, with its response code (a watch, being long-running, also
+/// at `ResponseStarted`).
 const POLICY: &str = "apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
@@ -22,13 +25,34 @@ rules:
 - level: None
 ";
 
+/// The policy, with a first rule logging every request of `users` (if any).
+fn policy(users: &[String]) -> String {
+    if users.is_empty() {
+        return POLICY.to_string();
+    }
+    let names: Vec<String> = users
+        .iter()
+        .map(|u| serde_json::Value::String(u.clone()).to_string())
+        .collect();
+    POLICY.replacen(
+        "rules:\n",
+        &format!(
+            "rules:\n- level: Metadata\n  users: [{}]\n",
+            names.join(", ")
+        ),
+        1,
+    )
+}
+
 /// The audit log file in a run's directory.
 pub(crate) const LOG_FILE: &str = "audit.log";
 
 /// Writes the policy into `dir` and returns the kube-apiserver flags that log to `dir`.
-pub(crate) fn apiserver_args(dir: &Path) -> Result<Vec<String>, Error> {
-    let policy = dir.join("audit-policy.yaml");
-    std::fs::write(&policy, POLICY).map_err(|e| Error::io(&policy, e))?;
+/// Every request of `users` is logged, not only their writes.
+pub(crate) fn apiserver_args(dir: &Path, users: &[String]) -> Result<Vec<String>, Error> {
+    let policy_path = dir.join("audit-policy.yaml");
+    std::fs::write(&policy_path, policy(users)).map_err(|e| Error::io(&policy_path, e))?;
+    let policy = policy_path;
     Ok(vec![
         format!("--audit-policy-file={}", policy.display()),
         format!("--audit-log-path={}", dir.join(LOG_FILE).display()),
@@ -90,6 +114,12 @@ impl std::fmt::Display for AuditEvent {
 }
 
 impl ControlPlane {
+    /// The audit log file (JSON lines, `audit.k8s.io/v1` Events), for readers that need more
+    /// than [`AuditEvent`] holds (e.g. the stage and audit id of long-running requests).
+    pub fn audit_log_path(&self) -> std::path::PathBuf {
+        self.dir.join(LOG_FILE)
+    }
+
     /// Every write request the API server has logged so far, oldest first. Lines that do not
     /// decode (a partly written last line) are skipped.
     pub fn audit_events(&self) -> Vec<AuditEvent> {
@@ -174,6 +204,16 @@ impl From<Raw> for AuditEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_policy_logs_every_request_of_the_named_users_first() {
+        assert_eq!(policy(&[]), POLICY);
+        let p = policy(&["onus-bench".to_string()]);
+        assert!(
+            p.contains("rules:\n- level: Metadata\n  users: [\"onus-bench\"]\n- level: Metadata\n  verbs: [create"),
+            "{p}"
+        );
+    }
 
     #[test]
     fn decodes_an_audit_line_and_skips_what_does_not_decode() {

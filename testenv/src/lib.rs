@@ -93,6 +93,8 @@ pub struct Options {
     pub controllers: Vec<String>,
     /// Where the run's directory (certificates, etcd data, logs, kubeconfig) is created.
     pub base_dir: PathBuf,
+    /// Users whose every request is audited, reads and watches too (only writes otherwise).
+    pub audit_users: Vec<String>,
 }
 
 impl Default for Options {
@@ -100,6 +102,7 @@ impl Default for Options {
         Options {
             controllers: DEFAULT_CONTROLLERS.iter().map(|c| c.to_string()).collect(),
             base_dir: std::env::temp_dir().join("onus-testenv"),
+            audit_users: Vec::new(),
         }
     }
 }
@@ -203,7 +206,7 @@ impl ControlPlane {
         let port = free_port()?;
         let server = format!("https://127.0.0.1:{port}");
         let d = |f: &str| dir.join(f).display().to_string();
-        let audit = audit::apiserver_args(&dir)?;
+        let audit = audit::apiserver_args(&dir, &options.audit_users)?;
         processes.spawn(
             "kube-apiserver",
             &apiserver_bin,

@@ -153,6 +153,7 @@ fn an_owned_control_plane_leaves_no_processes_or_files_behind() {
     let cp = ControlPlane::start(Options {
         controllers: vec![],
         base_dir: base.clone(),
+        ..Options::default()
     })
     .expect("start");
     let dir = cp.dir().to_path_buf();
