@@ -222,12 +222,23 @@ fn managed_by_onus(meta: &ObjectMeta) -> bool {
         .is_some_and(|v| v == MANAGED_BY.1)
 }
 
-/// True when the object is controlled by an object of one of `kinds` (in apps/ or batch/):
-/// such objects are evaluated through their controller and not counted twice.
+/// The API group of each workload controller kind.
+fn controller_group(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => Some("apps/"),
+        "Job" | "CronJob" => Some("batch/"),
+        _ => None,
+    }
+}
+
+/// True when the object is controlled by an object of one of `kinds`, in that kind's own API
+/// group: such objects are evaluated through their controller and not counted twice. A claim
+/// of a kind in another group (`batch/v1` ReplicaSet) names no object any controller or the
+/// garbage collector acts on, so nothing keeps it honest: it is not trusted.
 fn controlled_by(meta: &wire::Meta, kinds: &[&str]) -> bool {
     meta.controller().is_some_and(|o| {
         kinds.contains(&o.kind.as_str())
-            && (o.api_version.starts_with("apps/") || o.api_version.starts_with("batch/"))
+            && controller_group(&o.kind).is_some_and(|group| o.api_version.starts_with(group))
     })
 }
 

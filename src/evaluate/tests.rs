@@ -270,3 +270,48 @@ fn workloads_are_judged_at_the_servers_latest() {
     index.server_minor = Some(26);
     assert_eq!(wkl05(&index), ControlResult::Fail);
 }
+
+#[test]
+fn a_replica_set_claiming_an_excepted_deployment_of_the_wrong_api_group_borrows_no_exception() {
+    // Deployment "exporter" runs privileged by exception. A ReplicaSet that claims it as
+    // controller under `batch/v1` (no such kind there: neither the Deployment controller nor
+    // the garbage collector acts on the claim) runs privileged Pods of its own.
+    let privileged =
+        json!({"containers": [{"name": "app", "securityContext": {"privileged": true}}]});
+    let mut index = with_deployment(
+        cluster(&[("mon", &[])]),
+        "mon",
+        "exporter",
+        json!({"privileged": true}),
+    );
+    let rs: facts::wire::WorkloadObject = serde_json::from_value(json!({
+        "metadata": {"name": "miner", "namespace": "mon", "ownerReferences": [
+            {"apiVersion": "batch/v1", "kind": "Deployment", "name": "exporter", "uid": "bogus", "controller": true}]},
+        "spec": {"selector": {}, "template": {"spec": privileged}}
+    }))
+    .expect("replica set");
+    let key = Key::new(Some("mon"), "miner");
+    index
+        .workloads_mut(facts::WorkloadKind::ReplicaSet)
+        .apply(key.clone(), facts::replica_set(&rs));
+    index
+        .replica_set_owners
+        .apply(key, facts::replica_set_owner(&rs));
+    let pod: facts::wire::PodObject = serde_json::from_value(json!({
+        "metadata": {"name": "miner-x", "namespace": "mon", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "miner", "uid": "rs", "controller": true}]},
+        "spec": privileged
+    }))
+    .expect("pod");
+    index
+        .owned_pods
+        .apply(Key::new(Some("mon"), "miner-x"), facts::owned_pod(&pod));
+    let policy = spec(
+        json!({"serviceModel": "PaaS", "controls": {"podSecurity": {"level": "baseline"}},
+        "exceptions": [{"controls": ["WKL-03"], "resources": [{"kind": "Deployment", "name": "exporter"}], "reason": "metrics"}]}),
+    );
+    let eval = evaluate(&policy, &index, now());
+    let wkl03 = outcome(&eval, "WKL-03");
+    assert_eq!(wkl03.result, ControlResult::Fail, "{wkl03:?}");
+    assert_eq!(wkl03.violations[0].example, "ReplicaSet/mon/miner");
+}

@@ -115,3 +115,49 @@ fn a_managed_marker_someone_else_wrote_on_the_default_service_account_is_not_tru
     }}));
     assert!(!default_service_account(&sa).expect("fact").onus_managed);
 }
+
+/// An owner reference claiming `kind` in `api_version`, as a controller.
+fn claiming(api_version: &str, kind: &str, name: &str) -> serde_json::Value {
+    json!([{"apiVersion": api_version, "kind": kind, "name": name, "uid": "bogus", "controller": true}])
+}
+
+#[test]
+fn a_pod_claiming_a_replica_set_of_the_wrong_api_group_is_judged_alone() {
+    // No `batch/v1` ReplicaSet exists: no controller runs this Pod, and the garbage collector
+    // cannot resolve the owner to delete it. It must not roll up into `apps/v1` ReplicaSet
+    // "web"'s template (and borrow that template's failures or exceptions).
+    let p: wire::PodObject = from(json!({
+        "metadata": {"name": "miner", "namespace": "shop",
+                     "ownerReferences": claiming("batch/v1", "ReplicaSet", "web")},
+        "spec": {"containers": [{"name": "app", "securityContext": {"privileged": true}}]}
+    }));
+    assert_eq!(owned_pod(&p), None);
+    assert_eq!(pod(&p).map(|w| w.kind), Some(WorkloadKind::Pod));
+    let p: wire::PodObject = from(json!({
+        "metadata": {"name": "miner", "namespace": "shop",
+                     "ownerReferences": claiming("apps/v1", "Job", "nightly-1")},
+        "spec": {"containers": [{"name": "app"}]}
+    }));
+    assert_eq!(pod(&p).map(|w| w.kind), Some(WorkloadKind::Pod));
+}
+
+#[test]
+fn a_workload_claiming_a_controller_of_the_wrong_api_group_is_its_own_workload() {
+    let rs: wire::WorkloadObject = from(json!({
+        "metadata": {"name": "miner", "namespace": "shop",
+                     "ownerReferences": claiming("batch/v1", "Deployment", "web")},
+        "spec": {"template": {"spec": {"containers": [{"name": "app"}]}}}
+    }));
+    assert_eq!(replica_set_owner(&rs), None);
+    assert_eq!(
+        replica_set(&rs).map(|w| w.kind),
+        Some(WorkloadKind::ReplicaSet)
+    );
+    let j: wire::WorkloadObject = from(json!({
+        "metadata": {"name": "miner", "namespace": "shop",
+                     "ownerReferences": claiming("apps/v1", "CronJob", "nightly")},
+        "spec": {"template": {"spec": {"containers": [{"name": "app"}]}}}
+    }));
+    assert_eq!(job_owner(&j), None);
+    assert_eq!(job(&j).map(|w| w.kind), Some(WorkloadKind::Job));
+}

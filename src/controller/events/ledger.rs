@@ -6,7 +6,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    hash::{DefaultHasher, Hash, Hasher},
+    hash::{BuildHasher, RandomState},
     time::{Duration, Instant},
 };
 
@@ -28,23 +28,25 @@ pub enum Announce {
 /// The bookkeeping; Event names identify violations (they include the policy's uid). Names are
 /// remembered as 64-bit digests: a large cluster has thousands of violations per policy, and
 /// the digest is an eighth of a name's memory (a collision would at worst leave one Event
-/// unpublished; the violation stays in status).
+/// unpublished; the violation stays in status). The digest is keyed with random keys of this
+/// process: whoever names objects cannot precompute two names that collide (with fixed keys, a
+/// birthday search of about 2^32 names finds a pair, and one violation's Event would stay
+/// unpublished while its decoy fails).
 #[derive(Debug, Default)]
 pub struct Ledger {
+    keys: RandomState,
     /// Per policy uid: the Events of its violations failing now, with their series count.
     current: HashMap<String, HashMap<u64, i32>>,
     /// Events of violations fixed within [`RECURRENCE_MEMORY`]: series count and when fixed.
     fixed: HashMap<u64, (i32, Instant)>,
 }
 
-/// The digest an Event name is remembered by.
-fn digest(name: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    name.hash(&mut hasher);
-    hasher.finish()
-}
-
 impl Ledger {
+    /// The digest an Event name is remembered by.
+    fn digest(&self, name: &str) -> u64 {
+        self.keys.hash_one(name)
+    }
+
     /// Brings `policy`'s entry to the Events of its violations failing now (`failing`), forgets
     /// policies not in `live`, and returns up to `max` Events to publish, in name order.
     pub fn update(
@@ -60,8 +62,8 @@ impl Ledger {
             .retain(|uid, _| uid == policy || live.contains(uid));
         self.fixed
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < RECURRENCE_MEMORY);
+        let failing: Vec<(u64, &String)> = failing.iter().map(|n| (self.digest(n), n)).collect();
         let seen = self.current.entry(policy.to_string()).or_default();
-        let failing: Vec<(u64, &String)> = failing.iter().map(|n| (digest(n), n)).collect();
         let now_failing: HashSet<u64> = failing.iter().map(|(d, _)| *d).collect();
         let gone: Vec<u64> = seen
             .keys()
@@ -103,10 +105,11 @@ impl Ledger {
 
     /// Records that an Event whose series was to continue had expired and was created anew.
     pub fn recreated(&mut self, policy: &str, name: &str) {
+        let digest = self.digest(name);
         if let Some(count) = self
             .current
             .get_mut(policy)
-            .and_then(|seen| seen.get_mut(&digest(name)))
+            .and_then(|seen| seen.get_mut(&digest))
         {
             *count = 1;
         }
@@ -203,6 +206,23 @@ mod tests {
         ledger.update("p", &many, &p, t, usize::MAX);
         ledger.update("p", &names(&[]), &p, t, 20);
         assert_eq!(ledger.len(), MAX_FIXED);
+    }
+
+    #[test]
+    fn digests_are_keyed_so_collisions_cannot_be_precomputed() {
+        // With the fixed keys of `DefaultHasher::new()`, every process digests a name alike,
+        // and a pair of colliding names found offline hides one Event for good.
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let fixed = |name: &str| {
+            let mut h = DefaultHasher::new();
+            name.hash(&mut h);
+            h.finish()
+        };
+        let (a, b) = (Ledger::default(), Ledger::default());
+        let name = "web.0123456789abcdef";
+        assert_ne!(a.digest(name), fixed(name));
+        assert_ne!(a.digest(name), b.digest(name));
+        assert_eq!(a.digest(name), a.digest(name));
     }
 
     #[test]
