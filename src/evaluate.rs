@@ -627,7 +627,7 @@ fn psa_enforced(
     level_ok && version_ok
 }
 
-mod cache;
+pub(crate) mod cache;
 
 pub use cache::Evaluator;
 

@@ -25,7 +25,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::{
     FIELD_MANAGER,
-    crd::{Mode, ResponsibilityPolicy, ResponsibilityPolicySpec, ResponsibilityPolicyStatus},
+    crd::{Mode, ResponsibilityPolicy, ResponsibilityPolicyStatus},
     evaluate::Evaluator,
     facts::WorkloadKind,
     http::Readiness,
@@ -88,37 +88,13 @@ pub struct Context {
     announced_violations: events::ViolationEvents,
     /// Incremental evaluation: what did not change since the last evaluation is reused.
     evaluator: Mutex<Evaluator>,
-    /// Remediation previews per spec at one index generation (shared by equal specs).
-    previews: Mutex<Previews>,
+    /// Remediation previews, per namespace and want (shared by the policies asking the same).
+    previews: Mutex<remediate::Previews>,
 }
 
 impl Context {
     fn evaluator(&self) -> std::sync::MutexGuard<'_, Evaluator> {
         self.evaluator.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Remediation previews of valid specs at one index generation.
-#[derive(Default)]
-struct Previews {
-    at: Option<(u64, Option<u32>)>,
-    done: Vec<(ResponsibilityPolicySpec, remediate::Preview)>,
-}
-
-impl Previews {
-    /// The preview of a policy with a valid spec, computed once per spec and index state.
-    fn get(&mut self, policy: &ResponsibilityPolicy, index: &Index) -> remediate::Preview {
-        let at = (index.generation, index.server_minor);
-        if self.at != Some(at) {
-            self.at = Some(at);
-            self.done.clear();
-        }
-        if let Some((_, preview)) = self.done.iter().find(|(spec, _)| *spec == policy.spec) {
-            return preview.clone();
-        }
-        let preview = remediate::preview(policy, index);
-        self.done.push((policy.spec.clone(), preview.clone()));
-        preview
     }
 }
 
@@ -252,7 +228,7 @@ pub async fn run(
         recorded: Mutex::new(BTreeSet::new()),
         announced_violations: events::ViolationEvents::new(&settings.instance),
         evaluator: Mutex::new(Evaluator::default()),
-        previews: Mutex::new(Previews::default()),
+        previews: Mutex::new(remediate::Previews::default()),
     });
     // Refused actions are retried when due even when no policy is left to reconcile (the last
     // one was deleted while its release was refused).

@@ -222,4 +222,4 @@ impl Evaluator {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

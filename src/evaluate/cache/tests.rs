@@ -29,7 +29,7 @@ fn pod_spec(variant: u8) -> Value {
 
 /// One change, applied as the watches apply it: facts first, then [`Index::touch`] with the
 /// kind and (for namespaced objects) the namespace, as `controller::watch` records it.
-fn change(index: &mut Index, op: u8, n: u8, name: u8, flag: bool) {
+pub(crate) fn change(index: &mut Index, op: u8, n: u8, name: u8, flag: bool) {
     let ns = NAMESPACES[n as usize % NAMESPACES.len()];
     let name = format!("o{name}");
     let key = Key::new(Some(ns), &name);
@@ -166,7 +166,7 @@ fn specs() -> Vec<ResponsibilityPolicySpec> {
     .collect()
 }
 
-fn base() -> Index {
+pub(crate) fn base() -> Index {
     let mut index = Index::default();
     for (i, ns) in NAMESPACES.iter().enumerate() {
         change(&mut index, 7, i as u8, 0, i % 2 == 0);
