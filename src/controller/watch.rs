@@ -403,7 +403,13 @@ where
                 Event::InitDone => sink.reset_done(facts).then_some(Scope::Cluster),
             };
             if changed.is_some() {
-                guard.generation = guard.generation.wrapping_add(1);
+                guard.touch(
+                    <K as k8s_openapi::Resource>::KIND,
+                    match &changed {
+                        Some(Scope::Namespace(ns)) => Some(ns.as_str()),
+                        _ => None,
+                    },
+                );
             }
             changed
         };
