@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use onus::{
     crd::{PodSecurityLevel, ResponsibilityPolicy, ResponsibilityPolicySpec},
-    evaluate::evaluate,
+    evaluate::{Evaluator, evaluate},
     facts::{self, WorkloadKind},
     index::{Index, Key},
     podsecurity::{self, Verdicts, Version},
-    remediate::{PlanMode, plan, wants},
+    remediate::{PlanMode, Previews, plan, preview, wants},
 };
 use serde_json::json;
 
@@ -56,6 +56,8 @@ fn time(runs: u32, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
+    incremental();
+    println!();
     let spec: ResponsibilityPolicySpec = serde_json::from_value(json!({
         "serviceModel": "PaaS",
         "namespaceSelector": {"matchLabels": {"env": "prod"}},
@@ -179,4 +181,129 @@ fn bench_pods() -> Vec<(&'static str, Pod)> {
             (name, serde_json::from_value(pod).expect("pod"))
         })
         .collect()
+}
+
+/// A Deployment in the incremental-evaluation fixture: every fifth one privileged.
+fn set_deployment(index: &mut Index, ns: &str, w: usize, privileged: bool) {
+    let name = format!("app-{w}");
+    let d = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"selector": {}, "template": {"spec": {"containers": [{
+            "name": "app", "image": "nginx",
+            "securityContext": {"privileged": privileged, "runAsNonRoot": true,
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"}}
+        }]}}}
+    }))
+    .expect("deployment");
+    index
+        .workloads_mut(WorkloadKind::Deployment)
+        .apply(Key::new(Some(ns), &name), facts::deployment(&d));
+    index.touch("Deployment", Some(ns));
+}
+
+/// `policies` Enforce policies over every `env=prod` namespace; `distinct`: each with its own
+/// spec (its own excluded namespace, alternating baseline and restricted), otherwise equal.
+fn policies(count: usize, distinct: bool) -> Vec<ResponsibilityPolicy> {
+    (0..count)
+        .map(|i| {
+            let (excluded, level) = if distinct {
+                (format!("none-{i}"), ["restricted", "baseline"][i % 2])
+            } else {
+                ("none".to_string(), "restricted")
+            };
+            serde_json::from_value(json!({
+                "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+                "metadata": {"name": format!("p{i}")},
+                "spec": {"serviceModel": "PaaS", "mode": "Enforce",
+                         "namespaceSelector": {"matchLabels": {"env": "prod"}},
+                         "excludedNamespaces": [excluded],
+                         "controls": {"podSecurity": {"level": level}}}
+            }))
+            .expect("policy")
+        })
+        .collect()
+}
+
+/// Re-evaluation after a one-object change (a Deployment turns privileged or back), at 500
+/// namespaces × 10 Deployments, with 1 and 100 policies that all govern the changed namespace.
+/// Per change: every policy's evaluation and remediation preview, and the Enforce plan.
+/// - before: what every reconcile did before incremental evaluation: the plan of all
+///   policies, then the policy's evaluation and preview from scratch (per policy);
+/// - after: the plan once, evaluations through the [`Evaluator`], previews through
+///   [`Previews`] (per namespace and distinct want).
+fn incremental() {
+    const NAMESPACES: usize = 500;
+    const WORKLOADS: usize = 10;
+    let mut index = cluster(NAMESPACES, 0);
+    for n in 0..NAMESPACES {
+        let ns = format!("ns-{n:05}");
+        for w in 0..WORKLOADS {
+            set_deployment(&mut index, &ns, w, w % 5 == 0);
+        }
+    }
+    let now = jiff::Timestamp::now();
+    println!(
+        "Re-evaluation after a one-object change, {NAMESPACES} namespaces × {WORKLOADS} Deployments"
+    );
+    println!(
+        "{:>9} {:>9} {:>14} {:>14} {:>14} {:>14} {:>10}",
+        "policies",
+        "specs",
+        "eval before",
+        "eval after",
+        "total before",
+        "total after",
+        "per policy"
+    );
+    for (count, distinct) in [(1, false), (100, false), (100, true)] {
+        let policies = policies(count, distinct);
+        let mut evaluator = Evaluator::default();
+        let mut previews = Previews::default();
+        let mut flip = 0usize;
+        let mut change = |index: &mut Index| {
+            flip += 1;
+            let ns = format!("ns-{:05}", flip % NAMESPACES);
+            set_deployment(index, &ns, 1, flip % 2 == 0);
+        };
+        // Before: per policy, the plan of all policies, then evaluation and preview.
+        let mut eval_before = Duration::ZERO;
+        let runs = if count == 1 { 20 } else { 2 };
+        let total_before = time(runs, || {
+            change(&mut index);
+            for p in &policies {
+                let wants = wants(policies.iter(), &index, false);
+                std::hint::black_box(plan(&wants, &index, PlanMode::Converge));
+                let start = Instant::now();
+                std::hint::black_box(evaluate(&p.spec, &index, now));
+                eval_before += start.elapsed();
+                std::hint::black_box(preview(p, &index));
+            }
+        });
+        let eval_before = eval_before / (runs + 1);
+        // After: the plan once per change, evaluations cached, previews per distinct spec.
+        for p in &policies {
+            evaluator.evaluate(&p.spec, &index, now);
+            previews.get(p, &index);
+        }
+        let runs = 20;
+        let mut eval_after = Duration::ZERO;
+        let total_after = time(runs, || {
+            change(&mut index);
+            let wants = wants(policies.iter(), &index, false);
+            std::hint::black_box(plan(&wants, &index, PlanMode::Converge));
+            for p in &policies {
+                let start = Instant::now();
+                std::hint::black_box(evaluator.evaluate(&p.spec, &index, now));
+                eval_after += start.elapsed();
+                std::hint::black_box(previews.get(p, &index));
+            }
+        });
+        let eval_after = eval_after / (runs + 1);
+        let specs = if distinct { count } else { 1 };
+        println!(
+            "{count:>9} {specs:>9} {eval_before:>14?} {eval_after:>14?} {total_before:>14?} {total_after:>14?} {:>10?}",
+            total_after / count as u32
+        );
+    }
 }

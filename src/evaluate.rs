@@ -1,7 +1,10 @@
 //! Per-policy aggregation: which namespaces a policy governs, who owns each control, which
 //! objects violate it, which violations are excepted. Pure: index and clock in, outcome out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -10,16 +13,21 @@ use crate::{
     catalog::{CATALOG, Control, Family},
     crd::{
         ControlResult, Direction, Exception, Owner, OwnerSource, PodSecurityLevel,
-        ResponsibilityPolicySpec,
+        ResponsibilityPolicySpec, SubjectRef,
     },
     index::Index,
     podsecurity::Version,
     rbac,
 };
 
-/// One object that breaks one control.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Violation {
+/// One object that breaks one control. Cheap to clone (shared): the same violation is found
+/// once per namespace and parameter set and appears in the evaluation of every policy.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Violation(Arc<ViolationData>);
+
+/// What a [`Violation`] says.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ViolationData {
     pub namespace: Option<String>,
     pub kind: String,
     pub name: String,
@@ -27,24 +35,39 @@ pub struct Violation {
     pub example: String,
 }
 
+impl std::ops::Deref for Violation {
+    type Target = ViolationData;
+    fn deref(&self) -> &ViolationData {
+        &self.0
+    }
+}
+
+impl From<ViolationData> for Violation {
+    fn from(data: ViolationData) -> Self {
+        Violation(Arc::new(data))
+    }
+}
+
 impl Violation {
     fn namespaced(kind: impl Into<String>, namespace: &str, name: &str) -> Self {
         let kind = kind.into();
-        Violation {
+        ViolationData {
             example: format!("{kind}/{namespace}/{name}"),
             namespace: Some(namespace.to_string()),
             kind,
             name: name.to_string(),
         }
+        .into()
     }
 
     fn namespace(name: &str) -> Self {
-        Violation {
+        ViolationData {
             namespace: Some(name.to_string()),
             kind: "Namespace".into(),
             name: name.to_string(),
             example: format!("Namespace/{name}"),
         }
+        .into()
     }
 }
 
@@ -167,11 +190,61 @@ fn exception_applies(exception: &Exception, control: &str, v: &Violation) -> boo
                 .any(|r| r.kind.eq_ignore_ascii_case(&v.kind) && r.name == v.name))
 }
 
-/// Evaluates every control of the catalog for one policy at time `now`.
+/// Evaluates every control of the catalog for one policy at time `now`, from scratch (the
+/// reference the cached [`Evaluator`] is tested against).
 pub fn evaluate(spec: &ResponsibilityPolicySpec, index: &Index, now: Timestamp) -> Evaluation {
     let namespaces = selected_namespaces(spec, index);
+    let params = Params::of(spec, index);
+    let rbac = rbac_verdicts(index, &spec.controls.rbac.cluster_admin_subjects);
+    let verdicts: Vec<_> = namespaces
+        .iter()
+        .map(|ns| Arc::new(namespace_verdicts(index, ns, params)))
+        .collect();
+    let parts = Parts {
+        namespaces: &namespaces,
+        verdicts: &verdicts,
+        rbac: &rbac,
+        cni_observed: cni_observed(index),
+    };
+    assemble(spec, index, &parts, now)
+}
+
+/// The parameters of a policy that its per-namespace verdicts depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Params {
+    pub level: PodSecurityLevel,
+    /// The version the server's admission judges at (see [`Index::admission_version`]).
+    pub version: Version,
+}
+
+impl Params {
+    pub fn of(spec: &ResponsibilityPolicySpec, index: &Index) -> Self {
+        Params {
+            level: spec.controls.pod_security.level,
+            version: index.admission_version(pod_security_version(spec)),
+        }
+    }
+}
+
+/// What one policy's evaluation is made of: the verdicts of the namespaces it governs (in
+/// the order of `namespaces`), the RBAC findings under its allow-list, and whether a
+/// NetworkPolicy-capable CNI is seen.
+pub(crate) struct Parts<'a> {
+    pub namespaces: &'a BTreeSet<String>,
+    pub verdicts: &'a [Arc<NamespaceVerdicts>],
+    pub rbac: &'a RbacVerdicts,
+    pub cni_observed: bool,
+}
+
+/// The part of a policy's evaluation that depends on its namespaces and `now`.
+pub(crate) fn assemble(
+    spec: &ResponsibilityPolicySpec,
+    index: &Index,
+    parts: &Parts<'_>,
+    now: Timestamp,
+) -> Evaluation {
     let (active, expired_exceptions, next_expiry) = split_exceptions(&spec.exceptions, now);
-    let mut found = find_violations(spec, index, &namespaces);
+    let mut found = find_violations(spec, index, parts);
 
     let mut outcomes = Vec::new();
     let mut gaps = Vec::new();
@@ -202,14 +275,24 @@ pub fn evaluate(spec: &ResponsibilityPolicySpec, index: &Index, now: Timestamp) 
         }
 
         let all = found.remove(control.id).unwrap_or_default();
-        let (excepted, violations): (Vec<_>, Vec<_>) = all
-            .into_iter()
-            .partition(|v| active.iter().any(|e| exception_applies(e, control.id, v)));
+        let applicable: Vec<&&Exception> = active
+            .iter()
+            .filter(|e| e.controls.iter().any(|c| c == control.id))
+            .collect();
+        let (excepted, violations): (Vec<_>, Vec<_>) = if applicable.is_empty() {
+            (Vec::new(), all)
+        } else {
+            all.into_iter().partition(|v| {
+                applicable
+                    .iter()
+                    .any(|e| exception_applies(e, control.id, v))
+            })
+        };
         let result = if !enabled || !requested(spec, control) {
             ControlResult::Disabled
         } else if owner == Owner::Provider {
             ControlResult::ProviderOwned
-        } else if !control.observable || not_observed(control, index) {
+        } else if !control.observable || (control.id == "NET-04" && !parts.cni_observed) {
             ControlResult::NotObservable
         } else if !violations.is_empty() {
             ControlResult::Fail
@@ -228,7 +311,7 @@ pub fn evaluate(spec: &ResponsibilityPolicySpec, index: &Index, now: Timestamp) 
         });
     }
     Evaluation {
-        namespaces: namespaces.len(),
+        namespaces: parts.namespaces.len(),
         outcomes,
         gaps,
         expired_exceptions,
@@ -258,16 +341,15 @@ pub(crate) const POLICY_CAPABLE_CNIS: &[&str] = &[
 ];
 
 /// NET-04 is observable only when a known network-policy-capable CNI is seen.
-fn not_observed(control: &Control, index: &Index) -> bool {
-    control.id == "NET-04"
-        && !index
-            .workloads
-            .get(&crate::facts::WorkloadKind::DaemonSet)
-            .is_some_and(|daemon_sets| {
-                daemon_sets
-                    .iter()
-                    .any(|(k, _)| POLICY_CAPABLE_CNIS.contains(&k.name.as_str()))
-            })
+pub(crate) fn cni_observed(index: &Index) -> bool {
+    index
+        .workloads
+        .get(&crate::facts::WorkloadKind::DaemonSet)
+        .is_some_and(|daemon_sets| {
+            daemon_sets
+                .iter()
+                .any(|(k, _)| POLICY_CAPABLE_CNIS.contains(&k.name.as_str()))
+        })
 }
 
 fn split_exceptions(
@@ -290,101 +372,164 @@ fn split_exceptions(
     (active, expired, next)
 }
 
-fn find_violations(
-    spec: &ResponsibilityPolicySpec,
-    index: &Index,
-    namespaces: &BTreeSet<String>,
-) -> BTreeMap<&'static str, Vec<Violation>> {
+/// RBAC findings (IAM-01..IAM-08) under one allow-list, as violations per control, sorted.
+pub(crate) type RbacVerdicts = Vec<(&'static str, Violation)>;
+
+/// The RBAC findings of the whole cluster under an allow-list.
+pub(crate) fn rbac_verdicts(index: &Index, allowed: &[SubjectRef]) -> RbacVerdicts {
+    let mut out: RbacVerdicts = rbac::evaluate(&index.rbac(), allowed)
+        .into_iter()
+        .map(|finding| {
+            let (kind, name) = binding_kind_and_name(&finding.binding);
+            let v = ViolationData {
+                example: finding.example(),
+                namespace: finding.namespace,
+                kind,
+                name,
+            };
+            (finding.control, v.into())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What one namespace contributes to a policy's violations, for one [`Params`]. Everything but
+/// the Namespace object's labels (WKL-01, AUD-01: read per policy) and the policy's automount
+/// setting (IAM-09) is decided here.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NamespaceVerdicts {
+    /// `Namespace/<name>`, the offender of the namespace-wide controls.
+    pub namespace: Violation,
+    /// The `default` ServiceAccount, when it mounts its token (IAM-09 unless the policy allows).
+    pub automounting_default: Option<Violation>,
+    /// Per control, sorted and without duplicates.
+    pub found: BTreeMap<&'static str, Vec<Violation>>,
+}
+
+/// The verdicts of one namespace's objects (NET-01..NET-03, NET-05, WKL controls of workloads
+/// and of owned Pods beyond their templates, DAT-01, WKL-10, IAM-09's ServiceAccount).
+pub(crate) fn namespace_verdicts(index: &Index, ns: &str, params: Params) -> NamespaceVerdicts {
     let mut found: BTreeMap<&'static str, Vec<Violation>> = BTreeMap::new();
     let mut add = |control: &'static str, v: Violation| found.entry(control).or_default().push(v);
+    let namespace = Violation::namespace(ns);
 
-    for finding in rbac::evaluate(&index.rbac(), &spec.controls.rbac.cluster_admin_subjects) {
-        if finding
-            .namespace
-            .as_ref()
-            .is_none_or(|ns| namespaces.contains(ns))
-        {
-            let (kind, name) = binding_kind_and_name(&finding.binding);
+    let policies: Vec<_> = index.network_policies.in_namespace(ns).collect();
+    if !policies.iter().any(|(_, np)| np.denies_ingress) {
+        add("NET-01", namespace.clone());
+    }
+    if !policies.iter().any(|(_, np)| np.denies_egress) {
+        add("NET-02", namespace.clone());
+    }
+    for (k, np) in &policies {
+        if !np.allows_all.is_empty() {
             add(
-                finding.control,
-                Violation {
-                    example: finding.example(),
-                    namespace: finding.namespace.clone(),
-                    kind,
-                    name,
-                },
+                "NET-03",
+                Violation::namespaced("NetworkPolicy", ns, &k.name),
             );
         }
     }
+    let sa_key = crate::index::Key::new(Some(ns), "default");
+    let automount = index
+        .default_service_accounts
+        .get(&sa_key)
+        .and_then(|f| f.automount);
+    let automounting_default =
+        (automount != Some(false)).then(|| Violation::namespaced("ServiceAccount", ns, "default"));
 
-    let level = spec.controls.pod_security.level;
-    let version = pod_security_version(spec);
-    for ns in namespaces {
-        let key = crate::index::Key::new(None, ns);
-        let no_labels = BTreeMap::new();
-        let labels = index.namespaces.get(&key).map_or(&no_labels, |f| &f.labels);
-        if !psa_enforced(labels, level, version) {
-            add("WKL-01", Violation::namespace(ns));
-        }
-        if !psa_visible(labels) {
-            add("AUD-01", Violation::namespace(ns));
-        }
-        let policies: Vec<_> = index.network_policies.in_namespace(ns).collect();
-        if !policies.iter().any(|(_, np)| np.denies_ingress) {
-            add("NET-01", Violation::namespace(ns));
-        }
-        if !policies.iter().any(|(_, np)| np.denies_egress) {
-            add("NET-02", Violation::namespace(ns));
-        }
-        for (k, np) in &policies {
-            if !np.allows_all.is_empty() {
-                add(
-                    "NET-03",
-                    Violation::namespaced("NetworkPolicy", ns, &k.name),
-                );
-            }
-        }
-        let sa_key = crate::index::Key::new(Some(ns), "default");
-        let automount = index
-            .default_service_accounts
-            .get(&sa_key)
-            .and_then(|f| f.automount);
-        if automount != Some(false) && !spec.controls.service_accounts.automount_default_token {
-            add(
-                "IAM-09",
-                Violation::namespaced("ServiceAccount", ns, "default"),
-            );
-        }
-    }
     // Workloads are judged as the server's admission would judge them.
-    let version = index.admission_version(version);
-    for ns in namespaces {
-        for (k, _) in index.external_ips.in_namespace(ns) {
-            add("NET-05", Violation::namespaced("Service", ns, &k.name));
+    let Params { level, version } = params;
+    for (k, _) in index.external_ips.in_namespace(ns) {
+        add("NET-05", Violation::namespaced("Service", ns, &k.name));
+    }
+    for w in index.workloads_in(ns) {
+        let offender = || Violation::namespaced(w.kind.to_string(), ns, &w.name);
+        for control in w.failing_controls(level, version) {
+            add(control, offender());
         }
-        for w in index.workloads_in(ns) {
-            let offender = || Violation::namespaced(w.kind.to_string(), ns, &w.name);
-            for control in w.failing_controls(level, version) {
-                add(control, offender());
-            }
-            if !w.secret_env.is_empty() {
-                add("DAT-01", offender());
-            }
-            if ns == "default" {
-                add("WKL-10", offender());
-            }
+        if !w.secret_env.is_empty() {
+            add("DAT-01", offender());
         }
-        // Owned Pods count through their controller, except for what only the running Pod
-        // fails (a webhook's mutation, an ephemeral container): that is the Pod's own.
-        for (pod, controls) in index.pods_beyond_templates(ns, level, version) {
-            for control in controls {
-                add(control, Violation::namespaced("Pod", ns, pod));
-            }
+        if ns == "default" {
+            add("WKL-10", offender());
+        }
+    }
+    // Owned Pods count through their controller, except for what only the running Pod
+    // fails (a webhook's mutation, an ephemeral container): that is the Pod's own.
+    for (pod, controls) in index.pods_beyond_templates(ns, level, version) {
+        for control in controls {
+            add(control, Violation::namespaced("Pod", ns, pod));
         }
     }
     for list in found.values_mut() {
         list.sort();
         list.dedup();
+    }
+    NamespaceVerdicts {
+        namespace,
+        automounting_default,
+        found,
+    }
+}
+
+/// One policy's violations per control: the RBAC findings in its scope and the verdicts of
+/// its namespaces, merged.
+fn find_violations(
+    spec: &ResponsibilityPolicySpec,
+    index: &Index,
+    parts: &Parts<'_>,
+) -> BTreeMap<&'static str, Vec<Violation>> {
+    let mut found: BTreeMap<&'static str, Vec<Violation>> = BTreeMap::new();
+    for (control, v) in parts.rbac {
+        if v.namespace
+            .as_ref()
+            .is_none_or(|ns| parts.namespaces.contains(ns))
+        {
+            found.entry(control).or_default().push(v.clone());
+        }
+    }
+
+    let level = spec.controls.pod_security.level;
+    let version = pod_security_version(spec);
+    let no_labels = BTreeMap::new();
+    let allow_automount = spec.controls.service_accounts.automount_default_token;
+    for (ns, verdicts) in parts.namespaces.iter().zip(parts.verdicts) {
+        let key = crate::index::Key::new(None, ns);
+        let labels = index.namespaces.get(&key).map_or(&no_labels, |f| &f.labels);
+        if !psa_enforced(labels, level, version) {
+            found
+                .entry("WKL-01")
+                .or_default()
+                .push(verdicts.namespace.clone());
+        }
+        if !psa_visible(labels) {
+            found
+                .entry("AUD-01")
+                .or_default()
+                .push(verdicts.namespace.clone());
+        }
+        if let Some(sa) = verdicts
+            .automounting_default
+            .as_ref()
+            .filter(|_| !allow_automount)
+        {
+            found.entry("IAM-09").or_default().push(sa.clone());
+        }
+        for (control, list) in &verdicts.found {
+            found
+                .entry(control)
+                .or_default()
+                .extend(list.iter().cloned());
+        }
+    }
+    // Namespaces are merged in order, and each one's lists are sorted: the merged lists are
+    // sorted already unless two sources meet in one control.
+    for list in found.values_mut() {
+        if !list.windows(2).all(|w| w[0] < w[1]) {
+            list.sort();
+            list.dedup();
+        }
     }
     found
 }
@@ -481,6 +626,10 @@ fn psa_enforced(
     };
     level_ok && version_ok
 }
+
+pub(crate) mod cache;
+
+pub use cache::Evaluator;
 
 #[cfg(test)]
 mod psa_label_tests;

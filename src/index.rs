@@ -133,6 +133,8 @@ impl<F: PartialEq> FactMap<F> {
 pub struct Index {
     /// Counts changes to any fact: equal generations mean the same cluster state.
     pub generation: u64,
+    /// Which parts of the index changed when (see [`Index::touch`]).
+    pub generations: Generations,
     pub namespaces: FactMap<NamespaceFact>,
     pub workloads: HashMap<WorkloadKind, FactMap<WorkloadFact>>,
     /// Pods run by a ReplicaSet, StatefulSet, DaemonSet or Job (the same watch as bare Pods).
@@ -153,6 +155,14 @@ pub struct Index {
 }
 
 impl Index {
+    /// Records that a fact of kind `kind` (the Kubernetes kind) changed, in `namespace` when
+    /// that is known (`None`: possibly anywhere, e.g. a relist). Every change of facts must be
+    /// recorded here: the evaluation caches trust these generations.
+    pub fn touch(&mut self, kind: &str, namespace: Option<&str>) {
+        self.generation = self.generation.wrapping_add(1);
+        self.generations.touch(kind, namespace);
+    }
+
     /// The fact map of one workload kind.
     pub fn workloads_mut(&mut self, kind: WorkloadKind) -> &mut FactMap<WorkloadFact> {
         self.workloads.entry(kind).or_default()
@@ -244,8 +254,11 @@ impl Index {
     }
 }
 
+mod generations;
 #[cfg(test)]
 pub(crate) mod testing;
+
+pub use generations::{Generations, NamespaceStamp, RBAC_KINDS};
 
 #[cfg(test)]
 mod tests {

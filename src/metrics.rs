@@ -73,6 +73,7 @@ struct Inner {
     reconcile_errors: Family<CategoryLabels, Counter>,
     reconcile_duration: Histogram,
     watch_events: Family<KindLabels, Counter>,
+    undecodable: Family<KindLabels, Counter>,
     remediation_failures: Family<KindLabels, Counter>,
     detection_latency: Histogram,
     leader: Gauge,
@@ -139,6 +140,12 @@ impl Metrics {
             "Watch events received, by kind of watched object",
             watch_events.clone(),
         );
+        let undecodable = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "undecodable_objects",
+            "Watched objects skipped because they could not be decoded (not evaluated!), by kind",
+            undecodable.clone(),
+        );
         let remediation_failures = Family::<KindLabels, Counter>::default();
         registry.register(
             "remediation_failures",
@@ -169,6 +176,7 @@ impl Metrics {
                 reconcile_errors,
                 reconcile_duration,
                 watch_events,
+                undecodable,
                 remediation_failures,
                 detection_latency,
                 leader,
@@ -266,6 +274,14 @@ impl Metrics {
     pub fn remediation_failure(&self, kind: &'static str) {
         self.inner
             .remediation_failures
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    /// Counts one watched object skipped as undecodable (it is not evaluated: alert on it).
+    pub fn undecodable(&self, kind: &'static str) {
+        self.inner
+            .undecodable
             .get_or_create(&KindLabels { kind })
             .inc();
     }

@@ -29,8 +29,10 @@ use crate::{
 };
 
 pub mod labels;
+mod previews;
 
 pub use labels::{LabelPlan, Waiting, plan_labels};
+pub use previews::Previews;
 
 /// Pod Security labelling wanted for one namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,11 +19,12 @@ use kube::{
 use tracing::{info, warn};
 
 use crate::{
-    crd::ResponsibilityPolicy,
+    crd::{ResponsibilityPolicy, ResponsibilityPolicySpec},
     enforce,
     evaluate::governs,
     index::{Index, Key},
     remediate::{self, Action, PlanMode},
+    validate::validate,
 };
 
 use super::{Context, events::publish_event, read};
@@ -50,6 +51,62 @@ pub(super) struct Converger {
     done: Option<(u64, Vec<Action>)>,
     /// Refused actions by the object they change (kind, namespace).
     pub failures: BTreeMap<(&'static str, String), Failure>,
+    /// The inputs of the last convergence that ran to its end: with the same inputs and no
+    /// refusal due, a convergence would carry out nothing, so it is skipped.
+    converged: Option<Inputs>,
+}
+
+/// What a convergence plans from: the index generation and, per policy (by name), what
+/// [`remediate::wants`] reads of it.
+#[derive(Debug, PartialEq)]
+struct Inputs {
+    generation: u64,
+    policies: Vec<PolicyInput>,
+}
+
+#[derive(Debug, PartialEq)]
+struct PolicyInput {
+    name: String,
+    deleting: bool,
+    valid: bool,
+    /// The spec it enforces: its own when valid, the one held in its status otherwise.
+    spec: Option<ResponsibilityPolicySpec>,
+}
+
+impl Inputs {
+    fn of(generation: u64, policies: &[Arc<ResponsibilityPolicy>]) -> Self {
+        let mut policies: Vec<PolicyInput> = policies
+            .iter()
+            .map(|p| PolicyInput {
+                name: p.name_any(),
+                deleting: p.metadata.deletion_timestamp.is_some(),
+                valid: validate(&p.spec).is_ok(),
+                spec: remediate::enforced_spec(p).cloned(),
+            })
+            .collect();
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
+        Inputs {
+            generation,
+            policies,
+        }
+    }
+
+    /// Whether these are the inputs `generation` and `policies` make, without copying them.
+    fn unchanged(&self, generation: u64, policies: &[Arc<ResponsibilityPolicy>]) -> bool {
+        self.generation == generation
+            && self.policies.len() == policies.len()
+            && policies.iter().all(|p| {
+                let name = p.name_any();
+                self.policies
+                    .binary_search_by(|i| i.name.as_str().cmp(&name))
+                    .is_ok_and(|at| {
+                        let i = &self.policies[at];
+                        i.deleting == p.metadata.deletion_timestamp.is_some()
+                            && i.valid == validate(&p.spec).is_ok()
+                            && i.spec.as_ref() == remediate::enforced_spec(p)
+                    })
+            })
+    }
 }
 
 impl Converger {
@@ -113,9 +170,24 @@ pub(super) fn failures_for(
 pub(super) async fn converge(ctx: &Context) {
     let mut state = ctx.converging.lock().await;
     let policies = ctx.policies.state();
+    let generation = read(&ctx.index).generation;
+    // Once per change of inputs: the same inputs plan the same actions, all of them carried
+    // out already or refused and waiting for their retry (a due one runs the plan again).
+    let due = state.next_retry().is_some_and(|at| at <= Instant::now());
+    if !due
+        && state
+            .converged
+            .as_ref()
+            .is_some_and(|inputs| inputs.unchanged(generation, &policies))
+    {
+        return;
+    }
+    state.converged = None;
     super::forget_deleted(ctx, &policies);
     let (generation, mut actions) = {
         let index = read(&ctx.index);
+        ctx.evaluator()
+            .retain_policies(policies.iter().map(|p| &p.spec), &index);
         let wants = remediate::wants(policies.iter().map(Arc::as_ref), &index, false);
         (
             index.generation,
@@ -178,6 +250,8 @@ pub(super) async fn converge(ctx: &Context) {
             }
         }
     }
+    // Carried out to the end for these inputs (a convergence dropped halfway records nothing).
+    state.converged = Some(Inputs::of(generation, &policies));
 }
 
 /// Converges whenever a refused action is due, whether or not a policy reconciles.

@@ -26,7 +26,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::{
     FIELD_MANAGER,
     crd::{Mode, ResponsibilityPolicy, ResponsibilityPolicyStatus},
-    evaluate::evaluate,
+    evaluate::Evaluator,
     facts::WorkloadKind,
     http::Readiness,
     index::{FactMap, Index},
@@ -86,6 +86,16 @@ pub struct Context {
     recorded: Mutex<BTreeSet<String>>,
     /// Violations announced with an Event on the offending object, per policy.
     announced_violations: events::ViolationEvents,
+    /// Incremental evaluation: what did not change since the last evaluation is reused.
+    evaluator: Mutex<Evaluator>,
+    /// Remediation previews, per namespace and want (shared by the policies asking the same).
+    previews: Mutex<remediate::Previews>,
+}
+
+impl Context {
+    fn evaluator(&self) -> std::sync::MutexGuard<'_, Evaluator> {
+        self.evaluator.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Aborts a spawned task when dropped, so nothing outlives `run` however it ends.
@@ -217,6 +227,8 @@ pub async fn run(
         first_unreported_change: first_change,
         recorded: Mutex::new(BTreeSet::new()),
         announced_violations: events::ViolationEvents::new(&settings.instance),
+        evaluator: Mutex::new(Evaluator::default()),
+        previews: Mutex::new(remediate::Previews::default()),
     });
     // Refused actions are retried when due even when no policy is left to reconcile (the last
     // one was deleted while its release was refused).
@@ -343,9 +355,14 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                 let index = read(&ctx.index);
                 let version =
                     index.admission_version(crate::evaluate::pod_security_version(&policy.spec));
+                let preview = ctx
+                    .previews
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(policy, &index);
                 (
-                    evaluate(&policy.spec, &index, now),
-                    remediate::preview(policy, &index),
+                    ctx.evaluator().evaluate(&policy.spec, &index, now),
+                    preview,
                     crate::podsecurity::Version::Minor(version.effective_minor()),
                 )
             };

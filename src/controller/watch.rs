@@ -243,13 +243,15 @@ fn key_of<P>(obj: &Watched<P>) -> Key {
     )
 }
 
-/// The decoded body of one object; an undecodable object is logged and skipped, never fatal.
-fn decoded<P>(kind: &str, key: &Key, obj: Watched<P>) -> Option<P> {
+/// The decoded body of one object; an undecodable object is logged, counted in
+/// `onus_undecodable_objects_total` and skipped, never fatal.
+fn decoded<P>(metrics: &Metrics, kind: &'static str, key: &Key, obj: Watched<P>) -> Option<P> {
     match obj.body {
         Decoded::Ok(body) => Some(body),
         Decoded::Bad(error) => {
             warn!(%kind, namespace = %key.namespace, name = %key.name, %error,
                   "Skipping undecodable object");
+            metrics.undecodable(kind);
             None
         }
     }
@@ -379,7 +381,7 @@ where
             let changed = match event {
                 Event::Apply(obj) => {
                     let key = key_of(&obj);
-                    decoded(kind, &key, obj)
+                    decoded(&metrics, kind, &key, obj)
                         .is_some_and(|body| sink.apply(facts, &key, &body))
                         .then(|| scope(&key))
                 }
@@ -393,7 +395,7 @@ where
                 }
                 Event::InitApply(obj) => {
                     let key = key_of(&obj);
-                    if let Some(body) = decoded(kind, &key, obj) {
+                    if let Some(body) = decoded(&metrics, kind, &key, obj) {
                         sink.reset_apply(facts, &key, &body);
                     }
                     None
@@ -401,7 +403,13 @@ where
                 Event::InitDone => sink.reset_done(facts).then_some(Scope::Cluster),
             };
             if changed.is_some() {
-                guard.generation = guard.generation.wrapping_add(1);
+                guard.touch(
+                    <K as k8s_openapi::Resource>::KIND,
+                    match &changed {
+                        Some(Scope::Namespace(ns)) => Some(ns.as_str()),
+                        _ => None,
+                    },
+                );
             }
             changed
         };

@@ -1,0 +1,249 @@
+//! The cached evaluation equals the uncached one over random sequences of index changes.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::{
+    evaluate::evaluate,
+    facts::{self, NamespaceFact, WorkloadKind},
+    index::testing::{debugged_spec, deployment_pod, restricted_spec},
+};
+
+fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("fixture")
+}
+
+const NAMESPACES: [&str; 4] = ["default", "shop", "lab", "ops"];
+
+fn pod_spec(variant: u8) -> Value {
+    match variant % 3 {
+        0 => restricted_spec(),
+        1 => json!({"containers": [{"name": "app", "securityContext": {"privileged": true},
+            "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]}),
+        _ => json!({"containers": [{"name": "app", "securityContext": {"runAsNonRoot": true}}]}),
+    }
+}
+
+/// One change, applied as the watches apply it: facts first, then [`Index::touch`] with the
+/// kind and (for namespaced objects) the namespace, as `controller::watch` records it.
+pub(crate) fn change(index: &mut Index, op: u8, n: u8, name: u8, flag: bool) {
+    let ns = NAMESPACES[n as usize % NAMESPACES.len()];
+    let name = format!("o{name}");
+    let key = Key::new(Some(ns), &name);
+    match op {
+        0 => {
+            let d = from(json!({"metadata": {"name": name, "namespace": ns},
+                "spec": {"selector": {}, "template": {"spec": pod_spec(flag as u8 + n)}}}));
+            index
+                .workloads_mut(WorkloadKind::Deployment)
+                .apply(key, facts::deployment(&d));
+            index.touch("Deployment", Some(ns));
+        }
+        1 => {
+            index.workloads_mut(WorkloadKind::Deployment).delete(&key);
+            index.touch("Deployment", Some(ns));
+        }
+        2 => {
+            let spec = if flag { debugged_spec() } else { pod_spec(n) };
+            deployment_pod(index, ns, &name, &format!("{name}-p"), spec);
+            index.touch("Pod", Some(ns));
+        }
+        3 => {
+            let np = from(json!({"metadata": {"name": name, "namespace": ns},
+                "spec": {"podSelector": {}, "policyTypes": if flag { json!(["Ingress", "Egress"]) } else { json!(["Ingress"]) },
+                         "ingress": if n % 2 == 0 { json!([]) } else { json!([{}]) }}}));
+            index
+                .network_policies
+                .apply(key, facts::network_policy(&np));
+            index.touch("NetworkPolicy", Some(ns));
+        }
+        4 => {
+            index.network_policies.delete(&key);
+            index.touch("NetworkPolicy", Some(ns));
+        }
+        5 => {
+            let sa = from(json!({"metadata": {"name": "default", "namespace": ns},
+                "automountServiceAccountToken": flag}));
+            index.default_service_accounts.apply(
+                Key::new(Some(ns), "default"),
+                facts::default_service_account(&sa),
+            );
+            index.touch("ServiceAccount", Some(ns));
+        }
+        6 => {
+            let svc = from(json!({"metadata": {"name": name, "namespace": ns},
+                "spec": {"externalIPs": if flag { json!(["1.2.3.4"]) } else { json!([]) }}}));
+            index.external_ips.apply(key, facts::external_ips(&svc));
+            index.touch("Service", Some(ns));
+        }
+        7 => {
+            let mut labels: BTreeMap<String, String> = BTreeMap::new();
+            if flag {
+                labels.insert("env".into(), "prod".into());
+            }
+            if name.ends_with('1') {
+                labels.insert(crate::evaluate::PSA_ENFORCE.into(), "restricted".into());
+                labels.insert(crate::evaluate::PSA_WARN.into(), "baseline".into());
+                labels.insert(crate::evaluate::PSA_AUDIT.into(), "baseline".into());
+            }
+            index.namespaces.apply(
+                Key::new(None, ns),
+                Some(NamespaceFact {
+                    labels,
+                    ..Default::default()
+                }),
+            );
+            index.touch("Namespace", None);
+        }
+        8 => {
+            index.namespaces.delete(&Key::new(None, ns));
+            index.touch("Namespace", None);
+        }
+        9 => {
+            let crb = from(json!({"metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "User", "name": if flag { "alice" } else { "bob" }}]}));
+            index
+                .cluster_role_bindings
+                .apply(Key::new(None, &name), facts::cluster_role_binding(&crb));
+            index.touch("ClusterRoleBinding", None);
+        }
+        10 => {
+            let role = from(json!({"metadata": {"name": "r", "namespace": ns},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": if flag { json!(["get", "list"]) } else { json!(["*"]) }}]}));
+            index
+                .roles
+                .apply(Key::new(Some(ns), "r"), facts::role(&role));
+            index.touch("Role", Some(ns));
+            let rb = from(json!({"metadata": {"name": name, "namespace": ns},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+                "subjects": [{"kind": "User", "name": "carol"}]}));
+            index.role_bindings.apply(key, facts::role_binding(&rb));
+            index.touch("RoleBinding", Some(ns));
+        }
+        11 => {
+            // A CNI's DaemonSet: the watch records it as a cluster-wide change.
+            let ds_name = if flag { "cilium" } else { "node-exporter" };
+            let ds = from(
+                json!({"metadata": {"name": ds_name, "namespace": "kube-system"},
+                "spec": {"selector": {}, "template": {"spec": pod_spec(n)}}}),
+            );
+            index.workloads_mut(WorkloadKind::DaemonSet).apply(
+                Key::new(Some("kube-system"), ds_name),
+                facts::daemon_set(&ds),
+            );
+            index.touch("DaemonSet", if flag { None } else { Some("kube-system") });
+        }
+        _ => {
+            // A relist: facts replaced wholesale, recorded without a namespace.
+            index
+                .owned_pods
+                .delete(&Key::new(Some(ns), &format!("{name}-p")));
+            index.workloads_mut(WorkloadKind::Deployment).delete(&key);
+            index.touch("Pod", None);
+        }
+    }
+}
+
+fn specs() -> Vec<ResponsibilityPolicySpec> {
+    [
+        json!({"serviceModel": "PaaS"}),
+        json!({"serviceModel": "PaaS", "namespaceSelector": {"matchLabels": {"env": "prod"}},
+               "controls": {"podSecurity": {"level": "baseline"},
+                            "network": {"defaultDeny": ["Ingress", "Egress"]}}}),
+        json!({"serviceModel": "IaaS", "controls": {"podSecurity": {"version": "v1.25"},
+               "serviceAccounts": {"automountDefaultToken": true},
+               "rbac": {"clusterAdminSubjects": [{"kind": "User", "name": "alice"}]}}}),
+        json!({"serviceModel": "PaaS", "excludedNamespaces": ["lab"],
+               "exceptions": [{"controls": ["WKL-03", "NET-01"], "namespaces": ["shop"],
+                               "reason": "migration", "expires": "2026-11-28T12:00:30Z"}]}),
+    ]
+    .into_iter()
+    .map(from)
+    .collect()
+}
+
+pub(crate) fn base() -> Index {
+    let mut index = Index::default();
+    for (i, ns) in NAMESPACES.iter().enumerate() {
+        change(&mut index, 7, i as u8, 0, i % 2 == 0);
+        let _ = ns;
+    }
+    index
+}
+
+fn now(step: usize) -> Timestamp {
+    let t: Timestamp = "2026-11-28T12:00:00Z".parse().expect("timestamp");
+    t + jiff::SignedDuration::from_secs(step as i64)
+}
+
+fn assert_same(
+    evaluator: &mut Evaluator,
+    index: &Index,
+    specs: &[ResponsibilityPolicySpec],
+    step: usize,
+) {
+    for (i, spec) in specs.iter().enumerate() {
+        let cached = evaluator.evaluate(spec, index, now(step));
+        let reference = evaluate(spec, index, now(step));
+        assert_eq!(
+            format!("{cached:?}"),
+            format!("{reference:?}"),
+            "policy {i} differs after step {step}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cached_evaluation_equals_evaluation_from_scratch(
+        ops in prop::collection::vec((0u8..13, 0u8..4, 0u8..3, any::<bool>()), 1..40),
+    ) {
+        let specs = specs();
+        let mut index = base();
+        let mut evaluator = Evaluator::default();
+        assert_same(&mut evaluator, &index, &specs, 0);
+        for (step, (op, n, name, flag)) in ops.into_iter().enumerate() {
+            change(&mut index, op, n, name, flag);
+            assert_same(&mut evaluator, &index, &specs, step);
+        }
+        // The bound: only live namespaces, only the parameter sets of these policies.
+        evaluator.retain_policies(&specs[..1], &index);
+        prop_assert!(evaluator.cached_verdicts() <= NAMESPACES.len());
+        assert_same(&mut evaluator, &index, &specs[..1], 100);
+    }
+}
+
+#[test]
+fn a_change_in_one_namespace_recomputes_that_namespace_only() {
+    let specs = specs();
+    let mut index = base();
+    let mut evaluator = Evaluator::default();
+    for spec in &specs {
+        evaluator.evaluate(spec, &index, now(0));
+    }
+    let before = evaluator.stats();
+    change(&mut index, 0, 2, 0, true);
+    for spec in &specs {
+        evaluator.evaluate(spec, &index, now(0));
+    }
+    let after = evaluator.stats();
+    // "lab" is governed by three policies, with three different parameter sets.
+    assert_eq!(after.namespaces_computed - before.namespaces_computed, 3);
+    assert_eq!(after.rbac_computed, before.rbac_computed);
+}
+
+#[test]
+fn policies_with_equal_specs_share_one_evaluation() {
+    let spec = &specs()[0];
+    let index = base();
+    let mut evaluator = Evaluator::default();
+    let a = evaluator.evaluate(spec, &index, now(0));
+    let b = evaluator.evaluate(&spec.clone(), &index, now(0));
+    assert!(Arc::ptr_eq(&a, &b));
+}
