@@ -264,7 +264,7 @@ fn incremental() {
         let mut change = |index: &mut Index| {
             flip += 1;
             let ns = format!("ns-{:05}", flip % NAMESPACES);
-            set_deployment(index, &ns, 1, flip % 2 == 0);
+            set_deployment(index, &ns, 1, flip.is_multiple_of(2));
         };
         // Before: per policy, the plan of all policies, then evaluation and preview.
         let mut eval_before = Duration::ZERO;

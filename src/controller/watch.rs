@@ -153,21 +153,45 @@ impl Watch {
     }
 }
 
+/// How often the server's version is read again: a control-plane upgrade moves the admission's
+/// `latest` (new checks), and workloads must be judged as the upgraded admission judges them.
+const VERSION_REREAD: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Records the server's minor version in the index: its PodSecurity admission's `latest`.
-/// Unreadable, onus judges `latest` as the newest version it knows (and says so).
-async fn read_server_version(watch: &Watch) {
+/// Unreadable, onus judges `latest` as the newest version it knows (and says so); a failed
+/// re-read keeps what was read before. Returns whether the recorded version changed.
+async fn read_server_version(watch: &Watch) -> bool {
     match watch.client.apiserver_version().await {
         Ok(info) => match podsecurity::server_minor(&info) {
             Some(minor) => {
+                let mut index = write(&watch.index);
+                if index.server_minor == Some(minor) {
+                    return false;
+                }
                 info!(version = %info.git_version, "Pod Security latest is v1.{minor}, the server's");
-                write(&watch.index).server_minor = Some(minor);
+                index.server_minor = Some(minor);
+                // Every verdict judged at `latest` may move.
+                index.touch("ServerVersion", None);
+                true
             }
             None => {
-                warn!(version = %info.git_version, "Unrecognised server version; Pod Security latest taken as the newest known")
+                warn!(version = %info.git_version, "Unrecognised server version; Pod Security latest taken as the newest known");
+                false
             }
         },
         Err(error) => {
             warn!(%error, "Cannot read the server version; Pod Security latest taken as the newest known");
+            false
+        }
+    }
+}
+
+/// Reads the server's version again every [`VERSION_REREAD`]; a change re-evaluates everything.
+async fn follow_server_version(watch: Watch) {
+    loop {
+        tokio::time::sleep(VERSION_REREAD).await;
+        if read_server_version(&watch).await {
+            watch.changes.record(Scope::Cluster);
         }
     }
 }
@@ -175,6 +199,7 @@ async fn read_server_version(watch: &Watch) {
 pub(super) async fn watch_all(watch: Watch) {
     // Before the watches: no evaluation runs before they have synced.
     read_server_version(&watch).await;
+    let version = follow_server_version(watch.clone()).boxed();
     macro_rules! watch {
         ($ty:ty, $project:expr, |$i:ident| $map:expr) => {
             watch_into::<$ty, $ty, _>(watch.clone(), Feed::new(|$i| $map, $project), in_namespace)
@@ -232,7 +257,7 @@ pub(super) async fn watch_all(watch: Watch) {
         watch!(Pod as PodObject, (facts::pod, |i| i.workloads_mut(WorkloadKind::Pod)),
             (facts::owned_pod, |i| &mut i.owned_pods); in_namespace),
     ];
-    join_all(watches).await;
+    futures::future::join(join_all(watches), version).await;
 }
 
 fn key_of<P>(obj: &Watched<P>) -> Key {
