@@ -138,7 +138,7 @@ impl Fixture {
 
     pub fn breach(&self, i: usize, j: usize) -> Option<Breach> {
         let g = i * DEPLOYMENTS_PER_NS + j;
-        (g % 14 == 0).then(|| match (g / 14) % 4 {
+        g.is_multiple_of(14).then_some(match (g / 14) % 4 {
             0 => Breach::Privileged,
             1 => Breach::HostPath,
             2 => Breach::RunAsRoot,
@@ -147,13 +147,13 @@ impl Fixture {
     }
 
     pub fn psa_visible(&self, i: usize) -> bool {
-        i % 3 == 0
+        i.is_multiple_of(3)
     }
     pub fn network_policies(&self, i: usize) -> usize {
         i % 3
     }
     pub fn allow_all_ingress(&self, i: usize) -> bool {
-        i % 3 == 2 && (i / 3) % 4 == 0
+        i % 3 == 2 && (i / 3).is_multiple_of(4)
     }
     pub fn external_ips(&self, i: usize) -> bool {
         i % 25 == 7
@@ -222,11 +222,8 @@ impl Fixture {
                     // Restricted's volume-type check replaces baseline's hostPath check
                     // (as in the PodSecurity admission).
                     Some(Breach::HostPath) => add(if restricted { "WKL-09" } else { "WKL-02" }, 1),
-                    Some(Breach::RunAsRoot) => {
-                        if restricted {
-                            add("WKL-07", 1);
-                        }
-                    }
+                    Some(Breach::RunAsRoot) if restricted => add("WKL-07", 1),
+                    Some(Breach::RunAsRoot) => {}
                     Some(Breach::CapabilityAndSecretEnv) => {
                         add("WKL-04", 1);
                         add("DAT-01", 1);
@@ -404,7 +401,7 @@ fn namespace(fx: &Fixture, i: usize) -> Value {
     let mut labels = json!({
         FIXTURE_LABEL: FIXTURE_VALUE,
         "team": format!("team-{}", i % 7),
-        "environment": if i % 4 == 0 { "staging" } else { "production" },
+        "environment": if i.is_multiple_of(4) { "staging" } else { "production" },
     });
     if fx.psa_visible(i) {
         labels["pod-security.kubernetes.io/warn"] = json!("restricted");

@@ -158,7 +158,9 @@ fn main() {
     match result {
         Ok(true) => {}
         Ok(false) => {
-            eprintln!("onus-bench: goals missed (see the table)");
+            eprintln!(
+                "onus-bench: goals missed (see the table; with --quick only the 0 goals count)"
+            );
             std::process::exit(1);
         }
         Err(e) => {
@@ -356,6 +358,29 @@ async fn cold_start(
     })
 }
 
+/// Waits until onus has made no write for 5 s (the Events it publishes about violations follow
+/// the status writes); returns how long after its start that last write came. Gives up after
+/// 180 s (the idle window then shows the writes).
+async fn settle(ctx: &Ctx<'_>, onus: &Operator, audit_from: u64) -> anyhow::Result<Duration> {
+    let path = ctx.cp.audit_log_path();
+    let quiet_for = Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut writes = u64::MAX;
+    let mut last_write = Instant::now();
+    loop {
+        let now = audit::Requests::read(&path, audit_from, audit::offset(&path), ONUS_USER)?
+            .writes_total();
+        if now != writes {
+            writes = now;
+            last_write = Instant::now();
+        }
+        if last_write.elapsed() >= quiet_for || Instant::now() > deadline {
+            return Ok(last_write.saturating_duration_since(onus.started));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn settle_time(args: &Args) -> Duration {
     Duration::from_secs(if args.quick { 3 } else { 5 })
 }
@@ -364,7 +389,7 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
     let args = ctx.args;
     let size = args.size;
     let objects = ctx.fx.objects() as f64;
-    let probes = if args.quick { 20 } else { 200 };
+    let probes = if args.quick { 10 } else { 200 };
     let churns: [u32; 3] = [0, 20, 200];
     let audit_log = ctx.cp.audit_log_path();
 
@@ -433,7 +458,12 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
         Goal::None,
         ready,
     );
-    tokio::time::sleep(settle_time(args)).await;
+    let settled = settle(ctx, &onus, audit_from).await?;
+    report.seconds(
+        &format!("cold start → last start-up write (Events), {MANY} policies"),
+        Goal::None,
+        settled,
+    );
     let (rss, hwm) = onus.memory()?;
     report.mib(
         &format!("RSS steady, {MANY} policies"),
@@ -457,6 +487,16 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
         &format!("API requests at start, {MANY} policies"),
         Goal::None,
         start.summary(),
+    );
+    report.text(
+        &format!("  writes at start, {MANY} policies"),
+        Goal::None,
+        start
+            .writes
+            .iter()
+            .map(|(w, n)| format!("{w} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     report.number(
         &format!("  LIST + WATCH at start, {MANY} policies"),
@@ -491,9 +531,10 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
         Goal::None,
         (cpu1 - cpu0).as_secs_f64() * 1000.0 / idle_secs as f64,
     );
+    // Asserted through the goals (0), at the end: the remaining figures are still measured.
     if idle.count(&["list", "get"]) > 0 || idle.writes_total() > 0 {
-        bail!(
-            "onus made requests while idle: {} (writes: {:?})",
+        eprintln!(
+            "  onus made requests while idle: {} (writes: {:?})",
             idle.summary(),
             idle.writes
         );
@@ -543,7 +584,7 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
             );
         }
         let events = m1.watch_events - m0.watch_events;
-        if events > 0.0 {
+        if churn > 0 && events > 0.0 {
             report.number(
                 &format!(
                     "CPU per 1k watch events (ms), {MANY} policies, {}",
@@ -625,7 +666,27 @@ async fn probe_batch(
     if churn > 0 {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let result = probes::run(ctx.client, ctx.watcher, ctx.fx, policies, count, tag).await;
+    let budget = if ctx.args.quick {
+        probes::Budget {
+            probe: Duration::from_secs(10),
+            batch: Duration::from_secs(30),
+        }
+    } else {
+        probes::Budget {
+            probe: Duration::from_secs(30),
+            batch: Duration::from_secs(180),
+        }
+    };
+    let result = probes::run(
+        ctx.client,
+        ctx.watcher,
+        ctx.fx,
+        policies,
+        count,
+        budget,
+        tag,
+    )
+    .await;
     let rate = background.rate();
     background.stop().await?;
     let (mut lat, made) = result?;

@@ -56,7 +56,7 @@ pub fn policy(k: usize) -> ResponsibilityPolicy {
 }
 
 pub fn restricted(k: usize) -> bool {
-    k % 2 == 0
+    k.is_multiple_of(2)
 }
 
 /// Makes exactly policies `0..count` exist.

@@ -31,8 +31,10 @@ pub struct Latencies {
     pub all: Vec<Duration>,
     /// Background changes per second actually made during the batch.
     pub churn_rate: f64,
-    /// The last probe was not seen within [`PROBE_TIMEOUT`] (and the batch stopped there).
+    /// The last probe was not seen within its time budget (and the batch stopped there).
     pub timed_out: bool,
+    /// That budget.
+    pub probe_timeout: Duration,
 }
 
 /// Background churn: `rate` changes per second, alternating creations and deletions of
@@ -135,8 +137,12 @@ impl Churn {
     }
 }
 
-/// How long one probe may take before the batch stops (the rest is not probed).
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long probing may take: one probe, and a whole batch (the rest is then not probed).
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub probe: Duration,
+    pub batch: Duration,
+}
 
 /// The probes of one batch still present, and the WKL-03 counts to come back to.
 pub struct Made {
@@ -146,16 +152,19 @@ pub struct Made {
 
 /// Runs up to `count` probes one after the other: each creates a privileged Pod in the next
 /// fixture namespace and waits until every one of `policies` policies counts it under WKL-03.
-/// A probe not seen within [`PROBE_TIMEOUT`] is recorded as that long and ends the batch
-/// (`Latencies::timed_out`); [`cleanup`] then still demands the right counts.
+/// A probe not seen within `budget.probe` is recorded as that long and ends the batch
+/// (`Latencies::timed_out`); so does the batch's time budget, without a timeout. [`cleanup`]
+/// then still demands the right counts.
 pub async fn run(
     client: &Client,
     watcher: &Watcher,
     fx: &Fixture,
     policies: usize,
     count: usize,
+    budget: Budget,
     tag: &str,
 ) -> anyhow::Result<(Latencies, Made)> {
+    let batch_start = Instant::now();
     let base: HashMap<String, u64> = {
         let views = watcher.snapshot();
         (0..policies)
@@ -169,12 +178,19 @@ pub async fn run(
             })
             .collect()
     };
-    let mut out = Latencies::default();
+    let mut out = Latencies {
+        probe_timeout: budget.probe,
+        ..Latencies::default()
+    };
     let mut made = Made {
         base,
         namespaces: Vec::new(),
     };
     for p in 0..count {
+        if batch_start.elapsed() > budget.batch {
+            eprintln!("  time budget of the batch spent after {p} probes");
+            break;
+        }
         let i = (p * 37 + 11) % fx.namespaces;
         let name = format!("probe-{tag}-{p}");
         let pod = fixture::bare_pod(&name, i, true, PROBE_LABEL);
@@ -186,7 +202,7 @@ pub async fn run(
         let want = p as u64 + 1;
         let seen = watcher
             .wait(
-                PROBE_TIMEOUT,
+                budget.probe,
                 &format!("probe {name} in every policy's WKL-03"),
                 |views| {
                     let mut first = None::<Instant>;
@@ -209,9 +225,12 @@ pub async fn run(
                 out.all.push(all.saturating_duration_since(sent));
             }
             Err(_) => {
-                eprintln!("  probe {name} not seen within {PROBE_TIMEOUT:?}: the batch stops");
-                out.first.push(PROBE_TIMEOUT);
-                out.all.push(PROBE_TIMEOUT);
+                eprintln!(
+                    "  probe {name} not seen within {:?}: the batch stops",
+                    budget.probe
+                );
+                out.first.push(budget.probe);
+                out.all.push(budget.probe);
                 out.timed_out = true;
                 break;
             }

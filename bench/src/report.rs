@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::{
     fixture::Size,
-    probes::{Latencies, PROBE_TIMEOUT, quantile},
+    probes::{Latencies, quantile},
 };
 
 /// A figure's goal (issue 9), checked against the median of the runs.
@@ -163,7 +163,7 @@ impl Report {
             format!(
                 "{} probes, the last not seen within {} s",
                 samples.len(),
-                PROBE_TIMEOUT.as_secs()
+                lat.probe_timeout.as_secs()
             )
         } else {
             format!("{} probes", samples.len())
