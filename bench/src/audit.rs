@@ -40,9 +40,10 @@ pub fn offset(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Requests of `user` logged between two offsets: verb → count; `verb resource` detail for the
-/// writes. A watch counts once, when it starts (`ResponseStarted`); every other request once,
-/// when complete.
+/// Requests of `user` logged between two offsets: verb → count (requests without an object,
+/// such as GET /version, as `get (non-resource)`); `verb resource` detail for the writes. A
+/// watch counts once, when it starts (`ResponseStarted`); every other request once, when
+/// complete.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Requests {
     pub by_verb: BTreeMap<String, u64>,
@@ -79,7 +80,12 @@ impl Requests {
             if !counts || !seen.insert(e.audit_id) {
                 continue;
             }
-            *r.by_verb.entry(e.verb.clone()).or_default() += 1;
+            // A request without an object (e.g. GET /version) is no LIST/GET of objects.
+            let verb = match &e.object_ref {
+                Some(_) => e.verb.clone(),
+                None => format!("{} (non-resource)", e.verb),
+            };
+            *r.by_verb.entry(verb).or_default() += 1;
             if WRITES.contains(&e.verb.as_str()) {
                 let o = e.object_ref.unwrap_or_default();
                 let what = if o.subresource.is_empty() {
@@ -131,9 +137,12 @@ mod tests {
 {"auditID":"5","stage":"ResponseComplete","verb":"get","user":{"username":"onus"}}
 "#;
         let r = Requests::parse(log, "onus");
-        assert_eq!(r.summary(), "get 1, list 1, patch 1, watch 1");
+        assert_eq!(
+            r.summary(),
+            "get (non-resource) 1, list 1, patch 1, watch 1"
+        );
         assert_eq!(r.writes_total(), 1);
-        assert_eq!(r.count(&["list", "get"]), 2);
+        assert_eq!(r.count(&["list", "get"]), 1);
         assert_eq!(
             r.writes.keys().collect::<Vec<_>>(),
             ["patch responsibilitypolicies/status"]

@@ -517,7 +517,7 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
         idle.summary(),
     );
     report.number(
-        &format!("LIST/GET while idle ({idle_secs} s)"),
+        &format!("LIST/GET of objects while idle ({idle_secs} s)"),
         Goal::Zero,
         idle.count(&["list", "get"]) as f64,
     );
