@@ -56,6 +56,12 @@ fn time(runs: u32, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this binary too (without `--bench`): in a debug build the
+    // full sizes take many minutes and measure nothing useful, so it only says how to run it.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benches/evaluate: run `cargo bench --bench evaluate` for numbers");
+        return;
+    }
     incremental();
     println!();
     let spec: ResponsibilityPolicySpec = serde_json::from_value(json!({
