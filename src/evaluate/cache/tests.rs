@@ -54,7 +54,7 @@ pub(crate) fn change(index: &mut Index, op: u8, n: u8, name: u8, flag: bool) {
         3 => {
             let np = from(json!({"metadata": {"name": name, "namespace": ns},
                 "spec": {"podSelector": {}, "policyTypes": if flag { json!(["Ingress", "Egress"]) } else { json!(["Ingress"]) },
-                         "ingress": if n % 2 == 0 { json!([]) } else { json!([{}]) }}}));
+                         "ingress": if n.is_multiple_of(2) { json!([]) } else { json!([{}]) }}}));
             index
                 .network_policies
                 .apply(key, facts::network_policy(&np));
