@@ -328,6 +328,33 @@ async fn announce(
 mod tests {
     use super::*;
 
+    fn policy(name: &str, mode: &str) -> Arc<ResponsibilityPolicy> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+                "metadata": {"name": name},
+                "spec": {"serviceModel": "PaaS", "mode": mode},
+            }))
+            .expect("policy"),
+        )
+    }
+
+    #[test]
+    fn a_convergence_is_skipped_only_for_the_same_inputs() {
+        let policies = [policy("a", "Enforce"), policy("b", "Enforce")];
+        let inputs = Inputs::of(7, &policies);
+        assert!(inputs.unchanged(7, &[policies[1].clone(), policies[0].clone()]));
+        assert!(!inputs.unchanged(8, &policies));
+        // Switched to Audit, deleted, or gone: the release must be planned.
+        assert!(!inputs.unchanged(7, &[policies[0].clone(), policy("b", "Audit")]));
+        let mut deleting = (*policies[1]).clone();
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert!(!inputs.unchanged(7, &[policies[0].clone(), Arc::new(deleting)]));
+        assert!(!inputs.unchanged(7, &policies[..1]));
+    }
+
     #[test]
     fn backoff_doubles_per_attempt_up_to_five_minutes() {
         let secs: Vec<u64> = [1, 2, 3, 4, 20].map(|a| backoff(a).as_secs()).to_vec();

@@ -4,12 +4,16 @@
 //! reference (see the property test). Like the [`Evaluator`](crate::evaluate::Evaluator), it
 //! trusts the index's generations: every change of facts is recorded with [`Index::touch`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use super::{Action, NamespaceWaiting, NamespaceWant, PlanMode, Preview, plan, plan_labels, wants};
 use crate::{
-    crd::{Mode, ResponsibilityPolicy},
+    crd::{Mode, ResponsibilityPolicy, ResponsibilityPolicySpec},
     index::{Index, Key, NamespaceStamp},
+    validate::validate,
 };
 
 /// One namespace's share of a preview.
@@ -27,17 +31,42 @@ struct Entry {
     shares: Vec<(NamespaceWant, Share)>,
 }
 
-/// The cached shares of every namespace.
+/// The cached shares of every namespace, and whole previews at one index state.
 #[derive(Default)]
 pub struct Previews {
     namespaces: HashMap<String, Entry>,
     /// Namespace-object generation at which entries of gone namespaces were last dropped.
     pruned_at: Option<u64>,
+    /// Index generation and server version `whole` holds for.
+    whole_at: Option<(u64, Option<u32>)>,
+    /// Whole previews by spec: policies with equal specs share one.
+    whole: Vec<(ResponsibilityPolicySpec, Arc<Preview>)>,
 }
 
 impl Previews {
     /// [`remediate::preview`] of a policy, from the cached shares of its namespaces.
-    pub fn get(&mut self, policy: &ResponsibilityPolicy, index: &Index) -> Preview {
+    pub fn get(&mut self, policy: &ResponsibilityPolicy, index: &Index) -> Arc<Preview> {
+        let at = (index.generation, index.server_minor);
+        if self.whole_at != Some(at) {
+            self.whole_at = Some(at);
+            self.whole.clear();
+        }
+        // What a preview reads of the policy besides its spec: a deleting one wants nothing,
+        // an invalid one in Enforce mode holds the spec in its status.
+        let memo = policy.metadata.deletion_timestamp.is_none()
+            && (policy.spec.mode == Mode::Audit || validate(&policy.spec).is_ok());
+        if memo && let Some((_, preview)) = self.whole.iter().find(|(spec, _)| *spec == policy.spec)
+        {
+            return preview.clone();
+        }
+        let preview = Arc::new(self.assemble(policy, index));
+        if memo {
+            self.whole.push((policy.spec.clone(), preview.clone()));
+        }
+        preview
+    }
+
+    fn assemble(&mut self, policy: &ResponsibilityPolicy, index: &Index) -> Preview {
         let objects = index.generations.namespace_objects();
         if self.pruned_at != Some(objects) {
             self.pruned_at = Some(objects);
@@ -147,8 +176,8 @@ mod tests {
                 change(&mut index, op, n, name, flag);
                 for p in &policies {
                     prop_assert_eq!(
-                        previews.get(p, &index),
-                        preview(p, &index),
+                        &*previews.get(p, &index),
+                        &preview(p, &index),
                         "{} after step {}", p.metadata.name.as_deref().unwrap_or_default(), step
                     );
                 }
