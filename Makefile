@@ -39,28 +39,31 @@ deploy: tools
 SIZE ?= M
 RUNS ?= 3
 BENCH_FLAGS ?=
+# Cargo's target directory (CARGO_TARGET_DIR when set).
+TARGET ?= $(or $(CARGO_TARGET_DIR),target)
+RELEASE := $(TARGET)/release
 bench: tools
 	cargo build --release -p onus -p onus-bench --bin onus --bin onus-bench
-	target/release/onus-bench --onus target/release/onus --size $(SIZE) --runs $(RUNS) $(BENCH_FLAGS)
+	$(RELEASE)/onus-bench --onus $(RELEASE)/onus --size $(SIZE) --runs $(RUNS) $(BENCH_FLAGS)
 
 # The CI smoke: size S, fewer probes, no timing goals (status counts and idle requests are
 # still asserted).
 bench-smoke: tools
 	cargo build --release -p onus -p onus-bench --bin onus --bin onus-bench
-	target/release/onus-bench --onus target/release/onus --size S --quick $(BENCH_FLAGS)
+	$(RELEASE)/onus-bench --onus $(RELEASE)/onus --size S --quick $(BENCH_FLAGS)
 
 # Cold start and RSS of the operator with each allocator (system, jemalloc, mimalloc), each a
 # separate binary under target/bench/.
 bench-allocators: tools
-	mkdir -p target/bench
+	mkdir -p $(TARGET)/bench
 	cargo build --release -p onus-bench
 	cargo build --release --bin onus
-	cp target/release/onus target/bench/onus-system
+	cp $(RELEASE)/onus $(TARGET)/bench/onus-system
 	cargo build --release --bin onus --features jemalloc
-	cp target/release/onus target/bench/onus-jemalloc
+	cp $(RELEASE)/onus $(TARGET)/bench/onus-jemalloc
 	cargo build --release --bin onus --features mimalloc
-	cp target/release/onus target/bench/onus-mimalloc
+	cp $(RELEASE)/onus $(TARGET)/bench/onus-mimalloc
 	cargo build --release --bin onus
-	target/release/onus-bench --onus target/bench/onus-system --size $(SIZE) --runs $(RUNS) \
-	  --allocators system=target/bench/onus-system,jemalloc=target/bench/onus-jemalloc,mimalloc=target/bench/onus-mimalloc \
+	$(RELEASE)/onus-bench --onus $(TARGET)/bench/onus-system --size $(SIZE) --runs $(RUNS) \
+	  --allocators system=$(TARGET)/bench/onus-system,jemalloc=$(TARGET)/bench/onus-jemalloc,mimalloc=$(TARGET)/bench/onus-mimalloc \
 	  --allocators-only $(BENCH_FLAGS)
