@@ -45,26 +45,7 @@ fn parses_and_prints_versions() {
 
 #[test]
 fn checks_have_distinct_ids() {
-    let all = [
-        HostProcess,
-        HostNamespaces,
-        Privileged,
-        Capabilities,
-        HostPathVolumes,
-        HostPorts,
-        AppArmor,
-        SeLinux,
-        ProcMount,
-        SeccompBaseline,
-        Sysctls,
-        HostProbes,
-        VolumeTypes,
-        AllowPrivilegeEscalation,
-        RunAsNonRoot,
-        RunAsUser,
-        SeccompRestricted,
-        CapabilitiesRestricted,
-    ];
+    let all = ALL_CHECKS;
     let ids: std::collections::BTreeSet<_> = all.iter().map(|c| c.id()).collect();
     assert_eq!(ids.len(), all.len());
     assert_eq!(Privileged.control(), "WKL-03");
@@ -146,3 +127,25 @@ fn reads_the_server_minor_from_its_version_info() {
     assert_eq!(server_minor(&info("1", "")), None);
     assert_eq!(server_minor(&info("2", "0")), None);
 }
+
+/// Every check of the catalog, in declaration order.
+pub(super) const ALL_CHECKS: [Check; 18] = [
+    HostProcess,
+    HostNamespaces,
+    Privileged,
+    Capabilities,
+    HostPathVolumes,
+    HostPorts,
+    AppArmor,
+    SeLinux,
+    ProcMount,
+    SeccompBaseline,
+    Sysctls,
+    HostProbes,
+    VolumeTypes,
+    AllowPrivilegeEscalation,
+    RunAsNonRoot,
+    RunAsUser,
+    SeccompRestricted,
+    CapabilitiesRestricted,
+];

@@ -134,26 +134,7 @@ fn controls_is_a_set_of_wkl_ids() {
     assert_eq!(set.union(other).len(), 4);
     assert!(Controls::default().is_empty() && !set.is_empty());
     // Every check's control is one the set can hold.
-    for check in [
-        HostProcess,
-        HostNamespaces,
-        Privileged,
-        Capabilities,
-        HostPathVolumes,
-        HostPorts,
-        AppArmor,
-        SeLinux,
-        ProcMount,
-        SeccompBaseline,
-        Sysctls,
-        HostProbes,
-        VolumeTypes,
-        AllowPrivilegeEscalation,
-        RunAsNonRoot,
-        RunAsUser,
-        SeccompRestricted,
-        CapabilitiesRestricted,
-    ] {
+    for check in super::ALL_CHECKS {
         let one: Controls = [check].into_iter().collect();
         assert_eq!(one.iter().collect::<Vec<_>>(), [check.control()]);
     }
@@ -439,27 +420,7 @@ fn generated_pods_exercise_every_check() {
         windows += usize::from(os == Some("windows"));
         user_namespaced += usize::from(spec.host_users == Some(false));
     }
-    let expected: BTreeSet<Check> = [
-        HostProcess,
-        HostNamespaces,
-        Privileged,
-        Capabilities,
-        HostPathVolumes,
-        HostPorts,
-        AppArmor,
-        SeLinux,
-        ProcMount,
-        SeccompBaseline,
-        Sysctls,
-        HostProbes,
-        VolumeTypes,
-        AllowPrivilegeEscalation,
-        RunAsNonRoot,
-        RunAsUser,
-        SeccompRestricted,
-        CapabilitiesRestricted,
-    ]
-    .into();
+    let expected: BTreeSet<Check> = super::ALL_CHECKS.into();
     assert_eq!(failed, expected, "checks no generated pod fails");
     assert_eq!(passed, expected, "checks every generated pod fails");
     for boundary in [None, Some(0), Some(27), Some(29), Some(32), Some(37)] {
