@@ -279,9 +279,9 @@ struct Ctx<'a> {
 
 async fn install_crd(client: &Client) -> anyhow::Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/responsibilitypolicy.yaml");
-    let text = std::fs::read_to_string(&path)?;
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text)?;
+    // Embedded, so the binary does not depend on the checkout it was built from.
+    const CRD: &str = include_str!("../../crds/responsibilitypolicy.yaml");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(CRD)?;
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     api.create(&PostParams::default(), &crd).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
