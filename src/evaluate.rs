@@ -71,6 +71,27 @@ impl Violation {
     }
 }
 
+/// One namespace's violations, shared: the verdicts of the namespace under each parameter set
+/// (level, version) name mostly the same objects, and each is kept once.
+#[derive(Debug, Default)]
+pub(crate) struct Interner(std::collections::HashSet<Violation>);
+
+impl Interner {
+    fn namespaced(&mut self, kind: impl Into<String>, namespace: &str, name: &str) -> Violation {
+        self.intern(Violation::namespaced(kind, namespace, name))
+    }
+
+    fn intern(&mut self, v: Violation) -> Violation {
+        match self.0.get(&v) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.0.insert(v.clone());
+                v
+            }
+        }
+    }
+}
+
 /// The outcome of one control for one policy.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -198,7 +219,14 @@ pub fn evaluate(spec: &ResponsibilityPolicySpec, index: &Index, now: Timestamp) 
     let rbac = rbac_verdicts(index, &spec.controls.rbac.cluster_admin_subjects);
     let verdicts: Vec<_> = namespaces
         .iter()
-        .map(|ns| Arc::new(namespace_verdicts(index, ns, params)))
+        .map(|ns| {
+            Arc::new(namespace_verdicts(
+                index,
+                ns,
+                params,
+                &mut Interner::default(),
+            ))
+        })
         .collect();
     let parts = Parts {
         namespaces: &namespaces,
@@ -410,10 +438,17 @@ pub(crate) struct NamespaceVerdicts {
 
 /// The verdicts of one namespace's objects (NET-01..NET-03, NET-05, WKL controls of workloads
 /// and of owned Pods beyond their templates, DAT-01, WKL-10, IAM-09's ServiceAccount).
-pub(crate) fn namespace_verdicts(index: &Index, ns: &str, params: Params) -> NamespaceVerdicts {
+/// Offenders are taken from `interner`: the namespace's verdicts under other parameters share
+/// them.
+pub(crate) fn namespace_verdicts(
+    index: &Index,
+    ns: &str,
+    params: Params,
+    interner: &mut Interner,
+) -> NamespaceVerdicts {
     let mut found: BTreeMap<&'static str, Vec<Violation>> = BTreeMap::new();
     let mut add = |control: &'static str, v: Violation| found.entry(control).or_default().push(v);
-    let namespace = Violation::namespace(ns);
+    let namespace = interner.intern(Violation::namespace(ns));
 
     let policies: Vec<_> = index.network_policies.in_namespace(ns).collect();
     if !policies.iter().any(|(_, np)| np.denies_ingress) {
@@ -424,10 +459,7 @@ pub(crate) fn namespace_verdicts(index: &Index, ns: &str, params: Params) -> Nam
     }
     for (k, np) in &policies {
         if !np.allows_all.is_empty() {
-            add(
-                "NET-03",
-                Violation::namespaced("NetworkPolicy", ns, &k.name),
-            );
+            add("NET-03", interner.namespaced("NetworkPolicy", ns, &k.name));
         }
     }
     let sa_key = crate::index::Key::new(Some(ns), "default");
@@ -436,30 +468,36 @@ pub(crate) fn namespace_verdicts(index: &Index, ns: &str, params: Params) -> Nam
         .get(&sa_key)
         .and_then(|f| f.automount);
     let automounting_default =
-        (automount != Some(false)).then(|| Violation::namespaced("ServiceAccount", ns, "default"));
+        (automount != Some(false)).then(|| interner.namespaced("ServiceAccount", ns, "default"));
 
     // Workloads are judged as the server's admission would judge them.
     let Params { level, version } = params;
     for (k, _) in index.external_ips.in_namespace(ns) {
-        add("NET-05", Violation::namespaced("Service", ns, &k.name));
+        add("NET-05", interner.namespaced("Service", ns, &k.name));
     }
     for w in index.workloads_in(ns) {
-        let offender = || Violation::namespaced(w.kind.to_string(), ns, &w.name);
-        for control in w.failing_controls(level, version) {
-            add(control, offender());
+        let failing = w.failing_controls(level, version);
+        let secret_env = !w.secret_env.is_empty();
+        let in_default = ns == "default";
+        if failing.is_empty() && !secret_env && !in_default {
+            continue;
         }
-        if !w.secret_env.is_empty() {
-            add("DAT-01", offender());
+        let offender = interner.namespaced(w.kind.to_string(), ns, &w.name);
+        for control in failing {
+            add(control, offender.clone());
         }
-        if ns == "default" {
-            add("WKL-10", offender());
+        if secret_env {
+            add("DAT-01", offender.clone());
+        }
+        if in_default {
+            add("WKL-10", offender);
         }
     }
     // Owned Pods count through their controller, except for what only the running Pod
     // fails (a webhook's mutation, an ephemeral container): that is the Pod's own.
     for (pod, controls) in index.pods_beyond_templates(ns, level, version) {
         for control in controls {
-            add(control, Violation::namespaced("Pod", ns, pod));
+            add(control, interner.namespaced("Pod", ns, pod));
         }
     }
     for list in found.values_mut() {

@@ -118,6 +118,21 @@ async fn violation_events(client: &Client, policy: &str) -> Vec<(String, i32)> {
     events
 }
 
+/// The policy's violation Events once the publisher is done: Events are published by their
+/// own task after the status write, so they are read until two reads a second apart agree.
+async fn settled_violation_events(client: &Client, policy: &str) -> Vec<(String, i32)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = violation_events(client, policy).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = violation_events(client, policy).await;
+        if (now == last && !now.is_empty()) || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
 /// The violation Events regarding a Deployment.
 async fn events_on_deployment(client: &Client, policy: &str, ns: &str, name: &str) -> Vec<Event> {
     Api::<Event>::namespaced(client.clone(), ns)
@@ -152,7 +167,7 @@ async fn a_restarted_operator_does_not_announce_the_same_violations_again() {
 
     let first = Operator::start(&env.client, "onus-first", &selector);
     first.wait_reconciled(&policy).await;
-    let announced = violation_events(&env.client, &policy).await;
+    let announced = settled_violation_events(&env.client, &policy).await;
     assert!(
         announced.len() >= 3,
         "too few violation Events to test with: {announced:?}"
@@ -162,8 +177,8 @@ async fn a_restarted_operator_does_not_announce_the_same_violations_again() {
     // A new process, under another name (a restarted pod, or the standby taking over).
     let second = Operator::start(&env.client, "onus-second", &selector);
     second.wait_reconciled(&policy).await;
-    // Any reconcile its own status write triggers has had time to run.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Any reconcile its own status write triggers, and the publisher, have had time to run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(violation_events(&env.client, &policy).await, announced);
     second.stop().await;
 }
@@ -179,7 +194,18 @@ async fn a_violation_that_comes_back_counts_again_on_its_event() {
     let policy = apply_policy(&env, &selector_value).await;
     let operator = Operator::start(&env.client, "onus", &selector);
     operator.wait_reconciled(&policy).await;
-    let first = events_on_deployment(&env.client, &policy, &ns, "web").await;
+    // Published by their own task: read once all are there (two reads a second apart agree).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut first = events_on_deployment(&env.client, &policy, &ns, "web").await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = events_on_deployment(&env.client, &policy, &ns, "web").await;
+        let same = now.len() == first.len();
+        first = now;
+        if (same && !first.is_empty()) || Instant::now() > deadline {
+            break;
+        }
+    }
     assert!(!first.is_empty(), "no violation Event on the Deployment");
 
     let offender = format!("Deployment/{ns}/web");

@@ -11,11 +11,8 @@ use kube::{
     runtime::events::{Event as KubeEvent, EventType},
 };
 use serde_json::json;
-use std::{
-    collections::{BTreeMap, HashSet},
-    sync::Mutex,
-    time::Instant,
-};
+use std::{collections::HashSet, sync::Mutex, time::Instant};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 mod ledger;
@@ -141,23 +138,52 @@ fn stable_hash(parts: &[&str]) -> u64 {
     fnv1a(parts.iter().flat_map(|p| p.bytes().chain([0])))
 }
 
+/// What names a violation's offender in its Event: the API version, kind, namespace (none for
+/// cluster-scoped kinds) and name, borrowed from the violation.
+#[derive(Clone, Copy, Debug)]
+struct Identity<'a> {
+    api_version: &'static str,
+    kind: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl<'a> Identity<'a> {
+    fn of(v: &'a Violation) -> Self {
+        let cluster_scoped = v.kind == "Namespace" || v.kind == "ClusterRoleBinding";
+        Identity {
+            api_version: api_version_of(&v.kind),
+            kind: &v.kind,
+            namespace: if cluster_scoped {
+                ""
+            } else {
+                v.namespace.as_deref().unwrap_or_default()
+            },
+            name: &v.name,
+        }
+    }
+
+    /// Everything that tells one violation's Event from another's.
+    fn parts(&self, uid: &'a str, control: &'a str) -> [&'a str; 7] {
+        [
+            REPORTING_CONTROLLER,
+            uid,
+            control,
+            self.api_version,
+            self.kind,
+            self.namespace,
+            self.name,
+        ]
+    }
+}
+
 /// The name of the Event announcing that `object` fails `control` of the policy with `uid`:
 /// the same in every onus process, so the API server keeps one Event per violation. It starts
 /// with the object's name for people listing Events, reduced to what an Event name allows.
-fn violation_event_name(uid: &str, control: &str, object: &ObjectReference) -> String {
-    let field = |f: &Option<String>| f.clone().unwrap_or_default();
-    let (api_version, kind) = (field(&object.api_version), field(&object.kind));
-    let (namespace, name) = (field(&object.namespace), field(&object.name));
-    let hash = stable_hash(&[
-        REPORTING_CONTROLLER,
-        uid,
-        control,
-        &api_version,
-        &kind,
-        &namespace,
-        &name,
-    ]);
-    let readable: String = name
+fn violation_event_name(uid: &str, control: &str, object: &Identity<'_>) -> String {
+    let hash = stable_hash(&object.parts(uid, control));
+    let readable: String = object
+        .name
         .to_ascii_lowercase()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -172,65 +198,122 @@ fn violation_event_name(uid: &str, control: &str, object: &ObjectReference) -> S
     format!("{readable}.{hash:016x}")
 }
 
-/// Violation Events: who reports them and which were published (see [`ledger`]).
+/// Violation Events waiting for the publisher, at most.
+const QUEUE: usize = 1_000;
+
+/// The publisher's pace. Violation Events are notifications (status is the report): the first
+/// evaluation of a large cluster finds thousands of violations per policy, and announcing them
+/// must not crowd the API server, nor hold up any status write.
+const EVENTS_PER_SECOND: u64 = 50;
+
+/// One violation Event on its way to the API server.
+struct Queued {
+    policy_uid: String,
+    digest: u64,
+    event: K8sEvent,
+    announce: Announce,
+}
+
+/// Violation Events: who reports them, which were published (see [`ledger`]), and the queue to
+/// the publisher ([`publish_violations`]).
 pub(super) struct ViolationEvents {
     instance: String,
     ledger: Mutex<Ledger>,
+    queue: mpsc::Sender<Queued>,
+    publisher: Mutex<Option<mpsc::Receiver<Queued>>>,
 }
 
 impl ViolationEvents {
     /// Bookkeeping for Events reported by onus instance `instance` (as `reportingInstance`).
     pub(super) fn new(instance: &str) -> Self {
+        let (queue, publisher) = mpsc::channel(QUEUE);
         ViolationEvents {
             instance: instance.into(),
             ledger: Mutex::new(Ledger::default()),
+            queue,
+            publisher: Mutex::new(Some(publisher)),
         }
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Up to `max` places in the queue, taken before the ledger counts anything as announced:
+    /// a violation without a place stays unannounced and is offered again next time.
+    fn reserve(&self, max: usize) -> Vec<mpsc::Permit<'_, Queued>> {
+        let mut permits = Vec::new();
+        while permits.len() < max {
+            match self.queue.try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        permits
+    }
+}
+
+/// Publishes the queued violation Events one at a time, at most [`EVENTS_PER_SECOND`], until
+/// the context goes (shutdown or lost leadership: the caller aborts it).
+pub(super) async fn publish_violations(ctx: std::sync::Arc<Context>) {
+    let Some(mut queue) = ctx
+        .announced_violations
+        .publisher
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        return;
+    };
+    let mut pace =
+        tokio::time::interval(std::time::Duration::from_millis(1000 / EVENTS_PER_SECOND));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while let Some(queued) = queue.recv().await {
+        pace.tick().await;
+        let name = queued.event.metadata.name.clone().unwrap_or_default();
+        if let Err(error) = publish_violation(&ctx, &queued).await {
+            warn!(%error, event = %name, "Publishing violation event failed");
+        }
+    }
 }
 
 /// A Warning Event on each newly failing object, so namespace owners see it with
 /// `kubectl get events -n <namespace>`: one per object, control and policy, whichever onus
 /// process published it; a violation that comes back after a fix counts again on it.
-pub(super) async fn announce_violations(
-    ctx: &Context,
-    policy: &ResponsibilityPolicy,
-    eval: &Evaluation,
-) {
+pub(super) fn announce_violations(ctx: &Context, policy: &ResponsibilityPolicy, eval: &Evaluation) {
     let uid = policy.uid().unwrap_or_else(|| policy.name_any());
-    let failing: BTreeMap<String, (&'static str, &Violation)> = eval
-        .outcomes
-        .iter()
-        .filter(|o| o.result == crate::crd::ControlResult::Fail)
-        .flat_map(|o| o.violations.iter().map(move |v| (o.control.id, v)))
-        .map(|(control, v)| {
-            let name = violation_event_name(&uid, control, &offender(v));
-            (name, (control, v))
-        })
-        .collect();
     let live: HashSet<String> = ctx
         .policies
         .state()
         .iter()
         .filter_map(|p| p.uid())
         .collect();
-    let publish = ctx.announced_violations.ledger().update(
-        &uid,
-        &failing.keys().cloned().collect(),
-        &live,
-        Instant::now(),
-        MAX_VIOLATION_EVENTS,
-    );
-    for (name, announce) in publish {
-        if let Some((control, v)) = failing.get(&name) {
-            let event = violation_event(ctx, policy, control, v, &name);
-            if let Err(error) = publish_violation(ctx, &uid, event, announce).await {
-                warn!(%error, event = %name, "Publishing violation event failed");
-            }
-        }
+    let events = &ctx.announced_violations;
+    let permits = events.reserve(MAX_VIOLATION_EVENTS);
+    let publish = {
+        let mut ledger = events.ledger();
+        // Digests straight from the violations' parts: no name is formatted (nor allocated)
+        // for the thousands of violations already announced.
+        let failing: Vec<(u64, (&'static str, &Violation))> = eval
+            .outcomes
+            .iter()
+            .filter(|o| o.result == crate::crd::ControlResult::Fail)
+            .flat_map(|o| o.violations.iter().map(move |v| (o.control.id, v)))
+            .map(|(control, v)| {
+                let digest = ledger.digest(&Identity::of(v).parts(&uid, control));
+                (digest, (control, v))
+            })
+            .collect();
+        ledger.update(&uid, failing, &live, Instant::now(), permits.len())
+    };
+    for ((digest, (control, v), announce), permit) in publish.into_iter().zip(permits) {
+        let name = violation_event_name(&uid, control, &Identity::of(v));
+        permit.send(Queued {
+            policy_uid: uid.clone(),
+            digest,
+            event: violation_event(ctx, policy, control, v, &name),
+            announce,
+        });
     }
 }
 
@@ -269,16 +352,17 @@ fn violation_event(
 
 /// Creates the Event, or continues its series. One that already exists on create was published
 /// by an earlier onus process: the violation is announced already.
-async fn publish_violation(
-    ctx: &Context,
-    policy_uid: &str,
-    event: K8sEvent,
-    announce: Announce,
-) -> Result<(), kube::Error> {
+async fn publish_violation(ctx: &Context, queued: &Queued) -> Result<(), kube::Error> {
+    let Queued {
+        policy_uid,
+        digest,
+        event,
+        announce,
+    } = queued;
     let name = event.metadata.name.clone().unwrap_or_default();
     let namespace = event.metadata.namespace.clone().unwrap_or_default();
     let api: Api<K8sEvent> = Api::namespaced(ctx.client.clone(), &namespace);
-    if let Announce::Recur { count } = announce {
+    if let Announce::Recur { count } = *announce {
         // Only the series: note, time and the rest of an Event are immutable.
         let series = json!({"series": {
             "count": count,
@@ -292,12 +376,12 @@ async fn publish_violation(
                 // Expired meanwhile: start a new one.
                 ctx.announced_violations
                     .ledger()
-                    .recreated(policy_uid, &name);
+                    .recreated(policy_uid, *digest);
             }
             other => return other.map(|_| ()),
         }
     }
-    match api.create(&PostParams::default(), &event).await {
+    match api.create(&PostParams::default(), event).await {
         Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
         other => other.map(|_| ()),
     }
@@ -335,14 +419,18 @@ pub(super) async fn announce_expired(
 mod tests {
     use super::*;
 
-    fn object(kind: &str, namespace: Option<&str>, name: &str) -> ObjectReference {
-        ObjectReference {
-            api_version: Some(api_version_of(kind).into()),
-            kind: Some(kind.into()),
+    fn object(kind: &str, namespace: Option<&str>, name: &str) -> Violation {
+        crate::evaluate::ViolationData {
             namespace: namespace.map(String::from),
-            name: Some(name.into()),
-            ..Default::default()
+            kind: kind.into(),
+            name: name.into(),
+            example: String::new(),
         }
+        .into()
+    }
+
+    fn name_of(uid: &str, control: &str, v: &Violation) -> String {
+        violation_event_name(uid, control, &Identity::of(v))
     }
 
     /// What the API server accepts as an Event name (a DNS subdomain).
@@ -362,10 +450,7 @@ mod tests {
     fn a_violation_event_name_does_not_change_between_builds() {
         // Pinned: a different name after an upgrade would announce every violation again.
         let web = object("Deployment", Some("shop"), "web");
-        assert_eq!(
-            violation_event_name("uid-1", "WKL-03", &web),
-            "web.6961e43174302d9d"
-        );
+        assert_eq!(name_of("uid-1", "WKL-03", &web), "web.6961e43174302d9d");
         // FNV-1a's published test vectors.
         assert_eq!(fnv1a(*b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(*b"a"), 0xaf63_dc4c_8601_ec8c);
@@ -375,11 +460,11 @@ mod tests {
     #[test]
     fn violation_event_names_differ_by_policy_control_and_object() {
         let web = object("Deployment", Some("shop"), "web");
-        let name = violation_event_name("uid-1", "WKL-03", &web);
-        assert_ne!(name, violation_event_name("uid-2", "WKL-03", &web));
-        assert_ne!(name, violation_event_name("uid-1", "WKL-04", &web));
+        let name = name_of("uid-1", "WKL-03", &web);
+        assert_ne!(name, name_of("uid-2", "WKL-03", &web));
+        assert_ne!(name, name_of("uid-1", "WKL-04", &web));
         let other = object("Deployment", Some("shop2"), "web");
-        assert_ne!(name, violation_event_name("uid-1", "WKL-03", &other));
+        assert_ne!(name, name_of("uid-1", "WKL-03", &other));
     }
 
     #[test]
@@ -392,8 +477,24 @@ mod tests {
             &"x".repeat(300),
         ] {
             let binding = object("ClusterRoleBinding", None, name);
-            let event = violation_event_name("uid-1", "IAM-01", &binding);
+            let event = name_of("uid-1", "IAM-01", &binding);
             assert!(is_dns_subdomain(&event), "{name:?} -> {event:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn places_in_the_queue_are_bounded_and_come_back_when_unused() {
+        let events = ViolationEvents::new("onus");
+        let taken = events.reserve(QUEUE + 5);
+        assert_eq!(taken.len(), QUEUE);
+        // A full queue offers no place: the ledger then announces nothing this time.
+        assert!(events.reserve(1).is_empty());
+        drop(taken);
+        assert_eq!(events.reserve(3).len(), 3);
     }
 }

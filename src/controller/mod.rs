@@ -241,6 +241,16 @@ pub async fn run(
             () = stop => {}
         }
     }));
+    // Violation Events are published by their own task, at its own pace, and stop with the
+    // shutdown too: a former leader publishes nothing.
+    let publisher = events::publish_violations(ctx.clone());
+    let stop = shutdown.clone();
+    let _publisher = AbortOnDrop(tokio::spawn(async move {
+        tokio::select! {
+            () = publisher => {}
+            () = stop => {}
+        }
+    }));
     controller
         .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown)
@@ -373,7 +383,8 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                 Vec::new()
             };
             announce_expired(ctx, policy, &eval.expired_exceptions).await;
-            announce_violations(ctx, policy, &eval).await;
+            // Queued for the publisher: Events never hold up this status write.
+            announce_violations(ctx, policy, &eval);
             let requeue = eval.next_expiry.map(|t| {
                 let wait = t.duration_since(now).unsigned_abs();
                 // Wake just after the expiry so it has passed when we look.

@@ -20,7 +20,7 @@ use std::{
 use jiff::Timestamp;
 
 use super::{
-    Evaluation, NamespaceVerdicts, Params, Parts, RbacVerdicts, assemble, cni_observed,
+    Evaluation, Interner, NamespaceVerdicts, Params, Parts, RbacVerdicts, assemble, cni_observed,
     namespace_verdicts, rbac_verdicts, selected_namespaces, split_exceptions,
 };
 use crate::{
@@ -33,6 +33,8 @@ use crate::{
 struct NamespaceEntry {
     stamp: NamespaceStamp,
     by_params: HashMap<Params, Arc<NamespaceVerdicts>>,
+    /// The offenders the verdicts under every parameter set share.
+    interner: Interner,
 }
 
 /// One evaluation, valid at one index generation and for one outcome of the exception clock.
@@ -148,17 +150,19 @@ impl Evaluator {
                 .or_insert_with(|| NamespaceEntry {
                     stamp,
                     by_params: HashMap::new(),
+                    interner: Interner::default(),
                 }),
         };
         if entry.stamp != stamp {
             entry.stamp = stamp;
             entry.by_params.clear();
+            entry.interner = Interner::default();
         }
         if let Some(verdicts) = entry.by_params.get(&params) {
             return verdicts.clone();
         }
         self.stats.namespaces_computed += 1;
-        let verdicts = Arc::new(namespace_verdicts(index, ns, params));
+        let verdicts = Arc::new(namespace_verdicts(index, ns, params, &mut entry.interner));
         entry.by_params.insert(params, verdicts.clone());
         verdicts
     }

@@ -5,7 +5,7 @@
 //! a bounded while, the fixed ones, so one that comes back continues its Event's series.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     hash::{BuildHasher, RandomState},
     time::{Duration, Instant},
 };
@@ -42,27 +42,28 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// The digest an Event name is remembered by.
-    fn digest(&self, name: &str) -> u64 {
-        self.keys.hash_one(name)
+    /// The digest a violation's Event is remembered by, from the parts that make its name
+    /// (policy uid, control, offender).
+    pub fn digest(&self, parts: &[&str]) -> u64 {
+        self.keys.hash_one(parts)
     }
 
-    /// Brings `policy`'s entry to the Events of its violations failing now (`failing`), forgets
-    /// policies not in `live`, and returns up to `max` Events to publish, in name order.
-    pub fn update(
+    /// Brings `policy`'s entry to the Events of its violations failing now (`failing`: digest
+    /// and what to publish it from), forgets policies not in `live`, and returns up to `max`
+    /// Events to publish, in the order of `failing`.
+    pub fn update<T>(
         &mut self,
         policy: &str,
-        failing: &BTreeSet<String>,
+        failing: Vec<(u64, T)>,
         live: &HashSet<String>,
         now: Instant,
         max: usize,
-    ) -> Vec<(String, Announce)> {
+    ) -> Vec<(u64, T, Announce)> {
         // A deleted policy's violations are gone with it; their Events expire on their own.
         self.current
             .retain(|uid, _| uid == policy || live.contains(uid));
         self.fixed
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < RECURRENCE_MEMORY);
-        let failing: Vec<(u64, &String)> = failing.iter().map(|n| (self.digest(n), n)).collect();
         let seen = self.current.entry(policy.to_string()).or_default();
         let now_failing: HashSet<u64> = failing.iter().map(|(d, _)| *d).collect();
         let gone: Vec<u64> = seen
@@ -75,13 +76,14 @@ impl Ledger {
                 self.fixed.insert(d, (count, now));
             }
         }
-        let fresh: Vec<(u64, &String)> = failing
-            .into_iter()
-            .filter(|(d, _)| !seen.contains_key(d))
-            .take(max)
-            .collect();
         let mut publish = Vec::new();
-        for (d, name) in fresh {
+        for (d, item) in failing {
+            if publish.len() >= max {
+                break;
+            }
+            if seen.contains_key(&d) {
+                continue;
+            }
             let (announce, count) = match self.fixed.remove(&d) {
                 Some((count, _)) => {
                     let count = count.saturating_add(1);
@@ -90,7 +92,7 @@ impl Ledger {
                 None => (Announce::Create, 1),
             };
             seen.insert(d, count);
-            publish.push((name.clone(), announce));
+            publish.push((d, item, announce));
         }
         if self.fixed.len() > MAX_FIXED {
             let mut by_age: Vec<(Instant, u64)> =
@@ -104,8 +106,7 @@ impl Ledger {
     }
 
     /// Records that an Event whose series was to continue had expired and was created anew.
-    pub fn recreated(&mut self, policy: &str, name: &str) {
-        let digest = self.digest(name);
+    pub fn recreated(&mut self, policy: &str, digest: u64) {
         if let Some(count) = self
             .current
             .get_mut(policy)
@@ -126,18 +127,25 @@ impl Ledger {
 mod tests {
     use super::*;
 
-    fn names(names: &[&str]) -> BTreeSet<String> {
-        names.iter().map(|n| n.to_string()).collect()
+    /// Violations identified by their names (the digest of the one-part name).
+    fn names(names: &[&str]) -> Vec<(u64, String)> {
+        names.iter().map(|n| (key(n), n.to_string())).collect()
+    }
+
+    /// A stand-in digest for tests: any injective function of the name will do.
+    fn key(name: &str) -> u64 {
+        name.bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
     }
 
     fn live(uids: &[&str]) -> HashSet<String> {
         uids.iter().map(|n| n.to_string()).collect()
     }
 
-    fn created(names: &[&str]) -> Vec<(String, Announce)> {
+    fn created(names: &[&str]) -> Vec<(u64, String, Announce)> {
         names
             .iter()
-            .map(|n| (n.to_string(), Announce::Create))
+            .map(|n| (key(n), n.to_string(), Announce::Create))
             .collect()
     }
 
@@ -147,10 +155,10 @@ mod tests {
         let failing = names(&["a", "b"]);
         let p = live(&["p"]);
         assert_eq!(
-            ledger.update("p", &failing, &p, t, 20),
+            ledger.update("p", failing.clone(), &p, t, 20),
             created(&["a", "b"])
         );
-        assert_eq!(ledger.update("p", &failing, &p, t, 20), []);
+        assert_eq!(ledger.update("p", failing.clone(), &p, t, 20), []);
     }
 
     #[test]
@@ -158,34 +166,46 @@ mod tests {
         let (mut ledger, t) = (Ledger::default(), Instant::now());
         let failing = names(&["a", "b", "c"]);
         let p = live(&["p"]);
-        assert_eq!(ledger.update("p", &failing, &p, t, 2), created(&["a", "b"]));
-        assert_eq!(ledger.update("p", &failing, &p, t, 2), created(&["c"]));
+        assert_eq!(
+            ledger.update("p", failing.clone(), &p, t, 2),
+            created(&["a", "b"])
+        );
+        assert_eq!(
+            ledger.update("p", failing.clone(), &p, t, 2),
+            created(&["c"])
+        );
     }
 
     #[test]
     fn a_fixed_violation_that_comes_back_continues_its_series() {
         let (mut ledger, t) = (Ledger::default(), Instant::now());
         let p = live(&["p"]);
-        ledger.update("p", &names(&["a"]), &p, t, 20);
-        assert_eq!(ledger.update("p", &names(&[]), &p, t, 20), []);
-        let back = ledger.update("p", &names(&["a"]), &p, t + Duration::from_secs(60), 20);
-        assert_eq!(back, [("a".to_string(), Announce::Recur { count: 2 })]);
-        ledger.update("p", &names(&[]), &p, t, 20);
-        let again = ledger.update("p", &names(&["a"]), &p, t + Duration::from_secs(61), 20);
-        assert_eq!(again, [("a".to_string(), Announce::Recur { count: 3 })]);
+        ledger.update("p", names(&["a"]), &p, t, 20);
+        assert_eq!(ledger.update("p", names(&[]), &p, t, 20), []);
+        let back = ledger.update("p", names(&["a"]), &p, t + Duration::from_secs(60), 20);
+        assert_eq!(
+            back,
+            [(key("a"), "a".to_string(), Announce::Recur { count: 2 })]
+        );
+        ledger.update("p", names(&[]), &p, t, 20);
+        let again = ledger.update("p", names(&["a"]), &p, t + Duration::from_secs(61), 20);
+        assert_eq!(
+            again,
+            [(key("a"), "a".to_string(), Announce::Recur { count: 3 })]
+        );
     }
 
     #[test]
     fn a_violation_fixed_long_ago_is_forgotten() {
         let (mut ledger, t) = (Ledger::default(), Instant::now());
         let p = live(&["p"]);
-        ledger.update("p", &names(&["a"]), &p, t, 20);
-        ledger.update("p", &names(&[]), &p, t, 20);
+        ledger.update("p", names(&["a"]), &p, t, 20);
+        ledger.update("p", names(&[]), &p, t, 20);
         let later = t + RECURRENCE_MEMORY + Duration::from_secs(1);
-        ledger.update("p", &names(&[]), &p, later, 20);
+        ledger.update("p", names(&[]), &p, later, 20);
         assert_eq!(ledger.len(), 0);
         assert_eq!(
-            ledger.update("p", &names(&["a"]), &p, later, 20),
+            ledger.update("p", names(&["a"]), &p, later, 20),
             created(&["a"])
         );
     }
@@ -193,8 +213,8 @@ mod tests {
     #[test]
     fn a_deleted_policy_is_forgotten() {
         let (mut ledger, t) = (Ledger::default(), Instant::now());
-        ledger.update("gone", &names(&["g1", "g2"]), &live(&["gone", "p"]), t, 20);
-        ledger.update("p", &names(&["a"]), &live(&["p"]), t, 20);
+        ledger.update("gone", names(&["g1", "g2"]), &live(&["gone", "p"]), t, 20);
+        ledger.update("p", names(&["a"]), &live(&["p"]), t, 20);
         assert_eq!(ledger.len(), 1);
     }
 
@@ -202,9 +222,11 @@ mod tests {
     fn the_memory_of_fixed_violations_is_bounded() {
         let (mut ledger, t) = (Ledger::default(), Instant::now());
         let p = live(&["p"]);
-        let many: BTreeSet<String> = (0..MAX_FIXED + 5).map(|i| format!("v{i}")).collect();
-        ledger.update("p", &many, &p, t, usize::MAX);
-        ledger.update("p", &names(&[]), &p, t, 20);
+        let many: Vec<(u64, String)> = (0..MAX_FIXED + 5)
+            .map(|i| (i as u64, format!("v{i}")))
+            .collect();
+        ledger.update("p", many, &p, t, usize::MAX);
+        ledger.update("p", names(&[]), &p, t, 20);
         assert_eq!(ledger.len(), MAX_FIXED);
     }
 
@@ -213,28 +235,39 @@ mod tests {
         // With the fixed keys of `DefaultHasher::new()`, every process digests a name alike,
         // and a pair of colliding names found offline hides one Event for good.
         use std::hash::{DefaultHasher, Hash, Hasher};
-        let fixed = |name: &str| {
+        let fixed = |name: &[&str]| {
             let mut h = DefaultHasher::new();
             name.hash(&mut h);
             h.finish()
         };
         let (a, b) = (Ledger::default(), Ledger::default());
-        let name = "web.0123456789abcdef";
-        assert_ne!(a.digest(name), fixed(name));
-        assert_ne!(a.digest(name), b.digest(name));
-        assert_eq!(a.digest(name), a.digest(name));
+        let name = [
+            "onus",
+            "uid-1",
+            "WKL-03",
+            "apps/v1",
+            "Deployment",
+            "shop",
+            "web",
+        ];
+        assert_ne!(a.digest(&name), fixed(&name));
+        assert_ne!(a.digest(&name), b.digest(&name));
+        assert_eq!(a.digest(&name), a.digest(&name));
     }
 
     #[test]
     fn a_recreated_event_restarts_its_series() {
         let (mut ledger, t) = (Ledger::default(), Instant::now());
         let p = live(&["p"]);
-        ledger.update("p", &names(&["a"]), &p, t, 20);
-        ledger.update("p", &names(&[]), &p, t, 20);
-        ledger.update("p", &names(&["a"]), &p, t, 20);
-        ledger.recreated("p", "a");
-        ledger.update("p", &names(&[]), &p, t, 20);
-        let back = ledger.update("p", &names(&["a"]), &p, t, 20);
-        assert_eq!(back, [("a".to_string(), Announce::Recur { count: 2 })]);
+        ledger.update("p", names(&["a"]), &p, t, 20);
+        ledger.update("p", names(&[]), &p, t, 20);
+        ledger.update("p", names(&["a"]), &p, t, 20);
+        ledger.recreated("p", key("a"));
+        ledger.update("p", names(&[]), &p, t, 20);
+        let back = ledger.update("p", names(&["a"]), &p, t, 20);
+        assert_eq!(
+            back,
+            [(key("a"), "a".to_string(), Announce::Recur { count: 2 })]
+        );
     }
 }

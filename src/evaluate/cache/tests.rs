@@ -247,3 +247,26 @@ fn policies_with_equal_specs_share_one_evaluation() {
     let b = evaluator.evaluate(&spec.clone(), &index, now(0));
     assert!(Arc::ptr_eq(&a, &b));
 }
+
+#[test]
+fn parameter_sets_of_a_namespace_share_their_offenders() {
+    // specs 0 (restricted, latest) and 2 (restricted, v1.25) judge "shop" under different
+    // parameters; the privileged Deployment fails both, and is one object in memory.
+    let specs = specs();
+    let mut index = base();
+    change(&mut index, 0, 1, 0, false);
+    let mut evaluator = Evaluator::default();
+    let offender = |evaluation: &Evaluation| {
+        evaluation
+            .outcomes
+            .iter()
+            .flat_map(|o| o.violations.iter())
+            .find(|v| v.kind == "Deployment" && v.namespace.as_deref() == Some("shop"))
+            .cloned()
+            .expect("the privileged Deployment in shop fails")
+    };
+    let a = offender(&evaluator.evaluate(&specs[0], &index, now(0)));
+    let b = offender(&evaluator.evaluate(&specs[2], &index, now(0)));
+    assert_ne!(Params::of(&specs[0], &index), Params::of(&specs[2], &index));
+    assert!(Arc::ptr_eq(&a.0, &b.0));
+}
