@@ -294,6 +294,15 @@ impl ControlPlane {
     }
 
     /// Path of an admin kubeconfig for this control plane (client certificate in system:masters).
+    /// The process id of a component (`etcd`, `kube-apiserver`, `kube-controller-manager`),
+    /// e.g. to read its CPU time.
+    pub fn pid(&self, component: &str) -> Option<u32> {
+        self.processes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pid(component)
+    }
+
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }

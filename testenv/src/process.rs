@@ -90,6 +90,14 @@ impl Processes {
     }
 
     /// Fails with the component's log if any child has exited.
+    /// The process id of the component `name` (e.g. `kube-apiserver`), while it runs.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, child)| child.id())
+    }
+
     pub fn check_alive(&mut self) -> Result<(), Error> {
         for (name, child) in &mut self.children {
             if let Ok(Some(status)) = child.try_wait() {
