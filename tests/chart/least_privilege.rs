@@ -198,6 +198,7 @@ fn the_admission_policies_bind_the_charts_service_account_only_and_can_be_turned
                 "namespaces/*",
                 "networkpolicies",
                 "networkpolicies/*",
+                "responsibilitypolicies",
                 "serviceaccounts",
                 "serviceaccounts/*",
             ]),
@@ -205,6 +206,13 @@ fn the_admission_policies_bind_the_charts_service_account_only_and_can_be_turned
         );
         assert_eq!(bindings.len(), policies.len());
     }
+
+    // Values reused from an older chart (`helm upgrade --reuse-values`) lack these keys: they
+    // render as the defaults, protections on, rather than failing or switching anything off.
+    assert_eq!(
+        render(&["enforce=null,admissionPolicy=null"], &vap),
+        render(&[], &vap)
+    );
 
     let count = |set: &[&str], extra: &[&str]| {
         of_kind(&render(set, extra), "ValidatingAdmissionPolicy").len()
@@ -214,7 +222,7 @@ fn the_admission_policies_bind_the_charts_service_account_only_and_can_be_turned
     // an old version; a Kubernetes version from 1.30 on counts as serving them.
     assert_eq!(count(&[], &[]), 0);
     assert_eq!(count(&[], &["--kube-version", "1.29.0"]), 0);
-    assert_eq!(count(&[], &["--kube-version", "1.30.0"]), 3);
+    assert_eq!(count(&[], &["--kube-version", "1.30.0"]), 4);
 }
 
 /// The first status of `policy` for which `done` holds, or the last one after `timeout`.
@@ -374,9 +382,15 @@ async fn an_audit_only_install_reports_that_enforce_is_unavailable() {
         .expect("delete policy");
 }
 
-/// The three admission policies of a release.
-fn restraints(release: &str) -> [String; 3] {
-    ["namespaces", "serviceaccounts", "networkpolicies"].map(|r| format!("{release}-restrain-{r}"))
+/// The admission policies of a release.
+fn restraints(release: &str) -> [String; 4] {
+    [
+        "namespaces",
+        "serviceaccounts",
+        "networkpolicies",
+        "policies",
+    ]
+    .map(|r| format!("{release}-restrain-{r}"))
 }
 
 /// A write refused by the named admission policy.
@@ -413,8 +427,8 @@ async fn the_operator_enforces_under_its_admission_policies_and_writes_outside_t
     let cp = onus_testenv::shared();
     let client = cp.client().await;
     let (release, namespace) = install_release(&client, "vap", &[]).await;
-    let [ns_policy, sa_policy, np_policy] = restraints(&release);
-    for name in [&ns_policy, &sa_policy, &np_policy] {
+    let [ns_policy, sa_policy, np_policy, rp_policy] = restraints(&release);
+    for name in [&ns_policy, &sa_policy, &np_policy, &rp_policy] {
         ok(cp.kubectl().args([
             "get",
             "validatingadmissionpolicy,validatingadmissionpolicybinding",
@@ -464,12 +478,21 @@ async fn the_operator_enforces_under_its_admission_policies_and_writes_outside_t
                 .expect("np"),
             )
             .await;
-        if refused(&ns) && refused(&sa) && refused(&np) {
+        let rp = Api::<ResponsibilityPolicy>::all(as_onus.clone())
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &policy(&format!("{release}-probe"), &probe),
+            )
+            .await;
+        if refused(&ns) && refused(&sa) && refused(&np) && refused(&rp) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the admission policies did not refuse these dry runs in 30 s (not loaded, or they allow them): {ns:?} {sa:?} {np:?}"
+            "the admission policies did not refuse these dry runs in 30 s (not loaded, or they allow them): {ns:?} {sa:?} {np:?} {rp:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -594,6 +617,25 @@ async fn the_operator_enforces_under_its_admission_policies_and_writes_outside_t
         operator.forbidden_lines().join("\n")
     );
     drop(operator);
+    // The policy itself is its author's: onus may only add and remove its finalizer (which the
+    // operator did above, under the admission policy).
+    let rp_api = Api::<ResponsibilityPolicy>::all(as_onus.clone());
+    assert_denied(
+        rp_api
+            .patch(
+                &release,
+                &PatchParams::default(),
+                &merge(json!({"spec": {"mode": "Enforce"}})),
+            )
+            .await,
+        &rp_policy,
+        "a policy's spec",
+    );
+    assert_denied(
+        rp_api.delete(&release, &DeleteParams::default()).await,
+        &rp_policy,
+        "deleting a policy",
+    );
     policies
         .delete(&release, &DeleteParams::default())
         .await
