@@ -25,12 +25,15 @@ crds:
 	cargo run -q --bin crdgen > crds/responsibilitypolicy.yaml
 
 # Renders deploy/onus.yaml (plain manifests, default values) from the chart, after copying the
-# CRD into the chart; tests/chart.rs fails when either copy drifts.
+# CRD into the chart; tests/chart.rs fails when either copy drifts. Rendered for an API server
+# that serves ValidatingAdmissionPolicy (Kubernetes 1.30 or later), so the admission policy that
+# restrains onus's own writes is included.
 HELM ?= $(or $(ONUS_HELM_BIN),$(or $(ONUS_CACHE),$(HOME)/.cache/onus)/helm-v3.22.0/bin)/helm
 .PHONY: deploy
 deploy: tools
 	cp crds/responsibilitypolicy.yaml charts/onus/crds/responsibilitypolicy.yaml
-	$(HELM) template onus charts/onus --namespace onus-system --include-crds > deploy/onus.yaml
+	$(HELM) template onus charts/onus --namespace onus-system --include-crds \
+	  --api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy > deploy/onus.yaml
 
 # make bench: builds release, starts the test control plane, creates the fixture of SIZE (S, M
 # or L; see bench/src/fixture.rs), runs the real onus binary RUNS times and prints one table

@@ -432,7 +432,8 @@ pub struct EnforcedSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemediationStatus {
-    /// `Pending` in Enforce mode (still to apply), `WouldApply` in Audit mode (dry run).
+    /// `Pending` in Enforce mode (still to apply), `WouldApply` in Audit mode or on an
+    /// Audit-only install (dry run).
     pub kind: RemediationKind,
     /// Namespaces that need `onus-default-deny` created or corrected.
     #[schemars(with = "i32")]

@@ -24,7 +24,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 const USAGE: &str = "usage: onus [--log-format text|json] [--http-addr ADDR]
             [--leader-election-namespace NS] [--leader-election-id NAME]
-            [--no-leader-election] [--null-evaluation]
+            [--no-leader-election] [--audit-only] [--null-evaluation]
 
 Runs the onus operator against the cluster of the current kubeconfig (or in-cluster config).
 
@@ -34,6 +34,9 @@ Runs the onus operator against the cluster of the current kubeconfig (or in-clus
                                     (default: $POD_NAMESPACE, else default)
   --leader-election-id NAME         name of the leader Lease (default onus-leader)
   --no-leader-election              run without a Lease (a single instance only)
+  --audit-only                      an install without remediation permissions: evaluate and
+                                    report every policy, remediate nothing (Enforce policies
+                                    report Enforced=False, reason EnforceUnavailable)
   --null-evaluation                 benchmark floor: watch everything, evaluate and write
                                     nothing (never use it to protect a cluster)
 
@@ -47,6 +50,7 @@ struct Cli {
     lease_namespace: Option<String>,
     lease_name: String,
     leader_election: bool,
+    audit_only: bool,
     null_evaluation: bool,
 }
 
@@ -58,6 +62,7 @@ impl Default for Cli {
             lease_namespace: None,
             lease_name: DEFAULT_LEASE_NAME.into(),
             leader_election: true,
+            audit_only: false,
             null_evaluation: false,
         }
     }
@@ -105,6 +110,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
             }
             "--leader-election-id" => cli.lease_name = non_empty(&flag, value()?)?,
             "--no-leader-election" if inline.is_none() => cli.leader_election = false,
+            "--audit-only" if inline.is_none() => cli.audit_only = true,
             "--null-evaluation" if inline.is_none() => cli.null_evaluation = true,
             _ => return Err(format!("unknown argument {flag:?}")),
         }
@@ -214,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         null_evaluation: cli.null_evaluation,
+        audit_only: cli.audit_only,
         ..Settings::default()
     };
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -292,6 +299,7 @@ mod tests {
             "--leader-election-id",
             "my-lease",
             "--no-leader-election",
+            "--audit-only",
         ])
         .expect("parses");
         assert_eq!(
@@ -302,6 +310,7 @@ mod tests {
                 lease_namespace: Some("onus-system".into()),
                 lease_name: "my-lease".into(),
                 leader_election: false,
+                audit_only: true,
                 null_evaluation: false,
             }
         );
@@ -321,6 +330,7 @@ mod tests {
         assert!(run(&["--http-addr", "localhost"]).is_err());
         assert!(run(&["--leader-election-id", ""]).is_err());
         assert!(run(&["--no-leader-election=true"]).is_err());
+        assert!(run(&["--audit-only=false"]).is_err());
         assert!(run(&["positional"]).is_err());
     }
 

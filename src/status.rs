@@ -292,6 +292,46 @@ pub fn invalid(
     }
 }
 
+/// Reason of `Enforced=False` on an Audit-only install.
+pub const ENFORCE_UNAVAILABLE: &str = "EnforceUnavailable";
+
+/// An Enforce policy on an Audit-only install (`--audit-only`): `Enforced` says that nothing is
+/// remediated and which permissions are missing, and the remediation counts become a dry run
+/// (`WouldApply`). The evaluation is left as it is.
+pub fn enforce_unavailable(
+    status: &mut ResponsibilityPolicyStatus,
+    previous: Option<&ResponsibilityPolicyStatus>,
+    now: &Time,
+) {
+    let would = match &mut status.remediation {
+        Some(r) => {
+            r.kind = RemediationKind::WouldApply;
+            format!(
+                "it would apply {} NetworkPolicies, {} namespaces' Pod Security labels, {} ServiceAccounts",
+                r.network_policies, r.pod_security_labels, r.service_accounts
+            )
+        }
+        None => "nothing would change now".into(),
+    };
+    let mut conditions = Conditions::new(previous, status.observed_generation, now);
+    conditions.set(
+        ENFORCED,
+        false,
+        ENFORCE_UNAVAILABLE,
+        format!(
+            "onus is installed Audit-only (--audit-only, chart value enforce.enabled=false): it \
+             may not patch namespaces or serviceaccounts, nor create, patch or delete \
+             networkpolicies, so nothing is remediated ({would}); install onus with \
+             enforce.enabled=true, or set mode: Audit"
+        ),
+    );
+    let enforced = conditions.out.remove(0);
+    match status.conditions.iter_mut().find(|c| c.type_ == ENFORCED) {
+        Some(c) => *c = enforced,
+        None => status.conditions.push(enforced),
+    }
+}
+
 /// A condition of a status, by type.
 pub fn condition<'a>(status: &'a ResponsibilityPolicyStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
@@ -338,6 +378,54 @@ mod tests {
             previous,
             &time(at),
         )
+    }
+
+    #[test]
+    fn an_audit_only_install_says_enforce_is_unavailable_and_keeps_the_evaluation() {
+        let eval = evaluation(2);
+        let preview = Preview {
+            network_policies: 2,
+            service_accounts: 1,
+            ..Preview::default()
+        };
+        let at = time("2026-11-28T12:00:00Z");
+        let enforce = evaluated(&eval, &preview, &[], Mode::Enforce, Some(1), None, &at);
+        let mut s = enforce.clone();
+        enforce_unavailable(&mut s, None, &at);
+        let c = condition(&s, ENFORCED).expect("Enforced");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", ENFORCE_UNAVAILABLE)
+        );
+        for part in [
+            "--audit-only",
+            "enforce.enabled=false",
+            "patch namespaces or serviceaccounts",
+            "create, patch or delete networkpolicies",
+            "2 NetworkPolicies",
+            "1 ServiceAccounts",
+        ] {
+            assert!(c.message.contains(part), "{part:?} not in {:?}", c.message);
+        }
+        assert_eq!(
+            s.conditions.iter().filter(|c| c.type_ == ENFORCED).count(),
+            1
+        );
+        // The evaluation is untouched; only the remediation counts become a dry run.
+        assert_eq!(s.controls, enforce.controls);
+        assert_eq!(s.summary, enforce.summary);
+        for t in [READY, COMPLIANT, RESPONSIBILITY_GAP] {
+            assert_eq!(condition(&s, t), condition(&enforce, t));
+        }
+        let r = s.remediation.as_ref().expect("remediation");
+        assert_eq!(
+            (r.kind, r.network_policies),
+            (RemediationKind::WouldApply, 2)
+        );
+        // Steady: the same inputs give the same status (no status write).
+        let mut again = enforce.clone();
+        enforce_unavailable(&mut again, Some(&s), &time("2026-11-28T12:05:00Z"));
+        assert_eq!(again, s);
     }
 
     #[test]

@@ -188,11 +188,16 @@ pub(super) async fn converge(ctx: &Context) {
         let index = read(&ctx.index);
         ctx.evaluator()
             .retain_policies(policies.iter().map(|p| &p.spec), &index);
-        let wants = remediate::wants(policies.iter().map(Arc::as_ref), &index, false);
-        (
-            index.generation,
-            remediate::plan(&wants, &index, PlanMode::Converge),
-        )
+        if ctx.audit_only {
+            // Nothing to carry out: this install may not write (its policies say so).
+            (index.generation, Vec::new())
+        } else {
+            let wants = remediate::wants(policies.iter().map(Arc::as_ref), &index, false);
+            (
+                index.generation,
+                remediate::plan(&wants, &index, PlanMode::Converge),
+            )
+        }
     };
     match &mut state.done {
         Some((done_at, done)) if *done_at == generation => actions.retain(|a| !done.contains(a)),

@@ -90,6 +90,8 @@ pub struct Context {
     evaluator: Mutex<Evaluator>,
     /// Remediation previews, per namespace and want (shared by the policies asking the same).
     previews: Mutex<remediate::Previews>,
+    /// [`Settings::audit_only`]: nothing is remediated.
+    audit_only: bool,
 }
 
 impl Context {
@@ -126,6 +128,11 @@ pub struct Settings {
     /// Watch and project everything, evaluate and write nothing: the floor `make bench`
     /// measures onus against (the cost of the watches alone).
     pub null_evaluation: bool,
+    /// Audit-only install (`--audit-only`): its RBAC grants no remediation writes, so onus
+    /// never attempts one. Enforce policies are evaluated and reported in full, and say in
+    /// their `Enforced` condition that Enforce is unavailable. Off by default: a missing flag
+    /// never turns enforcement off, and a write RBAC refuses is reported as `RemediationFailed`.
+    pub audit_only: bool,
 }
 
 impl Default for Settings {
@@ -137,6 +144,7 @@ impl Default for Settings {
             metrics: Metrics::default(),
             readiness: Readiness::default(),
             null_evaluation: false,
+            audit_only: false,
         }
     }
 }
@@ -230,7 +238,11 @@ pub async fn run(
         announced_violations: events::ViolationEvents::new(&settings.instance),
         evaluator: Mutex::new(Evaluator::default()),
         previews: Mutex::new(remediate::Previews::default()),
+        audit_only: settings.audit_only,
     });
+    if settings.audit_only {
+        info!("Audit-only: Enforce policies are evaluated and reported, nothing is remediated");
+    }
     // Refused actions are retried when due even when no policy is left to reconcile (the last
     // one was deleted while its release was refused).
     // They stop with the shutdown (leadership lost), like the reconciles.
@@ -336,8 +348,10 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
     let deleting = policy.metadata.deletion_timestamp.is_some();
     let has_finalizer = policy.finalizers().iter().any(|f| f == FINALIZER);
     // An invalid spec keeps enforcing the last valid one: only deletion or a valid switch to
-    // Audit lets go.
-    let enforcing = remediate::enforced_spec(policy).is_some_and(|spec| spec.mode == Mode::Enforce);
+    // Audit lets go. An Audit-only install enforces nothing and so holds no finalizer (one an
+    // Enforce install left behind is removed: this install could never honour it).
+    let enforcing = !ctx.audit_only
+        && remediate::enforced_spec(policy).is_some_and(|spec| spec.mode == Mode::Enforce);
     if enforcing && !deleting && !has_finalizer {
         // Added first, so a deletion can never outrun the clean-up; the update re-triggers us.
         return set_finalizer(&ctx.client, policy, true).await;
@@ -412,6 +426,9 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                 &now_time,
             );
             status.pod_security_version = Some(judged_at.to_string());
+            if ctx.audit_only && policy.spec.mode == Mode::Enforce {
+                status::enforce_unavailable(&mut status, previous, &now_time);
+            }
             (status, requeue)
         }
     };

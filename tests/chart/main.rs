@@ -2,6 +2,7 @@
 //! generated copies, installation, and the operator running under the chart's own
 //! ServiceAccount — with the full ClusterRole, and with each rule taken away.
 
+mod least_privilege;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -35,6 +36,8 @@ fn chart_lints_strictly_with_defaults_and_with_every_option() {
         "serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true",
         "--set",
         "replicas=3,leaderElection.enabled=false,networkPolicy.apiServer.cidrs={10.0.0.1/32}",
+        "--set",
+        "enforce.enabled=false,admissionPolicy.enabled=false",
     ]));
 }
 
@@ -47,6 +50,8 @@ fn bad_values_are_refused_with_a_message_naming_the_field() {
         ("image.repository=", "/image/repository"),
         ("metrics.port=70000", "/metrics/port"),
         ("repliccas=2", "repliccas"),
+        ("enforce.enabled=maybe", "/enforce/enabled"),
+        ("admissionPolicy.enabled=1", "/admissionPolicy/enabled"),
     ] {
         let (success, _, stderr) = run(helm(None).args(["template", "onus", CHART, "--set", set]));
         assert!(!success, "--set {set} was accepted");
@@ -69,6 +74,7 @@ fn chart_crd_is_a_copy_of_the_generated_crd() {
 
 #[test]
 fn deploy_manifests_are_a_fresh_render_of_the_chart() {
+    // As `make deploy` renders them: for an API server that serves ValidatingAdmissionPolicy.
     let fresh = ok(helm(None).args([
         "template",
         "onus",
@@ -76,6 +82,8 @@ fn deploy_manifests_are_a_fresh_render_of_the_chart() {
         "--namespace",
         "onus-system",
         "--include-crds",
+        "--api-versions",
+        VAP_API,
     ]));
     let committed = std::fs::read_to_string(DEPLOY_FILE).expect("deploy/onus.yaml");
     assert!(
@@ -280,11 +288,11 @@ fn rule_expectation(key: &str) -> Expectation {
         | "core namespaces patch"
         | "core pods,services list,watch"
         | "core serviceaccounts get,list,watch"
-        | "core serviceaccounts patch"
+        | "core serviceaccounts patch (default)"
         | "apps deployments,statefulsets,daemonsets,replicasets list,watch"
         | "batch jobs,cronjobs list,watch"
         | "networking.k8s.io networkpolicies get,list,watch"
-        | "networking.k8s.io networkpolicies create,patch,delete"
+        | "networking.k8s.io networkpolicies create,patch,delete (onus-default-deny)"
         | "rbac.authorization.k8s.io roles,clusterroles,rolebindings,clusterrolebindings list,watch"
         | "events.k8s.io events create,patch" => Needed,
         other => panic!("rule {other:?} is not classified in rule_expectation: add it"),
@@ -305,7 +313,11 @@ fn rule_key(rule: &PolicyRule) -> String {
         .unwrap_or("core")
         .to_string();
     let resources = rule.resources.clone().unwrap_or_default().join(",");
-    format!("{group} {resources} {}", rule.verbs.join(","))
+    let names = match rule.resource_names.as_deref() {
+        Some(names) if !names.is_empty() => format!(" ({})", names.join(",")),
+        _ => String::new(),
+    };
+    format!("{group} {resources} {}{names}", rule.verbs.join(","))
 }
 
 #[tokio::test]

@@ -25,6 +25,8 @@ pub const CHART_CRD_FILE: &str = concat!(
     "/charts/onus/crds/responsibilitypolicy.yaml"
 );
 pub const DEPLOY_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/onus.yaml");
+/// What `helm template` must be told the API server serves to render the admission policies.
+pub const VAP_API: &str = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy";
 
 /// A `helm` command; with a control plane, it talks to it and keeps its state in the run dir.
 pub fn helm(cp: Option<&ControlPlane>) -> Command {

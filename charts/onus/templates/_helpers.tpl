@@ -51,3 +51,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Enforce mode and the admission policies: on unless set to false. A missing key counts as on, so
+values reused from a release of an older chart (helm upgrade --reuse-values keeps the old values
+and ignores new defaults) neither fail to render nor switch a protection off.
+*/}}
+{{- define "onus.enforce" -}}
+{{- if dig "enforce" "enabled" true .Values.AsMap }}true{{ end }}
+{{- end }}
+
+{{- define "onus.admissionPolicy" -}}
+{{- if dig "admissionPolicy" "enabled" true .Values.AsMap }}true{{ end }}
+{{- end }}
+
+{{/*
+The admission policies are rendered: enabled, and the API server serves
+admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy. Without a cluster (helm template)
+Helm knows no kinds and its default Kubernetes version is old: --kube-version 1.30 or later, or
+--api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy, count as serving it.
+*/}}
+{{- define "onus.admissionPolicyServed" -}}
+{{- if or (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") (semverCompare ">=1.30-0" .Capabilities.KubeVersion.Version) }}true{{ end }}
+{{- end }}
