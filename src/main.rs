@@ -214,6 +214,9 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         null_evaluation: cli.null_evaluation,
+        own_namespace: std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|ns| !ns.is_empty()),
         ..Settings::default()
     };
     let (shutdown_tx, shutdown) = watch::channel(false);

@@ -10,7 +10,7 @@ use crate::{
         ResponsibilityPolicyStatus, Summary,
     },
     evaluate::Evaluation,
-    remediate::{NamespaceWaiting, Preview},
+    remediate::{DenyWaiting, NamespaceWaiting, Preview},
 };
 
 /// At most this many example offenders per control; counts stay exact.
@@ -21,6 +21,13 @@ pub const READY: &str = "Ready";
 pub const COMPLIANT: &str = "Compliant";
 pub const RESPONSIBILITY_GAP: &str = "ResponsibilityGap";
 pub const ENFORCED: &str = "Enforced";
+pub const DEFAULT_DENY_IN_FRONT_OF_BACKENDS: &str = "DefaultDenyInFrontOfBackends";
+
+/// How to let a held default-deny go in, said once in the Enforced condition.
+const DENY_HINT: &str = "a default-deny in front of a Service the API server calls can break \
+    the cluster's API; once that traffic is allowed by a NetworkPolicy of its own, list the \
+    namespace in spec.controls.network.allowDefaultDenyInFrontOfWebhooks (never possible for \
+    onus's own namespace), or exclude the namespace";
 
 struct Conditions<'a> {
     previous: &'a [Condition],
@@ -87,6 +94,43 @@ pub fn waiting_message(w: &NamespaceWaiting) -> String {
         if objects.len() == 1 { "" } else { "s" },
         sample.join(", ")
     )
+}
+
+/// One namespace's held default-deny, e.g. `NetworkPolicy waits in cert-manager: backs
+/// webhook cert-manager-webhook`.
+pub fn deny_waiting_message(w: &DenyWaiting) -> String {
+    format!(
+        "NetworkPolicy waits in {}: {}",
+        w.namespace,
+        w.reasons.join(", ")
+    )
+}
+
+/// One namespace whose `onus-default-deny` (applied before) now stands in front of a backend.
+pub fn deny_kept_message(w: &DenyWaiting) -> String {
+    format!(
+        "onus-default-deny in {} stays in front of what the namespace {}",
+        w.namespace,
+        w.reasons
+            .iter()
+            .map(|r| r.strip_prefix("backs ").unwrap_or(r))
+            .map(|r| match r {
+                "onus runs there" => "runs (onus itself)".to_string(),
+                other => format!("backs: {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Up to [`MAX_EXAMPLES`] of `items`, and `…` when there are more.
+fn sample(items: impl ExactSizeIterator<Item = String>) -> Vec<String> {
+    let total = items.len();
+    let mut shown: Vec<String> = items.take(MAX_EXAMPLES).collect();
+    if total > shown.len() {
+        shown.push("…".into());
+    }
+    shown
 }
 
 /// The status of a valid policy. `failures` are the remediations the API server refused in
@@ -197,7 +241,43 @@ pub fn evaluated(
         .take(MAX_EXAMPLES)
         .map(waiting_message)
         .collect();
+    let held = || preview.deny_waiting.iter().filter(|w| w.waits);
+    let deny_waiting = sample(
+        held()
+            .map(deny_waiting_message)
+            .collect::<Vec<_>>()
+            .into_iter(),
+    );
     if mode == Mode::Enforce {
+        let kept: Vec<&DenyWaiting> = preview.deny_waiting.iter().filter(|w| w.kept).collect();
+        if kept.is_empty() {
+            conditions.set(
+                DEFAULT_DENY_IN_FRONT_OF_BACKENDS,
+                false,
+                "NoneInFront",
+                "no onus-default-deny stands in front of a webhook, APIService or onus itself"
+                    .into(),
+            );
+        } else {
+            conditions.set(
+                DEFAULT_DENY_IN_FRONT_OF_BACKENDS,
+                true,
+                "KeptInFrontOfBackends",
+                format!(
+                    "{}; onus keeps what it applied (removing a protection is not its call): \
+                     allow that traffic with a NetworkPolicy and list the namespace in \
+                     spec.controls.network.allowDefaultDenyInFrontOfWebhooks, or exclude the \
+                     namespace to have onus remove its default-deny",
+                    sample(
+                        kept.iter()
+                            .map(|w| deny_kept_message(w))
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                    )
+                    .join("; ")
+                ),
+            );
+        }
         if !failures.is_empty() {
             let mut shown: Vec<&str> = failures
                 .iter()
@@ -227,24 +307,40 @@ pub fn evaluated(
         } else if preview.network_policies + preview.pod_security_labels + preview.service_accounts
             == 0
         {
-            conditions.set(
-                ENFORCED,
-                false,
-                "EnforceWaiting",
-                format!(
+            let mut parts = Vec::new();
+            if !preview.enforce_waiting.is_empty() {
+                parts.push(format!(
                     "Pod Security enforce label waits for existing workloads in {} namespaces: {}",
                     preview.enforce_waiting.len(),
                     waiting.join("; ")
-                ),
-            );
+                ));
+            }
+            if !deny_waiting.is_empty() {
+                parts.push(format!(
+                    "default-deny NetworkPolicy held in {} namespaces: {} ({DENY_HINT})",
+                    preview.deny_waiting.iter().filter(|w| w.waits).count(),
+                    deny_waiting.join("; ")
+                ));
+            }
+            conditions.set(ENFORCED, false, "EnforceWaiting", parts.join("; "));
         } else {
             conditions.set(
                 ENFORCED,
                 false,
                 "Pending",
                 format!(
-                    "remediations pending: {} NetworkPolicies, {} namespaces' Pod Security labels, {} ServiceAccounts",
-                    preview.network_policies, preview.pod_security_labels, preview.service_accounts
+                    "remediations pending: {} NetworkPolicies, {} namespaces' Pod Security labels, {} ServiceAccounts{}",
+                    preview.network_policies,
+                    preview.pod_security_labels,
+                    preview.service_accounts,
+                    if deny_waiting.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; default-deny NetworkPolicy held: {} ({DENY_HINT})",
+                            deny_waiting.join("; ")
+                        )
+                    }
                 ),
             );
         }
@@ -259,6 +355,10 @@ pub fn evaluated(
         pod_security_labels: preview.pod_security_labels,
         service_accounts: preview.service_accounts,
         enforce_waiting: waiting,
+        network_policy_waiting: held()
+            .take(MAX_EXAMPLES)
+            .map(deny_waiting_message)
+            .collect(),
     });
 
     ResponsibilityPolicyStatus {

@@ -123,6 +123,7 @@ fn workload(ns: &str, i: usize, kind: u8) -> Option<facts::WorkloadFact> {
 
 fn cluster(namespaces: &[NamespaceArb]) -> Index {
     let mut index = Index::default();
+    crate::index::testing::backends_listed(&mut index);
     for (ns, arb) in NAMESPACES.iter().zip(namespaces) {
         let mut labels: BTreeMap<String, String> =
             [("env".to_string(), arb.env.to_string())].into();

@@ -24,6 +24,7 @@ fn enforce(name: &str, controls: serde_json::Value) -> ResponsibilityPolicy {
 /// One namespace `shop` with labels, its `default` ServiceAccount, nothing else.
 fn cluster(labels: &[(&str, &str)]) -> Index {
     let mut index = Index::default();
+    crate::index::testing::backends_listed(&mut index);
     let labels = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
