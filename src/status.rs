@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::{
     crd::{
-        ControlResult, ControlStatus, Mode, Owner, RemediationKind, RemediationStatus,
+        ControlResult, ControlStatus, Exception, Mode, Owner, RemediationKind, RemediationStatus,
         ResponsibilityPolicyStatus, Summary,
     },
     evaluate::Evaluation,
@@ -96,6 +96,81 @@ pub fn waiting_message(w: &NamespaceWaiting) -> String {
     )
 }
 
+/// The active exceptions that cover objects a waiting `enforce` label waits for, as
+/// `spec.exceptions[0] (WKL-03) covers Deployment/shop/rootapp`: an exception silences onus's
+/// check, never the Pod Security admission, so the label would wait for them forever.
+pub fn blocking_exceptions(
+    w: &NamespaceWaiting,
+    exceptions: &[Exception],
+    now: &Time,
+) -> Vec<String> {
+    let ns = &w.namespace;
+    let mut out = Vec::new();
+    for (i, e) in exceptions.iter().enumerate() {
+        if e.expires.as_ref().is_some_and(|t| t.0 <= now.0) {
+            continue;
+        }
+        let controls: Vec<&str> = e
+            .controls
+            .iter()
+            .map(String::as_str)
+            .filter(|c| c.starts_with("WKL-") && *c != "WKL-01")
+            .collect();
+        if controls.is_empty() || !(e.namespaces.is_empty() || e.namespaces.contains(ns)) {
+            continue;
+        }
+        let covered: Vec<&str> = w
+            .waiting
+            .objects
+            .iter()
+            .filter(|o| {
+                let mut parts = o.splitn(3, '/');
+                let (kind, name) = (
+                    parts.next().unwrap_or_default(),
+                    parts.nth(1).unwrap_or_default(),
+                );
+                e.resources.is_empty()
+                    || e.resources
+                        .iter()
+                        .any(|r| r.kind.eq_ignore_ascii_case(kind) && r.name == name)
+            })
+            .map(String::as_str)
+            .collect();
+        if covered.is_empty() {
+            continue;
+        }
+        let mut shown: Vec<&str> = covered.iter().take(3).copied().collect();
+        if covered.len() > shown.len() {
+            shown.push("…");
+        }
+        out.push(format!(
+            "spec.exceptions[{i}] ({}) covers {}",
+            controls.join(", "),
+            shown.join(", ")
+        ));
+    }
+    out
+}
+
+/// [`waiting_message`], and when exceptions cover what it waits for, which ones and how to
+/// proceed.
+pub fn waiting_message_for(w: &NamespaceWaiting, exceptions: &[Exception], now: &Time) -> String {
+    let base = waiting_message(w);
+    let blocking = blocking_exceptions(w, exceptions, now);
+    if blocking.is_empty() {
+        return base;
+    }
+    format!(
+        "{base}; {}: an exception silences onus's check, not the Pod Security admission, which \
+         would still reject them, so the label waits until they are fixed; to proceed, fix them, \
+         set spec.controls.podSecurity.forceEnforce (their new Pods are then rejected), or \
+         govern {} with a policy at a level they meet (and list it in spec.excludedNamespaces \
+         here)",
+        blocking.join("; "),
+        w.namespace
+    )
+}
+
 /// One namespace's held default-deny, e.g. `NetworkPolicy waits in cert-manager: backs
 /// webhook cert-manager-webhook`.
 pub fn deny_waiting_message(w: &DenyWaiting) -> String {
@@ -106,20 +181,21 @@ pub fn deny_waiting_message(w: &DenyWaiting) -> String {
     )
 }
 
-/// One namespace whose `onus-default-deny` (applied before) now stands in front of a backend.
+/// One namespace whose `onus-default-deny` (applied before) now stands in front of a backend,
+/// e.g. `onus-default-deny in cert-manager stays in front of webhook cert-manager-webhook`.
 pub fn deny_kept_message(w: &DenyWaiting) -> String {
+    let what: Vec<&str> = w
+        .reasons
+        .iter()
+        .map(|r| match r.as_str() {
+            "onus runs there" => "onus itself",
+            other => other.strip_prefix("backs ").unwrap_or(other),
+        })
+        .collect();
     format!(
-        "onus-default-deny in {} stays in front of what the namespace {}",
+        "onus-default-deny in {} stays in front of {}",
         w.namespace,
-        w.reasons
-            .iter()
-            .map(|r| r.strip_prefix("backs ").unwrap_or(r))
-            .map(|r| match r {
-                "onus runs there" => "runs (onus itself)".to_string(),
-                other => format!("backs: {other}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        what.join(", ")
     )
 }
 
@@ -135,9 +211,11 @@ fn sample(items: impl ExactSizeIterator<Item = String>) -> Vec<String> {
 
 /// The status of a valid policy. `failures` are the remediations the API server refused in
 /// the policy's namespaces (each naming the object and the server's message).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluated(
     eval: &Evaluation,
     preview: &Preview,
+    exceptions: &[Exception],
     failures: &[String],
     mode: Mode,
     generation: Option<i64>,
@@ -239,7 +317,7 @@ pub fn evaluated(
         .enforce_waiting
         .iter()
         .take(MAX_EXAMPLES)
-        .map(waiting_message)
+        .map(|w| waiting_message_for(w, exceptions, now))
         .collect();
     let held = || preview.deny_waiting.iter().filter(|w| w.waits);
     let deny_waiting = sample(
@@ -433,6 +511,7 @@ mod tests {
             eval,
             &Preview::default(),
             &[],
+            &[],
             Mode::Audit,
             Some(1),
             previous,
@@ -446,6 +525,7 @@ mod tests {
         let s = evaluated(
             &evaluation(0),
             &Preview::default(),
+            &[],
             std::slice::from_ref(&refused),
             Mode::Enforce,
             Some(1),
@@ -473,6 +553,119 @@ mod tests {
         assert_eq!(
             waiting_message(&w),
             "enforce=baseline in shop; restricted waits for 1 workload (Deployment/shop/rootapp)"
+        );
+    }
+
+    #[test]
+    fn a_waiting_label_names_the_exception_that_holds_it_and_how_to_proceed() {
+        let w = NamespaceWaiting {
+            namespace: "shop".into(),
+            enforced: Some("baseline".into()),
+            waiting: crate::remediate::Waiting {
+                level: crate::crd::PodSecurityLevel::Restricted,
+                objects: vec![
+                    "Deployment/shop/rootapp".into(),
+                    "Deployment/shop/web".into(),
+                ],
+            },
+        };
+        let exceptions: Vec<Exception> = serde_json::from_value(serde_json::json!([
+            {"controls": ["NET-01"], "reason": "other family"},
+            {"controls": ["WKL-03"], "namespaces": ["lab"], "reason": "other namespace"},
+            {"controls": ["WKL-03", "WKL-07"], "namespaces": ["shop"],
+             "resources": [{"kind": "deployment", "name": "rootapp"}], "reason": "legacy"},
+            {"controls": ["WKL-07"], "reason": "expired", "expires": "2026-01-01T00:00:00Z"},
+        ]))
+        .expect("exceptions");
+        let now = time("2026-11-28T12:00:00Z");
+        assert_eq!(
+            blocking_exceptions(&w, &exceptions, &now),
+            ["spec.exceptions[2] (WKL-03, WKL-07) covers Deployment/shop/rootapp"]
+        );
+        let message = waiting_message_for(&w, &exceptions, &now);
+        assert!(message.starts_with(&waiting_message(&w)), "{message}");
+        assert!(message.contains("forceEnforce"), "{message}");
+        assert!(message.contains("spec.excludedNamespaces"), "{message}");
+        // No exception covers anything: the plain message.
+        assert_eq!(
+            waiting_message_for(&w, &exceptions[..2], &now),
+            waiting_message(&w)
+        );
+    }
+
+    fn enforce_status(preview: &Preview) -> ResponsibilityPolicyStatus {
+        evaluated(
+            &evaluation(0),
+            preview,
+            &[],
+            &[],
+            Mode::Enforce,
+            Some(1),
+            None,
+            &time("2026-11-28T12:00:00Z"),
+        )
+    }
+
+    #[test]
+    fn a_held_default_deny_is_named_in_status_with_what_it_waits_for() {
+        let preview = Preview {
+            deny_waiting: vec![DenyWaiting {
+                namespace: "cert-manager".into(),
+                reasons: vec!["backs webhook cert-manager-webhook".into()],
+                waits: true,
+                kept: false,
+            }],
+            ..Preview::default()
+        };
+        let s = enforce_status(&preview);
+        let remediation = s.remediation.as_ref().expect("remediation");
+        assert_eq!(
+            remediation.network_policy_waiting,
+            ["NetworkPolicy waits in cert-manager: backs webhook cert-manager-webhook"]
+        );
+        let enforced = condition(&s, ENFORCED).expect("Enforced");
+        assert_eq!(
+            (enforced.status.as_str(), enforced.reason.as_str()),
+            ("False", "EnforceWaiting")
+        );
+        assert!(
+            enforced
+                .message
+                .contains("allowDefaultDenyInFrontOfWebhooks"),
+            "{}",
+            enforced.message
+        );
+        let front = condition(&s, DEFAULT_DENY_IN_FRONT_OF_BACKENDS).expect("condition");
+        assert_eq!(front.status, "False");
+    }
+
+    #[test]
+    fn a_kept_default_deny_in_front_of_a_webhook_raises_a_warning_condition() {
+        let preview = Preview {
+            deny_waiting: vec![DenyWaiting {
+                namespace: "cert-manager".into(),
+                reasons: vec!["backs webhook cert-manager-webhook".into()],
+                waits: false,
+                kept: true,
+            }],
+            ..Preview::default()
+        };
+        let s = enforce_status(&preview);
+        assert_eq!(
+            condition(&s, ENFORCED).map(|c| c.status.as_str()),
+            Some("True")
+        );
+        let front = condition(&s, DEFAULT_DENY_IN_FRONT_OF_BACKENDS).expect("condition");
+        assert_eq!(
+            (front.status.as_str(), front.reason.as_str()),
+            ("True", "KeptInFrontOfBackends")
+        );
+        assert!(
+            front.message.starts_with(
+                "onus-default-deny in cert-manager stays in front of webhook cert-manager-webhook;"
+            ),
+            "{}",
+            front.message
         );
     }
 

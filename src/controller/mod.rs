@@ -409,6 +409,7 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
             let mut status = status::evaluated(
                 &eval,
                 &preview,
+                &policy.spec.exceptions,
                 &failures,
                 policy.spec.mode,
                 generation,

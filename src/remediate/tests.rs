@@ -466,3 +466,4 @@ fn an_invalid_spec_holds_the_last_valid_one_from_status() {
 
 mod attack;
 mod gate_pods;
+mod webhook_gate;
