@@ -530,7 +530,8 @@ async fn watch_backends<K, P>(
             listing = lists.clone().acquire_owned().await.ok();
         }
         let done = matches!(event, Event::InitDone);
-        let scopes: Vec<Scope> = {
+        let mut cluster = false;
+        let mut scopes: Vec<Scope> = {
             let mut guard = write(&index);
             let facts = &mut *guard;
             let moved = |facts: &mut Index, key: &Key, change: &dyn Fn(&mut Index) -> bool| {
@@ -579,7 +580,7 @@ async fn watch_backends<K, P>(
                     if first && facts.backends.synced() {
                         // Every held namespace may be released from the "not listed yet" hold.
                         facts.touch(kind, None);
-                        return_cluster(&changes);
+                        cluster = true;
                         None
                     } else {
                         let after: BTreeSet<String> =
@@ -603,6 +604,9 @@ async fn watch_backends<K, P>(
         if done {
             listing = None;
         }
+        if cluster {
+            scopes = vec![Scope::Cluster];
+        }
         if !scopes.is_empty() {
             first_change
                 .lock()
@@ -613,11 +617,6 @@ async fn watch_backends<K, P>(
             }
         }
     }
-}
-
-/// Records a cluster-wide change (every policy reconciles).
-fn return_cluster(changes: &Changes) {
-    changes.record(Scope::Cluster);
 }
 
 #[cfg(test)]
