@@ -161,11 +161,9 @@ pub fn waiting_message_for(w: &NamespaceWaiting, exceptions: &[Exception], now: 
         return base;
     }
     format!(
-        "{base}; {}: an exception silences onus's check, not the Pod Security admission, which \
-         would still reject them, so the label waits until they are fixed; to proceed, fix them, \
-         set spec.controls.podSecurity.forceEnforce (their new Pods are then rejected), or \
-         govern {} with a policy at a level they meet (and list it in spec.excludedNamespaces \
-         here)",
+        "{base}; {} (an exception silences onus's check, not the PodSecurity admission: fix \
+         them, set spec.controls.podSecurity.forceEnforce, or govern {} with a policy at a level \
+         they meet and list it in spec.excludedNamespaces here)",
         blocking.join("; "),
         w.namespace
     )
