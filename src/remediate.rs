@@ -10,6 +10,13 @@
 //! A policy whose current spec is invalid keeps the remediations of its last valid spec (kept in
 //! its status): an invalid edit never releases anything; only deleting the policy or switching
 //! it to Audit does.
+//!
+//! The default-deny gate ([`deny_gate`]): no `onus-default-deny` is created or tightened in a
+//! namespace that backs an admission webhook, a CRD conversion webhook or an aggregated
+//! APIService (unless every policy wanting one there allows it), in onus's own namespace, or
+//! anywhere before those backends are known. One onus applied before the namespace became a
+//! backend stays (removing a protection is not onus's call; status warns), loosened only as
+//! the policies loosen.
 
 use std::collections::{BTreeMap, BTreeSet};
 
