@@ -359,3 +359,85 @@ async fn a_waiting_enforce_label_names_the_exception_that_holds_it() {
     );
     assert!(waiting[0].contains("forceEnforce"), "{}", waiting[0]);
 }
+
+/// A ClusterRole for `user` with every verb on `groups`, bound to it; returns its name.
+async fn grant(env: &TestEnv, suffix: &str, user: &str, groups: &[&str]) -> String {
+    let name = format!("{}-{suffix}", env.id);
+    env.create(
+        None,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": groups, "resources": ["*"], "verbs": ["*"]}]
+        }),
+    )
+    .await;
+    env.create(
+        None,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+        }),
+    )
+    .await;
+    name
+}
+
+#[tokio::test]
+async fn without_rights_to_read_webhooks_every_default_deny_is_held_until_it_has_them() {
+    let _serial = SERIAL.lock().await;
+    let user = format!("onus-gate-{}", &onus_testenv::random_suffix()[..6]);
+    // Everything onus reads and writes, but not webhooks, CRDs or APIServices.
+    let env = TestEnv::start_as("norbac", &user, None).await;
+    grant(
+        &env,
+        "core",
+        &user,
+        &[
+            "",
+            "apps",
+            "batch",
+            "networking.k8s.io",
+            "rbac.authorization.k8s.io",
+            "events.k8s.io",
+            "onus.dev",
+        ],
+    )
+    .await;
+    let ns = env.namespace("blind", &[]).await;
+    let policy = env.apply_policy("net", network_spec(json!({}))).await;
+    let rp = env
+        .wait_status(&policy, "held: backends unknown", |s| {
+            waiting(s)
+                == [format!(
+                    "NetworkPolicy waits in {ns}: webhooks and APIServices not listed yet"
+                )]
+        })
+        .await;
+    let s = rp.status.expect("status");
+    assert!(is(&s, "NET-01", Fail, 1), "{:?}", control(&s, "NET-01"));
+    assert!(deny_policy(&env.client, &ns).await.is_none());
+
+    // Granted: the watches list (after their backoff) and the deny goes in.
+    grant(
+        &env,
+        "backends",
+        &user,
+        &[
+            "admissionregistration.k8s.io",
+            "apiextensions.k8s.io",
+            "apiregistration.k8s.io",
+        ],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while deny_policy(&env.client, &ns).await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no default-deny within 90 s of the grant"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
