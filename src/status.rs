@@ -198,13 +198,12 @@ pub fn deny_kept_message(w: &DenyWaiting) -> String {
 }
 
 /// Up to [`MAX_EXAMPLES`] of `items`, and `…` when there are more.
-fn sample(items: impl ExactSizeIterator<Item = String>) -> Vec<String> {
-    let total = items.len();
-    let mut shown: Vec<String> = items.take(MAX_EXAMPLES).collect();
-    if total > shown.len() {
-        shown.push("…".into());
+fn sample(mut items: Vec<String>) -> Vec<String> {
+    if items.len() > MAX_EXAMPLES {
+        items.truncate(MAX_EXAMPLES);
+        items.push("…".into());
     }
-    shown
+    items
 }
 
 /// The status of a valid policy. `failures` are the remediations the API server refused in
@@ -318,12 +317,7 @@ pub fn evaluated(
         .map(|w| waiting_message_for(w, exceptions, now))
         .collect();
     let held = || preview.deny_waiting.iter().filter(|w| w.waits);
-    let deny_waiting = sample(
-        held()
-            .map(deny_waiting_message)
-            .collect::<Vec<_>>()
-            .into_iter(),
-    );
+    let deny_waiting = sample(held().map(deny_waiting_message).collect());
     if mode == Mode::Enforce {
         let kept: Vec<&DenyWaiting> = preview.deny_waiting.iter().filter(|w| w.kept).collect();
         if kept.is_empty() {
@@ -344,13 +338,7 @@ pub fn evaluated(
                      allow that traffic with a NetworkPolicy and list the namespace in \
                      spec.controls.network.allowDefaultDenyInFrontOfWebhooks, or exclude the \
                      namespace to have onus remove its default-deny",
-                    sample(
-                        kept.iter()
-                            .map(|w| deny_kept_message(w))
-                            .collect::<Vec<_>>()
-                            .into_iter()
-                    )
-                    .join("; ")
+                    sample(kept.iter().map(|w| deny_kept_message(w)).collect()).join("; ")
                 ),
             );
         }
