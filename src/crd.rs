@@ -301,13 +301,26 @@ pub struct NetworkControls {
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
-    /// Directions every namespace must deny by default.
+    /// Directions every namespace must deny by default: `Ingress` is checked as NET-01,
+    /// `Egress` as NET-02, and in Enforce mode `onus-default-deny` covers exactly the listed
+    /// directions (its policyTypes). A direction left out is neither checked nor denied;
+    /// leaving out `Ingress` raises ResponsibilityGap, as NET-01 is the customer's.
     #[serde(default = "ingress_only")]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub default_deny: Vec<Direction>,
     /// Allow DNS egress when egress is denied.
     #[serde(default = "enabled", rename = "allowDNS")]
     pub allow_dns: bool,
+    /// Namespaces where Enforce mode may apply `onus-default-deny` although they back an
+    /// admission webhook (Validating/MutatingWebhookConfiguration), a CRD conversion webhook or
+    /// an aggregated APIService. Elsewhere onus holds the default-deny in such a namespace and
+    /// says so in status: a deny in front of a Service the API server calls can break the
+    /// cluster's API. List a namespace only once its backends' traffic is allowed by a
+    /// NetworkPolicy of its own. Every Enforce policy that wants a default-deny there must list
+    /// it. onus's own namespace never gets one, listed or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub allow_default_deny_in_front_of_webhooks: Vec<String>,
 }
 
 fn ingress_only() -> Vec<Direction> {
@@ -321,6 +334,7 @@ impl Default for NetworkControls {
             mode: None,
             default_deny: ingress_only(),
             allow_dns: true,
+            allow_default_deny_in_front_of_webhooks: Vec::new(),
         }
     }
 }
@@ -447,6 +461,10 @@ pub struct RemediationStatus {
     /// Namespaces where the `enforce` label waits for existing workloads (capped sample).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub enforce_waiting: Vec<String>,
+    /// Namespaces where `onus-default-deny` waits because the namespace backs a webhook or
+    /// APIService, is onus's own, or those backends are not known yet (capped sample).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_policy_waiting: Vec<String>,
 }
 
 /// Whether remediation counts are pending work or a dry run.

@@ -289,6 +289,20 @@ pub(crate) fn assemble(
                     control.id, spec.service_model
                 ),
             });
+        } else if control.id == "NET-01"
+            && default_owner != Owner::Provider
+            && enabled
+            && !requested(spec, control)
+        {
+            // Ingress left out of defaultDeny switches NET-01 off as surely as disabling it.
+            gaps.push(Gap {
+                control: control.id,
+                reason: "ControlDisabled",
+                message: format!(
+                    "{} is not checked (spec.controls.network.defaultDeny lacks Ingress), but under {:?} the customer owns it",
+                    control.id, spec.service_model
+                ),
+            });
         } else if default_owner != Owner::Provider && !enabled {
             gaps.push(Gap {
                 control: control.id,
@@ -347,14 +361,14 @@ pub(crate) fn assemble(
     }
 }
 
-/// NET-02 is only checked when the policy asks for egress deny.
+/// NET-01 and NET-02 are checked for the directions the policy lists in `defaultDeny`.
 fn requested(spec: &ResponsibilityPolicySpec, control: &Control) -> bool {
-    control.id != "NET-02"
-        || spec
-            .controls
-            .network
-            .default_deny
-            .contains(&Direction::Egress)
+    let direction = match control.id {
+        "NET-01" => Direction::Ingress,
+        "NET-02" => Direction::Egress,
+        _ => return true,
+    };
+    spec.controls.network.default_deny.contains(&direction)
 }
 
 /// Daemon sets of CNIs known to enforce NetworkPolicy (a heuristic, hence informational).

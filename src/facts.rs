@@ -4,6 +4,7 @@
 //! index keeps the fact and drops the object. Workload facts keep a stripped pod template
 //! (Pod Security must be evaluated at each policy's own level and version).
 
+pub mod backends;
 mod network;
 mod pods;
 pub mod wire;
@@ -80,6 +81,18 @@ pub struct DenySpec {
     pub egress: bool,
     /// Egress to port 53 stays open.
     pub dns: bool,
+}
+
+impl DenySpec {
+    /// What this deny and `other` both deny (DNS open if either leaves it open).
+    pub fn within(self, other: DenySpec) -> DenySpec {
+        let egress = self.egress && other.egress;
+        DenySpec {
+            ingress: self.ingress && other.ingress,
+            egress,
+            dns: egress && (self.dns || other.dns),
+        }
+    }
 }
 
 /// onus's own `onus-default-deny`, as found in the cluster.

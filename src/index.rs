@@ -152,6 +152,12 @@ pub struct Index {
     pub cluster_roles: FactMap<Arc<ClusterRole>>,
     pub role_bindings: FactMap<Arc<RoleBinding>>,
     pub cluster_role_bindings: FactMap<Arc<ClusterRoleBinding>>,
+    /// Namespaces the API server calls back into (webhooks, conversion, APIServices): where
+    /// onus holds its default-deny.
+    pub backends: Backends,
+    /// The namespace onus itself runs in (`$POD_NAMESPACE`), when known: never given a
+    /// default-deny by onus.
+    pub own_namespace: Option<String>,
 }
 
 impl Index {
@@ -254,10 +260,12 @@ impl Index {
     }
 }
 
+mod backends;
 mod generations;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use backends::Backends;
 pub use generations::{Generations, NamespaceStamp, RBAC_KINDS};
 
 #[cfg(test)]

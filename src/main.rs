@@ -40,7 +40,8 @@ Runs the onus operator against the cluster of the current kubeconfig (or in-clus
   --null-evaluation                 benchmark floor: watch everything, evaluate and write
                                     nothing (never use it to protect a cluster)
 
-Identity in the Lease: $POD_NAME, else the host name. Log level: RUST_LOG (default info).";
+Identity in the Lease: $POD_NAME, else the host name. Log level: RUST_LOG (default info).
+onus's own namespace ($POD_NAMESPACE, else its ServiceAccount's) never gets a default-deny.";
 
 /// The command line, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +134,23 @@ fn lease_namespace(flag: Option<&str>, pod_namespace: Option<String>) -> String 
         .unwrap_or_else(|| "default".into())
 }
 
+/// The namespace of the pod's ServiceAccount, mounted into every pod that mounts its token.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The namespace onus runs in, which never gets a default-deny: `$POD_NAMESPACE` (the chart
+/// sets it), else the mounted ServiceAccount's namespace, else none (outside a cluster).
+fn own_namespace(
+    pod_namespace: Option<String>,
+    service_account: &std::path::Path,
+) -> Option<String> {
+    pod_namespace.filter(|ns| !ns.is_empty()).or_else(|| {
+        std::fs::read_to_string(service_account)
+            .ok()
+            .map(|ns| ns.trim().to_string())
+            .filter(|ns| !ns.is_empty())
+    })
+}
+
 /// This instance's identity: `$POD_NAME`, else the host name, else a random id.
 fn identity() -> String {
     let from_env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
@@ -221,6 +239,10 @@ async fn main() -> anyhow::Result<()> {
         readiness: readiness.clone(),
         null_evaluation: cli.null_evaluation,
         audit_only: cli.audit_only,
+        own_namespace: own_namespace(
+            std::env::var("POD_NAMESPACE").ok(),
+            std::path::Path::new(SERVICE_ACCOUNT_NAMESPACE),
+        ),
         ..Settings::default()
     };
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -337,6 +359,21 @@ mod tests {
     #[test]
     fn help_is_not_an_error() {
         assert_eq!(parse(["--help".to_string()]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn own_namespace_is_pod_namespace_else_the_service_accounts() {
+        let dir = std::env::temp_dir().join(format!("onus-own-ns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("namespace");
+        std::fs::write(&file, "onus-system\n").expect("write");
+        assert_eq!(own_namespace(Some("a".into()), &file).as_deref(), Some("a"));
+        assert_eq!(
+            own_namespace(Some(String::new()), &file).as_deref(),
+            Some("onus-system")
+        );
+        assert_eq!(own_namespace(None, &dir.join("absent")), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -10,6 +10,13 @@
 //! A policy whose current spec is invalid keeps the remediations of its last valid spec (kept in
 //! its status): an invalid edit never releases anything; only deleting the policy or switching
 //! it to Audit does.
+//!
+//! The default-deny gate ([`deny_gate`]): no `onus-default-deny` is created or tightened in a
+//! namespace that backs an admission webhook, a CRD conversion webhook or an aggregated
+//! APIService (unless every policy wanting one there allows it), in onus's own namespace, or
+//! anywhere before those backends are known. One onus applied before the namespace became a
+//! backend stays (removing a protection is not onus's call; status warns), loosened only as
+//! the policies loosen.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -54,6 +61,9 @@ pub struct NamespaceWant {
     pub deny: Option<DenySpec>,
     pub pod_security: Option<PodSecurityWant>,
     pub disable_default_token: bool,
+    /// Every policy that wants a default-deny here lists the namespace in
+    /// `allowDefaultDenyInFrontOfWebhooks`: the deny may go in front of its webhooks.
+    pub deny_allowed: bool,
     /// A policy governing the namespace has an invalid spec and holds its last valid one:
     /// nothing here is weakened (what a later valid generation applied may not be recorded
     /// yet), only strengthened.
@@ -167,20 +177,21 @@ fn add_policy(
     hold: bool,
 ) {
     let c = &spec.controls;
-    let deny =
-        (c.network.enabled && enforcing(spec, c.network.mode, "NET-01", preview)).then(|| {
-            let egress = c
-                .network
-                .default_deny
-                .contains(&crate::crd::Direction::Egress);
+    // Each direction as the policy lists it (NET-01 ingress, NET-02 egress): none listed, no
+    // default-deny.
+    let directions = &c.network.default_deny;
+    let deny = (c.network.enabled && enforcing(spec, c.network.mode, "NET-01", preview))
+        .then(|| {
+            let egress = directions.contains(&crate::crd::Direction::Egress);
             DenySpec {
-                ingress: true,
+                ingress: directions.contains(&crate::crd::Direction::Ingress),
                 egress,
                 // Without egress deny there is nothing to allow: the cluster reads onus's
                 // NetworkPolicy back without an allowance, and the two must compare equal.
                 dns: c.network.allow_dns && egress,
             }
-        });
+        })
+        .filter(|d| d.ingress || d.egress);
     let pod_security = (c.pod_security.enabled
         && enforcing(spec, c.pod_security.mode, "WKL-01", preview))
     .then(|| PodSecurityWant {
@@ -204,9 +215,16 @@ fn add_policy(
         .into_iter()
         .filter(|ns| !terminating(ns))
     {
-        let want = wants.entry(ns).or_default();
+        let want = wants.entry(ns.clone()).or_default();
         want.policies.insert(name.to_string());
         if let Some(d) = deny {
+            // Allowed only if every policy that wants a default-deny here allows it: the one
+            // object carries all their directions.
+            let allowed = c
+                .network
+                .allow_default_deny_in_front_of_webhooks
+                .contains(&ns);
+            want.deny_allowed = allowed && (want.deny.is_none() || want.deny_allowed);
             let merged = want.deny.get_or_insert(DenySpec::default());
             merged.ingress |= d.ingress;
             merged.egress |= d.egress;
@@ -279,6 +297,64 @@ pub fn rejected(
     rejected
 }
 
+/// Why `onus-default-deny` may not be applied or tightened in `namespace` now (empty: it
+/// may): it is onus's own namespace, or it backs a webhook or APIService the policies do not
+/// allow a deny in front of, or what it backs is not known yet (fail closed).
+pub fn deny_gate(namespace: &str, allowed: bool, index: &Index) -> Vec<String> {
+    if index.own_namespace.as_deref() == Some(namespace) {
+        return vec!["onus runs there".into()];
+    }
+    if allowed {
+        return Vec::new();
+    }
+    if !index.backends.synced() {
+        return vec!["webhooks and APIServices not listed yet".into()];
+    }
+    index
+        .backends
+        .in_namespace(namespace)
+        .iter()
+        .map(|b| format!("backs {b}"))
+        .collect()
+}
+
+/// A namespace where the policies want a default-deny that the gate ([`deny_gate`]) holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DenyWaiting {
+    pub namespace: String,
+    /// What holds it, e.g. `backs webhook cert-manager-webhook`.
+    pub reasons: Vec<String>,
+    /// Part of the wanted deny is not in place: it waits.
+    pub waits: bool,
+    /// An `onus-default-deny` that onus applied before stands in front of the backends (kept:
+    /// onus does not remove a protection by itself).
+    pub kept: bool,
+}
+
+/// Whether the gate holds the default-deny `want` asks for in `namespace`, and how.
+pub fn deny_waiting(namespace: &str, want: &NamespaceWant, index: &Index) -> Option<DenyWaiting> {
+    let wanted = want.deny?;
+    let reasons = deny_gate(namespace, want.deny_allowed, index);
+    if reasons.is_empty() {
+        return None;
+    }
+    let np = index
+        .network_policies
+        .get(&Key::new(Some(namespace), DEFAULT_DENY));
+    let covered =
+        np.is_some_and(|f| f.denies_ingress >= wanted.ingress && f.denies_egress >= wanted.egress);
+    // Only a real backend makes a kept deny worth a warning (not a watch still listing).
+    let kept = np.is_some_and(|f| f.onus.is_some())
+        && (index.own_namespace.as_deref() == Some(namespace)
+            || !index.backends.in_namespace(namespace).is_empty());
+    Some(DenyWaiting {
+        namespace: namespace.to_string(),
+        reasons,
+        waits: !covered,
+        kept,
+    })
+}
+
 /// How [`plan`] compares wants with the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanMode {
@@ -306,6 +382,19 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
             (None, Some(h)) => Some(h.deny),
             (d, None) => d,
         };
+        let gate = deny_gate(ns, want.deny_allowed, index);
+        let onus_deny = np.and_then(|f| f.onus.as_ref());
+        let deny = match (deny, onus_deny) {
+            // Held: nothing new goes in front of a backend. What onus applied before stays
+            // (removing a protection is not onus's call; status warns), loosened as the
+            // policies loosen, never tightened.
+            (Some(d), Some(o)) if !gate.is_empty() && mode == PlanMode::Converge => {
+                Some(d.within(o.deny)).filter(|d| d.ingress || d.egress)
+            }
+            (Some(_), _) if !gate.is_empty() => None,
+            (d, _) => d,
+        };
+        let held_here = !gate.is_empty() && want.deny.is_some();
         if let Some(deny) = deny {
             let in_place = match mode {
                 PlanMode::Converge => np
@@ -327,7 +416,8 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
                     policies: policies.clone(),
                 });
             }
-        } else if np.is_some_and(|f| f.onus.is_some()) {
+        } else if np.is_some_and(|f| f.onus.is_some()) && (mode == PlanMode::Converge || !held_here)
+        {
             actions.push(Action::DeleteNetworkPolicy {
                 namespace: ns.clone(),
             });
@@ -477,6 +567,8 @@ pub struct Preview {
     pub service_accounts: u32,
     /// Namespaces where the wanted `enforce` level waits for existing workloads.
     pub enforce_waiting: Vec<NamespaceWaiting>,
+    /// Namespaces where the default-deny is held by the gate ([`deny_gate`]).
+    pub deny_waiting: Vec<DenyWaiting>,
 }
 
 impl Preview {
@@ -486,6 +578,7 @@ impl Preview {
             && self.pod_security_labels == 0
             && self.service_accounts == 0
             && self.enforce_waiting.is_empty()
+            && !self.deny_waiting.iter().any(|w| w.waits)
     }
 }
 
@@ -504,6 +597,7 @@ pub fn preview(policy: &ResponsibilityPolicy, index: &Index) -> Preview {
         }
     }
     for (ns, want) in &wants {
+        out.deny_waiting.extend(deny_waiting(ns, want, index));
         let fact = index.namespaces.get(&Key::new(None, ns));
         if let (Some(p), Some(fact)) = (want.pod_security, fact) {
             let plan = plan_labels(ns, p, fact, index);

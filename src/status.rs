@@ -6,11 +6,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::{
     crd::{
-        ControlResult, ControlStatus, Mode, Owner, RemediationKind, RemediationStatus,
+        ControlResult, ControlStatus, Exception, Mode, Owner, RemediationKind, RemediationStatus,
         ResponsibilityPolicyStatus, Summary,
     },
     evaluate::Evaluation,
-    remediate::{NamespaceWaiting, Preview},
+    remediate::{DenyWaiting, NamespaceWaiting, Preview},
 };
 
 /// At most this many example offenders per control; counts stay exact.
@@ -21,6 +21,13 @@ pub const READY: &str = "Ready";
 pub const COMPLIANT: &str = "Compliant";
 pub const RESPONSIBILITY_GAP: &str = "ResponsibilityGap";
 pub const ENFORCED: &str = "Enforced";
+pub const DEFAULT_DENY_IN_FRONT_OF_BACKENDS: &str = "DefaultDenyInFrontOfBackends";
+
+/// How to let a held default-deny go in, said once in the Enforced condition.
+const DENY_HINT: &str = "a default-deny in front of a Service the API server calls can break \
+    the cluster's API; once that traffic is allowed by a NetworkPolicy of its own, list the \
+    namespace in spec.controls.network.allowDefaultDenyInFrontOfWebhooks (never possible for \
+    onus's own namespace), or exclude the namespace";
 
 struct Conditions<'a> {
     previous: &'a [Condition],
@@ -89,11 +96,123 @@ pub fn waiting_message(w: &NamespaceWaiting) -> String {
     )
 }
 
+/// The active exceptions that cover objects a waiting `enforce` label waits for, as
+/// `spec.exceptions[0] (WKL-03) covers Deployment/shop/rootapp`: an exception silences onus's
+/// check, never the Pod Security admission, so the label would wait for them forever.
+pub fn blocking_exceptions(
+    w: &NamespaceWaiting,
+    exceptions: &[Exception],
+    now: &Time,
+) -> Vec<String> {
+    let ns = &w.namespace;
+    let mut out = Vec::new();
+    for (i, e) in exceptions.iter().enumerate() {
+        if e.expires.as_ref().is_some_and(|t| t.0 <= now.0) {
+            continue;
+        }
+        let controls: Vec<&str> = e
+            .controls
+            .iter()
+            .map(String::as_str)
+            .filter(|c| c.starts_with("WKL-") && *c != "WKL-01")
+            .collect();
+        if controls.is_empty() || !(e.namespaces.is_empty() || e.namespaces.contains(ns)) {
+            continue;
+        }
+        let covered: Vec<&str> = w
+            .waiting
+            .objects
+            .iter()
+            .filter(|o| {
+                let mut parts = o.splitn(3, '/');
+                let (kind, name) = (
+                    parts.next().unwrap_or_default(),
+                    parts.nth(1).unwrap_or_default(),
+                );
+                e.resources.is_empty()
+                    || e.resources
+                        .iter()
+                        .any(|r| r.kind.eq_ignore_ascii_case(kind) && r.name == name)
+            })
+            .map(String::as_str)
+            .collect();
+        if covered.is_empty() {
+            continue;
+        }
+        let mut shown: Vec<&str> = covered.iter().take(3).copied().collect();
+        if covered.len() > shown.len() {
+            shown.push("…");
+        }
+        out.push(format!(
+            "spec.exceptions[{i}] ({}) covers {}",
+            controls.join(", "),
+            shown.join(", ")
+        ));
+    }
+    out
+}
+
+/// [`waiting_message`], and when exceptions cover what it waits for, which ones and how to
+/// proceed.
+pub fn waiting_message_for(w: &NamespaceWaiting, exceptions: &[Exception], now: &Time) -> String {
+    let base = waiting_message(w);
+    let blocking = blocking_exceptions(w, exceptions, now);
+    if blocking.is_empty() {
+        return base;
+    }
+    format!(
+        "{base}; {} (an exception silences onus's check, not the PodSecurity admission: fix \
+         them, set spec.controls.podSecurity.forceEnforce, or govern {} with a policy at a level \
+         they meet and list it in spec.excludedNamespaces here)",
+        blocking.join("; "),
+        w.namespace
+    )
+}
+
+/// One namespace's held default-deny, e.g. `NetworkPolicy waits in cert-manager: backs
+/// webhook cert-manager-webhook`.
+pub fn deny_waiting_message(w: &DenyWaiting) -> String {
+    format!(
+        "NetworkPolicy waits in {}: {}",
+        w.namespace,
+        w.reasons.join(", ")
+    )
+}
+
+/// One namespace whose `onus-default-deny` (applied before) now stands in front of a backend,
+/// e.g. `onus-default-deny in cert-manager stays in front of webhook cert-manager-webhook`.
+pub fn deny_kept_message(w: &DenyWaiting) -> String {
+    let what: Vec<&str> = w
+        .reasons
+        .iter()
+        .map(|r| match r.as_str() {
+            "onus runs there" => "onus itself",
+            other => other.strip_prefix("backs ").unwrap_or(other),
+        })
+        .collect();
+    format!(
+        "onus-default-deny in {} stays in front of {}",
+        w.namespace,
+        what.join(", ")
+    )
+}
+
+/// Up to [`MAX_EXAMPLES`] of `items`, and `…` when there are more.
+fn sample(mut items: Vec<String>) -> Vec<String> {
+    if items.len() > MAX_EXAMPLES {
+        items.truncate(MAX_EXAMPLES);
+        items.push("…".into());
+    }
+    items
+}
+
 /// The status of a valid policy. `failures` are the remediations the API server refused in
 /// the policy's namespaces (each naming the object and the server's message).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluated(
     eval: &Evaluation,
     preview: &Preview,
+    exceptions: &[Exception],
     failures: &[String],
     mode: Mode,
     generation: Option<i64>,
@@ -195,9 +314,34 @@ pub fn evaluated(
         .enforce_waiting
         .iter()
         .take(MAX_EXAMPLES)
-        .map(waiting_message)
+        .map(|w| waiting_message_for(w, exceptions, now))
         .collect();
+    let held = || preview.deny_waiting.iter().filter(|w| w.waits);
+    let deny_waiting = sample(held().map(deny_waiting_message).collect());
     if mode == Mode::Enforce {
+        let kept: Vec<&DenyWaiting> = preview.deny_waiting.iter().filter(|w| w.kept).collect();
+        if kept.is_empty() {
+            conditions.set(
+                DEFAULT_DENY_IN_FRONT_OF_BACKENDS,
+                false,
+                "NoneInFront",
+                "no onus-default-deny stands in front of a webhook, APIService or onus itself"
+                    .into(),
+            );
+        } else {
+            conditions.set(
+                DEFAULT_DENY_IN_FRONT_OF_BACKENDS,
+                true,
+                "KeptInFrontOfBackends",
+                format!(
+                    "{}; onus keeps what it applied (removing a protection is not its call): \
+                     allow that traffic with a NetworkPolicy and list the namespace in \
+                     spec.controls.network.allowDefaultDenyInFrontOfWebhooks, or exclude the \
+                     namespace to have onus remove its default-deny",
+                    sample(kept.iter().map(|w| deny_kept_message(w)).collect()).join("; ")
+                ),
+            );
+        }
         if !failures.is_empty() {
             let mut shown: Vec<&str> = failures
                 .iter()
@@ -227,24 +371,40 @@ pub fn evaluated(
         } else if preview.network_policies + preview.pod_security_labels + preview.service_accounts
             == 0
         {
-            conditions.set(
-                ENFORCED,
-                false,
-                "EnforceWaiting",
-                format!(
+            let mut parts = Vec::new();
+            if !preview.enforce_waiting.is_empty() {
+                parts.push(format!(
                     "Pod Security enforce label waits for existing workloads in {} namespaces: {}",
                     preview.enforce_waiting.len(),
                     waiting.join("; ")
-                ),
-            );
+                ));
+            }
+            if !deny_waiting.is_empty() {
+                parts.push(format!(
+                    "default-deny NetworkPolicy held in {} namespaces: {} ({DENY_HINT})",
+                    preview.deny_waiting.iter().filter(|w| w.waits).count(),
+                    deny_waiting.join("; ")
+                ));
+            }
+            conditions.set(ENFORCED, false, "EnforceWaiting", parts.join("; "));
         } else {
             conditions.set(
                 ENFORCED,
                 false,
                 "Pending",
                 format!(
-                    "remediations pending: {} NetworkPolicies, {} namespaces' Pod Security labels, {} ServiceAccounts",
-                    preview.network_policies, preview.pod_security_labels, preview.service_accounts
+                    "remediations pending: {} NetworkPolicies, {} namespaces' Pod Security labels, {} ServiceAccounts{}",
+                    preview.network_policies,
+                    preview.pod_security_labels,
+                    preview.service_accounts,
+                    if deny_waiting.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; default-deny NetworkPolicy held: {} ({DENY_HINT})",
+                            deny_waiting.join("; ")
+                        )
+                    }
                 ),
             );
         }
@@ -259,6 +419,10 @@ pub fn evaluated(
         pod_security_labels: preview.pod_security_labels,
         service_accounts: preview.service_accounts,
         enforce_waiting: waiting,
+        network_policy_waiting: held()
+            .take(MAX_EXAMPLES)
+            .map(deny_waiting_message)
+            .collect(),
     });
 
     ResponsibilityPolicyStatus {
@@ -373,6 +537,7 @@ mod tests {
             eval,
             &Preview::default(),
             &[],
+            &[],
             Mode::Audit,
             Some(1),
             previous,
@@ -389,7 +554,7 @@ mod tests {
             ..Preview::default()
         };
         let at = time("2026-11-28T12:00:00Z");
-        let enforce = evaluated(&eval, &preview, &[], Mode::Enforce, Some(1), None, &at);
+        let enforce = evaluated(&eval, &preview, &[], &[], Mode::Enforce, Some(1), None, &at);
         let mut s = enforce.clone();
         enforce_unavailable(&mut s, None, &at);
         let c = condition(&s, ENFORCED).expect("Enforced");
@@ -434,6 +599,7 @@ mod tests {
         let s = evaluated(
             &evaluation(0),
             &Preview::default(),
+            &[],
             std::slice::from_ref(&refused),
             Mode::Enforce,
             Some(1),
@@ -461,6 +627,119 @@ mod tests {
         assert_eq!(
             waiting_message(&w),
             "enforce=baseline in shop; restricted waits for 1 workload (Deployment/shop/rootapp)"
+        );
+    }
+
+    #[test]
+    fn a_waiting_label_names_the_exception_that_holds_it_and_how_to_proceed() {
+        let w = NamespaceWaiting {
+            namespace: "shop".into(),
+            enforced: Some("baseline".into()),
+            waiting: crate::remediate::Waiting {
+                level: crate::crd::PodSecurityLevel::Restricted,
+                objects: vec![
+                    "Deployment/shop/rootapp".into(),
+                    "Deployment/shop/web".into(),
+                ],
+            },
+        };
+        let exceptions: Vec<Exception> = serde_json::from_value(serde_json::json!([
+            {"controls": ["NET-01"], "reason": "other family"},
+            {"controls": ["WKL-03"], "namespaces": ["lab"], "reason": "other namespace"},
+            {"controls": ["WKL-03", "WKL-07"], "namespaces": ["shop"],
+             "resources": [{"kind": "deployment", "name": "rootapp"}], "reason": "legacy"},
+            {"controls": ["WKL-07"], "reason": "expired", "expires": "2026-01-01T00:00:00Z"},
+        ]))
+        .expect("exceptions");
+        let now = time("2026-11-28T12:00:00Z");
+        assert_eq!(
+            blocking_exceptions(&w, &exceptions, &now),
+            ["spec.exceptions[2] (WKL-03, WKL-07) covers Deployment/shop/rootapp"]
+        );
+        let message = waiting_message_for(&w, &exceptions, &now);
+        assert!(message.starts_with(&waiting_message(&w)), "{message}");
+        assert!(message.contains("forceEnforce"), "{message}");
+        assert!(message.contains("spec.excludedNamespaces"), "{message}");
+        // No exception covers anything: the plain message.
+        assert_eq!(
+            waiting_message_for(&w, &exceptions[..2], &now),
+            waiting_message(&w)
+        );
+    }
+
+    fn enforce_status(preview: &Preview) -> ResponsibilityPolicyStatus {
+        evaluated(
+            &evaluation(0),
+            preview,
+            &[],
+            &[],
+            Mode::Enforce,
+            Some(1),
+            None,
+            &time("2026-11-28T12:00:00Z"),
+        )
+    }
+
+    #[test]
+    fn a_held_default_deny_is_named_in_status_with_what_it_waits_for() {
+        let preview = Preview {
+            deny_waiting: vec![DenyWaiting {
+                namespace: "cert-manager".into(),
+                reasons: vec!["backs webhook cert-manager-webhook".into()],
+                waits: true,
+                kept: false,
+            }],
+            ..Preview::default()
+        };
+        let s = enforce_status(&preview);
+        let remediation = s.remediation.as_ref().expect("remediation");
+        assert_eq!(
+            remediation.network_policy_waiting,
+            ["NetworkPolicy waits in cert-manager: backs webhook cert-manager-webhook"]
+        );
+        let enforced = condition(&s, ENFORCED).expect("Enforced");
+        assert_eq!(
+            (enforced.status.as_str(), enforced.reason.as_str()),
+            ("False", "EnforceWaiting")
+        );
+        assert!(
+            enforced
+                .message
+                .contains("allowDefaultDenyInFrontOfWebhooks"),
+            "{}",
+            enforced.message
+        );
+        let front = condition(&s, DEFAULT_DENY_IN_FRONT_OF_BACKENDS).expect("condition");
+        assert_eq!(front.status, "False");
+    }
+
+    #[test]
+    fn a_kept_default_deny_in_front_of_a_webhook_raises_a_warning_condition() {
+        let preview = Preview {
+            deny_waiting: vec![DenyWaiting {
+                namespace: "cert-manager".into(),
+                reasons: vec!["backs webhook cert-manager-webhook".into()],
+                waits: false,
+                kept: true,
+            }],
+            ..Preview::default()
+        };
+        let s = enforce_status(&preview);
+        assert_eq!(
+            condition(&s, ENFORCED).map(|c| c.status.as_str()),
+            Some("True")
+        );
+        let front = condition(&s, DEFAULT_DENY_IN_FRONT_OF_BACKENDS).expect("condition");
+        assert_eq!(
+            (front.status.as_str(), front.reason.as_str()),
+            ("True", "KeptInFrontOfBackends")
+        );
+        assert!(
+            front.message.starts_with(
+                "onus-default-deny in cert-manager stays in front of webhook cert-manager-webhook;"
+            ),
+            "{}",
+            front.message
         );
     }
 

@@ -53,7 +53,7 @@ mode: Audit
 namespaceSelector: {matchExpressions: [{key: env, operator: In, values: [prod]}]}
 controls:
   rbac: {clusterAdminSubjects: [{kind: Group, name: platform-admins}, {kind: ServiceAccount, name: ci, namespace: tools}]}
-  network: {defaultDeny: [Ingress, Egress], allowDNS: true}
+  network: {defaultDeny: [Ingress, Egress], allowDNS: true, allowDefaultDenyInFrontOfWebhooks: [cert-manager]}
   podSecurity: {level: restricted, version: v1.37}
 responsibilities: [{control: NET-04, owner: Provider, reason: managed CNI}]
 exceptions: [{controls: [WKL-03], namespaces: [monitoring], resources: [{kind: DaemonSet, name: node-exporter}], reason: metrics, expires: '2027-03-01T00:00:00Z'}]",

@@ -109,6 +109,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How long the start waits for the default-deny gate's watches after the others synced.
+const BACKENDS_GRACE: Duration = Duration::from_secs(10);
+
 /// How often a policy is evaluated when nothing triggers it.
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -133,6 +136,10 @@ pub struct Settings {
     /// their `Enforced` condition that Enforce is unavailable. Off by default: a missing flag
     /// never turns enforcement off, and a write RBAC refuses is reported as `RemediationFailed`.
     pub audit_only: bool,
+    /// The namespace onus runs in (`$POD_NAMESPACE`): never given a default-deny (it would
+    /// cut onus off from its probes, its metrics scrapes and the API server's webhooks onus
+    /// may serve one day). `None` outside a cluster.
+    pub own_namespace: Option<String>,
 }
 
 impl Default for Settings {
@@ -145,6 +152,7 @@ impl Default for Settings {
             readiness: Readiness::default(),
             null_evaluation: false,
             audit_only: false,
+            own_namespace: None,
         }
     }
 }
@@ -163,7 +171,10 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let index = Arc::new(RwLock::new(Index::default()));
+    let index = Arc::new(RwLock::new(Index {
+        own_namespace: settings.own_namespace.clone().filter(|ns| !ns.is_empty()),
+        ..Index::default()
+    }));
     let changes = Arc::new(Changes::default());
     let first_change = Arc::new(Mutex::new(None));
     let watch = Watch::new(
@@ -191,6 +202,22 @@ pub async fn run(
         }
     }
     info!("Caches synced");
+    // The default-deny gate's watches are not waited for without end (onus must report
+    // everything else even without RBAC to read webhooks): until they list, every
+    // default-deny is held, and status says why.
+    let backends_synced = async {
+        while !read(&index).backends.synced() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(BACKENDS_GRACE, backends_synced)
+        .await
+        .is_err()
+    {
+        warn!(
+            "Webhook, CRD and APIService watches have not listed; default-deny NetworkPolicies are held until they do"
+        );
+    }
     release_free_heap();
     settings.readiness.set_synced(true);
     if settings.null_evaluation {
@@ -419,6 +446,7 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
             let mut status = status::evaluated(
                 &eval,
                 &preview,
+                &policy.spec.exceptions,
                 &failures,
                 policy.spec.mode,
                 generation,

@@ -10,11 +10,16 @@ use std::{
 
 use futures::{FutureExt, StreamExt, future::join_all};
 use k8s_openapi::api::{
+    admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
     apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
     batch::v1::{CronJob, Job},
     core::v1::{Namespace, Pod, Service, ServiceAccount},
     networking::v1::NetworkPolicy,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+};
+use k8s_openapi::{
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    kube_aggregator::pkg::apis::apiregistration::v1::APIService,
 };
 use kube::{
     Api, Client, Resource,
@@ -33,6 +38,7 @@ use crate::{
     evaluate::POLICY_CAPABLE_CNIS,
     facts::{
         self, WorkloadKind,
+        backends::{self, BackendFact, BackendKind},
         wire::{PodObject, WorkloadObject},
     },
     index::{FactMap, Index, Key},
@@ -50,6 +56,8 @@ const LISTS_IN_FLIGHT: usize = 4;
 const POD_PAGE: u32 = 100;
 /// Objects per list page for the other kinds.
 const PAGE: u32 = 500;
+/// Objects per list page for CustomResourceDefinitions (each can be large).
+const CRD_PAGE: u32 = 25;
 
 /// Which policies a change can concern.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -256,6 +264,31 @@ pub(super) async fn watch_all(watch: Watch) {
         watch!(CronJob as WorkloadObject, (facts::cron_job, |i| i.workloads_mut(WorkloadKind::CronJob)); in_namespace),
         watch!(Pod as PodObject, (facts::pod, |i| i.workloads_mut(WorkloadKind::Pod)),
             (facts::owned_pod, |i| &mut i.owned_pods); in_namespace),
+        // What the API server calls back into: the default-deny gate.
+        watch_backends::<ValidatingWebhookConfiguration, _>(
+            watch.clone(),
+            BackendKind::ValidatingWebhookConfiguration,
+            backends::webhook_configuration,
+        )
+        .boxed(),
+        watch_backends::<MutatingWebhookConfiguration, _>(
+            watch.clone(),
+            BackendKind::MutatingWebhookConfiguration,
+            backends::webhook_configuration,
+        )
+        .boxed(),
+        watch_backends::<CustomResourceDefinition, _>(
+            watch.clone(),
+            BackendKind::CustomResourceDefinition,
+            backends::crd_conversion,
+        )
+        .boxed(),
+        watch_backends::<APIService, _>(
+            watch.clone(),
+            BackendKind::APIService,
+            backends::api_service,
+        )
+        .boxed(),
     ];
     futures::future::join(join_all(watches), version).await;
 }
@@ -447,6 +480,141 @@ where
                 .unwrap_or_else(|p| p.into_inner())
                 .get_or_insert_with(Instant::now);
             changes.record(scope);
+        }
+    }
+}
+
+/// Watches the objects of one kind that can point the API server at a Service, into
+/// [`Index::backends`]. A change moves (and re-reconciles) exactly the namespaces the object
+/// pointed into before and after; the first complete list concerns every namespace (until
+/// then every default-deny is held).
+async fn watch_backends<K, P>(
+    watch: Watch,
+    backend: BackendKind,
+    project: fn(&P) -> Option<BackendFact>,
+) where
+    K: k8s_openapi::Resource + Resource<DynamicType = ()>,
+    P: DeserializeOwned + Identified + Clone + Debug + Send + Sync + 'static,
+{
+    let Watch {
+        client,
+        index,
+        changes,
+        metrics,
+        first_change,
+        lists,
+    } = watch;
+    let resource = ApiResource::erase::<K>(&());
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    let api = Api::<Watched<P>>::all_with(client, &resource);
+    // A CRD can be hundreds of kilobytes of schema: small pages bound the list in memory.
+    let page = if backend == BackendKind::CustomResourceDefinition {
+        CRD_PAGE
+    } else {
+        PAGE
+    };
+    let mut events = watcher(api, watcher::Config::default().page_size(page))
+        .default_backoff()
+        .boxed();
+    let mut listing: Option<OwnedSemaphorePermit> = None;
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                warn!(%kind, %error, "Watch failed; retrying (default-deny stays held until it lists)");
+                continue;
+            }
+        };
+        metrics.watch_event(kind);
+        if matches!(event, Event::Init) && listing.is_none() {
+            listing = lists.clone().acquire_owned().await.ok();
+        }
+        let done = matches!(event, Event::InitDone);
+        let mut cluster = false;
+        let mut scopes: Vec<Scope> = {
+            let mut guard = write(&index);
+            let facts = &mut *guard;
+            let moved = |facts: &mut Index, key: &Key, change: &dyn Fn(&mut Index) -> bool| {
+                let before = facts.backends.namespaces_of(backend, key);
+                if !change(facts) {
+                    return Vec::new();
+                }
+                facts.backends.rebuild();
+                let after = facts.backends.namespaces_of(backend, key);
+                before.union(&after).cloned().collect::<Vec<_>>()
+            };
+            let touched: Option<Vec<String>> = match event {
+                Event::Apply(obj) => {
+                    let key = key_of(&obj);
+                    decoded(&metrics, kind, &key, obj).map(|body| {
+                        let fact = project(&body);
+                        moved(facts, &key, &|i: &mut Index| {
+                            i.backends.map(backend).apply(key.clone(), fact.clone())
+                        })
+                    })
+                }
+                Event::Delete(obj) => {
+                    let key = key_of(&obj);
+                    Some(moved(facts, &key, &|i: &mut Index| {
+                        i.backends.map(backend).delete(&key)
+                    }))
+                }
+                Event::Init => {
+                    facts.backends.map(backend).reset_start();
+                    None
+                }
+                Event::InitApply(obj) => {
+                    let key = key_of(&obj);
+                    if let Some(body) = decoded(&metrics, kind, &key, obj) {
+                        facts.backends.map(backend).reset_apply(key, project(&body));
+                    }
+                    None
+                }
+                Event::InitDone => {
+                    let first = !facts.backends.synced();
+                    let before: BTreeSet<String> = facts.backends.namespaces().cloned().collect();
+                    let changed = facts.backends.map(backend).reset_done();
+                    if changed {
+                        facts.backends.rebuild();
+                    }
+                    if first && facts.backends.synced() {
+                        // Every held namespace may be released from the "not listed yet" hold.
+                        facts.touch(kind, None);
+                        cluster = true;
+                        None
+                    } else {
+                        let after: BTreeSet<String> =
+                            facts.backends.namespaces().cloned().collect();
+                        Some(if changed {
+                            // Any namespace whose backends may differ (the sets alone miss a
+                            // namespace that backs something else now).
+                            before.union(&after).cloned().collect()
+                        } else {
+                            Vec::new()
+                        })
+                    }
+                }
+            };
+            let touched = touched.unwrap_or_default();
+            for ns in &touched {
+                facts.touch(kind, Some(ns));
+            }
+            touched.into_iter().map(Scope::Namespace).collect()
+        };
+        if done {
+            listing = None;
+        }
+        if cluster {
+            scopes = vec![Scope::Cluster];
+        }
+        if !scopes.is_empty() {
+            first_change
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(Instant::now);
+            for scope in scopes {
+                changes.record(scope);
+            }
         }
     }
 }

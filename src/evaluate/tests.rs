@@ -207,6 +207,35 @@ fn egress_deny_is_only_checked_when_the_policy_asks_for_it() {
 }
 
 #[test]
+fn an_egress_only_policy_checks_egress_only_and_reports_the_gap_it_leaves() {
+    let index = cluster(&[("shop", &[])]);
+    let egress = evaluate(
+        &spec(
+            json!({"serviceModel": "PaaS", "controls": {"network": {"defaultDeny": ["Egress"]}}}),
+        ),
+        &index,
+        now(),
+    );
+    assert_eq!(outcome(&egress, "NET-01").result, ControlResult::Disabled);
+    assert_eq!(outcome(&egress, "NET-02").result, ControlResult::Fail);
+    let gap = egress
+        .gaps
+        .iter()
+        .find(|g| g.control == "NET-01")
+        .expect("NET-01 gap");
+    assert_eq!(gap.reason, "ControlDisabled");
+    assert!(
+        gap.message.contains("defaultDeny lacks Ingress"),
+        "{}",
+        gap.message
+    );
+    // The default (Ingress) leaves no gap.
+    let ingress = evaluate(&spec(json!({"serviceModel": "PaaS"})), &index, now());
+    assert_eq!(outcome(&ingress, "NET-01").result, ControlResult::Fail);
+    assert!(ingress.gaps.iter().all(|g| g.control != "NET-01"));
+}
+
+#[test]
 fn the_default_service_account_may_mount_its_token_when_the_policy_allows_it() {
     let index = cluster(&[("shop", &[])]);
     let strict = evaluate(&spec(json!({"serviceModel": "PaaS"})), &index, now());

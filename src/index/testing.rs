@@ -9,6 +9,37 @@ fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).expect("fixture")
 }
 
+/// Marks the webhook, CRD and APIService watches as listed (with nothing found): the default-deny
+/// gate holds every namespace until they have.
+pub(crate) fn backends_listed(index: &mut Index) {
+    for kind in crate::facts::backends::BackendKind::ALL {
+        let map = index.backends.map(kind);
+        map.reset_start();
+        map.reset_done();
+    }
+    index.backends.rebuild();
+}
+
+/// Records that namespace `ns` backs a ValidatingWebhookConfiguration `name` (through a
+/// Service `svc`), as the watch does.
+pub(crate) fn webhook(index: &mut Index, name: &str, ns: &str) {
+    let kind = crate::facts::backends::BackendKind::ValidatingWebhookConfiguration;
+    let key = Key::new(None, name);
+    // The namespaces it pointed into before move too.
+    let mut moved = index.backends.namespaces_of(kind, &key);
+    moved.insert(ns.to_string());
+    index.backends.map(kind).apply(
+        key,
+        Some(crate::facts::backends::BackendFact {
+            services: vec![(ns.to_string(), "svc".to_string())],
+        }),
+    );
+    index.backends.rebuild();
+    for ns in moved {
+        index.touch("ValidatingWebhookConfiguration", Some(&ns));
+    }
+}
+
 /// Adds a Deployment with this pod spec in its template.
 pub(crate) fn deployment(index: &mut Index, ns: &str, name: &str, pod_spec: Value) {
     let d = from(json!({"metadata": {"name": name, "namespace": ns},

@@ -9,7 +9,10 @@ use std::{
     sync::Arc,
 };
 
-use super::{Action, NamespaceWaiting, NamespaceWant, PlanMode, Preview, plan, plan_labels, wants};
+use super::{
+    Action, DenyWaiting, NamespaceWaiting, NamespaceWant, PlanMode, Preview, plan, plan_labels,
+    wants,
+};
 use crate::{
     crd::{Mode, ResponsibilityPolicy, ResponsibilityPolicySpec},
     index::{Index, Key, NamespaceStamp},
@@ -23,6 +26,7 @@ struct Share {
     pod_security_labels: u32,
     service_accounts: u32,
     waiting: Option<NamespaceWaiting>,
+    deny: Option<DenyWaiting>,
 }
 
 /// What one namespace's shares were computed at, and the shares per want.
@@ -85,6 +89,7 @@ impl Previews {
             out.pod_security_labels += share.pod_security_labels;
             out.service_accounts += share.service_accounts;
             out.enforce_waiting.extend(share.waiting);
+            out.deny_waiting.extend(share.deny);
         }
         out
     }
@@ -106,7 +111,10 @@ impl Previews {
         if let Some((_, share)) = entry.shares.iter().find(|(w, _)| *w == want) {
             return share.clone();
         }
-        let mut share = Share::default();
+        let mut share = Share {
+            deny: super::deny_waiting(&ns, &want, index),
+            ..Share::default()
+        };
         let fact = index.namespaces.get(&Key::new(None, &ns));
         if let (Some(p), Some(fact)) = (want.pod_security, fact) {
             let labels = plan_labels(&ns, p, fact, index);
@@ -167,13 +175,38 @@ mod tests {
 
         #[test]
         fn cached_previews_equal_previews_from_scratch(
-            ops in prop::collection::vec((0u8..13, 0u8..4, 0u8..3, any::<bool>()), 1..30),
+            ops in prop::collection::vec((0u8..15, 0u8..4, 0u8..3, any::<bool>()), 1..30),
         ) {
             let policies = policies();
             let mut index = base();
             let mut previews = Previews::default();
             for (step, (op, n, name, flag)) in ops.into_iter().enumerate() {
-                change(&mut index, op, n, name, flag);
+                match op {
+                    // Only the backend watches' first lists release the gate.
+                    13 if !index.backends.synced() => {
+                        crate::index::testing::backends_listed(&mut index);
+                        index.touch("APIService", None);
+                    }
+                    // A webhook starts or stops pointing into a namespace.
+                    13 | 14 => {
+                        let ns = ["default", "shop", "lab", "ops"][usize::from(n)];
+                        let webhook = format!("wh-{name}");
+                        if flag {
+                            crate::index::testing::webhook(&mut index, &webhook, ns);
+                        } else {
+                            let kind = crate::facts::backends::BackendKind::ValidatingWebhookConfiguration;
+                            let key = Key::new(None, &webhook);
+                            let before = index.backends.namespaces_of(kind, &key);
+                            if index.backends.map(kind).delete(&key) {
+                                index.backends.rebuild();
+                                for ns in before {
+                                    index.touch("ValidatingWebhookConfiguration", Some(&ns));
+                                }
+                            }
+                        }
+                    }
+                    _ => change(&mut index, op, n, name, flag),
+                }
                 for p in &policies {
                     prop_assert_eq!(
                         &*previews.get(p, &index),

@@ -123,6 +123,7 @@ fn workload(ns: &str, i: usize, kind: u8) -> Option<facts::WorkloadFact> {
 
 fn cluster(namespaces: &[NamespaceArb]) -> Index {
     let mut index = Index::default();
+    crate::index::testing::backends_listed(&mut index);
     for (ns, arb) in NAMESPACES.iter().zip(namespaces) {
         let mut labels: BTreeMap<String, String> =
             [("env".to_string(), arb.env.to_string())].into();
@@ -391,5 +392,52 @@ proptest! {
         converge(&policies, &mut index)?;
         converge(&[], &mut index)?;
         prop_assert_eq!(enforce_labels(&index), found);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The default-deny gate: once a namespace backs a webhook, whatever the policies do
+    /// (add, tighten, add egress), convergence never creates a default-deny there nor adds a
+    /// direction to the one in place; tightening still removes nothing.
+    #[test]
+    fn nothing_new_is_denied_in_front_of_a_webhook(
+        namespaces in proptest::collection::vec(namespace_arb(), 3),
+        policies in proptest::collection::vec(policy_arb(), 0..4),
+        tighten in tighten_arb(),
+        backing in proptest::collection::vec(any::<bool>(), 3),
+    ) {
+        let mut index = cluster(&namespaces);
+        let before: Vec<ResponsibilityPolicy> =
+            policies.iter().enumerate().map(|(i, p)| to_policy(i, p)).collect();
+        converge(&before, &mut index)?;
+        for (ns, back) in NAMESPACES.iter().zip(&backing) {
+            if *back {
+                crate::index::testing::webhook(&mut index, &format!("hook-{ns}"), ns);
+            }
+        }
+        let first = protection(&index);
+        let mut after = policies.clone();
+        match tighten {
+            Tighten::Add(p) => after.push(p),
+            Tighten::Restrict(i) => if let Some(p) = after.get_mut(i) { p.restricted = true },
+            Tighten::AddEgress(i) => if let Some(p) = after.get_mut(i) { p.egress = true },
+            Tighten::TokenOff(i) => if let Some(p) = after.get_mut(i) { p.token_off = true },
+            Tighten::Invalidate(_) => {}
+        }
+        let after: Vec<ResponsibilityPolicy> =
+            after.iter().enumerate().map(|(i, p)| to_policy(i, p)).collect();
+        converge(&after, &mut index)?;
+        let second = protection(&index);
+        for (ns, back) in NAMESPACES.iter().zip(&backing) {
+            let (_, i1, g1, _) = first[ns];
+            let (_, i2, g2, _) = second[ns];
+            // Tightening removes nothing, in front of a webhook or not.
+            prop_assert!(i2 >= i1 && g2 >= g1, "{ns}: a default-deny direction was removed");
+            if *back {
+                prop_assert!(i2 == i1 && g2 == g1, "{ns}: denied more in front of a webhook");
+            }
+        }
     }
 }

@@ -24,6 +24,7 @@ fn enforce(name: &str, controls: serde_json::Value) -> ResponsibilityPolicy {
 /// One namespace `shop` with labels, its `default` ServiceAccount, nothing else.
 fn cluster(labels: &[(&str, &str)]) -> Index {
     let mut index = Index::default();
+    crate::index::testing::backends_listed(&mut index);
     let labels = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -465,3 +466,4 @@ fn an_invalid_spec_holds_the_last_valid_one_from_status() {
 
 mod attack;
 mod gate_pods;
+mod webhook_gate;

@@ -294,6 +294,10 @@ fn rule_expectation(key: &str) -> Expectation {
         | "networking.k8s.io networkpolicies get,list,watch"
         | "networking.k8s.io networkpolicies create,patch,delete (onus-default-deny)"
         | "rbac.authorization.k8s.io roles,clusterroles,rolebindings,clusterrolebindings list,watch"
+        // The default-deny gate's watches (without them every default-deny is held).
+        | "admissionregistration.k8s.io validatingwebhookconfigurations,mutatingwebhookconfigurations list,watch"
+        | "apiextensions.k8s.io customresourcedefinitions list,watch"
+        | "apiregistration.k8s.io apiservices list,watch"
         | "events.k8s.io events create,patch" => Needed,
         other => panic!("rule {other:?} is not classified in rule_expectation: add it"),
     }

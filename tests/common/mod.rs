@@ -83,17 +83,27 @@ pub fn install_crd(cp: &ControlPlane) {
 impl TestEnv {
     /// Starts (or reuses) the control plane, installs the CRD and runs an operator for this test.
     pub async fn start(name: &str) -> TestEnv {
-        TestEnv::start_with(name, None).await
+        TestEnv::start_with(name, None, None).await
+    }
+
+    /// Like [`TestEnv::start`], but the operator runs "in" namespace `own_namespace` (as
+    /// `$POD_NAMESPACE` says in a cluster).
+    pub async fn start_in(name: &str, own_namespace: &str) -> TestEnv {
+        TestEnv::start_with(name, None, Some(own_namespace.to_string())).await
     }
 
     /// Like [`TestEnv::start`], but the operator acts as `user` (in `group`, if any) with a
     /// client certificate of its own, so the API server's audit log tells its writes apart
     /// from the test's (which stay the admin's).
     pub async fn start_as(name: &str, user: &str, group: Option<&str>) -> TestEnv {
-        TestEnv::start_with(name, Some((user, group))).await
+        TestEnv::start_with(name, Some((user, group)), None).await
     }
 
-    async fn start_with(name: &str, operator: Option<(&str, Option<&str>)>) -> TestEnv {
+    async fn start_with(
+        name: &str,
+        operator: Option<(&str, Option<&str>)>,
+        own_namespace: Option<String>,
+    ) -> TestEnv {
         // Operator logs show in a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -113,6 +123,7 @@ impl TestEnv {
             instance: id.clone(),
             policy_selector: Some(format!("{TEST_LABEL}={id}")),
             metrics: metrics.clone(),
+            own_namespace,
             ..Settings::default()
         };
         tokio::spawn(controller::run(operator, settings, std::future::pending()));

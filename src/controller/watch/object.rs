@@ -77,6 +77,9 @@ identified_by_metadata!(
     k8s_openapi::api::rbac::v1::ClusterRoleBinding,
     crate::facts::wire::PodObject,
     crate::facts::wire::WorkloadObject,
+    crate::facts::backends::WebhookConfigurationObject,
+    crate::facts::backends::CrdObject,
+    crate::facts::backends::ApiServiceObject,
 );
 
 impl<P> Watched<P> {

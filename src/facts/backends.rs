@@ -1,0 +1,244 @@
+//! Objects the API server calls back into a namespace for: admission webhooks (Validating and
+//! Mutating), CRD conversion webhooks and aggregated APIServices. A default-deny ingress
+//! NetworkPolicy in front of their Service can break the whole cluster's API, so onus holds its
+//! `onus-default-deny` in the namespaces these point at (see [`crate::remediate`]).
+//!
+//! Each object is decoded into a slim shape that reads only the Services it points at: a CRD
+//! can be hundreds of kilobytes of schema, of which this keeps two strings (or nothing).
+
+use serde::Deserialize;
+
+/// The kinds whose objects point at a Service the API server calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendKind {
+    ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration,
+    CustomResourceDefinition,
+    APIService,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::ValidatingWebhookConfiguration,
+        BackendKind::MutatingWebhookConfiguration,
+        BackendKind::CustomResourceDefinition,
+        BackendKind::APIService,
+    ];
+
+    /// How status names an object of this kind, e.g. `webhook cert-manager-webhook`.
+    pub fn describe(self, name: &str) -> String {
+        match self {
+            BackendKind::ValidatingWebhookConfiguration
+            | BackendKind::MutatingWebhookConfiguration => format!("webhook {name}"),
+            BackendKind::CustomResourceDefinition => format!("conversion webhook of CRD {name}"),
+            BackendKind::APIService => format!("APIService {name}"),
+        }
+    }
+}
+
+/// The Services (namespace, name) one object points at, sorted, without duplicates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackendFact {
+    pub services: Vec<(String, String)>,
+}
+
+/// Name, namespace and resourceVersion: all a backend object's metadata is read for (no
+/// annotations: a CRD's last-applied-configuration can be as large as its schema).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlimMeta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub resource_version: Option<String>,
+}
+
+/// `clientConfig.service` / `spec.service`: a Service reference.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ServiceRef {
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ClientConfig {
+    #[serde(default)]
+    pub service: Option<ServiceRef>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    #[serde(default)]
+    pub client_config: Option<ClientConfig>,
+}
+
+/// A ValidatingWebhookConfiguration or MutatingWebhookConfiguration.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct WebhookConfigurationObject {
+    #[serde(default)]
+    pub metadata: SlimMeta,
+    #[serde(default)]
+    pub webhooks: Option<Vec<Webhook>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversionWebhook {
+    #[serde(default)]
+    pub client_config: Option<ClientConfig>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Conversion {
+    #[serde(default)]
+    pub webhook: Option<ConversionWebhook>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CrdSpec {
+    #[serde(default)]
+    pub conversion: Option<Conversion>,
+}
+
+/// A CustomResourceDefinition: only its conversion webhook's Service.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CrdObject {
+    #[serde(default)]
+    pub metadata: SlimMeta,
+    #[serde(default)]
+    pub spec: Option<CrdSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ApiServiceSpec {
+    #[serde(default)]
+    pub service: Option<ServiceRef>,
+}
+
+/// An APIService: only its Service (absent for the API server's own groups).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ApiServiceObject {
+    #[serde(default)]
+    pub metadata: SlimMeta,
+    #[serde(default)]
+    pub spec: Option<ApiServiceSpec>,
+}
+
+fn fact<'a>(refs: impl IntoIterator<Item = &'a ServiceRef>) -> Option<BackendFact> {
+    let mut services: Vec<(String, String)> = refs
+        .into_iter()
+        .filter_map(|s| Some((s.namespace.clone()?, s.name.clone().unwrap_or_default())))
+        .filter(|(ns, _)| !ns.is_empty())
+        .collect();
+    services.sort();
+    services.dedup();
+    (!services.is_empty()).then_some(BackendFact { services })
+}
+
+/// The Services of a webhook configuration's webhooks (a webhook called by URL has none).
+pub fn webhook_configuration(obj: &WebhookConfigurationObject) -> Option<BackendFact> {
+    fact(
+        obj.webhooks
+            .iter()
+            .flatten()
+            .filter_map(|w| w.client_config.as_ref()?.service.as_ref()),
+    )
+}
+
+/// The Service of a CRD's conversion webhook.
+pub fn crd_conversion(obj: &CrdObject) -> Option<BackendFact> {
+    fact(
+        obj.spec
+            .as_ref()
+            .and_then(|s| {
+                s.conversion
+                    .as_ref()?
+                    .webhook
+                    .as_ref()?
+                    .client_config
+                    .as_ref()
+            })
+            .and_then(|c| c.service.as_ref()),
+    )
+}
+
+/// The Service of an aggregated APIService.
+pub fn api_service(obj: &ApiServiceObject) -> Option<BackendFact> {
+    fact(obj.spec.as_ref().and_then(|s| s.service.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_webhook_service_is_read_and_urls_are_not() {
+        let obj: WebhookConfigurationObject = serde_json::from_value(json!({
+            "metadata": {"name": "cert-manager-webhook", "annotations": {"a": "b"}},
+            "webhooks": [
+                {"name": "a", "clientConfig": {"service": {"namespace": "cert-manager", "name": "cm", "port": 443}, "caBundle": "AAAA"}},
+                {"name": "b", "clientConfig": {"url": "https://example.com"}},
+                {"name": "c", "clientConfig": {"service": {"namespace": "cert-manager", "name": "cm"}}},
+                {"name": "d", "clientConfig": {"service": {"namespace": "other", "name": "x"}}}
+            ]
+        }))
+        .expect("decodes");
+        assert_eq!(
+            webhook_configuration(&obj).expect("fact").services,
+            [
+                ("cert-manager".to_string(), "cm".to_string()),
+                ("other".to_string(), "x".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_crd_without_a_conversion_webhook_and_a_local_api_service_project_to_nothing() {
+        let crd: CrdObject = serde_json::from_value(json!({
+            "metadata": {"name": "things.example.com"},
+            "spec": {"group": "example.com", "conversion": {"strategy": "None"},
+                     "versions": [{"name": "v1", "schema": {"openAPIV3Schema": {"type": "object"}}}]}
+        }))
+        .expect("decodes");
+        assert_eq!(crd_conversion(&crd), None);
+        let local: ApiServiceObject = serde_json::from_value(json!({
+            "metadata": {"name": "v1.apps"}, "spec": {"group": "apps", "version": "v1"}
+        }))
+        .expect("decodes");
+        assert_eq!(api_service(&local), None);
+    }
+
+    #[test]
+    fn a_conversion_webhook_and_an_aggregated_api_service_name_their_service() {
+        let crd: CrdObject = serde_json::from_value(json!({
+            "metadata": {"name": "certificates.cert-manager.io"},
+            "spec": {"conversion": {"strategy": "Webhook", "webhook": {
+                "clientConfig": {"service": {"namespace": "cert-manager", "name": "cm-webhook", "path": "/convert"}},
+                "conversionReviewVersions": ["v1"]}}}
+        }))
+        .expect("decodes");
+        assert_eq!(
+            crd_conversion(&crd).expect("fact").services,
+            [("cert-manager".to_string(), "cm-webhook".to_string())]
+        );
+        let metrics: ApiServiceObject = serde_json::from_value(json!({
+            "metadata": {"name": "v1beta1.metrics.k8s.io"},
+            "spec": {"service": {"namespace": "kube-system", "name": "metrics-server"}, "group": "metrics.k8s.io"}
+        }))
+        .expect("decodes");
+        assert_eq!(
+            api_service(&metrics).expect("fact").services,
+            [("kube-system".to_string(), "metrics-server".to_string())]
+        );
+        assert_eq!(
+            BackendKind::APIService.describe("v1beta1.metrics.k8s.io"),
+            "APIService v1beta1.metrics.k8s.io"
+        );
+    }
+}

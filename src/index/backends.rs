@@ -1,0 +1,128 @@
+//! The namespaces the API server calls back into (admission webhooks, CRD conversion webhooks,
+//! aggregated APIServices), kept by object and, derived from that, by namespace.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{FactMap, Key};
+use crate::facts::backends::{BackendFact, BackendKind};
+
+/// Backend facts of the four kinds, and what each namespace backs.
+#[derive(Debug, Default)]
+pub struct Backends {
+    maps: BTreeMap<BackendKind, FactMap<BackendFact>>,
+    /// Per namespace, what it backs (`webhook cert-manager-webhook`, ...), sorted.
+    by_namespace: BTreeMap<String, Vec<String>>,
+}
+
+impl Backends {
+    /// The facts of one kind.
+    pub fn map(&mut self, kind: BackendKind) -> &mut FactMap<BackendFact> {
+        self.maps.entry(kind).or_default()
+    }
+
+    /// Whether every one of the four watches has listed once: until then no namespace is known
+    /// not to back anything.
+    pub fn synced(&self) -> bool {
+        BackendKind::ALL
+            .iter()
+            .all(|k| self.maps.get(k).is_some_and(FactMap::synced))
+    }
+
+    /// What `namespace` backs, e.g. `["webhook cert-manager-webhook"]`; empty when nothing
+    /// (as far as the watches have seen).
+    pub fn in_namespace(&self, namespace: &str) -> &[String] {
+        self.by_namespace
+            .get(namespace)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The namespaces an object of `kind` points into, as recorded now.
+    pub fn namespaces_of(&self, kind: BackendKind, key: &Key) -> BTreeSet<String> {
+        self.maps
+            .get(&kind)
+            .and_then(|m| m.get(key))
+            .into_iter()
+            .flat_map(|f| f.services.iter().map(|(ns, _)| ns.clone()))
+            .collect()
+    }
+
+    /// Every namespace that backs something.
+    pub fn namespaces(&self) -> impl Iterator<Item = &String> {
+        self.by_namespace.keys()
+    }
+
+    /// Derives the per-namespace view again from the facts (after any change of them; they
+    /// change rarely, and there are few).
+    pub fn rebuild(&mut self) {
+        let mut by_namespace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (kind, map) in &self.maps {
+            for (key, fact) in map.iter() {
+                for (ns, _) in &fact.services {
+                    by_namespace
+                        .entry(ns.clone())
+                        .or_default()
+                        .insert(kind.describe(&key.name));
+                }
+            }
+        }
+        self.by_namespace = by_namespace
+            .into_iter()
+            .map(|(ns, set)| (ns, set.into_iter().collect()))
+            .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fact(services: &[(&str, &str)]) -> Option<BackendFact> {
+        Some(BackendFact {
+            services: services
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn a_namespace_lists_everything_it_backs_and_only_after_all_four_lists_is_it_synced() {
+        let mut b = Backends::default();
+        b.map(BackendKind::ValidatingWebhookConfiguration).apply(
+            Key::new(None, "cm"),
+            fact(&[("cert-manager", "cm-webhook")]),
+        );
+        b.map(BackendKind::APIService).apply(
+            Key::new(None, "v1beta1.metrics.k8s.io"),
+            fact(&[("monitoring", "metrics")]),
+        );
+        b.map(BackendKind::CustomResourceDefinition).apply(
+            Key::new(None, "certificates.cert-manager.io"),
+            fact(&[("cert-manager", "cm-webhook")]),
+        );
+        b.rebuild();
+        assert_eq!(
+            b.in_namespace("cert-manager"),
+            [
+                "conversion webhook of CRD certificates.cert-manager.io",
+                "webhook cm"
+            ]
+        );
+        assert_eq!(
+            b.in_namespace("monitoring"),
+            ["APIService v1beta1.metrics.k8s.io"]
+        );
+        assert!(b.in_namespace("shop").is_empty());
+        assert!(!b.synced());
+        for kind in BackendKind::ALL {
+            b.map(kind).reset_start();
+            assert!(!b.synced());
+            b.map(kind).reset_done();
+        }
+        assert!(b.synced());
+        // The relists carried nothing: nothing is backed any more.
+        b.rebuild();
+        assert!(b.in_namespace("cert-manager").is_empty());
+    }
+}
