@@ -58,10 +58,13 @@ pub(super) struct Converger {
 
 /// What a convergence plans from: the index generation and, per policy (by name), what
 /// [`remediate::wants`] reads of it.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Inputs {
     generation: u64,
     policies: Vec<PolicyInput>,
+    /// The very objects read: the same ones again are the same inputs, without comparing
+    /// every spec (a batch reconciles every policy, and each converges first).
+    objects: Vec<Arc<ResponsibilityPolicy>>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -74,8 +77,8 @@ struct PolicyInput {
 }
 
 impl Inputs {
-    fn of(generation: u64, policies: &[Arc<ResponsibilityPolicy>]) -> Self {
-        let mut policies: Vec<PolicyInput> = policies
+    fn of(generation: u64, policies_in: &[Arc<ResponsibilityPolicy>]) -> Self {
+        let mut policies: Vec<PolicyInput> = policies_in
             .iter()
             .map(|p| PolicyInput {
                 name: p.name_any(),
@@ -88,11 +91,22 @@ impl Inputs {
         Inputs {
             generation,
             policies,
+            objects: policies_in.to_vec(),
         }
     }
 
     /// Whether these are the inputs `generation` and `policies` make, without copying them.
     fn unchanged(&self, generation: u64, policies: &[Arc<ResponsibilityPolicy>]) -> bool {
+        if self.generation == generation
+            && self.objects.len() == policies.len()
+            && self
+                .objects
+                .iter()
+                .zip(policies)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        {
+            return true;
+        }
         self.generation == generation
             && self.policies.len() == policies.len()
             && policies.iter().all(|p| {

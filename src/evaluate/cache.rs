@@ -39,10 +39,24 @@ struct NamespaceEntry {
 
 /// One evaluation, valid at one index generation and for one outcome of the exception clock.
 struct Memo {
+    /// [`fingerprint`] of `spec`: only a memo with the same one is compared in full.
+    fingerprint: u64,
     spec: ResponsibilityPolicySpec,
     expired: Vec<usize>,
     next_expiry: Option<Timestamp>,
     evaluation: Arc<Evaluation>,
+}
+
+/// A digest of a spec's JSON (equal specs serialize alike: maps are ordered). Many policies'
+/// specs differ only deep inside (a level, a version), and comparing each against every memo
+/// walked their equal selectors and lists first.
+fn fingerprint(spec: &ResponsibilityPolicySpec) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    serde_json::to_vec(spec)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// How much work the cache did (for tests and the benchmark).
@@ -88,16 +102,19 @@ impl Evaluator {
             self.memos.clear();
         }
         let (_, expired, next_expiry) = split_exceptions(&spec.exceptions, now);
-        if let Some(memo) = self
-            .memos
-            .iter()
-            .find(|m| m.spec == *spec && m.expired == expired && m.next_expiry == next_expiry)
-        {
+        let fingerprint = fingerprint(spec);
+        if let Some(memo) = self.memos.iter().find(|m| {
+            m.fingerprint == fingerprint
+                && m.spec == *spec
+                && m.expired == expired
+                && m.next_expiry == next_expiry
+        }) {
             self.stats.memo_hits += 1;
             return memo.evaluation.clone();
         }
         let evaluation = Arc::new(self.assemble(spec, index, now));
         self.memos.push(Memo {
+            fingerprint,
             spec: spec.clone(),
             expired,
             next_expiry,
