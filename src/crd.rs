@@ -23,17 +23,48 @@ use serde::{Deserialize, Serialize};
     status = "ResponsibilityPolicyStatus",
     doc = "ResponsibilityPolicy names the cloud service model, the namespaces it governs and the \
            customer-owned security controls onus checks (and, in Enforce mode, fixes) there.",
-    printcolumn(name = "Model", type_ = "string", json_path = ".spec.serviceModel"),
-    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(
+        name = "Model",
+        type_ = "string",
+        json_path = ".spec.serviceModel",
+        description = "Cloud service model"
+    ),
+    printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".spec.mode",
+        description = "Audit or Enforce"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "False while the spec is invalid (reason InvalidSpec)"
+    ),
+    printcolumn(
+        name = "Enforced",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Enforced\")].status",
+        description = "Enforce mode: every safe remediation is in place; empty when the policy audits"
+    ),
     printcolumn(
         name = "Compliant",
         type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Compliant\")].status"
+        json_path = ".status.conditions[?(@.type==\"Compliant\")].status",
+        description = "Every customer-owned control passes"
     ),
     printcolumn(
         name = "Violations",
         type_ = "integer",
-        json_path = ".status.summary.violations"
+        json_path = ".status.summary.violations",
+        description = "Violations of the failing customer-owned controls"
+    ),
+    printcolumn(
+        name = "Gap",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"ResponsibilityGap\")].status",
+        priority = 1,
+        description = "ResponsibilityGap: a control the customer owns under the model is disabled or assigned away"
     ),
     printcolumn(
         name = "Age",
