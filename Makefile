@@ -3,7 +3,7 @@
 #   make test   - the whole test suite (unit, integration against a real kube-apiserver, chart)
 #   make bench  - the real onus binary against a real control plane (not part of make test)
 SHELL := /bin/bash
-.PHONY: test demo tools lint crds bench bench-smoke bench-allocators
+.PHONY: test demo tools lint crds docs bench bench-smoke bench-allocators
 
 # Builds (once, then cached under ~/.cache/onus) kube-apiserver, kube-controller-manager, kubectl, helm.
 tools:
@@ -23,6 +23,10 @@ lint:
 # Regenerates the CRD from the Rust types (a test fails when crds/ drifts from them).
 crds:
 	cargo run -q --bin crdgen > crds/responsibilitypolicy.yaml
+
+# Regenerates docs/controls.md from the control catalog (a test fails when it drifts).
+docs:
+	cargo run -q --bin catalog-doc > docs/controls.md
 
 # Renders deploy/onus.yaml (plain manifests, default values) from the chart, after copying the
 # CRD into the chart; tests/chart.rs fails when either copy drifts. Rendered for an API server

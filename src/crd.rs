@@ -218,8 +218,10 @@ impl Default for FamilyToggle {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RbacControls {
+    /// Disabling a customer-owned family raises ResponsibilityGap.
     #[serde(default = "enabled")]
     pub enabled: bool,
+    /// Mode for this family; defaults to the policy's mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// Subjects allowed to hold cluster-admin (and other powerful grants).
@@ -245,8 +247,10 @@ impl Default for RbacControls {
 ).message("namespace is required for kind ServiceAccount and not allowed otherwise"))]
 pub struct SubjectRef {
     pub kind: SubjectKind,
+    /// Name of the User, Group or ServiceAccount.
     #[schemars(length(min = 1))]
     pub name: String,
+    /// Namespace of the ServiceAccount; only for kind ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
@@ -285,8 +289,10 @@ pub enum PodSecurityLevel {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSecurityControls {
+    /// Disabling a customer-owned family raises ResponsibilityGap.
     #[serde(default = "enabled")]
     pub enabled: bool,
+    /// Mode for this family; defaults to the policy's mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// Pod Security Standards level workloads must meet.
@@ -328,8 +334,10 @@ pub enum Direction {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkControls {
+    /// Disabling a customer-owned family raises ResponsibilityGap.
     #[serde(default = "enabled")]
     pub enabled: bool,
+    /// Mode for this family; defaults to the policy's mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// Directions every namespace must deny by default: `Ingress` is checked as NET-01,
@@ -374,8 +382,10 @@ impl Default for NetworkControls {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceAccountControls {
+    /// Disabling a customer-owned family raises ResponsibilityGap.
     #[serde(default = "enabled")]
     pub enabled: bool,
+    /// Mode for this family; defaults to the policy's mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// Whether the `default` ServiceAccount may mount its token.
@@ -431,8 +441,10 @@ pub struct Exception {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceRef {
+    /// Kind of the object, e.g. DaemonSet, Deployment, ServiceAccount.
     #[schemars(length(min = 1))]
     pub kind: String,
+    /// Name of the object.
     #[schemars(length(min = 1))]
     pub name: String,
 }
@@ -441,13 +453,20 @@ pub struct ResourceRef {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResponsibilityPolicyStatus {
+    /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Ready (the spec is valid and was evaluated; False with reason InvalidSpec), Compliant
+    /// (every customer-owned control passes), ResponsibilityGap (a control the customer owns is
+    /// disabled or assigned away) and, in Enforce mode, Enforced (every safe remediation is in
+    /// place).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// Exact counts over the governed namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
+    /// The responsibility matrix: one entry per control of the catalog, in catalog order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub controls: Vec<ControlStatus>,
     /// Enforce mode: remediations still to apply. Audit mode: what Enforce would change.
@@ -469,7 +488,9 @@ pub struct ResponsibilityPolicyStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnforcedSpec {
+    /// The generation the spec came from.
     pub generation: i64,
+    /// The spec as it was then.
     pub spec: ResponsibilityPolicySpec,
 }
 
@@ -510,18 +531,25 @@ pub enum RemediationKind {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
+    /// Namespaces the policy governs.
     #[schemars(with = "i32")]
     pub namespaces: u32,
+    /// Controls evaluated (the whole catalog).
     #[schemars(with = "i32")]
     pub controls: u32,
+    /// Controls owned by the customer or shared.
     #[schemars(with = "i32")]
     pub customer_owned: u32,
+    /// Controls whose result is Pass.
     #[schemars(with = "i32")]
     pub passing: u32,
+    /// Controls whose result is Fail.
     #[schemars(with = "i32")]
     pub failing: u32,
+    /// Violations of the failing controls (exceptions not counted).
     #[schemars(with = "i64")]
     pub violations: u64,
+    /// Violations covered by exceptions, over every control.
     #[schemars(with = "i64")]
     pub excepted: u64,
 }
@@ -548,14 +576,19 @@ pub enum ControlResult {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ControlStatus {
+    /// Control id, e.g. NET-01 (docs/controls.md lists them).
     pub id: String,
+    /// What the control requires.
     pub title: String,
+    /// The block of spec.controls that configures it, e.g. network.
     pub family: String,
     pub owner: Owner,
     pub owner_source: OwnerSource,
     pub result: ControlResult,
+    /// Objects that violate the control (exact count; exceptions not counted).
     #[schemars(with = "i64")]
     pub violations: u64,
+    /// Violations covered by exceptions.
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(with = "i64")]
     pub excepted: u64,
@@ -569,4 +602,57 @@ pub struct ControlStatus {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use serde_json::Value;
+
+    use super::ResponsibilityPolicy;
+
+    /// Walks a schema and collects the path of every property without a description.
+    fn undescribed(schema: &Value, path: &str, out: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            for (name, prop) in props {
+                let here = format!("{path}.{name}");
+                let described = prop
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| !d.trim().is_empty());
+                if !described {
+                    out.push(here.clone());
+                }
+                undescribed(prop, &here, out);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            undescribed(items, &format!("{path}[]"), out);
+        }
+        if let Some(extra) = schema.get("additionalProperties") {
+            undescribed(extra, &format!("{path}{{}}"), out);
+        }
+    }
+
+    #[test]
+    fn every_field_has_a_description_for_kubectl_explain() {
+        let crd = serde_json::to_value(ResponsibilityPolicy::crd()).expect("json");
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        assert!(schema.is_object(), "no schema in the CRD");
+        let mut missing = Vec::new();
+        for part in ["spec", "status"] {
+            let Some(prop) = schema["properties"].get(part) else {
+                panic!("the schema has no {part}");
+            };
+            assert!(
+                prop.get("description").is_some(),
+                "{part} has no description"
+            );
+            undescribed(prop, part, &mut missing);
+        }
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:#?}"
+        );
+    }
 }
