@@ -5,9 +5,11 @@
 SHELL := /bin/bash
 .PHONY: test demo tools lint crds docs bench bench-smoke bench-allocators
 
-# Builds (once, then cached under ~/.cache/onus) kube-apiserver, kube-controller-manager, kubectl, helm.
+# Builds (once, then cached under ~/.cache/onus) kube-apiserver, kube-controller-manager, kubectl,
+# helm, and promtool (the chart test runs the PrometheusRule's unit tests with it).
 tools:
 	bash hack/build-control-plane.sh >/dev/null
+	bash hack/build-promtool.sh >/dev/null
 
 test: tools
 	cargo test --workspace --all-targets

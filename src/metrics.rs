@@ -23,7 +23,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    crd::{Owner, ResponsibilityPolicySpec, ResponsibilityPolicyStatus},
+    crd::{ControlResult, Owner, ResponsibilityPolicySpec, ResponsibilityPolicyStatus},
     status::{self, COMPLIANT},
 };
 
@@ -40,6 +40,15 @@ struct ControlLabels {
     policy: String,
     control: String,
     owner: &'static str,
+}
+
+/// A control's result as a series of its own, for the responsibility matrix.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControlResultLabels {
+    policy: String,
+    control: String,
+    owner: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,8 +75,11 @@ pub struct Metrics {
 struct Inner {
     registry: Registry,
     policy_compliant: Family<PolicyLabels, Gauge>,
+    policy_ready: Family<PolicyLabels, Gauge>,
+    policy_gap: Family<PolicyLabels, Gauge>,
     policy_violations: Family<PolicyLabels, Gauge>,
     control_violations: Family<ControlLabels, Gauge>,
+    control_result: Family<ControlResultLabels, Gauge>,
     exceptions_expiring_soon: Family<PolicyLabels, Gauge>,
     reconciliations: Family<ResultLabels, Counter>,
     reconcile_errors: Family<CategoryLabels, Counter>,
@@ -78,7 +90,7 @@ struct Inner {
     detection_latency: Histogram,
     leader: Gauge,
     /// The control series last written per policy, so stale ones can be removed.
-    controls_of: Mutex<HashMap<String, Vec<ControlLabels>>>,
+    controls_of: Mutex<HashMap<String, Vec<(ControlLabels, ControlResultLabels)>>>,
 }
 
 impl Default for Metrics {
@@ -97,6 +109,18 @@ impl Metrics {
             "Whether the policy is compliant (1) or not (0)",
             policy_compliant.clone(),
         );
+        let policy_ready = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "policy_ready",
+            "Whether the policy's spec is valid and was evaluated (1) or not (0: InvalidSpec)",
+            policy_ready.clone(),
+        );
+        let policy_gap = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "policy_responsibility_gap",
+            "Whether the policy disables or assigns away a control the customer owns (1) or not (0)",
+            policy_gap.clone(),
+        );
         let policy_violations = Family::<PolicyLabels, Gauge>::default();
         registry.register(
             "policy_violations",
@@ -108,6 +132,12 @@ impl Metrics {
             "control_violations",
             "Violations per control of a policy, with the control's owner",
             control_violations.clone(),
+        );
+        let control_result = Family::<ControlResultLabels, Gauge>::default();
+        registry.register(
+            "control_result",
+            "1 for each control of a policy, labelled with its owner and result",
+            control_result.clone(),
         );
         let exceptions_expiring_soon = Family::<PolicyLabels, Gauge>::default();
         registry.register(
@@ -169,8 +199,11 @@ impl Metrics {
             inner: Arc::new(Inner {
                 registry,
                 policy_compliant,
+                policy_ready,
+                policy_gap,
                 policy_violations,
                 control_violations,
+                control_result,
                 exceptions_expiring_soon,
                 reconciliations,
                 reconcile_errors,
@@ -208,6 +241,11 @@ impl Metrics {
         m.policy_compliant
             .get_or_create(&labels)
             .set(i64::from(compliant));
+        let ready = status::condition(status, status::READY).is_some_and(|c| c.status == "True");
+        m.policy_ready.get_or_create(&labels).set(i64::from(ready));
+        let gap = status::condition(status, status::RESPONSIBILITY_GAP)
+            .is_some_and(|c| c.status == "True");
+        m.policy_gap.get_or_create(&labels).set(i64::from(gap));
         let violations = status.summary.as_ref().map_or(0, |s| s.violations);
         m.policy_violations
             .get_or_create(&labels)
@@ -226,14 +264,25 @@ impl Metrics {
             m.control_violations
                 .get_or_create(&labels)
                 .set(saturating_i64(control.violations));
-            current.push(labels);
+            let result = ControlResultLabels {
+                policy: labels.policy.clone(),
+                control: labels.control.clone(),
+                owner: labels.owner,
+                result: result_label(control.result),
+            };
+            m.control_result.get_or_create(&result).set(1);
+            current.push((labels, result));
         }
         let mut controls_of = m.controls_of.lock().unwrap_or_else(|p| p.into_inner());
         let previous = controls_of.insert(policy.to_string(), current.clone());
-        // A control whose owner changed (or that left the status) must not keep its old series.
-        for stale in previous.unwrap_or_default() {
-            if !current.contains(&stale) {
-                m.control_violations.remove(&stale);
+        // A control whose owner or result changed (or that left the status) must not keep its
+        // old series.
+        for (violations, result) in previous.unwrap_or_default() {
+            if !current.iter().any(|(v, _)| *v == violations) {
+                m.control_violations.remove(&violations);
+            }
+            if !current.iter().any(|(_, r)| *r == result) {
+                m.control_result.remove(&result);
             }
         }
     }
@@ -245,11 +294,14 @@ impl Metrics {
         };
         let m = &self.inner;
         m.policy_compliant.remove(&labels);
+        m.policy_ready.remove(&labels);
+        m.policy_gap.remove(&labels);
         m.policy_violations.remove(&labels);
         m.exceptions_expiring_soon.remove(&labels);
         let mut controls_of = m.controls_of.lock().unwrap_or_else(|p| p.into_inner());
-        for labels in controls_of.remove(policy).unwrap_or_default() {
-            m.control_violations.remove(&labels);
+        for (violations, result) in controls_of.remove(policy).unwrap_or_default() {
+            m.control_violations.remove(&violations);
+            m.control_result.remove(&result);
         }
     }
 
@@ -351,6 +403,17 @@ fn owner_label(owner: Owner) -> &'static str {
         Owner::Customer => "Customer",
         Owner::Provider => "Provider",
         Owner::Shared => "Shared",
+    }
+}
+
+fn result_label(result: ControlResult) -> &'static str {
+    match result {
+        ControlResult::Pass => "Pass",
+        ControlResult::Fail => "Fail",
+        ControlResult::Excepted => "Excepted",
+        ControlResult::ProviderOwned => "ProviderOwned",
+        ControlResult::NotObservable => "NotObservable",
+        ControlResult::Disabled => "Disabled",
     }
 }
 

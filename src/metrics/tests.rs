@@ -205,3 +205,58 @@ fn exceptions_without_expiry_never_expire_soon() {
         .expect("exceptions");
     assert_eq!(expiring_soon(&spec, Timestamp::now()), 0);
 }
+
+#[test]
+fn a_control_result_is_one_series_that_moves_with_the_result() {
+    let metrics = Metrics::new();
+    metrics.record_policy("prod", &status(false, &[("NET-01", "Customer", 2)]), 0);
+    assert!(has(
+        &metrics,
+        r#"onus_control_result{policy="prod",control="NET-01",owner="Customer",result="Fail"} 1"#
+    ));
+    metrics.record_policy("prod", &status(true, &[("NET-01", "Customer", 0)]), 0);
+    let samples = samples(&metrics);
+    let results: Vec<_> = samples
+        .iter()
+        .filter(|l| l.starts_with("onus_control_result{"))
+        .collect();
+    assert_eq!(
+        results,
+        [r#"onus_control_result{policy="prod",control="NET-01",owner="Customer",result="Pass"} 1"#],
+    );
+    metrics.forget_policy("prod");
+    assert!(!metrics.render().contains("onus_control_result{"));
+}
+
+/// A status with only the given conditions (type, status).
+fn with_conditions(conditions: &[(&str, &str)]) -> ResponsibilityPolicyStatus {
+    let conditions: Vec<_> = conditions
+        .iter()
+        .map(|(t, s)| {
+            json!({"type": t, "status": s, "reason": "r", "message": "",
+                   "lastTransitionTime": "2026-01-01T00:00:00Z"})
+        })
+        .collect();
+    serde_json::from_value(json!({ "conditions": conditions })).expect("status literal")
+}
+
+#[test]
+fn an_invalid_spec_and_a_responsibility_gap_have_their_own_gauges() {
+    let metrics = Metrics::new();
+    metrics.record_policy("bad", &with_conditions(&[("Ready", "False")]), 0);
+    metrics.record_policy(
+        "gap",
+        &with_conditions(&[("Ready", "True"), ("ResponsibilityGap", "True")]),
+        0,
+    );
+    for line in [
+        r#"onus_policy_ready{policy="bad"} 0"#,
+        r#"onus_policy_responsibility_gap{policy="bad"} 0"#,
+        r#"onus_policy_ready{policy="gap"} 1"#,
+        r#"onus_policy_responsibility_gap{policy="gap"} 1"#,
+    ] {
+        assert!(has(&metrics, line), "{line} missing:\n{}", metrics.render());
+    }
+    metrics.forget_policy("gap");
+    assert!(!metrics.render().contains(r#"policy="gap""#));
+}

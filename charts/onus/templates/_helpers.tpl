@@ -74,3 +74,16 @@ Helm knows no kinds and its default Kubernetes version is old: --kube-version 1.
 {{- define "onus.admissionPolicyServed" -}}
 {{- if or (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") (semverCompare ">=1.30-0" .Capabilities.KubeVersion.Version) }}true{{ end }}
 {{- end }}
+
+{{/*
+The runbook annotation of an alert: runbook_url under prometheusRule.runbookBaseUrl, or, when
+that is empty, the runbook's path in the onus repository. Called with (list .Values.prometheusRule "AlertName").
+*/}}
+{{- define "onus.runbook" -}}
+{{- $r := index . 0 }}{{ $alert := index . 1 -}}
+{{- if $r.runbookBaseUrl -}}
+runbook_url: {{ printf "%s/%s.md" (trimSuffix "/" $r.runbookBaseUrl) $alert | quote }}
+{{- else -}}
+runbook: {{ printf "docs/runbooks/%s.md in the onus repository" $alert | quote }}
+{{- end }}
+{{- end }}
