@@ -150,3 +150,93 @@ fn only_kubernetes_own_namespaces_can_be_included() {
         "spec.includeSystemNamespaces[0]",
     );
 }
+
+/// `kubectl get rp` (and `-o wide`) of a policy with the given conditions, as the API server
+/// prints it through the CRD's printer columns.
+fn printed(name: &str, mode: &str, conditions: &[(&str, &str)]) -> (String, String) {
+    let cp = onus_testenv::shared();
+    common::install_crd(cp);
+    let doc = format!(
+        "apiVersion: onus.dev/v1alpha1\nkind: ResponsibilityPolicy\nmetadata: {{name: {name}}}\n\
+         spec: {{serviceModel: PaaS, mode: {mode}, namespaceSelector: {{matchLabels: {{none: none}}}}}}\n"
+    );
+    let out = common::kubectl_with_input(cp, &["apply", "-f", "-"], doc.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conditions: Vec<String> = conditions
+        .iter()
+        .map(|(t, s)| {
+            format!(
+                r#"{{"type":"{t}","status":"{s}","reason":"Test","message":"","lastTransitionTime":"2026-01-01T00:00:00Z"}}"#
+            )
+        })
+        .collect();
+    let status = format!(
+        r#"{{"status":{{"conditions":[{}],"summary":{{"namespaces":0,"controls":28,"customerOwned":27,"passing":27,"failing":0,"violations":0,"excepted":0}}}}}}"#,
+        conditions.join(",")
+    );
+    common::kubectl_ok(
+        cp,
+        &[
+            "patch",
+            "rp",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ],
+    );
+    let get = |extra: &[&str]| {
+        let out = cp
+            .kubectl()
+            .args(["get", "rp", name, "--no-headers"])
+            .args(extra)
+            .output()
+            .expect("kubectl");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let result = (get(&[]), get(&["-o", "wide"]));
+    common::kubectl_ok(cp, &["delete", "rp", name, "--wait=false"]);
+    result
+}
+
+#[test]
+fn kubectl_get_shows_ready_enforced_and_under_wide_the_gap() {
+    let (plain, wide) = printed(
+        "printed-enforce",
+        "Enforce",
+        &[
+            ("Ready", "True"),
+            ("Compliant", "True"),
+            ("ResponsibilityGap", "True"),
+            ("Enforced", "False"),
+        ],
+    );
+    // NAME MODEL MODE READY ENFORCED COMPLIANT VIOLATIONS AGE
+    assert!(
+        plain.starts_with("printed-enforce PaaS Enforce True False True 0 "),
+        "{plain}"
+    );
+    // ... VIOLATIONS GAP AGE
+    assert!(
+        wide.starts_with("printed-enforce PaaS Enforce True False True 0 True "),
+        "{wide}"
+    );
+}
+
+#[test]
+fn kubectl_get_shows_an_invalid_policy_as_not_ready() {
+    let (plain, _) = printed("printed-invalid", "Audit", &[("Ready", "False")]);
+    assert!(
+        plain.starts_with("printed-invalid PaaS Audit False "),
+        "{plain}"
+    );
+}
