@@ -239,6 +239,17 @@ pub fn ingest(objects: Vec<Object>, default_namespace: &str) -> Ingested {
             });
             continue;
         }
+        if kind == Kind::Namespace
+            && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            // The API server sets it on every namespace (selectors use it).
+            let labels = meta
+                .entry("labels")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert(NAME_LABEL.into(), Value::String(name.clone()));
+            }
+        }
         let namespace = if kind.cluster_scoped() {
             None
         } else {
@@ -269,8 +280,8 @@ pub fn ingest(objects: Vec<Object>, default_namespace: &str) -> Ingested {
             out.duplicates.push((id, before, source));
         }
     }
-    // A namespace the objects only name exists without labels; one whose Namespace object is
-    // in the input is that object.
+    // A namespace the objects only name exists with no label but the one the API server sets
+    // on every namespace; one whose Namespace object is in the input is that object.
     let declared: Vec<String> = out
         .index
         .namespaces
@@ -281,12 +292,34 @@ pub fn ingest(objects: Vec<Object>, default_namespace: &str) -> Ingested {
         out.implied_namespaces.remove(&ns);
     }
     for ns in out.implied_namespaces.keys() {
-        out.index
-            .namespaces
-            .apply(Key::new(None, ns), Some(NamespaceFact::default()));
+        let fact = NamespaceFact {
+            labels: [(NAME_LABEL.to_string(), ns.clone())].into(),
+            ..NamespaceFact::default()
+        };
+        out.index.namespaces.apply(Key::new(None, ns), Some(fact));
+    }
+    // Kubernetes' default roles exist in every cluster: bindings to them grant their rules.
+    let (cluster_roles, roles) = crate::rbac::defaults::bootstrap_roles();
+    for role in cluster_roles {
+        let key = Key::new(None, role.metadata.name.as_deref().unwrap_or_default());
+        if out.index.cluster_roles.get(&key).is_none() {
+            out.index.cluster_roles.apply(key, facts::cluster_role(&role));
+        }
+    }
+    for role in roles {
+        let key = Key::new(
+            role.metadata.namespace.as_deref(),
+            role.metadata.name.as_deref().unwrap_or_default(),
+        );
+        if out.index.roles.get(&key).is_none() {
+            out.index.roles.apply(key, facts::role(&role));
+        }
     }
     out
 }
+
+/// The label the API server sets on every namespace, to its name.
+pub const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// The policy `onus check` uses without `--policy`: PaaS, Pod Security restricted at
 /// `latest`, every family enabled, the CRD's defaults otherwise (defaultDeny Ingress).
@@ -308,7 +341,9 @@ pub fn default_policy() -> ResponsibilityPolicySpec {
 pub enum Location {
     /// The object starts here.
     Object(Source),
-    /// A namespace with no Namespace object in the input; the first object that uses it.
+    /// Not in the input but existing by its namespace (a namespace only objects name, a
+    /// namespace's `default` ServiceAccount): where that namespace comes from (its Namespace
+    /// object, else the first object that uses it).
     ImpliedBy(Source),
     /// Not in the input (e.g. a binding's default subject).
     Unknown,
@@ -370,12 +405,24 @@ pub fn check(spec: &ResponsibilityPolicySpec, ingested: &Ingested, now: Timestam
         if let Some(source) = ingested.locations.get(&id) {
             return Location::Object(source.clone());
         }
-        if v.kind == "Namespace"
-            && let Some(source) = ingested.implied_namespaces.get(&v.name)
-        {
-            return Location::ImpliedBy(source.clone());
+        // A namespace only named by objects, and the `default` ServiceAccount Kubernetes
+        // creates in every namespace: shown where their namespace comes from.
+        let implied_in = match (v.kind.as_str(), v.name.as_str()) {
+            ("Namespace", name) => Some(name),
+            ("ServiceAccount", "default") => v.namespace.as_deref(),
+            _ => None,
+        };
+        let namespace_source = implied_in.and_then(|ns| {
+            ingested.implied_namespaces.get(ns).or_else(|| {
+                ingested
+                    .locations
+                    .get(&("Namespace".to_string(), String::new(), ns.to_string()))
+            })
+        });
+        match namespace_source {
+            Some(source) => Location::ImpliedBy(source.clone()),
+            None => Location::Unknown,
         }
-        Location::Unknown
     };
     let controls = evaluation
         .outcomes

@@ -301,8 +301,9 @@ pub fn split_yaml(text: &str) -> Vec<Document> {
         start: 1,
         text: String::new(),
     };
-    for (i, line) in text.split('\n').enumerate() {
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
         let number = i + 1;
+        let line = raw.strip_suffix('\n').unwrap_or(raw);
         if is_marker(line, "---") {
             docs.push(std::mem::replace(
                 &mut current,
@@ -320,8 +321,7 @@ pub fn split_yaml(text: &str) -> Vec<Document> {
                 },
             ));
         } else {
-            current.text.push_str(line);
-            current.text.push('\n');
+            current.text.push_str(raw);
         }
     }
     docs.push(current);

@@ -46,11 +46,14 @@ fn version_text(version: Version) -> String {
     }
 }
 
-fn location_text(location: &Location) -> String {
+fn location_text(object: &str, location: &Location) -> String {
     match location {
         Location::Object(source) => source.to_string(),
-        Location::ImpliedBy(source) => {
+        Location::ImpliedBy(source) if object.starts_with("Namespace/") => {
             format!("no Namespace object in the input; first used at {source}")
+        }
+        Location::ImpliedBy(source) => {
+            format!("not in the input; Kubernetes creates it in the namespace of {source}")
         }
         Location::Unknown => "not in the input".into(),
     }
@@ -108,7 +111,7 @@ pub fn table(out: &mut dyn Write, context: &Context<'_>, report: &Report) -> io:
             c.control.title
         )?;
         for o in &c.offenders {
-            writeln!(out, "    {}  ({})", o.object, location_text(&o.location))?;
+            writeln!(out, "    {}  ({})", o.object, location_text(&o.object, &o.location))?;
         }
     }
     if !context.errors.is_empty() {
