@@ -303,7 +303,9 @@ pub fn ingest(objects: Vec<Object>, default_namespace: &str) -> Ingested {
     for role in cluster_roles {
         let key = Key::new(None, role.metadata.name.as_deref().unwrap_or_default());
         if out.index.cluster_roles.get(&key).is_none() {
-            out.index.cluster_roles.apply(key, facts::cluster_role(&role));
+            out.index
+                .cluster_roles
+                .apply(key, facts::cluster_role(&role));
         }
     }
     for role in roles {

@@ -4,11 +4,7 @@ use std::io::{Read, Write};
 
 use serde_json::Value;
 
-use super::{
-    EXIT_BAD_INPUT, check, default_policy, exit_code, ingest,
-    load,
-    output,
-};
+use super::{EXIT_BAD_INPUT, check, default_policy, exit_code, ingest, load, output};
 use crate::{crd::ResponsibilityPolicySpec, podsecurity::Version, validate};
 
 pub const USAGE: &str = "usage: onus check -f PATH... [--policy FILE] [--output table|json]

@@ -358,12 +358,8 @@ fn load_yaml_document(file: &Arc<str>, doc: &Document, loaded: &mut Loaded) {
         return;
     }
     let item_lines = if is_list(&value) {
-        yaml_list_item_lines(&doc.text).map(|lines| {
-            lines
-                .into_iter()
-                .map(|l| doc.start + l)
-                .collect::<Vec<_>>()
-        })
+        yaml_list_item_lines(&doc.text)
+            .map(|lines| lines.into_iter().map(|l| doc.start + l).collect::<Vec<_>>())
     } else {
         None
     };

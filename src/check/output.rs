@@ -111,7 +111,12 @@ pub fn table(out: &mut dyn Write, context: &Context<'_>, report: &Report) -> io:
             c.control.title
         )?;
         for o in &c.offenders {
-            writeln!(out, "    {}  ({})", o.object, location_text(&o.object, &o.location))?;
+            writeln!(
+                out,
+                "    {}  ({})",
+                o.object,
+                location_text(&o.object, &o.location)
+            )?;
         }
     }
     if !context.errors.is_empty() {

@@ -60,7 +60,11 @@ fn multi_document_yaml_keeps_each_objects_first_line() {
     assert_eq!(loaded.errors, []);
     assert_eq!(
         summary(&loaded),
-        owned(&[("ConfigMap", "a", 3), ("Secret", "b", 10), ("Service", "c", 15)])
+        owned(&[
+            ("ConfigMap", "a", 3),
+            ("Secret", "b", 10),
+            ("Service", "c", 15)
+        ])
     );
     assert_eq!(&*loaded.objects[0].source.file, "m.yaml");
 }
@@ -124,7 +128,11 @@ fn json_lists_and_streams_give_each_object_its_line() {
     assert_eq!(loaded.errors, []);
     assert_eq!(
         summary(&loaded),
-        owned(&[("ConfigMap", "a", 2), ("ConfigMap", "b", 4), ("Secret", "c", 6)])
+        owned(&[
+            ("ConfigMap", "a", 2),
+            ("ConfigMap", "b", 4),
+            ("Secret", "c", 6)
+        ])
     );
 }
 
@@ -135,7 +143,9 @@ fn stdin_is_read_as_yaml_or_json() {
     assert_eq!(loaded.files, 1);
     assert_eq!(loaded.objects.len(), 3);
     assert_eq!(&*loaded.objects[2].source.file, STDIN);
-    let mut json = Cursor::new(&b"\n{\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"n\"}}"[..]);
+    let mut json = Cursor::new(
+        &b"\n{\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"n\"}}"[..],
+    );
     let loaded = load_paths(&["-".to_string()], &mut json);
     assert_eq!(summary(&loaded), owned(&[("Namespace", "n", 2)]));
 }
@@ -220,12 +230,32 @@ fn privileged_deployment(ns: Option<&str>, name: &str) -> serde_json::Value {
 #[test]
 fn unknown_kinds_and_crds_are_skipped_and_counted_and_bad_objects_are_errors() {
     let objects = vec![
-        object("a.yaml", 1, json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "x"}})),
-        object("a.yaml", 5, json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "widgets.example.com"}})),
-        object("a.yaml", 9, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})),
+        object(
+            "a.yaml",
+            1,
+            json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "x"}}),
+        ),
+        object(
+            "a.yaml",
+            5,
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "widgets.example.com"}}),
+        ),
+        object(
+            "a.yaml",
+            9,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+        ),
         // A Deployment whose containers are not a list: the watch could not decode it either.
-        object("a.yaml", 12, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": "x"}}}})),
-        object("a.yaml", 20, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {}})),
+        object(
+            "a.yaml",
+            12,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": "x"}}}}),
+        ),
+        object(
+            "a.yaml",
+            20,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {}}),
+        ),
         object("a.yaml", 25, json!({"kind": "Pod"})),
         // An old API version of a known kind: the same shape.
         object("a.yaml", 30, {
@@ -273,10 +303,12 @@ fn objects_without_a_namespace_land_in_the_default_one_and_offenders_have_lines(
         .find(|c| c.control.id == "WKL-03")
         .expect("WKL-03");
     assert_eq!(wkl03.result, ControlResult::Fail);
-    let at = |file: &str, line| Location::Object(Source {
-        file: file.into(),
-        line,
-    });
+    let at = |file: &str, line| {
+        Location::Object(Source {
+            file: file.into(),
+            line,
+        })
+    };
     assert_eq!(
         wkl03.offenders,
         [
@@ -295,10 +327,12 @@ fn objects_without_a_namespace_land_in_the_default_one_and_offenders_have_lines(
         .iter()
         .find(|c| c.control.id == "WKL-01")
         .expect("WKL-01");
-    let implied = |line| Location::ImpliedBy(Source {
-        file: "d.yaml".into(),
-        line,
-    });
+    let implied = |line| {
+        Location::ImpliedBy(Source {
+            file: "d.yaml".into(),
+            line,
+        })
+    };
     assert_eq!(
         wkl01.offenders,
         [
@@ -319,7 +353,9 @@ fn objects_without_a_namespace_land_in_the_default_one_and_offenders_have_lines(
 #[test]
 fn a_selector_on_the_name_label_selects_namespaces_as_in_a_cluster() {
     let mut spec = default_policy();
-    spec.namespace_selector = Some(serde_json::from_value(json!({"matchLabels": {NAME_LABEL: "shop"}})).expect("selector"));
+    spec.namespace_selector = Some(
+        serde_json::from_value(json!({"matchLabels": {NAME_LABEL: "shop"}})).expect("selector"),
+    );
     let objects = vec![
         object("d.yaml", 1, privileged_deployment(Some("shop"), "api")),
         object(
@@ -358,7 +394,10 @@ fn a_binding_to_a_default_role_grants_what_it_grants_in_a_cluster() {
         .find(|c| c.control.id == "IAM-03")
         .expect("IAM-03");
     assert_eq!(iam03.result, ControlResult::Fail);
-    assert_eq!(iam03.offenders[0].object, "RoleBinding/shop/devs: Group/devs");
+    assert_eq!(
+        iam03.offenders[0].object,
+        "RoleBinding/shop/devs: Group/devs"
+    );
 }
 
 #[test]
@@ -379,7 +418,11 @@ fn policies_are_read_from_an_object_or_a_bare_spec_and_typos_are_refused() {
         typo.contains("unknown field spec.controls.podSecurity.levle"),
         "{typo}"
     );
-    let invalid = cli::parse_policy("p.yaml", "serviceModel: PaaS\nexceptions: [{controls: [XYZ-01], reason: r}]\n").unwrap_err();
+    let invalid = cli::parse_policy(
+        "p.yaml",
+        "serviceModel: PaaS\nexceptions: [{controls: [XYZ-01], reason: r}]\n",
+    )
+    .unwrap_err();
     assert!(invalid.contains("unknown control"), "{invalid}");
     let version = cli::parse_policy(
         "p.yaml",
@@ -395,7 +438,19 @@ fn policies_are_read_from_an_object_or_a_bare_spec_and_typos_are_refused() {
 fn the_command_line_is_parsed() {
     let parse = |args: &[&str]| cli::parse(args.iter().map(|a| a.to_string()));
     assert_eq!(
-        parse(&["-f", "a", "--filename=b", "-f", "-", "--policy", "p.yaml", "-o", "json", "-n", "apps"]),
+        parse(&[
+            "-f",
+            "a",
+            "--filename=b",
+            "-f",
+            "-",
+            "--policy",
+            "p.yaml",
+            "-o",
+            "json",
+            "-n",
+            "apps"
+        ]),
         Ok(cli::Command::Check(cli::Args {
             paths: vec!["a".into(), "b".into(), "-".into()],
             policy: Some("p.yaml".into()),
@@ -420,14 +475,19 @@ fn controller_index(objects: &[serde_json::Value]) -> Index {
     let mut index = Index::default();
     for v in objects {
         let meta = &v["metadata"];
-        let key = Key::new(meta["namespace"].as_str(), meta["name"].as_str().unwrap_or_default());
+        let key = Key::new(
+            meta["namespace"].as_str(),
+            meta["name"].as_str().unwrap_or_default(),
+        );
         let k = key.clone();
         match v["kind"].as_str().unwrap_or_default() {
             "Namespace" => {
                 index.namespaces.apply(k, facts::namespace(&from(v)));
             }
             "NetworkPolicy" => {
-                index.network_policies.apply(k, facts::network_policy(&from(v)));
+                index
+                    .network_policies
+                    .apply(k, facts::network_policy(&from(v)));
             }
             "ServiceAccount" => {
                 index
@@ -471,7 +531,9 @@ fn controller_index(objects: &[serde_json::Value]) -> Index {
                 index
                     .workloads_mut(WorkloadKind::ReplicaSet)
                     .apply(k.clone(), facts::replica_set(&rs));
-                index.replica_set_owners.apply(k, facts::replica_set_owner(&rs));
+                index
+                    .replica_set_owners
+                    .apply(k, facts::replica_set_owner(&rs));
             }
             "Job" => {
                 let job: WorkloadObject = from(v);
@@ -510,7 +572,12 @@ fn as_applied(objects: &[Object]) -> Vec<serde_json::Value> {
         if kind == "Namespace" {
             let name = v["metadata"]["name"].clone();
             v["metadata"]["labels"][NAME_LABEL] = name;
-            namespaces.insert(v["metadata"]["name"].as_str().unwrap_or_default().to_string());
+            namespaces.insert(
+                v["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         } else if !matches!(kind.as_str(), "ClusterRole" | "ClusterRoleBinding")
             && v["metadata"]["namespace"].is_null()
         {
@@ -529,7 +596,9 @@ fn as_applied(objects: &[Object]) -> Vec<serde_json::Value> {
     let (cluster_roles, roles) = crate::rbac::defaults::bootstrap_roles();
     let defined = |kind: &str, ns: Option<&str>, name: Option<&str>| {
         out.iter().any(|v| {
-            v["kind"] == kind && v["metadata"]["namespace"].as_str() == ns && v["metadata"]["name"].as_str() == name
+            v["kind"] == kind
+                && v["metadata"]["namespace"].as_str() == ns
+                && v["metadata"]["name"].as_str() == name
         })
     };
     let mut defaults = Vec::new();
@@ -541,7 +610,11 @@ fn as_applied(objects: &[Object]) -> Vec<serde_json::Value> {
         }
     }
     for r in roles {
-        if !defined("Role", r.metadata.namespace.as_deref(), r.metadata.name.as_deref()) {
+        if !defined(
+            "Role",
+            r.metadata.namespace.as_deref(),
+            r.metadata.name.as_deref(),
+        ) {
             let mut v = serde_json::to_value(&r).expect("role");
             v["kind"] = json!("Role");
             defaults.push(v);
@@ -572,7 +645,10 @@ fn check_verdicts_equal_the_controllers_evaluation_of_the_same_objects() {
     let loaded = load_paths(&[fixtures.to_string()], &mut std::io::empty());
     assert_eq!(loaded.errors, []);
     let objects = loaded.objects;
-    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/check/policy.yaml");
+    let policy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/check/policy.yaml"
+    );
     let specs = [
         default_policy(),
         cli::read_policy(policy).expect("policy"),
@@ -594,7 +670,10 @@ fn check_verdicts_equal_the_controllers_evaluation_of_the_same_objects() {
                 (
                     c.control.id,
                     c.result,
-                    c.offenders.iter().map(|o| o.object.clone()).collect::<Vec<_>>(),
+                    c.offenders
+                        .iter()
+                        .map(|o| o.object.clone())
+                        .collect::<Vec<_>>(),
                 )
             })
             .collect();
@@ -607,7 +686,10 @@ fn check_verdicts_equal_the_controllers_evaluation_of_the_same_objects() {
         .failing()
         .map(|c| c.control.id)
         .collect();
-    for id in ["IAM-01", "IAM-09", "WKL-01", "WKL-02", "WKL-03", "WKL-10", "NET-01", "NET-05", "DAT-01", "AUD-01"] {
+    for id in [
+        "IAM-01", "IAM-09", "WKL-01", "WKL-02", "WKL-03", "WKL-10", "NET-01", "NET-05", "DAT-01",
+        "AUD-01",
+    ] {
         assert!(failing.contains(&id), "{id} not failing: {failing:?}");
     }
 }

@@ -25,8 +25,8 @@ use std::sync::LazyLock;
 use k8s_openapi::api::rbac::v1::{
     AggregationRule, ClusterRole, PolicyRule, Role, RoleRef, Subject,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
 /// The committed bootstrap objects; see the module documentation.
