@@ -168,6 +168,10 @@ fn bad_yaml_exits_2_with_file_and_line_and_the_other_files_are_still_evaluated()
     assert_eq!(errors[0]["line"], 17);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("broken/bad.yaml:17: "), "{stderr}");
+    let table = onus_check(&["-f", "broken"], None);
+    assert_eq!(table.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("INCOMPLETE: 1 input errors"), "{text}");
     // shop.yaml and the good document of bad.yaml were read and judged.
     assert_eq!(report["input"]["evaluated"], 4);
     assert_eq!(report["input"]["skipped"]["ConfigMap"], 2);

@@ -114,7 +114,10 @@ pub fn parse_policy(path: &str, text: &str) -> Result<ResponsibilityPolicySpec, 
             let line = e
                 .location()
                 .map_or(doc.start, |l| doc.start + l.line().saturating_sub(1));
-            format!("{path}:{line}: {e}")
+            format!(
+                "{path}:{line}: {}",
+                load::shift_lines(&e.to_string(), doc.start - 1)
+            )
         })?;
         let spec = match value.get("kind").and_then(Value::as_str) {
             Some("ResponsibilityPolicy") => value.get("spec").cloned().unwrap_or(Value::Null),
@@ -219,7 +222,11 @@ pub fn run(args: &Args, stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn
         let _ = writeln!(err, "onus check: {e}");
     }
     if let Err(e) = written {
-        let _ = writeln!(err, "onus check: cannot write the report: {e}");
+        // A reader that stopped early (`| head`) needs no message; the code still says the
+        // report was not delivered whole.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let _ = writeln!(err, "onus check: cannot write the report: {e}");
+        }
         return EXIT_BAD_INPUT;
     }
     code

@@ -349,7 +349,7 @@ fn load_yaml_document(file: &Arc<str>, doc: &Document, loaded: &mut Loaded) {
             loaded.errors.push(InputError {
                 file: file.to_string(),
                 line: Some(at),
-                reason: e.to_string(),
+                reason: shift_lines(&e.to_string(), doc.start - 1),
             });
             return;
         }
@@ -398,4 +398,23 @@ fn yaml_list_item_lines(text: &str) -> Option<Vec<usize>> {
         }
     }
     Some(starts)
+}
+
+/// The parser's message with every `line N` (counted within the document) moved by `offset`
+/// to count within the file.
+pub fn shift_lines(message: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("line ") {
+        let (before, after) = rest.split_at(at + "line ".len());
+        out.push_str(before);
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        match after[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(&after[..digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
 }

@@ -149,7 +149,7 @@ pub fn table(out: &mut dyn Write, context: &Context<'_>, report: &Report) -> io:
     writeln!(out)?;
     let failing: Vec<&str> = report.failing().map(|c| c.control.id).collect();
     let violations: usize = report.failing().map(|c| c.offenders.len()).sum();
-    let verdict = if failing.is_empty() {
+    let mut verdict = if failing.is_empty() {
         "PASS: every customer-owned control passes".to_string()
     } else {
         format!(
@@ -159,6 +159,12 @@ pub fn table(out: &mut dyn Write, context: &Context<'_>, report: &Report) -> io:
             failing.join(", ")
         )
     };
+    if !context.errors.is_empty() {
+        verdict = format!(
+            "INCOMPLETE: {} input errors; of what could be read: {verdict}",
+            context.errors.len()
+        );
+    }
     writeln!(out, "{verdict} (exit {})", context.exit_code)
 }
 

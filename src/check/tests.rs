@@ -162,6 +162,9 @@ fn a_bad_document_is_reported_with_its_line_and_the_rest_is_still_read() {
     let error = &loaded.errors[0];
     assert_eq!(error.file, "bad.yaml");
     assert_eq!(error.line, Some(9), "{error}");
+    // The parser's own positions count within the file too.
+    assert!(error.reason.contains("line 9"), "{error}");
+    assert!(!error.reason.contains("line 5 "), "{error}");
     // Not an object at all.
     let loaded = load("s.yaml", "just a string\n", false);
     assert_eq!(loaded.errors[0].line, Some(1));
