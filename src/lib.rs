@@ -5,9 +5,10 @@
 //! [`facts`] (projection of objects), [`index`] (facts by object), [`podsecurity`] and [`rbac`]
 //! (checks), [`evaluate`] (per-policy aggregation), [`status`] (status and conditions),
 //! [`remediate`] (Enforce-mode plans), [`validate`]. Only [`controller`] and [`enforce`] talk to
-//! the API server.
+//! the API server; [`check`] runs the same evaluation offline on manifests.
 
 pub mod catalog;
+pub mod check;
 pub mod controller;
 pub mod crd;
 pub mod enforce;

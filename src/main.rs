@@ -41,7 +41,10 @@ Runs the onus operator against the cluster of the current kubeconfig (or in-clus
                                     nothing (never use it to protect a cluster)
 
 Identity in the Lease: $POD_NAME, else the host name. Log level: RUST_LOG (default info).
-onus's own namespace ($POD_NAMESPACE, else its ServiceAccount's) never gets a default-deny.";
+onus's own namespace ($POD_NAMESPACE, else its ServiceAccount's) never gets a default-deny.
+
+       onus check -f PATH... [--policy FILE] [--output table|json]
+evaluates manifests offline with the same checks (onus check --help).";
 
 /// The command line, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,9 +204,17 @@ async fn when_set(mut flag: watch::Receiver<bool>) {
     let _ = flag.wait_for(|set| *set).await;
 }
 
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("check") {
+        std::process::exit(onus::check::cli::main(args.skip(1)));
+    }
+    operator(args)
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = match parse(std::env::args().skip(1)) {
+async fn operator(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let cli = match parse(args) {
         Ok(Command::Run(cli)) => cli,
         Ok(Command::Help) => {
             println!("{USAGE}");

@@ -22,8 +22,11 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
-use k8s_openapi::api::rbac::v1::{AggregationRule, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    AggregationRule, ClusterRole, PolicyRule, Role, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
 /// The committed bootstrap objects; see the module documentation.
@@ -51,6 +54,46 @@ pub fn aggregated_default_rules(cluster_role: &str) -> Option<&'static [PolicyRu
     let role = DEFAULTS.cluster_roles.get(cluster_role)?;
     role.aggregation.as_ref()?;
     Some(&role.aggregated)
+}
+
+/// Kubernetes' default ClusterRoles and Roles as a fresh cluster holds them (an aggregating
+/// role with the rules the aggregation controller gives it), for an index built without an API
+/// server (`onus check`): a binding to `admin` or `view` in a manifest grants what it grants in
+/// a cluster.
+pub fn bootstrap_roles() -> (Vec<ClusterRole>, Vec<Role>) {
+    let meta = |namespace: Option<&str>, name: &str, role: &DefaultRole| ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: (!role.labels.is_empty()).then(|| role.labels.clone()),
+        ..ObjectMeta::default()
+    };
+    let mut cluster_roles: Vec<ClusterRole> = DEFAULTS
+        .cluster_roles
+        .iter()
+        .map(|(name, role)| ClusterRole {
+            metadata: meta(None, name, role),
+            rules: Some(match role.aggregation {
+                Some(_) => role.aggregated.clone(),
+                None => role.rules.clone(),
+            }),
+            aggregation_rule: role.aggregation.clone(),
+        })
+        .collect();
+    cluster_roles.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut roles: Vec<Role> = DEFAULTS
+        .roles
+        .iter()
+        .flat_map(|(ns, roles)| {
+            roles.iter().map(move |(name, role)| Role {
+                metadata: meta(Some(ns), name, role),
+                rules: Some(role.rules.clone()),
+            })
+        })
+        .collect();
+    roles.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    (cluster_roles, roles)
 }
 
 /// The committed file: objects with just the fields that decide what they grant.

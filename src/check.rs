@@ -1,0 +1,476 @@
+//! `onus check`: the controller's evaluation, offline, on manifests.
+//!
+//! The objects read from files ([`load`]) are decoded into the same shapes the watches decode
+//! (typed objects for the small kinds, [`crate::facts::wire`] for the kinds that run pods),
+//! projected by the same [`crate::facts`] functions into the same [`Index`] maps, and judged by
+//! [`evaluate::evaluate`]: there is no second evaluator. What differs from a cluster is only
+//! what the index holds: the objects of the files, no server version (Pod Security `latest` is
+//! the newest version onus knows), and a Namespace for every namespace the objects name (with
+//! no labels when the files hold no Namespace object for it, as `kubectl create namespace`
+//! would make it).
+
+pub mod cli;
+pub mod load;
+pub mod output;
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use k8s_openapi::api::{
+    core::v1::{Namespace, Service, ServiceAccount},
+    networking::v1::NetworkPolicy,
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::{
+    catalog::Control,
+    crd::{
+        ControlResult, Controls, Mode, Owner, OwnerSource, ResponsibilityPolicySpec, ServiceModel,
+    },
+    evaluate::{self, Evaluation, Gap},
+    facts::{
+        self, NamespaceFact, WorkloadKind,
+        wire::{PodObject, WorkloadObject},
+    },
+    index::{Index, Key},
+    podsecurity::Version,
+};
+use load::{InputError, Object, Source};
+
+/// The kinds the controller watches and evaluates, by what feeds which index map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Namespace,
+    ServiceAccount,
+    Service,
+    NetworkPolicy,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
+    Workload(WorkloadKind),
+}
+
+impl Kind {
+    /// The kind of an object with this `apiVersion` and `kind`, when a control reads it.
+    pub fn recognise(api_version: &str, kind: &str) -> Option<Kind> {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        Some(match (group, kind) {
+            ("", "Namespace") => Kind::Namespace,
+            ("", "ServiceAccount") => Kind::ServiceAccount,
+            ("", "Service") => Kind::Service,
+            ("", "Pod") => Kind::Workload(WorkloadKind::Pod),
+            ("networking.k8s.io", "NetworkPolicy") => Kind::NetworkPolicy,
+            ("rbac.authorization.k8s.io", "Role") => Kind::Role,
+            ("rbac.authorization.k8s.io", "ClusterRole") => Kind::ClusterRole,
+            ("rbac.authorization.k8s.io", "RoleBinding") => Kind::RoleBinding,
+            ("rbac.authorization.k8s.io", "ClusterRoleBinding") => Kind::ClusterRoleBinding,
+            ("apps", "Deployment") => Kind::Workload(WorkloadKind::Deployment),
+            ("apps", "StatefulSet") => Kind::Workload(WorkloadKind::StatefulSet),
+            ("apps", "DaemonSet") => Kind::Workload(WorkloadKind::DaemonSet),
+            ("apps", "ReplicaSet") => Kind::Workload(WorkloadKind::ReplicaSet),
+            ("batch", "Job") => Kind::Workload(WorkloadKind::Job),
+            ("batch", "CronJob") => Kind::Workload(WorkloadKind::CronJob),
+            _ => return None,
+        })
+    }
+
+    fn cluster_scoped(self) -> bool {
+        matches!(
+            self,
+            Kind::Namespace | Kind::ClusterRole | Kind::ClusterRoleBinding
+        )
+    }
+}
+
+/// Kinds that are cluster-scoped although no control reads them (their objects name no
+/// namespace to create).
+fn cluster_scoped_kind(kind: &str) -> bool {
+    matches!(
+        kind,
+        "CustomResourceDefinition"
+            | "ValidatingWebhookConfiguration"
+            | "MutatingWebhookConfiguration"
+            | "ValidatingAdmissionPolicy"
+            | "ValidatingAdmissionPolicyBinding"
+            | "APIService"
+            | "PriorityClass"
+            | "StorageClass"
+            | "PersistentVolume"
+            | "IngressClass"
+            | "RuntimeClass"
+            | "ResponsibilityPolicy"
+    )
+}
+
+fn decode<T: DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// Decodes one object into the shape its watch decodes and projects it into the index maps
+/// that watch feeds (see `controller::watch::watch_all`). Returns whether any fact changed.
+pub fn feed(index: &mut Index, kind: Kind, key: &Key, value: Value) -> Result<bool, String> {
+    let k = key.clone();
+    Ok(match kind {
+        Kind::Namespace => index
+            .namespaces
+            .apply(k, facts::namespace(&decode::<Namespace>(value)?)),
+        Kind::ServiceAccount => index.default_service_accounts.apply(
+            k,
+            facts::default_service_account(&decode::<ServiceAccount>(value)?),
+        ),
+        Kind::Service => index
+            .external_ips
+            .apply(k, facts::external_ips(&decode::<Service>(value)?)),
+        Kind::NetworkPolicy => index
+            .network_policies
+            .apply(k, facts::network_policy(&decode::<NetworkPolicy>(value)?)),
+        Kind::Role => index.roles.apply(k, facts::role(&decode::<Role>(value)?)),
+        Kind::ClusterRole => index
+            .cluster_roles
+            .apply(k, facts::cluster_role(&decode::<ClusterRole>(value)?)),
+        Kind::RoleBinding => index
+            .role_bindings
+            .apply(k, facts::role_binding(&decode::<RoleBinding>(value)?)),
+        Kind::ClusterRoleBinding => index.cluster_role_bindings.apply(
+            k,
+            facts::cluster_role_binding(&decode::<ClusterRoleBinding>(value)?),
+        ),
+        Kind::Workload(WorkloadKind::Pod) => {
+            let pod: PodObject = decode(value)?;
+            index
+                .workloads_mut(WorkloadKind::Pod)
+                .apply(k.clone(), facts::pod(&pod))
+                | index.owned_pods.apply(k, facts::owned_pod(&pod))
+        }
+        Kind::Workload(WorkloadKind::ReplicaSet) => {
+            let rs: WorkloadObject = decode(value)?;
+            index
+                .workloads_mut(WorkloadKind::ReplicaSet)
+                .apply(k.clone(), facts::replica_set(&rs))
+                | index
+                    .replica_set_owners
+                    .apply(k, facts::replica_set_owner(&rs))
+        }
+        Kind::Workload(WorkloadKind::Job) => {
+            let job: WorkloadObject = decode(value)?;
+            index
+                .workloads_mut(WorkloadKind::Job)
+                .apply(k.clone(), facts::job(&job))
+                | index.job_owners.apply(k, facts::job_owner(&job))
+        }
+        Kind::Workload(w) => {
+            let obj: WorkloadObject = decode(value)?;
+            index.workloads_mut(w).apply(k, facts::workload(w, &obj))
+        }
+    })
+}
+
+/// Identifies an input object in the output: kind, namespace ("" when cluster-scoped), name.
+pub type ObjectId = (String, String, String);
+
+/// The objects of the input, in the index.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    pub index: Index,
+    /// Where each evaluated object starts (the last definition, when one repeats).
+    pub locations: HashMap<ObjectId, Source>,
+    /// Namespaces the objects use without a Namespace object in the input, with the first
+    /// object that uses each.
+    pub implied_namespaces: BTreeMap<String, Source>,
+    /// Objects decoded into the index.
+    pub evaluated: usize,
+    /// Objects no control reads, by kind (`apiVersion` shown for custom resources).
+    pub skipped: BTreeMap<String, usize>,
+    /// Objects of an evaluated kind that do not decode (or lack a name).
+    pub errors: Vec<InputError>,
+    /// Objects defined more than once: the later definition counts, as with `kubectl apply`.
+    pub duplicates: Vec<(ObjectId, Source, Source)>,
+}
+
+fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(value, |v, key| v.get(key))
+        .and_then(Value::as_str)
+}
+
+/// Puts the objects into an index the way the watches do. Namespaced objects without a
+/// namespace land in `default_namespace`, as `kubectl apply -n` would put them.
+pub fn ingest(objects: Vec<Object>, default_namespace: &str) -> Ingested {
+    let mut out = Ingested::default();
+    for Object { source, mut value } in objects {
+        let api_version = str_at(&value, &["apiVersion"]).unwrap_or_default();
+        let kind_name = str_at(&value, &["kind"]).unwrap_or_default().to_string();
+        if api_version.is_empty() || kind_name.is_empty() {
+            out.errors.push(InputError {
+                file: source.file.to_string(),
+                line: Some(source.line),
+                reason: "object without apiVersion or kind".into(),
+            });
+            continue;
+        }
+        let Some(kind) = Kind::recognise(api_version, &kind_name) else {
+            let label = if api_version.contains('.') && !api_version.contains("k8s.io/") {
+                format!("{kind_name} ({api_version})")
+            } else {
+                kind_name.clone()
+            };
+            *out.skipped.entry(label).or_default() += 1;
+            // A namespaced object of another kind still makes its namespace exist.
+            if !cluster_scoped_kind(&kind_name) {
+                let ns = str_at(&value, &["metadata", "namespace"]).unwrap_or(default_namespace);
+                out.implied_namespaces
+                    .entry(ns.to_string())
+                    .or_insert(source);
+            }
+            continue;
+        };
+        let name = str_at(&value, &["metadata", "name"])
+            .or_else(|| str_at(&value, &["metadata", "generateName"]))
+            .unwrap_or_default()
+            .to_string();
+        if name.is_empty() {
+            out.errors.push(InputError {
+                file: source.file.to_string(),
+                line: Some(source.line),
+                reason: format!("{kind_name} without metadata.name"),
+            });
+            continue;
+        }
+        if kind == Kind::Namespace
+            && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            // The API server sets it on every namespace (selectors use it).
+            let labels = meta
+                .entry("labels")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert(NAME_LABEL.into(), Value::String(name.clone()));
+            }
+        }
+        let namespace = if kind.cluster_scoped() {
+            None
+        } else {
+            let ns = str_at(&value, &["metadata", "namespace"])
+                .unwrap_or(default_namespace)
+                .to_string();
+            // The projections read the namespace from the object, as the API server sets it.
+            if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("namespace".into(), Value::String(ns.clone()));
+            }
+            out.implied_namespaces
+                .entry(ns.clone())
+                .or_insert_with(|| source.clone());
+            Some(ns)
+        };
+        let key = Key::new(namespace.as_deref(), &name);
+        if let Err(reason) = feed(&mut out.index, kind, &key, value) {
+            out.errors.push(InputError {
+                file: source.file.to_string(),
+                line: Some(source.line),
+                reason: format!("{kind_name} {name}: {reason}"),
+            });
+            continue;
+        }
+        out.evaluated += 1;
+        let id = (kind_name, key.namespace, key.name);
+        if let Some(before) = out.locations.insert(id.clone(), source.clone()) {
+            out.duplicates.push((id, before, source));
+        }
+    }
+    // A namespace the objects only name exists with no label but the one the API server sets
+    // on every namespace; one whose Namespace object is in the input is that object.
+    let declared: Vec<String> = out
+        .index
+        .namespaces
+        .iter()
+        .map(|(k, _)| k.name.clone())
+        .collect();
+    for ns in declared {
+        out.implied_namespaces.remove(&ns);
+    }
+    for ns in out.implied_namespaces.keys() {
+        let fact = NamespaceFact {
+            labels: [(NAME_LABEL.to_string(), ns.clone())].into(),
+            ..NamespaceFact::default()
+        };
+        out.index.namespaces.apply(Key::new(None, ns), Some(fact));
+    }
+    // Kubernetes' default roles exist in every cluster: bindings to them grant their rules.
+    let (cluster_roles, roles) = crate::rbac::defaults::bootstrap_roles();
+    for role in cluster_roles {
+        let key = Key::new(None, role.metadata.name.as_deref().unwrap_or_default());
+        if out.index.cluster_roles.get(&key).is_none() {
+            out.index
+                .cluster_roles
+                .apply(key, facts::cluster_role(&role));
+        }
+    }
+    for role in roles {
+        let key = Key::new(
+            role.metadata.namespace.as_deref(),
+            role.metadata.name.as_deref().unwrap_or_default(),
+        );
+        if out.index.roles.get(&key).is_none() {
+            out.index.roles.apply(key, facts::role(&role));
+        }
+    }
+    out
+}
+
+/// The label the API server sets on every namespace, to its name.
+pub const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The policy `onus check` uses without `--policy`: PaaS, Pod Security restricted at
+/// `latest`, every family enabled, the CRD's defaults otherwise (defaultDeny Ingress).
+pub fn default_policy() -> ResponsibilityPolicySpec {
+    ResponsibilityPolicySpec {
+        service_model: ServiceModel::PaaS,
+        mode: Mode::Audit,
+        namespace_selector: None,
+        excluded_namespaces: Vec::new(),
+        include_system_namespaces: Vec::new(),
+        controls: Controls::default(),
+        responsibilities: Vec::new(),
+        exceptions: Vec::new(),
+    }
+}
+
+/// Where an offender is in the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// The object starts here.
+    Object(Source),
+    /// Not in the input but existing by its namespace (a namespace only objects name, a
+    /// namespace's `default` ServiceAccount): where that namespace comes from (its Namespace
+    /// object, else the first object that uses it).
+    ImpliedBy(Source),
+    /// Not in the input (e.g. a binding's default subject).
+    Unknown,
+}
+
+/// One offending object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offender {
+    /// As status shows it, e.g. `Deployment/shop/web`.
+    pub object: String,
+    pub location: Location,
+}
+
+/// One control's result.
+#[derive(Clone, Debug)]
+pub struct ControlReport {
+    pub control: &'static Control,
+    pub owner: Owner,
+    pub owner_source: OwnerSource,
+    pub result: ControlResult,
+    pub offenders: Vec<Offender>,
+    pub excepted: u64,
+}
+
+/// The whole result of a check.
+#[derive(Debug)]
+pub struct Report {
+    pub controls: Vec<ControlReport>,
+    pub gaps: Vec<Gap>,
+    pub namespaces: usize,
+    /// The Pod Security version workloads were judged at.
+    pub pod_security_version: Version,
+    pub expired_exceptions: Vec<usize>,
+}
+
+impl Report {
+    /// The failing controls (as the controller's Compliant condition counts them).
+    pub fn failing(&self) -> impl Iterator<Item = &ControlReport> {
+        self.controls
+            .iter()
+            .filter(|c| c.result == ControlResult::Fail)
+    }
+}
+
+/// Evaluates the policy on the ingested objects with the controller's evaluation.
+pub fn check(spec: &ResponsibilityPolicySpec, ingested: &Ingested, now: Timestamp) -> Report {
+    let evaluation: Evaluation = evaluate::evaluate(spec, &ingested.index, now);
+    let locate = |v: &evaluate::Violation| -> Location {
+        let cluster_scoped = matches!(
+            v.kind.as_str(),
+            "Namespace" | "ClusterRole" | "ClusterRoleBinding"
+        );
+        let ns = if cluster_scoped {
+            String::new()
+        } else {
+            v.namespace.clone().unwrap_or_default()
+        };
+        let id = (v.kind.clone(), ns, v.name.clone());
+        if let Some(source) = ingested.locations.get(&id) {
+            return Location::Object(source.clone());
+        }
+        // A namespace only named by objects, and the `default` ServiceAccount Kubernetes
+        // creates in every namespace: shown where their namespace comes from.
+        let implied_in = match (v.kind.as_str(), v.name.as_str()) {
+            ("Namespace", name) => Some(name),
+            ("ServiceAccount", "default") => v.namespace.as_deref(),
+            _ => None,
+        };
+        let namespace_source = implied_in.and_then(|ns| {
+            ingested.implied_namespaces.get(ns).or_else(|| {
+                ingested
+                    .locations
+                    .get(&("Namespace".to_string(), String::new(), ns.to_string()))
+            })
+        });
+        match namespace_source {
+            Some(source) => Location::ImpliedBy(source.clone()),
+            None => Location::Unknown,
+        }
+    };
+    let controls = evaluation
+        .outcomes
+        .iter()
+        .map(|o| ControlReport {
+            control: o.control,
+            owner: o.owner,
+            owner_source: o.owner_source,
+            result: o.result,
+            offenders: o
+                .violations
+                .iter()
+                .map(|v| Offender {
+                    object: v.example.clone(),
+                    location: locate(v),
+                })
+                .collect(),
+            excepted: o.excepted,
+        })
+        .collect();
+    Report {
+        controls,
+        gaps: evaluation.gaps,
+        namespaces: evaluation.namespaces,
+        pod_security_version: ingested
+            .index
+            .admission_version(evaluate::pod_security_version(spec)),
+        expired_exceptions: evaluation.expired_exceptions,
+    }
+}
+
+/// Exit codes of `onus check`.
+pub const EXIT_PASS: i32 = 0;
+pub const EXIT_VIOLATIONS: i32 = 1;
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+/// 2 when any input was bad (the verdict is incomplete), else 1 when a control fails, else 0.
+pub fn exit_code(report: &Report, input_errors: usize) -> i32 {
+    if input_errors > 0 {
+        EXIT_BAD_INPUT
+    } else if report.failing().next().is_some() {
+        EXIT_VIOLATIONS
+    } else {
+        EXIT_PASS
+    }
+}
+
+#[cfg(test)]
+mod tests;

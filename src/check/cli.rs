@@ -1,0 +1,253 @@
+//! The `onus check` command line and its run.
+
+use std::io::{Read, Write};
+
+use serde_json::Value;
+
+use super::{EXIT_BAD_INPUT, check, default_policy, exit_code, ingest, load, output};
+use crate::{crd::ResponsibilityPolicySpec, podsecurity::Version, validate};
+
+pub const USAGE: &str = "usage: onus check -f PATH... [--policy FILE] [--output table|json]
+                  [--namespace NS]
+
+Evaluates manifests offline with the controller's own checks and prints each control's
+result, owner and offenders (file:line).
+
+  -f, --filename PATH   a file, a directory (read recursively: *.yaml, *.yml, *.json) or -
+                        (stdin); repeat for more
+  --policy FILE         a ResponsibilityPolicy (YAML or JSON); without it, a built-in
+                        default: serviceModel PaaS, Pod Security restricted, every family
+  -o, --output FORMAT   table (default) or json
+  -n, --namespace NS    namespace of objects that name none (default: default)
+
+Exit codes: 0 every customer-owned control passes, 1 violations, 2 bad input or bad policy
+(every readable file is still evaluated and reported).";
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// The parsed `onus check` arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Args {
+    pub paths: Vec<String>,
+    pub policy: Option<String>,
+    pub format: Format,
+    pub namespace: String,
+}
+
+/// What the `check` command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Check(Args),
+    Help,
+}
+
+/// Parses the arguments after `check`; `--flag value` and `--flag=value` both work.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut out = Args {
+        paths: Vec::new(),
+        policy: None,
+        format: Format::Table,
+        namespace: "default".into(),
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.into())),
+            _ => (arg, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .filter(|v: &String| !v.is_empty())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-f" | "--filename" => out.paths.push(value()?),
+            "--policy" => {
+                if out.policy.replace(value()?).is_some() {
+                    return Err("--policy may be given once".into());
+                }
+            }
+            "-o" | "--output" => {
+                out.format = match value()?.as_str() {
+                    "table" => Format::Table,
+                    "json" => Format::Json,
+                    other => return Err(format!("unknown output format {other:?}")),
+                }
+            }
+            "-n" | "--namespace" => out.namespace = value()?,
+            _ => return Err(format!("unknown argument {flag:?}")),
+        }
+    }
+    if out.paths.is_empty() {
+        return Err("no input: give -f PATH (a file, a directory or -)".into());
+    }
+    Ok(Command::Check(out))
+}
+
+/// Where the policy came from, for the output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicySource {
+    Default,
+    File(String),
+}
+
+/// Reads the policy file: a `ResponsibilityPolicy` object (its spec), or a bare spec. Fields
+/// the spec does not know are refused (a misspelt setting would otherwise be ignored).
+pub fn read_policy(path: &str) -> Result<ResponsibilityPolicySpec, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+    parse_policy(path, &text)
+}
+
+/// Parses a policy from text; see [`read_policy`].
+pub fn parse_policy(path: &str, text: &str) -> Result<ResponsibilityPolicySpec, String> {
+    let mut specs = Vec::new();
+    for doc in load::split_yaml(text) {
+        let value: Value = serde_yaml::from_str(&doc.text).map_err(|e| {
+            let line = e
+                .location()
+                .map_or(doc.start, |l| doc.start + l.line().saturating_sub(1));
+            format!(
+                "{path}:{line}: {}",
+                load::shift_lines(&e.to_string(), doc.start - 1)
+            )
+        })?;
+        let spec = match value.get("kind").and_then(Value::as_str) {
+            Some("ResponsibilityPolicy") => value.get("spec").cloned().unwrap_or(Value::Null),
+            Some(other) => {
+                return Err(format!(
+                    "{path}:{}: a {other}, not a ResponsibilityPolicy",
+                    doc.start
+                ));
+            }
+            None if value.is_null() => continue,
+            None => value,
+        };
+        specs.push((doc.start, spec));
+    }
+    let (line, value) = match specs.len() {
+        0 => return Err(format!("{path}: no ResponsibilityPolicy in the file")),
+        1 => specs.remove(0),
+        n => {
+            return Err(format!(
+                "{path}: {n} policies in the file; check evaluates one at a time"
+            ));
+        }
+    };
+    let spec: ResponsibilityPolicySpec = serde_json::from_value(value.clone())
+        .map_err(|e| format!("{path}:{line}: invalid spec: {e}"))?;
+    let known = serde_json::to_value(&spec).map_err(|e| e.to_string())?;
+    if let Some(field) = unknown_field(&value, &known, "spec") {
+        return Err(format!("{path}:{line}: unknown field {field}"));
+    }
+    validate::validate(&spec).map_err(|e| format!("{path}:{line}: {e}"))?;
+    spec.controls
+        .pod_security
+        .version
+        .parse::<Version>()
+        .map_err(|e| format!("{path}:{line}: spec.controls.podSecurity.version: {e}"))?;
+    Ok(spec)
+}
+
+/// The first field of `given` that the decoded-and-encoded spec `known` lost (empty values,
+/// which encoding leaves out, aside).
+fn unknown_field(given: &Value, known: &Value, path: &str) -> Option<String> {
+    match (given, known) {
+        (Value::Object(g), Value::Object(k)) => g.iter().find_map(|(key, v)| {
+            let here = format!("{path}.{key}");
+            match k.get(key) {
+                Some(kv) => unknown_field(v, kv, &here),
+                None if is_empty(v) => None,
+                None => Some(here),
+            }
+        }),
+        (Value::Array(g), Value::Array(k)) if g.len() == k.len() => g
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(i, (g, k))| unknown_field(g, k, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// Runs `onus check`; returns the exit code.
+pub fn run(args: &Args, stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let (spec, source) = match &args.policy {
+        Some(path) => match read_policy(path) {
+            Ok(spec) => (spec, PolicySource::File(path.clone())),
+            Err(e) => {
+                let _ = writeln!(err, "onus check: bad policy: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        },
+        None => (default_policy(), PolicySource::Default),
+    };
+    let loaded = load::load_paths(&args.paths, stdin);
+    let files = loaded.files;
+    let mut errors = loaded.errors;
+    let ingested = ingest(loaded.objects, &args.namespace);
+    errors.extend(ingested.errors.iter().cloned());
+    errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    let report = check(&spec, &ingested, jiff::Timestamp::now());
+    let code = exit_code(&report, errors.len());
+    let context = output::Context {
+        policy: &source,
+        spec: &spec,
+        files,
+        ingested: &ingested,
+        errors: &errors,
+        exit_code: code,
+    };
+    let written = match args.format {
+        Format::Table => output::table(out, &context, &report),
+        Format::Json => output::json(out, &context, &report),
+    };
+    for e in &errors {
+        let _ = writeln!(err, "onus check: {e}");
+    }
+    if let Err(e) = written {
+        // A reader that stopped early (`| head`) needs no message; the code still says the
+        // report was not delivered whole.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let _ = writeln!(err, "onus check: cannot write the report: {e}");
+        }
+        return EXIT_BAD_INPUT;
+    }
+    code
+}
+
+/// Runs `onus check` with the process's arguments after `check`; returns the exit code.
+pub fn main(args: impl IntoIterator<Item = String>) -> i32 {
+    match parse(args) {
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            0
+        }
+        Ok(Command::Check(args)) => run(
+            &args,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
+        Err(message) => {
+            eprintln!("onus check: {message}\n\n{USAGE}");
+            EXIT_BAD_INPUT
+        }
+    }
+}

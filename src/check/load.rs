@@ -1,0 +1,420 @@
+//! Reading manifests for `onus check`: files, directories (recursively: `*.yaml`, `*.yml`,
+//! `*.json`) and `-` (stdin); multi-document YAML, JSON (one value or a stream of them) and
+//! `List` objects. Every object keeps the file and line it starts at; a file that cannot be
+//! read or parsed becomes an [`InputError`] with file, line and reason, and the other files are
+//! still read.
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use serde::Deserialize;
+use serde_json::{Value, value::RawValue};
+
+/// Where an object starts: file (`<stdin>` for `-`) and 1-based line.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Source {
+    pub file: Arc<str>,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// One object read from the input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Object {
+    pub source: Source,
+    pub value: Value,
+}
+
+/// Input that could not be read: the file, the line when known, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.reason),
+            None => write!(f, "{}: {}", self.file, self.reason),
+        }
+    }
+}
+
+/// Everything read from the paths.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub objects: Vec<Object>,
+    pub errors: Vec<InputError>,
+    /// Files read (stdin counts as one).
+    pub files: usize,
+}
+
+/// The name stdin's objects are shown with.
+pub const STDIN: &str = "<stdin>";
+
+/// Reads every path: `-` is `stdin`, a directory is walked for `*.yaml`, `*.yml` and `*.json`
+/// (sorted, so the output is stable), anything else is read as a file.
+pub fn load_paths(paths: &[String], stdin: &mut dyn Read) -> Loaded {
+    let mut loaded = Loaded::default();
+    for path in paths {
+        if path == "-" {
+            let mut text = String::new();
+            loaded.files += 1;
+            match stdin.read_to_string(&mut text) {
+                Ok(_) => load_text(STDIN, &text, sniff_json(&text), &mut loaded),
+                Err(e) => loaded.errors.push(InputError {
+                    file: STDIN.into(),
+                    line: None,
+                    reason: format!("cannot read: {e}"),
+                }),
+            }
+            continue;
+        }
+        let path = Path::new(path);
+        if path.is_dir() {
+            let mut files = Vec::new();
+            if let Err(e) = walk(path, &mut files) {
+                loaded.errors.push(InputError {
+                    file: path.display().to_string(),
+                    line: None,
+                    reason: format!("cannot read directory: {e}"),
+                });
+            }
+            files.sort();
+            for file in files {
+                load_file(&file, &mut loaded);
+            }
+        } else {
+            load_file(path, &mut loaded);
+        }
+    }
+    loaded
+}
+
+fn manifest_extension(path: &Path) -> Option<&str> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .filter(|e| matches!(*e, "yaml" | "yml" | "json"))
+}
+
+/// The manifest files under `dir`, recursively. Symbolic links to directories are not
+/// followed (no cycles); those to files are read.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(&path, out)?;
+        } else if manifest_extension(&path).is_some() && path.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn load_file(path: &Path, loaded: &mut Loaded) {
+    let name = path.display().to_string();
+    loaded.files += 1;
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => {
+                let json = manifest_extension(path) == Some("json");
+                load_text(&name, &text, json, loaded)
+            }
+            Err(_) => loaded.errors.push(InputError {
+                file: name,
+                line: None,
+                reason: "not UTF-8 text".into(),
+            }),
+        },
+        Err(e) => loaded.errors.push(InputError {
+            file: name,
+            line: None,
+            reason: format!("cannot read: {e}"),
+        }),
+    }
+}
+
+/// Whether text from stdin is JSON (a stream of JSON values) rather than YAML.
+fn sniff_json(text: &str) -> bool {
+    text.trim_start().starts_with(['{', '['])
+}
+
+/// Reads the objects of one file's text into `loaded`.
+pub fn load_text(file: &str, text: &str, json: bool, loaded: &mut Loaded) {
+    let file: Arc<str> = file.into();
+    if json {
+        load_json(&file, text, loaded);
+    } else {
+        for doc in split_yaml(text) {
+            load_yaml_document(&file, &doc, loaded);
+        }
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The byte offset of `part` inside `whole` (`part` borrowed from it).
+fn offset_in(whole: &str, part: &str) -> usize {
+    (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize)
+}
+
+/// A `List`: `items` with the position of each item (borrowed from the text).
+#[derive(Deserialize)]
+struct RawList<'a> {
+    #[serde(borrow)]
+    items: Vec<&'a RawValue>,
+}
+
+fn load_json(file: &Arc<str>, text: &str, loaded: &mut Loaded) {
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+    loop {
+        match stream.next() {
+            None => break,
+            Some(Ok(raw)) => {
+                let start = offset_in(text, raw.get());
+                let line = line_at(text, start);
+                let value: Value = match serde_json::from_str(raw.get()) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        loaded.errors.push(InputError {
+                            file: file.to_string(),
+                            line: Some(line + e.line().saturating_sub(1)),
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
+                let item_lines = if is_list(&value) {
+                    serde_json::from_str::<RawList<'_>>(raw.get())
+                        .ok()
+                        .map(|list| {
+                            list.items
+                                .iter()
+                                .map(|item| line_at(text, offset_in(text, item.get())))
+                                .collect()
+                        })
+                } else {
+                    None
+                };
+                push_object(file, line, value, item_lines, loaded);
+            }
+            Some(Err(e)) => {
+                // The stream cannot resume after a syntax error: the rest of this file is lost.
+                loaded.errors.push(InputError {
+                    file: file.to_string(),
+                    line: Some(e.line()),
+                    reason: e.to_string(),
+                });
+                break;
+            }
+        }
+    }
+}
+
+/// A `List` object (`kind: List`, or `<Kind>List` as `kubectl get -o yaml` writes) with items.
+fn is_list(value: &Value) -> bool {
+    value
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.ends_with("List"))
+        && value.get("items").is_some_and(Value::is_array)
+}
+
+/// Adds an object, or each item of a List (at `item_lines` when known, else at the List's
+/// line). A document that is not an object is an error.
+fn push_object(
+    file: &Arc<str>,
+    line: usize,
+    value: Value,
+    item_lines: Option<Vec<usize>>,
+    loaded: &mut Loaded,
+) {
+    if is_list(&value) {
+        let Value::Object(mut map) = value else {
+            unreachable!("a List is an object")
+        };
+        let Some(Value::Array(items)) = map.remove("items") else {
+            unreachable!("a List has items")
+        };
+        let lines = item_lines.filter(|l| l.len() == items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let item_line = lines.as_ref().map_or(line, |l| l[i]);
+            // A List inside a List: its items' own lines are not known.
+            push_object(file, item_line, item, None, loaded);
+        }
+        return;
+    }
+    if !value.is_object() {
+        loaded.errors.push(InputError {
+            file: file.to_string(),
+            line: Some(line),
+            reason: "not a Kubernetes object (expected a mapping with apiVersion and kind)".into(),
+        });
+        return;
+    }
+    loaded.objects.push(Object {
+        source: Source {
+            file: file.clone(),
+            line,
+        },
+        value,
+    });
+}
+
+/// One YAML document: its text and the 1-based line its text starts at.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Document {
+    pub start: usize,
+    pub text: String,
+}
+
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+}
+
+/// Splits a YAML stream at `---` and `...` lines. A document marker at column 0 cannot be
+/// content (YAML forbids it even inside block scalars), so the split is exact. Content after
+/// `--- ` on the marker line stays in its document (the marker is blanked, columns kept).
+pub fn split_yaml(text: &str) -> Vec<Document> {
+    let mut docs = Vec::new();
+    let mut current = Document {
+        start: 1,
+        text: String::new(),
+    };
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        let number = i + 1;
+        let line = raw.strip_suffix('\n').unwrap_or(raw);
+        if is_marker(line, "---") {
+            docs.push(std::mem::replace(
+                &mut current,
+                Document {
+                    start: number,
+                    text: format!("   {}\n", &line[3..]),
+                },
+            ));
+        } else if is_marker(line, "...") {
+            docs.push(std::mem::replace(
+                &mut current,
+                Document {
+                    start: number + 1,
+                    text: String::new(),
+                },
+            ));
+        } else {
+            current.text.push_str(raw);
+        }
+    }
+    docs.push(current);
+    docs.retain(|d| first_content_line(&d.text).is_some());
+    docs
+}
+
+/// The 0-based index of the first line that is neither blank, a comment nor a directive.
+fn first_content_line(text: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#') && !l.starts_with('%')
+    })
+}
+
+fn load_yaml_document(file: &Arc<str>, doc: &Document, loaded: &mut Loaded) {
+    let content = first_content_line(&doc.text).unwrap_or(0);
+    let line = doc.start + content;
+    let value: Value = match serde_yaml::from_str(&doc.text) {
+        Ok(v) => v,
+        Err(e) => {
+            let at = e
+                .location()
+                .map_or(line, |l| doc.start + l.line().saturating_sub(1));
+            loaded.errors.push(InputError {
+                file: file.to_string(),
+                line: Some(at),
+                reason: shift_lines(&e.to_string(), doc.start - 1),
+            });
+            return;
+        }
+    };
+    if value.is_null() {
+        return;
+    }
+    let item_lines = if is_list(&value) {
+        yaml_list_item_lines(&doc.text)
+            .map(|lines| lines.into_iter().map(|l| doc.start + l).collect::<Vec<_>>())
+    } else {
+        None
+    };
+    push_object(file, line, value, item_lines, loaded);
+}
+
+/// The 0-based lines where the items of a block-style top-level `items:` sequence start
+/// (each `- ` at the sequence's column). `None` when the list is not in that shape (flow
+/// style); the caller also drops the lines unless they count exactly the items parsed, so a
+/// guess is never shown as a location.
+fn yaml_list_item_lines(text: &str) -> Option<Vec<usize>> {
+    let lines: Vec<&str> = text.lines().collect();
+    let key = lines.iter().position(|l| {
+        l.strip_prefix("items:")
+            .is_some_and(|rest| rest.trim().is_empty() || rest.trim_start().starts_with('#'))
+    })?;
+    let mut column = None;
+    let mut starts = Vec::new();
+    for (i, line) in lines.iter().enumerate().skip(key + 1) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        let is_item = trimmed == "-" || trimmed.starts_with("- ");
+        match column {
+            None if is_item => {
+                column = Some(indent);
+                starts.push(i);
+            }
+            None => return None,
+            Some(c) if indent == c && is_item => starts.push(i),
+            Some(c) if indent > c => {}
+            // Back at the key's level (or less): the sequence is over.
+            Some(_) => break,
+        }
+    }
+    Some(starts)
+}
+
+/// The parser's message with every `line N` (counted within the document) moved by `offset`
+/// to count within the file.
+pub fn shift_lines(message: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("line ") {
+        let (before, after) = rest.split_at(at + "line ".len());
+        out.push_str(before);
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        match after[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(&after[..digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
+}
