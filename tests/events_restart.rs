@@ -245,3 +245,56 @@ async fn a_violation_that_comes_back_counts_again_on_its_event() {
     }
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_violation_with_a_long_example_is_announced() {
+    // A RoleBinding subject's name has no length limit and is in the violation's example: the
+    // Event's note must still fit the API server's 1024 bytes, or the Event is refused and the
+    // violation never announced.
+    let env = TestEnv::start("ev-long").await;
+    let ns = env.namespace("ev-long", &[]).await;
+    let user = format!("user-{}", "x".repeat(1100));
+    env.create(
+        Some(&ns),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "too-much"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "cluster-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }),
+    )
+    .await;
+    let selector_value = format!("{}-long", env.id);
+    let selector = format!("{TEST_LABEL}={selector_value}");
+    let policy = apply_policy(&env, &selector_value).await;
+    let operator = Operator::start(&env.client, "onus", &selector);
+    let offender = format!("RoleBinding/{ns}/too-much");
+    env.wait_status(&policy, "the RoleBinding's violation", |s| {
+        s.controls
+            .iter()
+            .any(|c| c.examples.iter().any(|e| e.starts_with(&offender)))
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let events = Api::<Event>::namespaced(env.client.clone(), &ns)
+            .list(&ListParams::default().fields(
+                "reason=PolicyViolation,regarding.kind=RoleBinding,regarding.name=too-much",
+            ))
+            .await
+            .expect("list events")
+            .items;
+        if let Some(event) = events.first() {
+            let note = event.note.as_deref().unwrap_or_default();
+            assert!(note.len() <= 1024 && note.ends_with('…'), "{note}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the RoleBinding's violation was never announced"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    operator.stop().await;
+}
