@@ -298,3 +298,72 @@ async fn a_violation_with_a_long_example_is_announced() {
     }
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_audit_only_install_says_that_it_drops_a_finalizer_without_releasing_anything() {
+    // An Enforce install left its finalizer; an Audit-only install cannot honour it and removes
+    // it, and what the Enforce install applied stays: the policy's Events must say so.
+    let env = TestEnv::start("ev-audit-only").await;
+    let selector_value = format!("{}-audit-only", env.id);
+    let name = format!("{}-left", env.id);
+    let policy = json!({
+        "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+        "metadata": {"name": name, "labels": {TEST_LABEL: selector_value},
+                     "finalizers": [controller::FINALIZER]},
+        "spec": {"serviceModel": "PaaS", "mode": "Enforce",
+                 "namespaceSelector": {"matchLabels": {"onus.dev/test-ns": env.id}}},
+    });
+    let policies = Api::<ResponsibilityPolicy>::all(env.client.clone());
+    policies
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(policy).expect("policy"),
+        )
+        .await
+        .expect("create policy");
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let settings = Settings {
+        instance: "onus-audit-only".into(),
+        policy_selector: Some(format!("{TEST_LABEL}={selector_value}")),
+        audit_only: true,
+        ..Settings::default()
+    };
+    let task = tokio::spawn(controller::run(env.client.clone(), settings, async move {
+        let _ = stop.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let finalizers = policies
+            .get(&name)
+            .await
+            .expect("get policy")
+            .metadata
+            .finalizers
+            .unwrap_or_default();
+        let warned = Api::<Event>::all(env.client.clone())
+            .list(&ListParams::default().fields(&format!(
+                "reason={},regarding.name={name}",
+                controller::CLEANUP_UNAVAILABLE
+            )))
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .any(|e| {
+                e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("stay in place"))
+            });
+        if finalizers.is_empty() && warned {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "finalizers {finalizers:?}, warned: {warned}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = shutdown.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    let _ = policies.delete(&name, &Default::default()).await;
+}
