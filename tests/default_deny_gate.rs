@@ -441,3 +441,42 @@ async fn without_rights_to_read_webhooks_every_default_deny_is_held_until_it_has
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_webhook_called_by_a_service_dns_name_holds_the_deny_in_that_namespace() {
+    // `clientConfig.url` naming a Service by its cluster DNS name reaches the Service as
+    // `clientConfig.service` does: a deny in front of it would cut the webhook off alike.
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::start("gate-url").await;
+    let plain = env.namespace("plain", &[]).await;
+    let hooked = env.namespace("hooked", &[]).await;
+    let hook = format!("{}-hook", env.id);
+    let mut by_url = webhook(&hook, &hooked);
+    by_url["webhooks"][0]["clientConfig"] =
+        json!({"url": format!("https://hook.{hooked}.svc.cluster.local:443/validate")});
+    env.create(None, by_url).await;
+
+    let policy = env.apply_policy("net", network_spec(json!({}))).await;
+    until("the plain namespace denied", async || {
+        deny_policy(&env.client, &plain).await.is_some()
+    })
+    .await;
+    let expected = format!("NetworkPolicy waits in {hooked}: backs webhook {hook}");
+    let rp = env
+        .wait_status(&policy, "held in front of the webhook", |s| {
+            waiting(s).contains(&expected)
+        })
+        .await;
+    assert!(
+        deny_policy(&env.client, &hooked).await.is_none(),
+        "default-deny in front of {hook}: {:?}",
+        waiting(&rp.status.expect("status"))
+    );
+    env.delete(
+        None,
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        &hook,
+    )
+    .await;
+}

@@ -245,3 +245,125 @@ async fn a_violation_that_comes_back_counts_again_on_its_event() {
     }
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_violation_with_a_long_example_is_announced() {
+    // A RoleBinding subject's name has no length limit and is in the violation's example: the
+    // Event's note must still fit the API server's 1024 bytes, or the Event is refused and the
+    // violation never announced.
+    let env = TestEnv::start("ev-long").await;
+    let ns = env.namespace("ev-long", &[]).await;
+    let user = format!("user-{}", "x".repeat(1100));
+    env.create(
+        Some(&ns),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "too-much"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "cluster-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }),
+    )
+    .await;
+    let selector_value = format!("{}-long", env.id);
+    let selector = format!("{TEST_LABEL}={selector_value}");
+    let policy = apply_policy(&env, &selector_value).await;
+    let operator = Operator::start(&env.client, "onus", &selector);
+    let offender = format!("RoleBinding/{ns}/too-much");
+    env.wait_status(&policy, "the RoleBinding's violation", |s| {
+        s.controls
+            .iter()
+            .any(|c| c.examples.iter().any(|e| e.starts_with(&offender)))
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let events = Api::<Event>::namespaced(env.client.clone(), &ns)
+            .list(&ListParams::default().fields(
+                "reason=PolicyViolation,regarding.kind=RoleBinding,regarding.name=too-much",
+            ))
+            .await
+            .expect("list events")
+            .items;
+        if let Some(event) = events.first() {
+            let note = event.note.as_deref().unwrap_or_default();
+            assert!(note.len() <= 1024 && note.ends_with('…'), "{note}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the RoleBinding's violation was never announced"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_audit_only_install_says_that_it_drops_a_finalizer_without_releasing_anything() {
+    // An Enforce install left its finalizer; an Audit-only install cannot honour it and removes
+    // it, and what the Enforce install applied stays: the policy's Events must say so.
+    let env = TestEnv::start("ev-audit-only").await;
+    let selector_value = format!("{}-audit-only", env.id);
+    let name = format!("{}-left", env.id);
+    let policy = json!({
+        "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+        "metadata": {"name": name, "labels": {TEST_LABEL: selector_value},
+                     "finalizers": [controller::FINALIZER]},
+        "spec": {"serviceModel": "PaaS", "mode": "Enforce",
+                 "namespaceSelector": {"matchLabels": {"onus.dev/test-ns": env.id}}},
+    });
+    let policies = Api::<ResponsibilityPolicy>::all(env.client.clone());
+    policies
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(policy).expect("policy"),
+        )
+        .await
+        .expect("create policy");
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let settings = Settings {
+        instance: "onus-audit-only".into(),
+        policy_selector: Some(format!("{TEST_LABEL}={selector_value}")),
+        audit_only: true,
+        ..Settings::default()
+    };
+    let task = tokio::spawn(controller::run(env.client.clone(), settings, async move {
+        let _ = stop.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let finalizers = policies
+            .get(&name)
+            .await
+            .expect("get policy")
+            .metadata
+            .finalizers
+            .unwrap_or_default();
+        let warned = Api::<Event>::all(env.client.clone())
+            .list(&ListParams::default().fields(&format!(
+                "reason={},regarding.name={name}",
+                controller::CLEANUP_UNAVAILABLE
+            )))
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .any(|e| {
+                e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("stay in place"))
+            });
+        if finalizers.is_empty() && warned {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "finalizers {finalizers:?}, warned: {warned}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = shutdown.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    let _ = policies.delete(&name, &Default::default()).await;
+}

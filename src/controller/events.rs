@@ -1,12 +1,13 @@
 //! Kubernetes Events: condition transitions and expired exceptions on the policy, violations
 //! on the offending objects (one Event per violation across onus processes, see [`ledger`]).
 
+use jiff::Timestamp;
 use k8s_openapi::{
     api::{core::v1::ObjectReference, events::v1::Event as K8sEvent},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
 };
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams, PostParams},
     runtime::events::{Event as KubeEvent, EventType},
 };
@@ -270,10 +271,45 @@ pub(super) async fn publish_violations(ctx: std::sync::Arc<Context>) {
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while let Some(queued) = queue.recv().await {
         pace.tick().await;
-        let name = queued.event.metadata.name.clone().unwrap_or_default();
-        if let Err(error) = publish_violation(&ctx, &queued).await {
+        deliver(
+            &ctx.client,
+            (ctx.clock)(),
+            &ctx.announced_violations,
+            &queued,
+        )
+        .await;
+    }
+}
+
+/// Publishes one queued violation Event. One that failed in a way a later try may not (the API
+/// server overloaded or unreachable) is no longer counted as announced: the next evaluation
+/// offers it again (the ledger counted it when it was queued).
+async fn deliver(client: &Client, now: Timestamp, events: &ViolationEvents, queued: &Queued) {
+    match publish_violation(client, now, queued).await {
+        Ok(Published::Recreated) => events.ledger().recreated(&queued.policy_uid, queued.digest),
+        Ok(_) => {}
+        Err(error) => {
+            let name = queued.event.metadata.name.clone().unwrap_or_default();
             warn!(%error, event = %name, "Publishing violation event failed");
+            if retryable(&error) {
+                events.ledger().unannounce(
+                    &queued.policy_uid,
+                    queued.digest,
+                    queued.announce,
+                    Instant::now(),
+                );
+            }
         }
+    }
+}
+
+/// Whether publishing may succeed when tried again: the API server throttled or failed, or
+/// never answered. A refusal of the Event itself (invalid, forbidden) would fail again.
+fn retryable(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::SerdeError(_) | kube::Error::BuildRequest(_) => false,
+        _ => true,
     }
 }
 
@@ -311,14 +347,34 @@ pub(super) fn announce_violations(ctx: &Context, policy: &ResponsibilityPolicy, 
         permit.send(Queued {
             policy_uid: uid.clone(),
             digest,
-            event: violation_event(ctx, policy, control, v, &name),
+            event: violation_event(&events.instance, (ctx.clock)(), policy, control, v, &name),
             announce,
         });
     }
 }
 
+/// The longest note the API server accepts on an Event (events.k8s.io/v1), in bytes.
+const NOTE_LIMIT: usize = 1024;
+
+/// `note`, cut to [`NOTE_LIMIT`] on a character boundary (ending in `…` when cut): a longer one
+/// is refused, and the violation's Event would never be published.
+fn fit_note(mut note: String) -> String {
+    if note.len() <= NOTE_LIMIT {
+        return note;
+    }
+    let ellipsis = '…';
+    let mut end = NOTE_LIMIT - ellipsis.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push(ellipsis);
+    note
+}
+
 fn violation_event(
-    ctx: &Context,
+    instance: &str,
+    now: Timestamp,
     policy: &ResponsibilityPolicy,
     control: &str,
     v: &Violation,
@@ -335,56 +391,100 @@ fn violation_event(
         },
         type_: Some("Warning".into()),
         reason: Some("PolicyViolation".into()),
-        note: Some(format!(
+        note: Some(fit_note(format!(
             "{control} ({title}) fails ResponsibilityPolicy {}: {}",
             policy.name_any(),
             v.example
-        )),
+        ))),
         action: Some(format!("Check{}", control.replace('-', ""))),
-        event_time: Some(MicroTime((ctx.clock)())),
+        event_time: Some(MicroTime(now)),
         regarding: Some(object),
         related: Some(policy.object_ref(&())),
         reporting_controller: Some(REPORTING_CONTROLLER.into()),
-        reporting_instance: Some(ctx.announced_violations.instance.clone()),
+        reporting_instance: Some(instance.into()),
         ..K8sEvent::default()
     }
 }
 
 /// Creates the Event, or continues its series. One that already exists on create was published
-/// by an earlier onus process: the violation is announced already.
-async fn publish_violation(ctx: &Context, queued: &Queued) -> Result<(), kube::Error> {
+/// by an earlier onus process: the violation is announced already. An Event of that name about
+/// anything else (a name collision, crafted or not, or an Event someone else wrote) does not
+/// announce it: the Event is then published under a generated name.
+async fn publish_violation(
+    client: &Client,
+    now: Timestamp,
+    queued: &Queued,
+) -> Result<Published, kube::Error> {
     let Queued {
-        policy_uid,
-        digest,
-        event,
-        announce,
+        event, announce, ..
     } = queued;
     let name = event.metadata.name.clone().unwrap_or_default();
     let namespace = event.metadata.namespace.clone().unwrap_or_default();
-    let api: Api<K8sEvent> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<K8sEvent> = Api::namespaced(client.clone(), &namespace);
     if let Announce::Recur { count } = *announce {
         // Only the series: note, time and the rest of an Event are immutable.
         let series = json!({"series": {
             "count": count,
-            "lastObservedTime": MicroTime((ctx.clock)()),
+            "lastObservedTime": MicroTime(now),
         }});
         match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&series))
             .await
         {
-            Err(kube::Error::Api(status)) if status.is_not_found() => {
-                // Expired meanwhile: start a new one.
-                ctx.announced_violations
-                    .ledger()
-                    .recreated(policy_uid, *digest);
-            }
-            other => return other.map(|_| ()),
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            other => return other.map(|_| Published::Continued),
         }
     }
     match api.create(&PostParams::default(), event).await {
-        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
-        other => other.map(|_| ()),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            if same_violation(&api.get(&name).await?, event) {
+                return Ok(Published::Existing);
+            }
+            let mut generated = event.clone();
+            generated.metadata.name = None;
+            generated.metadata.generate_name = Some(format!("{name}-"));
+            api.create(&PostParams::default(), &generated).await?;
+            Ok(Published::Generated)
+        }
+        other => other.map(|_| match announce {
+            Announce::Create => Published::Created,
+            // Expired meanwhile: started anew.
+            Announce::Recur { .. } => Published::Recreated,
+        }),
     }
+}
+
+/// What [`publish_violation`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Published {
+    Created,
+    Continued,
+    Recreated,
+    /// An earlier process had published it.
+    Existing,
+    /// Its name was taken by another Event.
+    Generated,
+}
+
+/// Whether `existing` announces what `event` does: the same offender, policy, control and
+/// reporting controller.
+fn same_violation(existing: &K8sEvent, event: &K8sEvent) -> bool {
+    let about = |e: &K8sEvent| {
+        e.regarding.as_ref().map(|r| {
+            (
+                r.api_version.clone(),
+                r.kind.clone(),
+                r.namespace.clone(),
+                r.name.clone(),
+            )
+        })
+    };
+    let policy = |e: &K8sEvent| e.related.as_ref().and_then(|r| r.uid.clone());
+    about(existing) == about(event)
+        && policy(existing).is_some()
+        && policy(existing) == policy(event)
+        && existing.action == event.action
+        && existing.reporting_controller == event.reporting_controller
 }
 
 /// One Event per expired exception (per operator process).
@@ -496,5 +596,205 @@ mod queue_tests {
         assert!(events.reserve(1).is_empty());
         drop(taken);
         assert_eq!(events.reserve(3).len(), 3);
+    }
+}
+
+#[cfg(test)]
+mod publish_tests {
+    use super::*;
+    use axum::{
+        body::Bytes,
+        http::{Method, Request, Response},
+    };
+    use http_body_util::{BodyExt, Full};
+    use std::sync::Arc;
+
+    /// One request the mock API server received: method, path and query, JSON body.
+    type Seen = (Method, String, serde_json::Value);
+
+    /// A client whose API server answers each request with `answer` (status code, JSON body) and
+    /// records it.
+    fn mock(
+        answer: impl Fn(&Seen) -> (u16, serde_json::Value) + Send + Sync + 'static,
+    ) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let answer = Arc::new(answer);
+        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
+            let (record, answer) = (record.clone(), answer.clone());
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await?.to_bytes();
+                let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let request = (parts.method, parts.uri.to_string(), json);
+                let (code, reply) = answer(&request);
+                record.lock().unwrap().push(request);
+                Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(reply.to_string())))
+                    .map_err(tower::BoxError::from)
+            }
+        });
+        (Client::new(service, "default"), seen)
+    }
+
+    fn failure(code: u16, reason: &str) -> serde_json::Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "message": reason, "reason": reason, "code": code})
+    }
+
+    fn policy() -> ResponsibilityPolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+            "metadata": {"name": "prod", "uid": "uid-1"},
+            "spec": {"serviceModel": "PaaS"},
+        }))
+        .expect("policy")
+    }
+
+    fn violation(name: &str, example: &str) -> Violation {
+        crate::evaluate::ViolationData {
+            namespace: Some("shop".into()),
+            kind: "Deployment".into(),
+            name: name.into(),
+            example: example.into(),
+        }
+        .into()
+    }
+
+    /// What `announce_violations` queues for `v` failing WKL-03 of [`policy`], if the ledger
+    /// of `events` counts it as new.
+    fn offer(events: &ViolationEvents, v: &Violation) -> Option<Queued> {
+        let policy = policy();
+        let live = HashSet::from(["uid-1".to_string()]);
+        let mut ledger = events.ledger();
+        let digest = ledger.digest(&Identity::of(v).parts("uid-1", "WKL-03"));
+        let (digest, (), announce) = ledger
+            .update("uid-1", vec![(digest, ())], &live, Instant::now(), 20)
+            .pop()?;
+        let name = violation_event_name("uid-1", "WKL-03", &Identity::of(v));
+        Some(Queued {
+            policy_uid: "uid-1".into(),
+            digest,
+            event: violation_event("onus", Timestamp::now(), &policy, "WKL-03", v, &name),
+            announce,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_violation_whose_event_the_api_server_failed_is_offered_again() {
+        let events = ViolationEvents::new("onus");
+        let web = violation("web", "Deployment/shop/web");
+        let queued = offer(&events, &web).expect("new");
+        let (client, _) = mock(|_| (503, failure(503, "ServiceUnavailable")));
+        deliver(&client, Timestamp::now(), &events, &queued).await;
+        assert!(
+            offer(&events, &web).is_some(),
+            "a violation whose Event was never published counts as announced"
+        );
+        // Published: announced for as long as it fails.
+        let (client, _) = mock(|_| (201, json!({})));
+        deliver(&client, Timestamp::now(), &events, &queued).await;
+        assert!(offer(&events, &web).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_is_not_offered_again_and_again() {
+        // Invalid or forbidden fails the same way next time: it must not take the places of
+        // the other violations in every evaluation.
+        let events = ViolationEvents::new("onus");
+        let web = violation("web", "Deployment/shop/web");
+        let queued = offer(&events, &web).expect("new");
+        let (client, _) = mock(|_| (403, failure(403, "Forbidden")));
+        deliver(&client, Timestamp::now(), &events, &queued).await;
+        assert!(offer(&events, &web).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_violation_that_came_back_and_failed_to_publish_keeps_its_series() {
+        let events = ViolationEvents::new("onus");
+        let web = violation("web", "Deployment/shop/web");
+        offer(&events, &web).expect("new");
+        // Fixed, then back.
+        let live = HashSet::from(["uid-1".to_string()]);
+        events
+            .ledger()
+            .update::<()>("uid-1", vec![], &live, Instant::now(), 20);
+        let back = offer(&events, &web).expect("back");
+        assert_eq!(back.announce, Announce::Recur { count: 2 });
+        let (client, _) = mock(|_| (500, failure(500, "InternalError")));
+        deliver(&client, Timestamp::now(), &events, &back).await;
+        let again = offer(&events, &web).expect("offered again");
+        assert_eq!(again.announce, Announce::Recur { count: 2 });
+    }
+
+    #[test]
+    fn a_violation_event_note_fits_what_the_api_server_accepts() {
+        // A RoleBinding subject's name has no length limit, and it is in the example.
+        for example in ["x".repeat(3000), "é".repeat(1500)] {
+            let web = violation("web", &example);
+            let event =
+                violation_event("onus", Timestamp::now(), &policy(), "WKL-03", &web, "web.1");
+            let note = event.note.expect("note");
+            assert!(note.len() <= NOTE_LIMIT, "{} bytes", note.len());
+            assert!(note.starts_with("WKL-03 ("), "{note}");
+            assert!(note.ends_with('…'));
+        }
+        let short = violation("web", "Deployment/shop/web");
+        let event = violation_event(
+            "onus",
+            Timestamp::now(),
+            &policy(),
+            "WKL-03",
+            &short,
+            "web.1",
+        );
+        assert!(event.note.expect("note").ends_with(": Deployment/shop/web"));
+    }
+
+    #[tokio::test]
+    async fn an_event_of_the_same_name_about_another_object_does_not_announce_a_violation() {
+        let events = ViolationEvents::new("onus");
+        let web = violation("web", "Deployment/shop/web");
+        let queued = offer(&events, &web).expect("new");
+        let mut other = queued.event.clone();
+        other.regarding.as_mut().expect("regarding").name = Some("decoy".into());
+        let taken = serde_json::to_value(&other).expect("event");
+        let (client, seen) = mock(move |(method, uri, _)| match *method {
+            Method::POST if uri.contains("/events") => (409, failure(409, "AlreadyExists")),
+            Method::GET => (200, taken.clone()),
+            _ => (500, failure(500, "InternalError")),
+        });
+        let result = publish_violation(&client, Timestamp::now(), &queued).await;
+        // The first create is refused; the second one, generated, is answered 409 by this mock
+        // too: what matters is that it was attempted.
+        assert!(result.is_err(), "{result:?}");
+        let seen = seen.lock().unwrap();
+        let posts: Vec<&Seen> = seen.iter().filter(|(m, _, _)| m == Method::POST).collect();
+        assert_eq!(posts.len(), 2, "{seen:?}");
+        assert_eq!(
+            posts[1].2["metadata"]["generateName"],
+            format!("{}-", queued.event.metadata.name.clone().unwrap())
+        );
+        assert_eq!(posts[1].2["regarding"]["name"], "web");
+    }
+
+    #[tokio::test]
+    async fn an_event_published_by_an_earlier_process_announces_the_violation() {
+        let events = ViolationEvents::new("onus");
+        let web = violation("web", "Deployment/shop/web");
+        let queued = offer(&events, &web).expect("new");
+        let mut earlier = queued.event.clone();
+        earlier.reporting_instance = Some("onus-old".into());
+        earlier.note = Some("older note".into());
+        let earlier = serde_json::to_value(&earlier).expect("event");
+        let (client, seen) = mock(move |(method, _, _)| match *method {
+            Method::POST => (409, failure(409, "AlreadyExists")),
+            _ => (200, earlier.clone()),
+        });
+        let result = publish_violation(&client, Timestamp::now(), &queued).await;
+        assert_eq!(result.expect("published"), Published::Existing);
+        assert_eq!(seen.lock().unwrap().len(), 2);
     }
 }

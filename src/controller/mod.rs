@@ -118,6 +118,10 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// Finalizer on Enforce policies: onus removes what it applied before the policy goes.
 pub const FINALIZER: &str = "onus.dev/cleanup";
 
+/// Reason of the Warning Event an Audit-only install publishes when it removes [`FINALIZER`]
+/// without releasing what an Enforce install applied.
+pub const CLEANUP_UNAVAILABLE: &str = "CleanupUnavailable";
+
 /// Settings of the operator.
 #[derive(Clone)]
 pub struct Settings {
@@ -385,6 +389,25 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
     }
     converge::converge(ctx).await;
     if has_finalizer && (deleting || !enforcing) {
+        if ctx.audit_only {
+            // Nothing was released: whatever an Enforce install applied for this policy stays,
+            // and nothing else will tell.
+            events::publish(
+                ctx,
+                policy,
+                kube::runtime::events::EventType::Warning,
+                CLEANUP_UNAVAILABLE,
+                format!(
+                    "onus is installed Audit-only (--audit-only) and cannot honour its \
+                     finalizer {FINALIZER}: it removes it without releasing anything. The \
+                     remediations an Enforce install applied for this policy stay in place \
+                     (NetworkPolicy onus-default-deny, Pod Security labels, default \
+                     ServiceAccounts' automountServiceAccountToken) until an Enforce install \
+                     releases them or they are removed by hand"
+                ),
+            )
+            .await;
+        }
         // The release was attempted; what the API server refused is reported with Events and
         // retried by later convergences, so it never holds the deletion up.
         return set_finalizer(&ctx.client, policy, false).await;

@@ -68,6 +68,41 @@ pub struct ServiceRef {
 pub struct ClientConfig {
     #[serde(default)]
     pub service: Option<ServiceRef>,
+    /// A URL instead of a Service: one naming a Service by its cluster DNS name
+    /// (`<name>.<namespace>.svc[.<cluster domain>]`) reaches that Service all the same.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl ClientConfig {
+    /// The Service this calls: `service`, or the one its URL's host names.
+    fn service(&self) -> Option<ServiceRef> {
+        self.service
+            .clone()
+            .or_else(|| self.url.as_deref().and_then(service_of_url))
+    }
+}
+
+/// The Service a URL's host names by its cluster DNS name, e.g. `hook.gatekeeper.svc` or
+/// `hook.gatekeeper.svc.cluster.local` (any cluster domain). Other hosts (outside names, IP
+/// addresses) name none.
+fn service_of_url(url: &str) -> Option<ServiceRef> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = host.split(':').next()?.to_ascii_lowercase();
+    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    match labels.as_slice() {
+        [name, namespace, "svc", ..] if !name.is_empty() && !namespace.is_empty() => {
+            Some(ServiceRef {
+                namespace: Some((*namespace).to_string()),
+                name: Some((*name).to_string()),
+            })
+        }
+        _ => None,
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -129,10 +164,10 @@ pub struct ApiServiceObject {
     pub spec: Option<ApiServiceSpec>,
 }
 
-fn fact<'a>(refs: impl IntoIterator<Item = &'a ServiceRef>) -> Option<BackendFact> {
+fn fact(refs: impl IntoIterator<Item = ServiceRef>) -> Option<BackendFact> {
     let mut services: Vec<(String, String)> = refs
         .into_iter()
-        .filter_map(|s| Some((s.namespace.clone()?, s.name.clone().unwrap_or_default())))
+        .filter_map(|s| Some((s.namespace?, s.name.unwrap_or_default())))
         .filter(|(ns, _)| !ns.is_empty())
         .collect();
     services.sort();
@@ -140,13 +175,14 @@ fn fact<'a>(refs: impl IntoIterator<Item = &'a ServiceRef>) -> Option<BackendFac
     (!services.is_empty()).then_some(BackendFact { services })
 }
 
-/// The Services of a webhook configuration's webhooks (a webhook called by URL has none).
+/// The Services of a webhook configuration's webhooks (a webhook called by a URL outside the
+/// cluster's Service names has none).
 pub fn webhook_configuration(obj: &WebhookConfigurationObject) -> Option<BackendFact> {
     fact(
         obj.webhooks
             .iter()
             .flatten()
-            .filter_map(|w| w.client_config.as_ref()?.service.as_ref()),
+            .filter_map(|w| w.client_config.as_ref()?.service()),
     )
 }
 
@@ -163,13 +199,13 @@ pub fn crd_conversion(obj: &CrdObject) -> Option<BackendFact> {
                     .client_config
                     .as_ref()
             })
-            .and_then(|c| c.service.as_ref()),
+            .and_then(ClientConfig::service),
     )
 }
 
 /// The Service of an aggregated APIService.
 pub fn api_service(obj: &ApiServiceObject) -> Option<BackendFact> {
-    fact(obj.spec.as_ref().and_then(|s| s.service.as_ref()))
+    fact(obj.spec.as_ref().and_then(|s| s.service.clone()))
 }
 
 #[cfg(test)]
@@ -178,7 +214,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn every_webhook_service_is_read_and_urls_are_not() {
+    fn every_webhook_service_is_read_and_outside_urls_are_not() {
         let obj: WebhookConfigurationObject = serde_json::from_value(json!({
             "metadata": {"name": "cert-manager-webhook", "annotations": {"a": "b"}},
             "webhooks": [
@@ -195,6 +231,39 @@ mod tests {
                 ("cert-manager".to_string(), "cm".to_string()),
                 ("other".to_string(), "x".to_string())
             ]
+        );
+    }
+
+    #[test]
+    fn a_webhook_called_by_the_dns_name_of_a_service_backs_its_namespace() {
+        // A URL naming a Service by its cluster DNS name reaches the same Service as
+        // `clientConfig.service`: a default-deny in front of it cuts the webhook off alike.
+        let obj: WebhookConfigurationObject = serde_json::from_value(json!({
+            "metadata": {"name": "policy-webhook"},
+            "webhooks": [
+                {"name": "a", "clientConfig": {"url": "https://hook.gatekeeper.svc:8443/validate"}},
+                {"name": "b", "clientConfig": {"url": "https://Hook.Kyverno.SVC.cluster.local./x"}},
+                {"name": "c", "clientConfig": {"url": "https://webhook.example.com/validate"}},
+                {"name": "d", "clientConfig": {"url": "https://10.96.0.12:443/validate"}}
+            ]
+        }))
+        .expect("decodes");
+        assert_eq!(
+            webhook_configuration(&obj).expect("fact").services,
+            [
+                ("gatekeeper".to_string(), "hook".to_string()),
+                ("kyverno".to_string(), "hook".to_string())
+            ]
+        );
+        let crd: CrdObject = serde_json::from_value(json!({
+            "metadata": {"name": "things.example.com"},
+            "spec": {"conversion": {"strategy": "Webhook", "webhook": {
+                "clientConfig": {"url": "https://convert.things.svc.cluster.local/convert"}}}}
+        }))
+        .expect("decodes");
+        assert_eq!(
+            crd_conversion(&crd).expect("fact").services,
+            [("things".to_string(), "convert".to_string())]
         );
     }
 

@@ -116,6 +116,20 @@ impl Ledger {
         }
     }
 
+    /// Counts a violation whose Event could not be published as not announced: the next
+    /// [`Ledger::update`] that finds it failing offers it again (one that came back keeps its
+    /// series count).
+    pub fn unannounce(&mut self, policy: &str, digest: u64, announce: Announce, now: Instant) {
+        let Some(seen) = self.current.get_mut(policy) else {
+            return;
+        };
+        if seen.remove(&digest).is_some()
+            && let Announce::Recur { count } = announce
+        {
+            self.fixed.insert(digest, (count.saturating_sub(1), now));
+        }
+    }
+
     /// How many violations are remembered in all (current and fixed).
     #[cfg(test)]
     fn len(&self) -> usize {
