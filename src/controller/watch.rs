@@ -386,6 +386,68 @@ impl<K, A: Sink<K>, B: Sink<K>> Sink<K> for (A, B) {
     }
 }
 
+/// The watch of every object of kind `K`, decoded into `P`, listing in pages of `page`.
+fn watch_stream<K, P>(
+    client: Client,
+    page: u32,
+) -> futures::stream::BoxStream<'static, Result<Event<Watched<P>>, watcher::Error>>
+where
+    K: k8s_openapi::Resource + Resource<DynamicType = ()>,
+    P: DeserializeOwned + Identified + Clone + Debug + Send + Sync + 'static,
+{
+    let api = Api::<Watched<P>>::all_with(client, &ApiResource::erase::<K>(&()));
+    watcher(api, watcher::Config::default().page_size(page))
+        .default_backoff()
+        .boxed()
+}
+
+/// The next event of a watch, counted; before a list starts, waits for one of the
+/// [`LISTS_IN_FLIGHT`] turns and holds it in `listing` until the caller sees the list done.
+/// A failed watch is logged with `retrying` and retried by the stream's backoff.
+async fn next_event<T>(
+    events: &mut futures::stream::BoxStream<'static, Result<Event<T>, watcher::Error>>,
+    kind: &'static str,
+    watch: (&Metrics, &Arc<Semaphore>),
+    listing: &mut Option<OwnedSemaphorePermit>,
+    retrying: &str,
+) -> Option<Event<T>> {
+    let (metrics, lists) = watch;
+    loop {
+        let event = match events.next().await? {
+            Ok(event) => event,
+            Err(error) => {
+                warn!(%kind, %error, "{retrying}");
+                continue;
+            }
+        };
+        metrics.watch_event(kind);
+        if matches!(event, Event::Init) && listing.is_none() {
+            // The watcher lists when next polled: wait for a turn first.
+            *listing = lists.clone().acquire_owned().await.ok();
+        }
+        return Some(event);
+    }
+}
+
+/// Hands changes to the reconciler, remembering when the oldest unreported one happened.
+fn record(
+    first_change: &Mutex<Option<Instant>>,
+    changes: &Changes,
+    scopes: impl IntoIterator<Item = Scope>,
+) {
+    let mut scopes = scopes.into_iter().peekable();
+    if scopes.peek().is_none() {
+        return;
+    }
+    first_change
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(Instant::now);
+    for scope in scopes {
+        changes.record(scope);
+    }
+}
+
 /// Watches every object of kind `K`, each decoded straight into `P` (so one bad object cannot
 /// stall the stream, and no whole object is kept), projects each into facts and keeps the facts
 /// in the index.
@@ -403,9 +465,7 @@ where
         first_change,
         lists,
     } = watch;
-    let resource = ApiResource::erase::<K>(&());
     let kind = <K as k8s_openapi::Resource>::KIND;
-    let api = Api::<Watched<P>>::all_with(client, &resource);
     let page = if matches!(
         kind,
         "Pod" | "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "CronJob"
@@ -414,24 +474,18 @@ where
     } else {
         PAGE
     };
-    let mut events = watcher(api, watcher::Config::default().page_size(page))
-        .default_backoff()
-        .boxed();
+    let mut events = watch_stream::<K, P>(client, page);
     // Held from the start of a list (Init) until it is complete (InitDone).
     let mut listing: Option<OwnedSemaphorePermit> = None;
-    while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(error) => {
-                warn!(%kind, %error, "Watch failed; retrying");
-                continue;
-            }
-        };
-        metrics.watch_event(kind);
-        if matches!(event, Event::Init) && listing.is_none() {
-            // The watcher lists when next polled: wait for a turn first.
-            listing = lists.clone().acquire_owned().await.ok();
-        }
+    while let Some(event) = next_event(
+        &mut events,
+        kind,
+        (&metrics, &lists),
+        &mut listing,
+        "Watch failed; retrying",
+    )
+    .await
+    {
         let done = matches!(event, Event::InitDone);
         let changed = {
             let mut guard = write(&index);
@@ -474,13 +528,7 @@ where
         if done {
             listing = None;
         }
-        if let Some(scope) = changed {
-            first_change
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert_with(Instant::now);
-            changes.record(scope);
-        }
+        record(&first_change, &changes, changed);
     }
 }
 
@@ -504,31 +552,24 @@ async fn watch_backends<K, P>(
         first_change,
         lists,
     } = watch;
-    let resource = ApiResource::erase::<K>(&());
     let kind = <K as k8s_openapi::Resource>::KIND;
-    let api = Api::<Watched<P>>::all_with(client, &resource);
     // A CRD can be hundreds of kilobytes of schema: small pages bound the list in memory.
     let page = if backend == BackendKind::CustomResourceDefinition {
         CRD_PAGE
     } else {
         PAGE
     };
-    let mut events = watcher(api, watcher::Config::default().page_size(page))
-        .default_backoff()
-        .boxed();
+    let mut events = watch_stream::<K, P>(client, page);
     let mut listing: Option<OwnedSemaphorePermit> = None;
-    while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(error) => {
-                warn!(%kind, %error, "Watch failed; retrying (default-deny stays held until it lists)");
-                continue;
-            }
-        };
-        metrics.watch_event(kind);
-        if matches!(event, Event::Init) && listing.is_none() {
-            listing = lists.clone().acquire_owned().await.ok();
-        }
+    while let Some(event) = next_event(
+        &mut events,
+        kind,
+        (&metrics, &lists),
+        &mut listing,
+        "Watch failed; retrying (default-deny stays held until it lists)",
+    )
+    .await
+    {
         let done = matches!(event, Event::InitDone);
         let mut cluster = false;
         let mut scopes: Vec<Scope> = {
@@ -607,15 +648,7 @@ async fn watch_backends<K, P>(
         if cluster {
             scopes = vec![Scope::Cluster];
         }
-        if !scopes.is_empty() {
-            first_change
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert_with(Instant::now);
-            for scope in scopes {
-                changes.record(scope);
-            }
-        }
+        record(&first_change, &changes, scopes);
     }
 }
 
