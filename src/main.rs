@@ -82,18 +82,9 @@ enum Command {
 /// Parses the arguments after the program name; `--flag value` and `--flag=value` both work.
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut cli = Cli::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.into())),
-            _ => (arg, None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+    let mut args = onus::args::Flags::new(args);
+    while let Some((flag, inline)) = args.next_flag() {
+        let mut value = || args.value(&flag, &inline);
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--log-format" => {

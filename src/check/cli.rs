@@ -54,17 +54,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         format: Format::Table,
         namespace: "default".into(),
     };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.into())),
-            _ => (arg, None),
-        };
+    let mut args = crate::args::Flags::new(args);
+    while let Some((flag, inline)) = args.next_flag() {
         let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .filter(|v: &String| !v.is_empty())
+            args.value(&flag, &inline)
+                .ok()
+                .filter(|v| !v.is_empty())
                 .ok_or_else(|| format!("{flag} needs a value"))
         };
         match flag.as_str() {
