@@ -90,6 +90,8 @@ fn daemon_set_scope(key: &Key) -> Scope {
 pub(super) struct Pending {
     pub all: bool,
     pub namespaces: BTreeSet<String>,
+    /// When the oldest of these changes reached the index (for the detection latency).
+    pub since: Option<Instant>,
 }
 
 /// The hand-over from the watches to the reconciler: watches record, the trigger stream takes.
@@ -103,6 +105,7 @@ impl Changes {
     fn record(&self, scope: Scope) {
         {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.since.get_or_insert_with(Instant::now);
             match scope {
                 Scope::Cluster => {
                     pending.all = true;
@@ -137,7 +140,6 @@ pub(super) struct Watch {
     pub index: Arc<RwLock<Index>>,
     pub changes: Arc<Changes>,
     pub metrics: Metrics,
-    pub first_change: Arc<Mutex<Option<Instant>>>,
     /// Bounds the lists in flight.
     pub lists: Arc<Semaphore>,
 }
@@ -148,14 +150,12 @@ impl Watch {
         index: Arc<RwLock<Index>>,
         changes: Arc<Changes>,
         metrics: Metrics,
-        first_change: Arc<Mutex<Option<Instant>>>,
     ) -> Self {
         Watch {
             client,
             index,
             changes,
             metrics,
-            first_change,
             lists: Arc::new(Semaphore::new(LISTS_IN_FLIGHT)),
         }
     }
@@ -429,20 +429,8 @@ async fn next_event<T>(
     }
 }
 
-/// Hands changes to the reconciler, remembering when the oldest unreported one happened.
-fn record(
-    first_change: &Mutex<Option<Instant>>,
-    changes: &Changes,
-    scopes: impl IntoIterator<Item = Scope>,
-) {
-    let mut scopes = scopes.into_iter().peekable();
-    if scopes.peek().is_none() {
-        return;
-    }
-    first_change
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(Instant::now);
+/// Hands changes to the reconciler.
+fn record(changes: &Changes, scopes: impl IntoIterator<Item = Scope>) {
     for scope in scopes {
         changes.record(scope);
     }
@@ -462,7 +450,6 @@ where
         index,
         changes,
         metrics,
-        first_change,
         lists,
     } = watch;
     let kind = <K as k8s_openapi::Resource>::KIND;
@@ -528,7 +515,7 @@ where
         if done {
             listing = None;
         }
-        record(&first_change, &changes, changed);
+        record(&changes, changed);
     }
 }
 
@@ -549,7 +536,6 @@ async fn watch_backends<K, P>(
         index,
         changes,
         metrics,
-        first_change,
         lists,
     } = watch;
     let kind = <K as k8s_openapi::Resource>::KIND;
@@ -648,7 +634,7 @@ async fn watch_backends<K, P>(
         if cluster {
             scopes = vec![Scope::Cluster];
         }
-        record(&first_change, &changes, scopes);
+        record(&changes, scopes);
     }
 }
 
@@ -664,14 +650,14 @@ mod tests {
         changes.record(Scope::Namespace("a".into()));
         let batch = changes.next().await;
         assert_eq!(batch.namespaces.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+        let before = Instant::now();
         changes.record(Scope::Namespace("c".into()));
         changes.record(Scope::Cluster);
-        assert_eq!(
-            changes.next().await,
-            Pending {
-                all: true,
-                namespaces: BTreeSet::new()
-            }
-        );
+        let batch = changes.next().await;
+        assert!(batch.all);
+        assert!(batch.namespaces.is_empty());
+        // The batch remembers its oldest change, for the detection latency.
+        let since = batch.since.expect("when the batch began");
+        assert!(since >= before && since <= Instant::now());
     }
 }
