@@ -310,6 +310,14 @@ pub fn deny_gate(namespace: &str, allowed: bool, index: &Index) -> Vec<String> {
     if !index.backends.synced() {
         return vec!["webhooks and APIServices not listed yet".into()];
     }
+    // An object onus could not read may call into any namespace: hold everywhere.
+    let unreadable = index.backends.unreadable();
+    if !unreadable.is_empty() {
+        return unreadable
+            .into_iter()
+            .map(|b| format!("{b} could not be read (where it calls is unknown)"))
+            .collect();
+    }
     index
         .backends
         .in_namespace(namespace)

@@ -573,7 +573,13 @@ async fn watch_backends<K, P>(
             let touched: Option<Vec<String>> = match event {
                 Event::Apply(obj) => {
                     let key = key_of(&obj);
-                    decoded(&metrics, kind, &key, obj).map(|body| {
+                    let body = decoded(&metrics, kind, &key, obj);
+                    // An undecodable object holds every default-deny (its targets are
+                    // unknown); its last readable facts stay too.
+                    cluster |= facts
+                        .backends
+                        .set_readable(backend, &key, body.is_some(), false);
+                    body.map(|body| {
                         let fact = project(&body);
                         moved(facts, &key, &|i: &mut Index| {
                             i.backends.map(backend).apply(key.clone(), fact.clone())
@@ -582,22 +588,29 @@ async fn watch_backends<K, P>(
                 }
                 Event::Delete(obj) => {
                     let key = key_of(&obj);
+                    cluster |= facts.backends.set_readable(backend, &key, true, false);
                     Some(moved(facts, &key, &|i: &mut Index| {
                         i.backends.map(backend).delete(&key)
                     }))
                 }
                 Event::Init => {
                     facts.backends.map(backend).reset_start();
+                    facts.backends.unreadable_list_start(backend);
                     None
                 }
                 Event::InitApply(obj) => {
                     let key = key_of(&obj);
-                    if let Some(body) = decoded(&metrics, kind, &key, obj) {
+                    let body = decoded(&metrics, kind, &key, obj);
+                    facts
+                        .backends
+                        .set_readable(backend, &key, body.is_some(), true);
+                    if let Some(body) = body {
                         facts.backends.map(backend).reset_apply(key, project(&body));
                     }
                     None
                 }
                 Event::InitDone => {
+                    cluster |= facts.backends.unreadable_list_done(backend);
                     let first = !facts.backends.synced();
                     let before: BTreeSet<String> = facts.backends.namespaces().cloned().collect();
                     let changed = facts.backends.map(backend).reset_done();
@@ -622,6 +635,10 @@ async fn watch_backends<K, P>(
                     }
                 }
             };
+            if cluster {
+                // Every namespace's gate may have moved.
+                facts.touch(kind, None);
+            }
             let touched = touched.unwrap_or_default();
             for ns in &touched {
                 facts.touch(kind, Some(ns));

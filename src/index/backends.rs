@@ -12,6 +12,17 @@ pub struct Backends {
     maps: BTreeMap<BackendKind, FactMap<BackendFact>>,
     /// Per namespace, what it backs (`webhook cert-manager-webhook`, ...), sorted.
     by_namespace: BTreeMap<String, Vec<String>>,
+    /// Objects the watches saw but could not decode, per kind: where they call is unknown.
+    unreadable: BTreeMap<BackendKind, Unreadable>,
+}
+
+/// The undecodable objects of one kind, and those of a list in progress.
+#[derive(Debug, Default)]
+struct Unreadable {
+    now: BTreeSet<Key>,
+    /// Filled while a (re)list runs; replaces `now` when it is complete (until then the
+    /// objects known unreadable stay so).
+    listing: Option<BTreeSet<Key>>,
 }
 
 impl Backends {
@@ -44,6 +55,59 @@ impl Backends {
             .and_then(|m| m.get(key))
             .into_iter()
             .flat_map(|f| f.services.iter().map(|(ns, _)| ns.clone()))
+            .collect()
+    }
+
+    /// Records whether an object of `kind` could be decoded (`readable`), from a watch event
+    /// (`listing`: from a list in progress). Returns whether the set of unreadable objects
+    /// changed.
+    pub fn set_readable(
+        &mut self,
+        kind: BackendKind,
+        key: &Key,
+        readable: bool,
+        listing: bool,
+    ) -> bool {
+        let entry = self.unreadable.entry(kind).or_default();
+        if listing {
+            if let Some(list) = entry.listing.as_mut()
+                && !readable
+            {
+                list.insert(key.clone());
+            }
+            return false;
+        }
+        if readable {
+            entry.now.remove(key)
+        } else {
+            entry.now.insert(key.clone())
+        }
+    }
+
+    /// A (re)list of `kind` starts.
+    pub fn unreadable_list_start(&mut self, kind: BackendKind) {
+        self.unreadable.entry(kind).or_default().listing = Some(BTreeSet::new());
+    }
+
+    /// The (re)list of `kind` is complete. Returns whether the set of unreadable objects
+    /// changed.
+    pub fn unreadable_list_done(&mut self, kind: BackendKind) -> bool {
+        let entry = self.unreadable.entry(kind).or_default();
+        match entry.listing.take() {
+            Some(listed) if listed != entry.now => {
+                entry.now = listed;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The objects that could not be decoded, e.g. `webhook broken-hook`, sorted: while there
+    /// is one, no namespace is known not to back something.
+    pub fn unreadable(&self) -> Vec<String> {
+        self.unreadable
+            .iter()
+            .flat_map(|(kind, u)| u.now.iter().map(|key| kind.describe(&key.name)))
             .collect()
     }
 
@@ -124,5 +188,31 @@ mod tests {
         // The relists carried nothing: nothing is backed any more.
         b.rebuild();
         assert!(b.in_namespace("cert-manager").is_empty());
+    }
+
+    #[test]
+    fn an_undecodable_object_stays_unreadable_until_decoded_deleted_or_relisted_without_it() {
+        let kind = BackendKind::ValidatingWebhookConfiguration;
+        let key = Key::new(None, "broken-hook");
+        let mut b = Backends::default();
+        assert!(b.set_readable(kind, &key, false, false));
+        assert!(!b.set_readable(kind, &key, false, false), "already known");
+        assert_eq!(b.unreadable(), ["webhook broken-hook"]);
+        // A relist that still cannot read it keeps it; until the list is done it stays anyway.
+        b.unreadable_list_start(kind);
+        assert_eq!(b.unreadable(), ["webhook broken-hook"]);
+        b.set_readable(kind, &key, false, true);
+        assert!(!b.unreadable_list_done(kind));
+        assert_eq!(b.unreadable(), ["webhook broken-hook"]);
+        // A relist that can read it (or no longer sees it) lets go, when it is complete.
+        b.unreadable_list_start(kind);
+        b.set_readable(kind, &key, true, true);
+        assert_eq!(b.unreadable(), ["webhook broken-hook"]);
+        assert!(b.unreadable_list_done(kind));
+        assert!(b.unreadable().is_empty());
+        // A readable modification or a deletion lets go too.
+        b.set_readable(kind, &key, false, false);
+        assert!(b.set_readable(kind, &key, true, false));
+        assert!(b.unreadable().is_empty());
     }
 }
