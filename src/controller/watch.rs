@@ -239,7 +239,8 @@ pub(super) async fn watch_all(watch: Watch) {
             .network_policies),
         watch!(ServiceAccount, facts::default_service_account, |i| &mut i
             .default_service_accounts),
-        watch!(Service, facts::external_ips, |i| &mut i.external_ips),
+        watch!(Service as Service, (facts::external_ips, |i| &mut i.external_ips),
+            (facts::cluster_ips, |i| &mut i.service_ips); in_namespace),
         watch!(Role, facts::role, |i| &mut i.roles),
         watch!(
             ClusterRole,
@@ -562,12 +563,12 @@ async fn watch_backends<K, P>(
             let mut guard = write(&index);
             let facts = &mut *guard;
             let moved = |facts: &mut Index, key: &Key, change: &dyn Fn(&mut Index) -> bool| {
-                let before = facts.backends.namespaces_of(backend, key);
+                let before = facts.backend_namespaces(backend, key);
                 if !change(facts) {
                     return Vec::new();
                 }
                 facts.backends.rebuild();
-                let after = facts.backends.namespaces_of(backend, key);
+                let after = facts.backend_namespaces(backend, key);
                 before.union(&after).cloned().collect::<Vec<_>>()
             };
             let touched: Option<Vec<String>> = match event {
@@ -612,7 +613,7 @@ async fn watch_backends<K, P>(
                 Event::InitDone => {
                     cluster |= facts.backends.unreadable_list_done(backend);
                     let first = !facts.backends.synced();
-                    let before: BTreeSet<String> = facts.backends.namespaces().cloned().collect();
+                    let before = facts.backing_namespaces();
                     let changed = facts.backends.map(backend).reset_done();
                     if changed {
                         facts.backends.rebuild();
@@ -623,8 +624,7 @@ async fn watch_backends<K, P>(
                         cluster = true;
                         None
                     } else {
-                        let after: BTreeSet<String> =
-                            facts.backends.namespaces().cloned().collect();
+                        let after = facts.backing_namespaces();
                         Some(if changed {
                             // Any namespace whose backends may differ (the sets alone miss a
                             // namespace that backs something else now).

@@ -1,7 +1,10 @@
 //! The namespaces the API server calls back into (admission webhooks, CRD conversion webhooks,
 //! aggregated APIServices), kept by object and, derived from that, by namespace.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use super::{FactMap, Key};
 use crate::facts::backends::{BackendFact, BackendKind};
@@ -12,6 +15,8 @@ pub struct Backends {
     maps: BTreeMap<BackendKind, FactMap<BackendFact>>,
     /// Per namespace, what it backs (`webhook cert-manager-webhook`, ...), sorted.
     by_namespace: BTreeMap<String, Vec<String>>,
+    /// Per IP address called by URL, what calls it, sorted.
+    by_ip: BTreeMap<IpAddr, Vec<String>>,
     /// Objects the watches saw but could not decode, per kind: where they call is unknown.
     unreadable: BTreeMap<BackendKind, Unreadable>,
 }
@@ -46,6 +51,26 @@ impl Backends {
             .get(namespace)
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+
+    /// What calls `ip` by URL (`webhook x`, ...); empty when nothing.
+    pub fn calling(&self, ip: &IpAddr) -> &[String] {
+        self.by_ip.get(ip).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Whether anything calls an IP address by URL.
+    pub fn calls_ips(&self) -> bool {
+        !self.by_ip.is_empty()
+    }
+
+    /// The IP addresses an object of `kind` calls by URL, as recorded now.
+    pub fn ips_of(&self, kind: BackendKind, key: &Key) -> BTreeSet<IpAddr> {
+        self.maps
+            .get(&kind)
+            .and_then(|m| m.get(key))
+            .into_iter()
+            .flat_map(|f| f.ips.iter().copied())
+            .collect()
     }
 
     /// The namespaces an object of `kind` points into, as recorded now.
@@ -120,6 +145,7 @@ impl Backends {
     /// change rarely, and there are few).
     pub fn rebuild(&mut self) {
         let mut by_namespace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut by_ip: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
         for (kind, map) in &self.maps {
             for (key, fact) in map.iter() {
                 for (ns, _) in &fact.services {
@@ -128,11 +154,21 @@ impl Backends {
                         .or_default()
                         .insert(kind.describe(&key.name));
                 }
+                for ip in &fact.ips {
+                    by_ip
+                        .entry(*ip)
+                        .or_default()
+                        .insert(kind.describe(&key.name));
+                }
             }
         }
         self.by_namespace = by_namespace
             .into_iter()
             .map(|(ns, set)| (ns, set.into_iter().collect()))
+            .collect();
+        self.by_ip = by_ip
+            .into_iter()
+            .map(|(ip, set)| (ip, set.into_iter().collect()))
             .collect();
     }
 }
@@ -147,6 +183,7 @@ mod tests {
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
+            ips: Vec::new(),
         })
     }
 
