@@ -3,7 +3,7 @@
 #   make test   - the whole test suite (unit, integration against a real kube-apiserver, chart)
 #   make bench  - the real onus binary against a real control plane (not part of make test)
 SHELL := /bin/bash
-.PHONY: test demo tools lint crds docs bench bench-smoke bench-allocators
+.PHONY: test test-oldest demo tools lint crds docs bench bench-smoke bench-allocators
 
 # Builds (once, then cached under ~/.cache/onus) kube-apiserver, kube-controller-manager, kubectl,
 # helm, and promtool (the chart test runs the PrometheusRule's unit tests with it).
@@ -13,6 +13,16 @@ tools:
 
 test: tools
 	cargo test --workspace --all-targets
+	bash hack/check-no-leaks.sh
+
+# The oldest Kubernetes onus supports (the chart's kubeVersion): every integration test runs
+# against its kube-apiserver and kube-controller-manager too, built the same way (CI runs it
+# after make test; the first build takes another 20-30 minutes).
+OLDEST_K8S ?= v1.34.4
+ONUS_CACHE_DIR := $(or $(ONUS_CACHE),$(HOME)/.cache/onus)
+test-oldest: tools
+	K8S_VERSION=$(OLDEST_K8S) bash hack/build-control-plane.sh >/dev/null
+	ONUS_K8S_BIN=$(ONUS_CACHE_DIR)/k8s-$(OLDEST_K8S)/bin cargo test --workspace --test '*'
 	bash hack/check-no-leaks.sh
 
 demo: tools

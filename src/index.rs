@@ -302,6 +302,7 @@ impl Index {
     /// The RBAC objects as the rbac module takes them.
     pub fn rbac(&self) -> RbacSnapshot {
         RbacSnapshot {
+            kubernetes_minor: self.server_minor,
             roles: self.roles.iter().map(|(_, r)| r.clone()).collect(),
             cluster_roles: self.cluster_roles.iter().map(|(_, r)| r.clone()).collect(),
             role_bindings: self.role_bindings.iter().map(|(_, r)| r.clone()).collect(),
