@@ -80,7 +80,7 @@ impl Prevention {
                     self.failures.remove(&name);
                 }
                 Err(message) => {
-                    warn!(name, %message, "Admission policy write refused");
+                    warn!(name, error = %message, "Admission policy write refused");
                     self.failures.insert(name.clone(), message);
                 }
             }
