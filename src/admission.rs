@@ -10,7 +10,8 @@
 //!   namespaces, allow-list and exceptions, and a message naming the control and the policy; a
 //!   request passes only if every validation does (the strictest wins).
 //! - Only new violations are stopped: an update that leaves the checked fields (subjects and
-//!   roleRef of a binding, rules of a role) as they were is admitted, so an object that is
+//!   roleRef of a binding, rules of a role, a Service's externalIPs) as they were is admitted
+//!   (WKL-10, workloads in `default`, matches creation only), so an object that is
 //!   already in violation can still be relabelled or cleaned up; status keeps reporting it.
 //! - It never locks the cluster or onus out: requests by `system:masters` (the API server's own
 //!   bootstrap among them), `system:apiserver`, `system:kube-controller-manager`,
@@ -44,8 +45,9 @@ use crate::{
     validate::validate,
 };
 
-/// The controls checked at admission, in catalog order.
-pub const PREVENTABLE: [&str; 4] = ["IAM-01", "IAM-02", "IAM-05", "IAM-07"];
+/// The controls checked at admission: IAM-01, IAM-02, IAM-05, IAM-07 (RBAC), WKL-10
+/// (workloads in `default`) and NET-05 (Service externalIPs).
+pub const PREVENTABLE: [&str; 6] = ["IAM-01", "IAM-02", "IAM-05", "IAM-07", "WKL-10", "NET-05"];
 
 /// Annotation on generated objects: the policies that contributed, sorted, comma-separated.
 pub const POLICIES_ANNOTATION: &str = crate::facts::POLICIES_ANNOTATION;
@@ -319,20 +321,51 @@ fn requester_allowed(spec: &ResponsibilityPolicySpec) -> String {
 
 /// What the control checks: the resources it matches, and the violation as CEL on `object`.
 struct Check {
-    resources: [&'static str; 2],
+    /// The resource rules it matches.
+    rules: Value,
     /// The fields an update must leave alone to be admitted as it is.
     unchanged: &'static str,
 }
 
+const RBAC: &str = "rbac.authorization.k8s.io";
+
+fn rule(groups: &[&str], resources: &[&str], operations: &[&str]) -> Value {
+    json!({"apiGroups": groups, "apiVersions": ["*"], "operations": operations, "resources": resources})
+}
+
 fn check(control: &str) -> Check {
+    let create_update = ["CREATE", "UPDATE"];
     match control {
         "IAM-01" | "IAM-07" => Check {
-            resources: ["rolebindings", "clusterrolebindings"],
+            rules: json!([rule(
+                &[RBAC],
+                &["rolebindings", "clusterrolebindings"],
+                &create_update
+            )]),
             unchanged: "request.operation == 'UPDATE' && object.roleRef == oldObject.roleRef && \
                         object.?subjects.orValue([]) == oldObject.?subjects.orValue([])",
         },
+        // Workloads are created in `default`; updates of those already there are admitted
+        // (only CREATE is matched), and the controllers that make their Pods are exempt.
+        "WKL-10" => Check {
+            rules: json!([
+                rule(&[""], &["pods", "replicationcontrollers"], &["CREATE"]),
+                rule(
+                    &["apps"],
+                    &["deployments", "statefulsets", "daemonsets", "replicasets"],
+                    &["CREATE"]
+                ),
+                rule(&["batch"], &["jobs", "cronjobs"], &["CREATE"]),
+            ]),
+            unchanged: "false",
+        },
+        "NET-05" => Check {
+            rules: json!([rule(&[""], &["services"], &create_update)]),
+            unchanged: "request.operation == 'UPDATE' && \
+                        object.spec.?externalIPs.orValue([]) == oldObject.spec.?externalIPs.orValue([])",
+        },
         _ => Check {
-            resources: ["roles", "clusterroles"],
+            rules: json!([rule(&[RBAC], &["roles", "clusterroles"], &create_update)]),
             unchanged: "request.operation == 'UPDATE' && \
                         object.?rules.orValue([]) == oldObject.?rules.orValue([])",
         },
@@ -364,6 +397,8 @@ pub fn violation(spec: &ResponsibilityPolicySpec, control: &str) -> String {
              r.verbs.exists(v, v == 'impersonate'))",
             requester_allowed(spec)
         ),
+        "WKL-10" => "request.?namespace.orValue('') == 'default'".into(),
+        "NET-05" => "size(object.spec.?externalIPs.orValue([])) > 0".into(),
         _ => "false".into(),
     }
 }
@@ -455,12 +490,7 @@ pub fn generate<'a>(
             "spec": {
                 // Reasoned in the module docs: fail closed, never lock out.
                 "failurePolicy": "Fail",
-                "matchConstraints": {"resourceRules": [{
-                    "apiGroups": ["rbac.authorization.k8s.io"],
-                    "apiVersions": ["*"],
-                    "operations": ["CREATE", "UPDATE"],
-                    "resources": check.resources,
-                }]},
+                "matchConstraints": {"resourceRules": check.rules},
                 "matchConditions": [{
                     "name": "onus-exempt-cluster-identities",
                     "expression": format!("!({})", exempt_expression(own_user)),

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use common::{TestEnv, control, kubectl_ok};
 use k8s_openapi::api::{
     admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
+    apps::v1::Deployment,
+    core::v1::Service,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
@@ -272,19 +274,26 @@ async fn an_enforce_policy_prevents_cluster_admin_bindings_at_admission() {
         })
         .await;
     let status = rp.status.expect("status");
-    for id in ["IAM-01", "IAM-02", "IAM-05", "IAM-07"] {
+    for id in ["IAM-01", "IAM-02", "IAM-05", "IAM-07", "WKL-10", "NET-05"] {
         assert_eq!(
             control(&status, id).admission,
             Some(AdmissionAction::Deny),
             "{id}"
         );
     }
-    for id in ["IAM-03", "NET-05", "WKL-10"] {
+    for id in ["IAM-03", "NET-03", "WKL-02"] {
         assert_eq!(control(&status, id).admission, None, "{id}");
     }
     assert_eq!(
         generated_names(&admin).await,
-        ["onus-iam-01", "onus-iam-02", "onus-iam-05", "onus-iam-07"]
+        [
+            "onus-iam-01",
+            "onus-iam-02",
+            "onus-iam-05",
+            "onus-iam-07",
+            "onus-net-05",
+            "onus-wkl-10"
+        ]
     );
 
     // Warn mode: admitted, with the warning.
@@ -337,7 +346,13 @@ async fn an_enforce_policy_prevents_cluster_admin_bindings_at_admission() {
     assert_eq!(control(&status, "IAM-05").admission, None);
     assert_eq!(
         generated_names(&admin).await,
-        ["onus-iam-01-warn", "onus-iam-02-warn", "onus-iam-07-warn"],
+        [
+            "onus-iam-01-warn",
+            "onus-iam-02-warn",
+            "onus-iam-07-warn",
+            "onus-net-05-warn",
+            "onus-wkl-10-warn"
+        ],
         "the Deny objects are gone, the look-alike onus-iam-05-warn is not taken over"
     );
 
@@ -469,7 +484,7 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
                     "expires": "2020-01-01T00:00:00Z"}]}),
     )
     .await;
-    assert_eq!(names.len(), 4);
+    assert_eq!(names.len(), 6);
     let l = |v: Value| labelled(v, &id);
 
     // IAM-01: cluster-admin only for allow-listed subjects.
@@ -616,6 +631,56 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
         .await
         .expect("a Role outside the governed namespaces");
 
+    // NET-05: no Service externalIPs; an update that keeps them is admitted.
+    let service = |ips: Value| {
+        l(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                 "spec": {"ports": [{"port": 80}], "externalIPs": ips}}),
+        )
+    };
+    let refusal = dry_run::<Service>(&bob, Some(&governed), &service(json!(["203.0.113.7"])))
+        .await
+        .expect_err("externalIPs");
+    assert!(refusal.contains("NET-05"), "{refusal}");
+    dry_run::<Service>(&bob, Some(&governed), &service(json!([])))
+        .await
+        .expect("no externalIPs");
+    dry_run::<Service>(&bob, Some(&other), &service(json!(["203.0.113.7"])))
+        .await
+        .expect("a namespace the policy does not select");
+
+    // WKL-10: no workloads in default, when the policy governs it (this one does not).
+    let deployment = |name: &str, labels: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": name, "labels": labels},
+               "spec": {"selector": {"matchLabels": {"app": name}},
+                        "template": {"metadata": {"labels": {"app": name}},
+                                     "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+    };
+    dry_run::<Deployment>(
+        &bob,
+        Some("default"),
+        &deployment("web", json!({"onus.dev/cel": id})),
+    )
+    .await
+    .expect("default is not selected by this policy");
+    let everywhere = format!("{id}-all");
+    let more = apply_for_test(
+        &admin,
+        &everywhere,
+        json!({"serviceModel": "PaaS", "mode": "Enforce"}),
+    )
+    .await;
+    let in_default = deployment("web", json!({"onus.dev/cel": everywhere}));
+    let refusal = until_refused("WKL-10 in default", async || {
+        dry_run::<Deployment>(&bob, Some("default"), &in_default).await
+    })
+    .await;
+    assert!(refusal.contains("WKL-10"), "{refusal}");
+    dry_run::<Deployment>(&bob, Some(&governed), &in_default)
+        .await
+        .expect("a workload outside default");
+
     // An object already in violation (made by the exempt admin) can still be relabelled.
     let existing = crb(&format!("existing-{id}"), user("zed"));
     let api = Api::<ClusterRoleBinding>::all(admin.clone());
@@ -644,7 +709,7 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
         .await
         .expect("delete");
 
-    for name in names {
+    for name in names.into_iter().chain(more) {
         Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
             .delete(&name, &DeleteParams::default())
             .await

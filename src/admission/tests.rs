@@ -34,7 +34,14 @@ fn an_enforce_policy_denies_and_an_audit_policy_generates_nothing_unless_it_warn
     };
     assert_eq!(
         names(&[&enforce]),
-        ["onus-iam-01", "onus-iam-02", "onus-iam-05", "onus-iam-07"]
+        [
+            "onus-iam-01",
+            "onus-iam-02",
+            "onus-iam-05",
+            "onus-iam-07",
+            "onus-net-05",
+            "onus-wkl-10"
+        ]
     );
     assert!(names(&[&audit]).is_empty());
     assert_eq!(
@@ -43,11 +50,13 @@ fn an_enforce_policy_denies_and_an_audit_policy_generates_nothing_unless_it_warn
             "onus-iam-01-warn",
             "onus-iam-02-warn",
             "onus-iam-05-warn",
-            "onus-iam-07-warn"
+            "onus-iam-07-warn",
+            "onus-net-05-warn",
+            "onus-wkl-10-warn"
         ]
     );
     let generated = generate([&enforce, &warn], now(), None);
-    assert_eq!(generated.len(), 8);
+    assert_eq!(generated.len(), 12);
     for g in generated.values() {
         let actions = &g.binding["spec"]["validationActions"];
         match g.action {
@@ -73,10 +82,12 @@ fn family_mode_disabled_family_and_provider_ownership_are_respected() {
         "a",
         json!({"serviceModel": "PaaS", "mode": "Enforce", "controls": {"rbac": {"mode": "Audit"}}}),
     );
-    assert!(generate([&rbac_audit], now(), None).is_empty());
+    let names: Vec<_> = generate([&rbac_audit], now(), None).into_keys().collect();
+    assert_eq!(names, ["onus-net-05", "onus-wkl-10"]);
     let disabled = policy(
         "b",
-        json!({"serviceModel": "PaaS", "mode": "Enforce", "controls": {"rbac": {"enabled": false}}}),
+        json!({"serviceModel": "PaaS", "mode": "Enforce", "controls": {
+            "rbac": {"enabled": false}, "network": {"enabled": false}, "podSecurity": {"mode": "Audit"}}}),
     );
     assert!(generate([&disabled], now(), None).is_empty());
     let provider = policy(
@@ -85,7 +96,16 @@ fn family_mode_disabled_family_and_provider_ownership_are_respected() {
             {"control": "IAM-07", "owner": "Provider", "reason": "managed"}]}),
     );
     let names: Vec<_> = generate([&provider], now(), None).into_keys().collect();
-    assert_eq!(names, ["onus-iam-01", "onus-iam-02", "onus-iam-05"]);
+    assert_eq!(
+        names,
+        [
+            "onus-iam-01",
+            "onus-iam-02",
+            "onus-iam-05",
+            "onus-net-05",
+            "onus-wkl-10"
+        ]
+    );
     // Audit in the family but Warn asked: warned.
     let warned = policy(
         "d",
@@ -96,7 +116,11 @@ fn family_mode_disabled_family_and_provider_ownership_are_respected() {
         action_for(&warned.spec, "IAM-01"),
         Some(AdmissionAction::Warn)
     );
-    assert_eq!(action_for(&warned.spec, "NET-05"), None);
+    assert_eq!(
+        action_for(&warned.spec, "NET-05"),
+        Some(AdmissionAction::Deny)
+    );
+    assert_eq!(action_for(&warned.spec, "NET-03"), None);
 }
 
 #[test]
@@ -229,5 +253,42 @@ fn status_counts_a_control_only_when_its_object_is_in_place() {
     assert_eq!(
         status.into_iter().collect::<Vec<_>>(),
         [("IAM-01", AdmissionAction::Deny)]
+    );
+}
+
+#[test]
+fn a_deleted_policy_wants_nothing_and_an_invalid_one_keeps_its_last_enforced_spec() {
+    let mut deleting = policy("gone", json!({"serviceModel": "PaaS", "mode": "Enforce"}));
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),
+    );
+    assert!(generate([&deleting], now(), None).is_empty());
+    assert!(!wants_admission(&deleting));
+
+    // An invalid edit (a family in Enforce under an Audit policy) holds the last valid
+    // Enforce spec.
+    let mut invalid = policy(
+        "held",
+        json!({"serviceModel": "PaaS", "mode": "Audit", "controls": {"rbac": {"mode": "Enforce"}}}),
+    );
+    assert!(validate(&invalid.spec).is_err());
+    assert!(generate([&invalid], now(), None).is_empty());
+    invalid.status = Some(crate::crd::ResponsibilityPolicyStatus {
+        enforced_spec: Some(crate::crd::EnforcedSpec {
+            generation: 1,
+            spec: policy("held", json!({"serviceModel": "PaaS", "mode": "Enforce"})).spec,
+        }),
+        ..Default::default()
+    });
+    assert_eq!(
+        names_for(&invalid),
+        [
+            "onus-iam-01",
+            "onus-iam-02",
+            "onus-iam-05",
+            "onus-iam-07",
+            "onus-wkl-10",
+            "onus-net-05"
+        ]
     );
 }

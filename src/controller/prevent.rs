@@ -34,7 +34,7 @@ use crate::{
 
 /// How often the generated objects are applied again though nothing changed.
 const REPAIR: Duration = Duration::from_secs(300);
-/// The retry of a refused write.
+/// The first retry of a refused write; doubled per failed pass up to [`REPAIR`].
 const RETRY: Duration = Duration::from_secs(5);
 
 /// What was last carried out.
@@ -46,22 +46,32 @@ pub(super) struct Prevention {
     pub in_place: BTreeSet<String>,
     /// Refused writes by name: the message.
     pub failures: BTreeMap<String, String>,
+    /// Passes in a row that left a refusal.
+    failed_passes: u32,
 }
 
 impl Prevention {
     /// When a refused write is due again.
     pub fn next_retry(&self) -> Option<Instant> {
         match &self.done {
-            Some((_, at)) if !self.failures.is_empty() => Some(*at + RETRY),
+            Some((_, at)) if !self.failures.is_empty() => Some(*at + self.backoff()),
             _ => None,
         }
+    }
+
+    fn backoff(&self) -> Duration {
+        RETRY
+            .saturating_mul(2u32.saturating_pow(self.failed_passes.saturating_sub(1)))
+            .min(REPAIR)
     }
 
     /// Brings the generated objects to `wanted`; records what is in place and what was refused.
     pub async fn converge(&mut self, client: &Client, wanted: BTreeMap<String, Generated>) {
         let now = Instant::now();
         let fresh = self.done.as_ref().is_some_and(|(done, at)| {
-            done == &wanted && now < *at + REPAIR && (self.failures.is_empty() || now < *at + RETRY)
+            done == &wanted
+                && now < *at + REPAIR
+                && (self.failures.is_empty() || now < *at + self.backoff())
         });
         if fresh {
             return;
@@ -93,6 +103,11 @@ impl Prevention {
                 self.in_place.remove(&name);
             }
         }
+        self.failed_passes = if self.failures.is_empty() {
+            0
+        } else {
+            self.failed_passes.saturating_add(1)
+        };
         self.done = Some((wanted, now));
     }
 }
