@@ -121,7 +121,8 @@ const BACKENDS_GRACE: Duration = Duration::from_secs(10);
 /// How often a policy is evaluated when nothing triggers it.
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// Finalizer on Enforce policies: onus removes what it applied before the policy goes.
+/// Finalizer on Enforce policies (and Audit ones with `admission: Warn`): onus removes what it
+/// applied or generated for them before the policy goes.
 pub const FINALIZER: &str = "onus.dev/cleanup";
 
 /// Reason of the Warning Event an Audit-only install publishes when it removes [`FINALIZER`]
@@ -425,7 +426,8 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                      finalizer {FINALIZER}: it removes it without releasing anything. The \
                      remediations an Enforce install applied for this policy stay in place \
                      (NetworkPolicy onus-default-deny, Pod Security labels, default \
-                     ServiceAccounts' automountServiceAccountToken) until an Enforce install \
+                     ServiceAccounts' automountServiceAccountToken, the generated \
+                     ValidatingAdmissionPolicies onus-*) until an Enforce install \
                      releases them or they are removed by hand"
                 ),
             )
