@@ -335,6 +335,7 @@ pub fn default_policy() -> ResponsibilityPolicySpec {
         controls: Controls::default(),
         responsibilities: Vec::new(),
         exceptions: Vec::new(),
+        admission: None,
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`remediate`] (Enforce-mode plans), [`validate`]. Only [`controller`] and [`enforce`] talk to
 //! the API server; [`check`] runs the same evaluation offline on manifests.
 
+pub mod admission;
 pub mod args;
 pub mod catalog;
 pub mod check;

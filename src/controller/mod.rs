@@ -37,6 +37,7 @@ use crate::{
 
 mod converge;
 mod events;
+mod prevent;
 mod watch;
 
 use events::{announce_expired, announce_violations, publish_transitions};
@@ -93,6 +94,11 @@ pub struct Context {
     previews: Mutex<remediate::Previews>,
     /// [`Settings::audit_only`]: nothing is remediated.
     audit_only: bool,
+    /// [`Settings::admission_policies`] on an install that may write: ValidatingAdmissionPolicies
+    /// are generated.
+    admission: bool,
+    /// onus's own user name (exempt from the admission policies it generates), when known.
+    own_user: Option<String>,
 }
 
 impl Context {
@@ -116,7 +122,8 @@ const BACKENDS_GRACE: Duration = Duration::from_secs(10);
 /// How often a policy is evaluated when nothing triggers it.
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// Finalizer on Enforce policies: onus removes what it applied before the policy goes.
+/// Finalizer on Enforce policies (and Audit ones with `admission: Warn`): onus removes what it
+/// applied or generated for them before the policy goes.
 pub const FINALIZER: &str = "onus.dev/cleanup";
 
 /// Reason of the Warning Event an Audit-only install publishes when it removes [`FINALIZER`]
@@ -145,6 +152,11 @@ pub struct Settings {
     /// cut onus off from its probes, its metrics scrapes and the API server's webhooks onus
     /// may serve one day). `None` outside a cluster.
     pub own_namespace: Option<String>,
+    /// Generate ValidatingAdmissionPolicies for the controls the API server can check at
+    /// admission (see [`crate::admission`]). On by default; the in-process test operators turn
+    /// it off (they share one API server, and these objects are cluster-wide) except where
+    /// admission is under test.
+    pub admission_policies: bool,
 }
 
 impl Default for Settings {
@@ -158,6 +170,7 @@ impl Default for Settings {
             null_evaluation: false,
             audit_only: false,
             own_namespace: None,
+            admission_policies: true,
         }
     }
 }
@@ -236,6 +249,12 @@ pub async fn run(
     };
     let controller = Controller::new(Api::<ResponsibilityPolicy>::all(client.clone()), policies);
     let store = controller.store();
+    let admission = settings.admission_policies && !settings.audit_only;
+    let own_user = if admission {
+        prevent::own_user(&client).await
+    } else {
+        None
+    };
     let trigger_index = index.clone();
     let unreported = Arc::new(Mutex::new(HashMap::new()));
     let triggered = unreported.clone();
@@ -278,6 +297,8 @@ pub async fn run(
         evaluator: Mutex::new(Evaluator::default()),
         previews: Mutex::new(remediate::Previews::default()),
         audit_only: settings.audit_only,
+        admission,
+        own_user,
     });
     if settings.audit_only {
         info!("Audit-only: Enforce policies are evaluated and reported, nothing is remediated");
@@ -389,8 +410,11 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
     // An invalid spec keeps enforcing the last valid one: only deletion or a valid switch to
     // Audit lets go. An Audit-only install enforces nothing and so holds no finalizer (one an
     // Enforce install left behind is removed: this install could never honour it).
+    // A policy whose controls are checked at admission (Enforce, or Audit with `admission:
+    // Warn`) holds it too: its generated objects go with it.
     let enforcing = !ctx.audit_only
-        && remediate::enforced_spec(policy).is_some_and(|spec| spec.mode == Mode::Enforce);
+        && (remediate::enforced_spec(policy).is_some_and(|spec| spec.mode == Mode::Enforce)
+            || (ctx.admission && crate::admission::wants_admission(policy)));
     if enforcing && !deleting && !has_finalizer {
         // Added first, so a deletion can never outrun the clean-up; the update re-triggers us.
         return set_finalizer(&ctx.client, policy, true).await;
@@ -410,7 +434,8 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                      finalizer {FINALIZER}: it removes it without releasing anything. The \
                      remediations an Enforce install applied for this policy stay in place \
                      (NetworkPolicy onus-default-deny, Pod Security labels, default \
-                     ServiceAccounts' automountServiceAccountToken) until an Enforce install \
+                     ServiceAccounts' automountServiceAccountToken, the generated \
+                     ValidatingAdmissionPolicies onus-*) until an Enforce install \
                      releases them or they are removed by hand"
                 ),
             )
@@ -462,11 +487,29 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                     crate::podsecurity::Version::Minor(version.effective_minor()),
                 )
             };
-            let failures = if policy.spec.mode == Mode::Enforce {
+            let (failures, admission) = {
                 let converger = ctx.converging.lock().await;
-                converge::failures_for(&converger, policy, &read(&ctx.index))
-            } else {
-                Vec::new()
+                let mut failures = if policy.spec.mode == Mode::Enforce {
+                    converge::failures_for(&converger, policy, &read(&ctx.index))
+                } else {
+                    Vec::new()
+                };
+                // A generated admission policy the API server refused is an Enforce failure
+                // like any other, and its control is not reported as prevented.
+                let prevention = &converger.prevention;
+                if policy.spec.mode == Mode::Enforce {
+                    failures.extend(
+                        crate::admission::names_for(policy)
+                            .iter()
+                            .filter_map(|n| prevention.failures.get(n).cloned()),
+                    );
+                }
+                let admission = if ctx.admission {
+                    crate::admission::status_of(policy, &prevention.in_place)
+                } else {
+                    Default::default()
+                };
+                (failures, admission)
             };
             announce_expired(ctx, policy, &eval.expired_exceptions).await;
             // Queued for the publisher: Events never hold up this status write.
@@ -487,6 +530,9 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                 &now_time,
             );
             status.pod_security_version = Some(judged_at.to_string());
+            for control in &mut status.controls {
+                control.admission = admission.get(control.id.as_str()).copied();
+            }
             if ctx.audit_only && policy.spec.mode == Mode::Enforce {
                 status::enforce_unavailable(&mut status, previous, &now_time);
             }

@@ -83,26 +83,35 @@ pub fn install_crd(cp: &ControlPlane) {
 impl TestEnv {
     /// Starts (or reuses) the control plane, installs the CRD and runs an operator for this test.
     pub async fn start(name: &str) -> TestEnv {
-        TestEnv::start_with(name, None, None).await
+        TestEnv::start_with(name, None, None, false).await
+    }
+
+    /// Like [`TestEnv::start`], with the generated ValidatingAdmissionPolicies on. They are
+    /// cluster-wide with fixed names, so only one such operator may run at a time (the other
+    /// test operators leave them off: `Settings::admission_policies`).
+    /// The operator acts as `user` (no group), when given.
+    pub async fn start_admission(name: &str, user: Option<&str>) -> TestEnv {
+        TestEnv::start_with(name, user.map(|u| (u, None)), None, true).await
     }
 
     /// Like [`TestEnv::start`], but the operator runs "in" namespace `own_namespace` (as
     /// `$POD_NAMESPACE` says in a cluster).
     pub async fn start_in(name: &str, own_namespace: &str) -> TestEnv {
-        TestEnv::start_with(name, None, Some(own_namespace.to_string())).await
+        TestEnv::start_with(name, None, Some(own_namespace.to_string()), false).await
     }
 
     /// Like [`TestEnv::start`], but the operator acts as `user` (in `group`, if any) with a
     /// client certificate of its own, so the API server's audit log tells its writes apart
     /// from the test's (which stay the admin's).
     pub async fn start_as(name: &str, user: &str, group: Option<&str>) -> TestEnv {
-        TestEnv::start_with(name, Some((user, group)), None).await
+        TestEnv::start_with(name, Some((user, group)), None, false).await
     }
 
     async fn start_with(
         name: &str,
         operator: Option<(&str, Option<&str>)>,
         own_namespace: Option<String>,
+        admission_policies: bool,
     ) -> TestEnv {
         // Operator logs show in a failing test's output.
         let _ = tracing_subscriber::fmt()
@@ -124,6 +133,7 @@ impl TestEnv {
             policy_selector: Some(format!("{TEST_LABEL}={id}")),
             metrics: metrics.clone(),
             own_namespace,
+            admission_policies,
             ..Settings::default()
         };
         tokio::spawn(controller::run(operator, settings, std::future::pending()));

@@ -66,6 +66,14 @@ and ignores new defaults) neither fail to render nor switch a protection off.
 {{- end }}
 
 {{/*
+The names of the ValidatingAdmissionPolicies (and bindings) the operator generates for the
+controls it checks at admission (onus::admission::all_names; a chart test keeps them equal).
+*/}}
+{{- define "onus.generatedAdmissionNames" -}}
+onus-iam-01,onus-iam-01-warn,onus-iam-02,onus-iam-02-warn,onus-iam-05,onus-iam-05-warn,onus-iam-07,onus-iam-07-warn,onus-wkl-10,onus-wkl-10-warn,onus-net-05,onus-net-05-warn
+{{- end }}
+
+{{/*
 The admission policies are rendered: enabled, and the API server serves
 admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy. Without a cluster (helm template)
 Helm knows no kinds and its default Kubernetes version is old: --kube-version 1.30 or later, or
