@@ -99,6 +99,19 @@ impl TestEnv {
         TestEnv::start_with(name, Some((user, group)), None).await
     }
 
+    /// The control plane, the CRD and a client, but no operator: the test runs its own (e.g.
+    /// the `onus` binary, which governs every policy).
+    pub async fn without_operator(name: &str) -> TestEnv {
+        let cp = onus_testenv::shared();
+        std::thread::scope(|s| s.spawn(|| install_crd(cp)).join().expect("install crd"));
+        TestEnv {
+            cp,
+            client: cp.client().await,
+            id: format!("{name}-{}", &onus_testenv::random_suffix()[..6]),
+            metrics: onus::metrics::Metrics::new(),
+        }
+    }
+
     async fn start_with(
         name: &str,
         operator: Option<(&str, Option<&str>)>,
