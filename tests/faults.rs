@@ -534,3 +534,211 @@ async fn onus_sigkilled_mid_rollout_then_the_policy_deleted_leaves_no_orphan() {
         );
     }
 }
+
+// ---- API server pressure ----
+
+/// Binds [`OPERATOR`] to `cluster-admin` (idempotent): an identity outside `system:masters`,
+/// whose requests API Priority and Fairness can limit (the `exempt` FlowSchema takes masters).
+async fn operator_is_cluster_admin(env: &TestEnv) {
+    env.apply(
+        None,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": OPERATOR},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR}]
+        }),
+    )
+    .await;
+}
+
+/// The identity whose requests hold the throttled priority level's only seat.
+const HOG: &str = "onus-faults-hog";
+
+/// Throttles [`OPERATOR`] to a trickle: a priority level with no seats of its own (it cannot
+/// borrow any either: the API server then runs one request at a time in it, when idle) and
+/// `Reject` beyond, shared through one FlowSchema with [`HOG`], who keeps that one seat busy
+/// with ConfigMap creations held by a webhook that never answers (10 s each). Every request
+/// of onus meanwhile is answered `429 Too Many Requests`, but for one slipping in between.
+/// Returns what lifts the throttle.
+async fn throttle_operator(env: &TestEnv, name: &str) -> impl FnOnce() {
+    // The webhook: accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let sink = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let ca = std::fs::read(env.cp.dir().join("ca.crt")).expect("ca.crt");
+    env.create(
+        None,
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [{
+                "name": "hang.onus.dev",
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/hang"),
+                                 "caBundle": serde_json::to_value(k8s_openapi::ByteString(ca)).expect("ca")},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                           "resources": ["configmaps"]}],
+                "objectSelector": {"matchLabels": {"onus.dev/hang": name}},
+                "failurePolicy": "Ignore", "sideEffects": "None",
+                "admissionReviewVersions": ["v1"], "timeoutSeconds": 10
+            }]
+        }),
+    )
+    .await;
+    env.apply(
+        None,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": HOG},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": HOG}]
+        }),
+    )
+    .await;
+    env.create(
+        None,
+        json!({
+            "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "PriorityLevelConfiguration",
+            "metadata": {"name": name},
+            "spec": {"type": "Limited", "limited": {
+                "nominalConcurrencyShares": 0, "lendablePercent": 0, "borrowingLimitPercent": 0,
+                "limitResponse": {"type": "Reject"}}}
+        }),
+    )
+    .await;
+    env.create(
+        None,
+        json!({
+            "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
+            "metadata": {"name": name},
+            "spec": {
+                "priorityLevelConfiguration": {"name": name},
+                "matchingPrecedence": 100,
+                "distinguisherMethod": {"type": "ByUser"},
+                "rules": [{
+                    "subjects": [{"kind": "User", "user": {"name": OPERATOR}},
+                                 {"kind": "User", "user": {"name": HOG}}],
+                    "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"],
+                                       "clusterScope": true, "namespaces": ["*"]}],
+                    "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
+                }]
+            }
+        }),
+    )
+    .await;
+    let hog_client = env.cp.client_as(HOG, None).await;
+    let label = name.to_string();
+    let hog = tokio::spawn(async move {
+        let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(hog_client, "default");
+        loop {
+            let cm = serde_json::from_value(json!({
+                "metadata": {"generateName": "hog-", "labels": {"onus.dev/hang": label}}
+            }))
+            .expect("configmap");
+            if cms.create(&PostParams::default(), &cm).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    // APF loads its configuration asynchronously: wait until a request of the operator's is
+    // refused (the client retries a 429 after the server's Retry-After: the audit log shows
+    // each attempt).
+    let operator = env.cp.client_as(OPERATOR, None).await;
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(operator);
+    let since = now();
+    until("the operator throttled", async || {
+        let _ = tokio::time::timeout(Duration::from_millis(500), namespaces.get("default")).await;
+        operator_requests(env.cp, since)
+            .iter()
+            .any(|e| e.code == Some(429))
+    })
+    .await;
+    move || {
+        hog.abort();
+        sink.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttled_to_nothing_onus_backs_off_and_catches_up_when_the_limit_lifts() {
+    let _serial = SERIAL.lock().await;
+    control_plane();
+    let admin = TestEnv::without_operator("apf-admin").await;
+    operator_is_cluster_admin(&admin).await;
+    let env = TestEnv::start_as("apf", OPERATOR, None).await;
+    let ns = env.namespace("apf", &[]).await;
+    env.create(Some(&ns), deployment("one", privileged(), json!({})))
+        .await;
+    let policy = env
+        .apply_policy("apf", json!({"serviceModel": "PaaS"}))
+        .await;
+    env.wait_status(&policy, "one privileged Deployment", |s| {
+        is(s, "WKL-03", Fail, 1)
+    })
+    .await;
+
+    let name = format!("{}-throttle", env.id);
+    let lift = throttle_operator(&env, &name).await;
+    let throttled = now();
+    env.create(Some(&ns), deployment("two", privileged(), json!({})))
+        .await;
+    const WINDOW: Duration = Duration::from_secs(10);
+    tokio::time::sleep(WINDOW).await;
+    let lifted = now();
+    lift();
+    env.delete(None, "flowcontrol.apiserver.k8s.io/v1", "FlowSchema", &name)
+        .await;
+    env.delete(
+        None,
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        &name,
+    )
+    .await;
+    env.delete(
+        None,
+        "flowcontrol.apiserver.k8s.io/v1",
+        "PriorityLevelConfiguration",
+        &name,
+    )
+    .await;
+
+    let during: Vec<AuditEvent> = operator_requests(env.cp, throttled)
+        .into_iter()
+        .filter(|e| e.received < lifted)
+        .collect();
+    let refused = during.iter().filter(|e| e.code == Some(429)).count();
+    let sample = || {
+        during
+            .iter()
+            .take(40)
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        refused > 0,
+        "onus did not try to write the change while throttled:\n{}",
+        sample()
+    );
+    // Backing off (the client waits out the server's Retry-After, the reconciler requeues
+    // after an error): about one attempt per second for each write, not a hot loop.
+    assert!(
+        during.len() as u64 <= 3 * WINDOW.as_secs(),
+        "{} requests by onus ({refused} refused) in {WINDOW:?} of throttling:\n{}",
+        during.len(),
+        sample()
+    );
+    env.wait_status(&policy, "caught up once the limit lifted", |s| {
+        is(s, "WKL-03", Fail, 2)
+    })
+    .await;
+    delete_policy(&env, &policy).await;
+}
