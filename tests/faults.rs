@@ -35,7 +35,7 @@ use serde_json::json;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The operator's identity in every test here (in `system:masters`).
-const OPERATOR: &str = "onus-faults";
+const OPERATOR: &str = "onus-operator-faults";
 
 /// The shared control plane, auditing every request of [`OPERATOR`].
 fn control_plane() -> &'static ControlPlane {
@@ -557,7 +557,7 @@ const HOG: &str = "onus-faults-hog";
 
 /// Throttles [`OPERATOR`] to a trickle: a priority level with no seats of its own (it cannot
 /// borrow any either: the API server then runs one request at a time in it, when idle) and
-/// `Reject` beyond, shared through one FlowSchema with [`HOG`], who keeps that one seat busy
+/// `Reject` beyond, shared through one FlowSchema with [`HOG`], who keeps that one turn busy
 /// with ConfigMap creations held by a webhook that never answers (10 s each). Every request
 /// of onus meanwhile is answered `429 Too Many Requests`, but for one slipping in between.
 /// Returns what lifts the throttle.
@@ -633,20 +633,28 @@ async fn throttle_operator(env: &TestEnv, name: &str) -> impl FnOnce() {
         }),
     )
     .await;
+    // Three hogs: when the one holding the seat is answered, another is already knocking.
     let hog_client = env.cp.client_as(HOG, None).await;
-    let label = name.to_string();
-    let hog = tokio::spawn(async move {
-        let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(hog_client, "default");
-        loop {
-            let cm = serde_json::from_value(json!({
-                "metadata": {"generateName": "hog-", "labels": {"onus.dev/hang": label}}
-            }))
-            .expect("configmap");
-            if cms.create(&PostParams::default(), &cm).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    });
+    let hogs: Vec<_> = (0..3)
+        .map(|_| {
+            let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+                hog_client.clone(),
+                "default",
+            );
+            let label = name.to_string();
+            tokio::spawn(async move {
+                loop {
+                    let cm = serde_json::from_value(json!({
+                        "metadata": {"generateName": "hog-", "labels": {"onus.dev/hang": label}}
+                    }))
+                    .expect("configmap");
+                    if cms.create(&PostParams::default(), &cm).await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            })
+        })
+        .collect();
     // APF loads its configuration asynchronously: wait until a request of the operator's is
     // refused (the client retries a 429 after the server's Retry-After: the audit log shows
     // each attempt).
@@ -661,7 +669,9 @@ async fn throttle_operator(env: &TestEnv, name: &str) -> impl FnOnce() {
     })
     .await;
     move || {
-        hog.abort();
+        for hog in hogs {
+            hog.abort();
+        }
         sink.abort();
     }
 }
