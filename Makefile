@@ -3,7 +3,7 @@
 #   make test   - the whole test suite (unit, integration against a real kube-apiserver, chart)
 #   make bench  - the real onus binary against a real control plane (not part of make test)
 SHELL := /bin/bash
-.PHONY: test demo tools lint crds docs bench bench-smoke bench-allocators
+.PHONY: test demo tools lint crds docs bench bench-smoke bench-allocators fuzz
 
 # Builds (once, then cached under ~/.cache/onus) kube-apiserver, kube-controller-manager, kubectl,
 # helm, and promtool (the chart test runs the PrometheusRule's unit tests with it).
@@ -22,6 +22,13 @@ test: tools
 
 demo: tools
 	bash hack/demo.sh
+
+# The mutation fuzzer of tests/hostile_input.rs (policy and object decoding) for FUZZ_SECS
+# seconds per target (make test runs it 10 s each); FUZZ_SEED replays a reported failure.
+FUZZ_SECS ?= 600
+fuzz:
+	ONUS_FUZZ_SECS=$(FUZZ_SECS) $(if $(FUZZ_SEED),ONUS_FUZZ_SEED=$(FUZZ_SEED)) \
+	  cargo test --test hostile_input fuzz_ -- --nocapture
 
 lint:
 	cargo fmt --all -- --check
