@@ -388,7 +388,7 @@ async fn grant(env: &TestEnv, suffix: &str, user: &str, groups: &[&str]) -> Stri
 #[tokio::test]
 async fn without_rights_to_read_webhooks_every_default_deny_is_held_until_it_has_them() {
     let _serial = SERIAL.lock().await;
-    let user = format!("onus-gate-{}", &onus_testenv::random_suffix()[..6]);
+    let user = format!("onus-operator-gate-{}", &onus_testenv::random_suffix()[..6]);
     // Everything onus reads and writes, but not webhooks, CRDs or APIServices.
     let env = TestEnv::start_as("norbac", &user, None).await;
     grant(

@@ -26,6 +26,10 @@ pub const CRD_FILE: &str = concat!(
 /// Label on every policy a test creates; its operator only reconciles policies with its value.
 pub const TEST_LABEL: &str = "onus.dev/test";
 
+/// Operators under test act as users named with this prefix (tests/suite_write_scope.rs checks
+/// every write of theirs in the whole suite's audit logs).
+pub const OPERATOR_USER_PREFIX: &str = "onus-operator-";
+
 /// One test's view of the cluster: a client, a unique id and an operator scoped to it.
 pub struct TestEnv {
     pub cp: &'static ControlPlane,
@@ -107,6 +111,19 @@ impl TestEnv {
         TestEnv::start_with(name, Some((user, group)), None, false).await
     }
 
+    /// The control plane, the CRD and a client, but no operator: the test runs its own (e.g.
+    /// the `onus` binary, which governs every policy).
+    pub async fn without_operator(name: &str) -> TestEnv {
+        let cp = onus_testenv::shared();
+        std::thread::scope(|s| s.spawn(|| install_crd(cp)).join().expect("install crd"));
+        TestEnv {
+            cp,
+            client: cp.client().await,
+            id: format!("{name}-{}", &onus_testenv::random_suffix()[..6]),
+            metrics: onus::metrics::Metrics::new(),
+        }
+    }
+
     async fn start_with(
         name: &str,
         operator: Option<(&str, Option<&str>)>,
@@ -122,11 +139,14 @@ impl TestEnv {
         let cp = onus_testenv::shared();
         std::thread::scope(|s| s.spawn(|| install_crd(cp)).join().expect("install crd"));
         let client = cp.client().await;
+        let id = format!("{name}-{}", &onus_testenv::random_suffix()[..6]);
+        // An identity of its own even when the test does not ask for one, so the audit logs of
+        // the whole suite tell onus's writes apart (tests/suite_write_scope.rs checks them).
+        let default_user = format!("{OPERATOR_USER_PREFIX}{id}");
         let operator = match operator {
             Some((user, group)) => cp.client_as(user, group).await,
-            None => client.clone(),
+            None => cp.client_as(&default_user, Some("system:masters")).await,
         };
-        let id = format!("{name}-{}", &onus_testenv::random_suffix()[..6]);
         let metrics = onus::metrics::Metrics::new();
         let settings = Settings {
             instance: id.clone(),
