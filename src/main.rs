@@ -43,7 +43,7 @@ Runs the onus operator against the cluster of the current kubeconfig (or in-clus
 Identity in the Lease: $POD_NAME, else the host name. Log level: RUST_LOG (default info).
 onus's own namespace ($POD_NAMESPACE, else its ServiceAccount's) never gets a default-deny.
 
-       onus check -f PATH... [--policy FILE] [--output table|json]
+       onus check -f PATH... [--policy FILE] [--output table|json|sarif|junit]
 evaluates manifests offline with the same checks (onus check --help).";
 
 /// The command line, parsed.
