@@ -192,9 +192,36 @@ fn policy_markdown(out: &mut String, p: &PolicyReport) {
             let _ = writeln!(out, "- Enforced: {}", cell(c));
         }
         if let Some(r) = &e.remediation {
-            let _ = writeln!(out, "- Remediation: `{r}`");
+            for line in remediation_lines(r) {
+                let _ = writeln!(out, "- {}", cell(&line));
+            }
         }
     }
+}
+
+/// Status's remediation in sentences: what is pending (or would be applied), what waits.
+fn remediation_lines(r: &serde_json::Value) -> Vec<String> {
+    let n = |field: &str| r[field].as_u64().unwrap_or(0);
+    let what = match r["kind"].as_str() {
+        Some("WouldApply") => "would apply (Audit: a dry run)",
+        _ => "still to apply",
+    };
+    let mut lines = vec![format!(
+        "Safe remediations {what}: onus-default-deny in {} namespaces, Pod Security labels in {}, \
+         default ServiceAccount token in {}",
+        n("networkPolicies"),
+        n("podSecurityLabels"),
+        n("serviceAccounts")
+    )];
+    for (field, label) in [
+        ("enforceWaiting", "Waits (enforce label)"),
+        ("networkPolicyWaiting", "Waits (default-deny)"),
+    ] {
+        for w in r[field].as_array().into_iter().flatten() {
+            lines.push(format!("{label}: {}", w.as_str().unwrap_or_default()));
+        }
+    }
+    lines
 }
 
 fn html_escape(text: &str) -> String {
@@ -457,11 +484,9 @@ fn policy_html(out: &mut String, p: &PolicyReport) {
             let _ = writeln!(out, "<li>Enforced: {}</li>", html_escape(c));
         }
         if let Some(r) = &e.remediation {
-            let _ = writeln!(
-                out,
-                "<li>Remediation: <code>{}</code></li>",
-                html_escape(&r.to_string())
-            );
+            for line in remediation_lines(r) {
+                let _ = writeln!(out, "<li>{}</li>", html_escape(&line));
+            }
         }
         let _ = writeln!(out, "</ul>");
     }
