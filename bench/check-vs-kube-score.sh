@@ -25,30 +25,35 @@ mapfile -t list < <(find "$dir" -type f -name '*.yaml' | sort)
 
 # Seconds (wall) and peak RSS (KiB) of one command; its exit code 0 or 1 (findings) is fine.
 measure() {
-  local out
-  out=$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1 ) || true
-  echo "$out"
+  local t
+  t=$(mktemp)
+  /usr/bin/time -o "$t" -f '%e %M %U %S' "$@" >/dev/null 2>&1 || true
+  tail -1 "$t"
+  rm -f "$t"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -A secs rss
+declare -A secs rss cpu
 for tool in onus kube-score; do
-  s=(); m=()
+  s=(); m=(); c=()
   for _ in $(seq "$runs"); do
     case $tool in
       onus) r=$(measure "$onus" check -f "$dir" -o json) ;;
       kube-score) r=$(measure "$kube_score" score -o ci "${list[@]}") ;;
     esac
-    s+=("${r% *}"); m+=("${r#* }")
+    read -r e k u sy <<<"$r"
+    s+=("$e"); m+=("$k"); c+=("$(awk -v u="$u" -v s="$sy" 'BEGIN {print u + s}')")
   done
   secs[$tool]=$(printf '%s\n' "${s[@]}" | median)
   rss[$tool]=$(printf '%s\n' "${m[@]}" | median)
-  echo "$tool: runs ${s[*]} s; median ${secs[$tool]} s, peak RSS ${rss[$tool]} KiB" >&2
+  cpu[$tool]=$(printf '%s\n' "${c[@]}" | median)
+  echo "$tool: runs ${s[*]} s; median ${secs[$tool]} s wall, ${cpu[$tool]} s CPU, peak RSS ${rss[$tool]} KiB" >&2
 done
 rate() { awk -v n="$objects" -v s="$1" 'BEGIN {printf "%.0f", n / s}'; }
-echo "| tool | objects | wall (median of $runs) | objects/s | peak RSS |"
-echo "|---|---:|---:|---:|---:|"
+echo "| tool | objects | wall (median of $runs) | objects/s (wall) | CPU (user+sys) | objects/CPU-s | peak RSS |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for tool in onus kube-score; do
-  echo "| $tool | $objects | ${secs[$tool]} s | $(rate "${secs[$tool]}") | $(( ${rss[$tool]} / 1024 )) MiB |"
+  echo "| $tool | $objects | ${secs[$tool]} s | $(rate "${secs[$tool]}") | ${cpu[$tool]} s | $(rate "${cpu[$tool]}") | $(( ${rss[$tool]} / 1024 )) MiB |"
 done
-awk -v a="${secs[kube-score]}" -v b="${secs[onus]}" 'BEGIN {printf "\nonus check is %.1f× faster than kube-score\n", a / b}'
+awk -v a="${secs[kube-score]}" -v b="${secs[onus]}" -v ca="${cpu[kube-score]}" -v cb="${cpu[onus]}" \
+  'BEGIN {printf "\nonus check vs kube-score: %.1fx by wall time, %.1fx by CPU time\n", a / b, ca / cb}'
