@@ -43,8 +43,10 @@ Runs the onus operator against the cluster of the current kubeconfig (or in-clus
 Identity in the Lease: $POD_NAME, else the host name. Log level: RUST_LOG (default info).
 onus's own namespace ($POD_NAMESPACE, else its ServiceAccount's) never gets a default-deny.
 
-       onus check -f PATH... [--policy FILE] [--output table|json]
-evaluates manifests offline with the same checks (onus check --help).";
+       onus check -f PATH... [--policy FILE] [--output table|json|sarif|junit]
+evaluates manifests offline with the same checks (onus check --help).
+       onus report [POLICY] [--format markdown|html|json] [-o FILE] [--from FILE]
+writes the responsibility report for auditors (onus report --help).";
 
 /// The command line, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +201,9 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("check") {
         std::process::exit(onus::check::cli::main(args.skip(1)));
+    }
+    if args.peek().map(String::as_str) == Some("report") {
+        std::process::exit(onus::report::cli::main(args.skip(1)));
     }
     operator(args)
 }
