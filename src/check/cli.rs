@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 
 use serde_json::Value;
 
-use super::{EXIT_BAD_INPUT, check, default_policy, exit_code, ingest, load, output};
+use super::{EXIT_BAD_INPUT, check, default_policy, exit_code, ingest_for, load, output};
 use crate::{crd::ResponsibilityPolicySpec, podsecurity::Version, validate};
 
 pub const USAGE: &str =
@@ -223,9 +223,9 @@ pub fn run(args: &Args, stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn
     let loaded = load::load_paths(&args.paths, stdin);
     let files = loaded.files;
     let mut errors = loaded.errors;
-    let mut ingested = ingest(loaded.objects, &args.namespace);
-    // The server's PodSecurity admission judges `latest` (and newer pins) as its own version.
-    ingested.index.server_minor = args.kube_minor;
+    // The server's PodSecurity admission judges `latest` (and newer pins) as its own version,
+    // and its default roles are its version's.
+    let ingested = ingest_for(loaded.objects, &args.namespace, args.kube_minor);
     errors.extend(ingested.errors.iter().cloned());
     errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     let report = check(&spec, &ingested, jiff::Timestamp::now());

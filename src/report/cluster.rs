@@ -118,8 +118,11 @@ pub async fn report(
         None => api.list(&ListParams::default()).await?.items,
     };
     let info = client.apiserver_version().await?;
-    let mut ingested = check::ingest(live_objects(client).await?, "default");
-    ingested.index.server_minor = podsecurity::server_minor(&info);
+    let ingested = check::ingest_for(
+        live_objects(client).await?,
+        "default",
+        podsecurity::server_minor(&info),
+    );
     let unreadable: Vec<String> = ingested.errors.iter().map(|e| e.reason.clone()).collect();
     let policies = policies
         .iter()
