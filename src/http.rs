@@ -1,11 +1,12 @@
 //! The operator's HTTP endpoints: `/metrics`, `/healthz` and `/readyz`.
 //!
-//! Readiness: a leader is ready once its caches have synced (the controller flips
-//! [`Readiness::set_synced`]); a standby that is not leader is ready while it is a *healthy*
-//! standby, i.e. its last look at the leader Lease succeeded. Reporting healthy standbys as ready
-//! lets a Deployment's rolling update and a PodDisruptionBudget count them as available, so an
-//! update never waits on a replica that cannot become leader until the old one goes away. A
-//! standby that cannot reach the API server is not ready: it could not take over.
+//! Readiness: every instance runs the watches (standbys are warm), and none is ready before its
+//! caches have synced (the controller flips [`Readiness::set_synced`]). A synced instance is
+//! then ready while it leads, or while it is a *healthy* standby, i.e. its last look at the
+//! leader Lease succeeded. Reporting warm standbys as ready lets a Deployment's rolling update
+//! and a PodDisruptionBudget count them as available, and only them: an update never removes
+//! the leader before its successor holds the cluster in its caches. A standby that cannot reach
+//! the API server is not ready: it could not take over.
 
 use std::{
     net::SocketAddr,
@@ -40,6 +41,7 @@ pub struct Readiness {
 struct Flags {
     synced: AtomicBool,
     standby: AtomicBool,
+    leading: AtomicBool,
 }
 
 impl Readiness {
@@ -59,9 +61,16 @@ impl Readiness {
         self.inner.standby.store(healthy, Ordering::Release);
     }
 
-    /// Ready as a synced leader (or single instance) or as a healthy standby.
+    /// Set while this instance leads (always, for a single instance without leader election).
+    pub fn set_leading(&self, leading: bool) {
+        self.inner.leading.store(leading, Ordering::Release);
+    }
+
+    /// Ready once synced, as the leader (or single instance) or as a healthy standby.
     pub fn is_ready(&self) -> bool {
-        self.inner.synced.load(Ordering::Acquire) || self.inner.standby.load(Ordering::Acquire)
+        self.inner.synced.load(Ordering::Acquire)
+            && (self.inner.leading.load(Ordering::Acquire)
+                || self.inner.standby.load(Ordering::Acquire))
     }
 }
 
@@ -175,16 +184,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn readyz_is_ok_once_caches_synced() {
+    async fn readyz_is_ok_for_a_leader_once_caches_synced() {
         let (router, _, readiness) = app();
+        readiness.set_leading(true);
+        assert_eq!(
+            get(&router, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         readiness.set_synced(true);
         assert_eq!(get(&router, "/readyz").await.0, StatusCode::OK);
+        readiness.set_leading(false);
+        assert_eq!(
+            get(&router, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "neither leader nor standby"
+        );
     }
 
     #[tokio::test]
-    async fn readyz_is_ok_for_a_healthy_standby() {
+    async fn readyz_is_ok_for_a_healthy_warm_standby() {
         let (router, _, readiness) = app();
         readiness.set_standby(true);
+        assert_eq!(
+            get(&router, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a standby whose caches are cold could not take over at once"
+        );
+        readiness.set_synced(true);
         assert_eq!(get(&router, "/readyz").await.0, StatusCode::OK);
         readiness.set_standby(false);
         assert_eq!(
