@@ -110,8 +110,44 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
 }
 
 /// Binds the listening socket (separately from serving, so a taken port fails at startup).
+///
+/// The unspecified IPv6 address (`[::]`, the default) listens on IPv6 and IPv4 alike: the socket
+/// is made dual-stack explicitly, whatever the node's `net.ipv6.bindv6only`. On a node without
+/// IPv6 (disabled in the kernel) it falls back to `0.0.0.0` on the same port.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    if let SocketAddr::V6(v6) = addr
+        && v6.ip().is_unspecified()
+    {
+        match dual_stack(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(error) if ipv6_unavailable(&error) => {
+                tracing::warn!(%error, "No IPv6 on this node; listening on IPv4 only");
+                let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
+                return TcpListener::bind(v4).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
     TcpListener::bind(addr).await
+}
+
+/// A listening IPv6 socket that accepts IPv4 connections too (IPv4-mapped addresses).
+fn dual_stack(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    // As tokio's own bind: a restarted process rebinds while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Whether binding failed because the node has no IPv6 (not e.g. because the port is taken).
+fn ipv6_unavailable(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::AddrNotAvailable
+        || error.raw_os_error() == Some(libc::EAFNOSUPPORT)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then finishes open requests.
@@ -234,5 +270,56 @@ mod tests {
     async fn unknown_path_is_not_found() {
         let (router, _, _) = app();
         assert_eq!(get(&router, "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
+
+    use super::*;
+
+    fn has_ipv6() -> bool {
+        std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
+    }
+
+    #[tokio::test]
+    async fn the_unspecified_ipv6_address_accepts_ipv4_and_ipv6() {
+        let listener = bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let connect = move |ip: std::net::IpAddr| {
+            std::thread::spawn(move || TcpStream::connect((ip, port)).map(|_| ()))
+                .join()
+                .expect("connect thread")
+        };
+        connect(Ipv4Addr::LOCALHOST.into()).expect("IPv4 connects");
+        if has_ipv6() {
+            assert!(listener.local_addr().expect("addr").is_ipv6());
+            connect(Ipv6Addr::LOCALHOST.into()).expect("IPv6 connects");
+        }
+    }
+
+    #[test]
+    fn only_a_missing_ipv6_falls_back_to_ipv4() {
+        let io = std::io::Error::from_raw_os_error;
+        assert!(ipv6_unavailable(&io(libc::EAFNOSUPPORT)));
+        assert!(ipv6_unavailable(&io(libc::EADDRNOTAVAIL)));
+        assert!(!ipv6_unavailable(&io(libc::EADDRINUSE)));
+        assert!(!ipv6_unavailable(&io(libc::EACCES)));
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_an_error_not_a_fallback() {
+        let first = bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+            .await
+            .expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        assert!(
+            bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
+                .await
+                .is_err()
+        );
     }
 }

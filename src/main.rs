@@ -30,7 +30,8 @@ const USAGE: &str = "usage: onus [--version] [--log-format text|json] [--http-ad
 Runs the onus operator against the cluster of the current kubeconfig (or in-cluster config).
 
   --log-format text|json            log format (default text)
-  --http-addr ADDR                  address of /metrics, /healthz, /readyz (default 0.0.0.0:8080)
+  --http-addr ADDR                  address of /metrics, /healthz, /readyz (default [::]:8080:
+                                    IPv6 and IPv4, IPv4 only on a node without IPv6)
   --leader-election-namespace NS    namespace of the leader Lease
                                     (default: $POD_NAMESPACE, else default)
   --leader-election-id NAME         name of the leader Lease (default onus-leader)
@@ -68,7 +69,7 @@ impl Default for Cli {
     fn default() -> Self {
         Cli {
             json_logs: false,
-            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            http_addr: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 8080)),
             lease_namespace: None,
             lease_name: DEFAULT_LEASE_NAME.into(),
             leader_election: true,
@@ -356,7 +357,7 @@ mod tests {
     fn no_arguments_give_the_defaults() {
         let cli = run(&[]).expect("parses");
         assert_eq!(cli, Cli::default());
-        assert_eq!(cli.http_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(cli.http_addr.to_string(), "[::]:8080");
         assert_eq!(cli.lease_name, "onus-leader");
         assert!(cli.leader_election);
     }
