@@ -18,7 +18,10 @@
 //! at about the same rate.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -213,89 +216,130 @@ pub fn released(previous: &LeaseSpec, now: Timestamp) -> LeaseSpec {
 /// Whether this instance leads, as [`campaign`] publishes it; everything that writes asks it
 /// first. Cheap to clone; every clone follows the same campaign.
 ///
-/// Fail closed: once the campaign is gone (its sender dropped, e.g. the task aborted), this
-/// instance does not lead, whatever was last published.
+/// Leadership comes in terms, numbered from 1 (0: not leading), so a loss followed at once by a
+/// new term is never mistaken for one unbroken term, however late a task looks.
+///
+/// Fail closed: once the campaign is gone (its [`Campaign`] dropped, e.g. the task aborted),
+/// this instance does not lead, whatever was last published.
 #[derive(Clone, Debug)]
 pub struct Leadership {
-    leading: watch::Receiver<bool>,
-    /// The sender of an instance that leads without an election, kept alive.
-    _unelected: Option<Arc<watch::Sender<bool>>>,
+    term: watch::Receiver<u64>,
+    /// The campaign of an instance that leads without an election, kept alive.
+    _unelected: Option<Arc<Campaign>>,
+}
+
+/// The sending side of a [`Leadership`]: what [`campaign`] drives.
+#[derive(Debug)]
+pub struct Campaign {
+    term: watch::Sender<u64>,
+    /// Terms begun so far: each new one gets the next number, never one seen before.
+    terms: AtomicU64,
+}
+
+impl Campaign {
+    /// A new term of leadership begins.
+    pub fn lead(&self) {
+        let term = self.terms.fetch_add(1, Ordering::Relaxed) + 1;
+        self.term.send_replace(term);
+    }
+
+    /// This instance stands by (also: the current term ended).
+    pub fn stand_by(&self) {
+        self.term.send_if_modified(|term| {
+            let was = *term;
+            *term = 0;
+            was != 0
+        });
+    }
 }
 
 impl Leadership {
-    /// A leadership that [`campaign`] drives through the returned sender; not leading yet.
-    pub fn elected() -> (watch::Sender<bool>, Leadership) {
-        let (sender, leading) = watch::channel(false);
+    /// A leadership that [`campaign`] drives through the returned [`Campaign`]; not leading yet.
+    pub fn elected() -> (Campaign, Leadership) {
+        let (term, receiver) = watch::channel(0);
         (
-            sender,
+            Campaign {
+                term,
+                terms: AtomicU64::new(0),
+            },
             Leadership {
-                leading,
+                term: receiver,
                 _unelected: None,
             },
         )
     }
 
-    /// Always leading: a single instance run without leader election (`--no-leader-election`).
+    /// Always leading (one term): a single instance run without leader election
+    /// (`--no-leader-election`).
     pub fn unelected() -> Leadership {
-        let (sender, leading) = watch::channel(true);
-        Leadership {
-            leading,
-            _unelected: Some(Arc::new(sender)),
+        let (campaign, mut leadership) = Leadership::elected();
+        campaign.lead();
+        leadership._unelected = Some(Arc::new(campaign));
+        leadership
+    }
+
+    /// The current term: `None` when not leading (or the campaign is gone).
+    fn term(&self) -> Option<u64> {
+        if self.term.has_changed().is_err() {
+            return None;
         }
+        Some(*self.term.borrow()).filter(|term| *term != 0)
     }
 
     /// Whether this instance leads now.
     pub fn is_leading(&self) -> bool {
-        self.leading.has_changed().is_ok() && *self.leading.borrow()
+        self.term().is_some()
     }
 
-    /// Completes once this instance leads (never, once the campaign is gone).
-    pub async fn gained(&self) {
-        let mut leading = self.leading.clone();
+    /// Completes once this instance leads in a term after `after` (any term: `None`), and
+    /// returns that term; never, once the campaign is gone.
+    pub async fn gained(&self, after: Option<u64>) -> u64 {
+        let mut term = self.term.clone();
         loop {
             // A closed channel keeps its last value: it is no leadership.
-            if leading.has_changed().is_err() {
+            if term.has_changed().is_err() {
                 std::future::pending::<()>().await;
             }
-            if *leading.borrow_and_update() {
-                return;
+            let now = *term.borrow_and_update();
+            if now != 0 && after.is_none_or(|after| now != after) {
+                return now;
             }
-            if leading.changed().await.is_err() {
+            if term.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         }
     }
 
-    /// Completes once this instance does not lead: at once when it does not now, or when the
-    /// campaign is gone.
-    pub async fn lost(&self) {
-        let mut leading = self.leading.clone();
-        if leading.has_changed().is_ok() {
-            let _ = leading.wait_for(|leading| !*leading).await;
+    /// Completes once term `of` has ended (at once if it is not the current one), or, for
+    /// `None`, once this instance does not lead; also when the campaign is gone.
+    pub async fn lost(&self, of: Option<u64>) {
+        let mut term = self.term.clone();
+        if term.has_changed().is_ok() {
+            let _ = term
+                .wait_for(|now| *now == 0 || of.is_some_and(|of| *now != of))
+                .await;
         }
     }
 
-    /// Runs `work` only while this instance leads: `None` without running it when it does not
-    /// lead now, and `None` when leadership is lost before `work` completes. The unfinished
+    /// Runs `work` only within the current term: `None` without running it when this instance
+    /// does not lead now, and `None` when the term ends before `work` completes. The unfinished
     /// `work` is then dropped at once, with the request it may have in flight: a former leader
     /// sends no write after it knows it lost, long before the Lease can expire for the others.
     pub async fn run<F: Future>(&self, work: F) -> Option<F::Output> {
-        if !self.is_leading() {
-            return None;
-        }
+        let term = self.term()?;
         tokio::select! {
             biased;
-            () = self.lost() => None,
+            () = self.lost(Some(term)) => None,
             output = work => Some(output),
         }
     }
 }
 
 /// Contends for the Lease until `shutdown`, publishing on `leading` whether this instance holds
-/// it (also as the `onus_leader` gauge and in readiness). Leadership ends, and `false` is
-/// published, as soon as a renewal fails to land within `renew_deadline` or another candidate
+/// it (also as the `onus_leader` gauge and in readiness). A term of leadership ends, and is
+/// published as ended, as soon as a renewal fails to land within `renew_deadline` or another candidate
 /// holds the Lease: before the Lease (valid `lease_duration` after the last renewal) can
-/// expire for the others. On shutdown `false` is published first and the Lease then released,
+/// expire for the others. On shutdown the end is published first and the Lease then released,
 /// so a standby takes over at once.
 pub async fn campaign(
     client: Client,
@@ -303,7 +347,7 @@ pub async fn campaign(
     metrics: Metrics,
     readiness: Readiness,
     shutdown: impl Future<Output = ()>,
-    leading: watch::Sender<bool>,
+    leading: Campaign,
 ) {
     let elector = Elector {
         api: Api::namespaced(client, &config.namespace),
@@ -312,7 +356,11 @@ pub async fn campaign(
         observed: Mutex::new(None),
     };
     let publish = |now: bool| {
-        leading.send_replace(now);
+        if now {
+            leading.lead();
+        } else {
+            leading.stand_by();
+        }
         metrics.set_leader(now);
         readiness.set_leading(now);
     };

@@ -404,19 +404,16 @@ fn won_leadership(
     store: Store<ResponsibilityPolicy>,
 ) -> impl futures::Stream<Item = ObjectRef<ResponsibilityPolicy>> {
     futures::stream::unfold(
-        (leadership, store, false),
-        |(leadership, store, led)| async move {
-            if led {
-                leadership.lost().await;
-            }
-            leadership.gained().await;
+        (leadership, store, None),
+        |(leadership, store, last)| async move {
+            let term = leadership.gained(last).await;
             let refs: Vec<_> = store
                 .state()
                 .iter()
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect();
             info!(policies = refs.len(), "Leading: reconciling every policy");
-            Some((futures::stream::iter(refs), (leadership, store, true)))
+            Some((futures::stream::iter(refs), (leadership, store, Some(term))))
         },
     )
     .flatten()
@@ -428,10 +425,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
+    let mut last = None;
     loop {
-        leadership.gained().await;
+        let term = leadership.gained(last).await;
+        last = Some(term);
         leadership.run(task()).await;
-        leadership.lost().await;
+        leadership.lost(Some(term)).await;
     }
 }
 
@@ -439,9 +438,11 @@ where
 /// them, so dashboards and alerts never read a standby's stale copy), and so does what was
 /// announced and converged, so the next term starts as a fresh process would.
 async fn stand_down_on_loss(ctx: Arc<Context>) {
+    let mut last = None;
     loop {
-        ctx.leadership.gained().await;
-        ctx.leadership.lost().await;
+        let term = ctx.leadership.gained(last).await;
+        last = Some(term);
+        ctx.leadership.lost(Some(term)).await;
         {
             // Under the lock a reconcile records under: none records after this.
             let mut recorded = ctx.recorded.lock().unwrap_or_else(|p| p.into_inner());
