@@ -7,7 +7,7 @@
 //! caches at once.
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
@@ -86,8 +86,9 @@ pub struct Context {
     /// One convergence at a time: it plans from the whole index.
     converging: tokio::sync::Mutex<converge::Converger>,
     metrics: Metrics,
-    /// When the oldest index change not yet reflected in a status write happened.
-    first_unreported_change: Arc<Mutex<Option<Instant>>>,
+    /// Per policy, when the oldest change that triggered it and is not yet reflected in a
+    /// status write reached the index (the detection latency).
+    unreported: Arc<Mutex<HashMap<String, Instant>>>,
     /// Policies with metric series, to forget the deleted ones.
     recorded: Mutex<BTreeSet<String>>,
     /// Violations announced with an Event on the offending object, per policy.
@@ -194,13 +195,11 @@ pub async fn run(
         ..Index::default()
     }));
     let changes = Arc::new(Changes::default());
-    let first_change = Arc::new(Mutex::new(None));
     let watch = Watch::new(
         client.clone(),
         index.clone(),
         changes.clone(),
         settings.metrics.clone(),
-        first_change.clone(),
     );
     let _watches = AbortOnDrop(tokio::spawn(watch_all(watch)));
 
@@ -253,13 +252,22 @@ pub async fn run(
     let store = controller.store();
     let gained = won_leadership(settings.leadership.clone(), store.clone());
     let trigger_index = index.clone();
+    let unreported = Arc::new(Mutex::new(HashMap::new()));
+    let triggered = unreported.clone();
     // Each batch of changes reconciles only the policies it can concern.
     let triggers = futures::stream::unfold(changes, move |changes| {
         let store = store.clone();
         let index = trigger_index.clone();
+        let triggered = triggered.clone();
         async move {
             let pending = changes.next().await;
             let refs = affected(&store.state(), &read(&index), &pending);
+            if let Some(since) = pending.since {
+                let mut unreported = triggered.lock().unwrap_or_else(|p| p.into_inner());
+                for r in &refs {
+                    unreported.entry(r.name.clone()).or_insert(since);
+                }
+            }
             Some((futures::stream::iter(refs), changes))
         }
     })
@@ -280,7 +288,7 @@ pub async fn run(
         policies: controller.store(),
         converging: tokio::sync::Mutex::new(converge::Converger::default()),
         metrics: settings.metrics.clone(),
-        first_unreported_change: first_change,
+        unreported,
         recorded: Mutex::new(BTreeSet::new()),
         announced_violations: events::ViolationEvents::new(&settings.instance),
         evaluator: Mutex::new(Evaluator::default()),
@@ -472,7 +480,7 @@ async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Resu
         ctx.metrics.standby_evaluation();
         return Ok(evaluate_as_standby(&policy, &ctx));
     }
-    let mut timer = ctx.metrics.reconcile_timer();
+    let mut timer = ctx.metrics.reconcile_timer(&policy.name_any());
     let action = match ctx.leadership.run(reconcile_inner(&policy, &ctx)).await {
         Some(action) => action?,
         // Lost mid-way: the next leader reconciles every policy when it wins.
@@ -563,6 +571,8 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
         return Ok(Action::await_change());
     }
 
+    // Changes that reached the index before this point are in what is evaluated below.
+    let started = Instant::now();
     let now = (ctx.clock)();
     let now_time = Time(now.round(jiff::Unit::Second).unwrap_or(now));
     let previous = policy.status.as_ref();
@@ -645,20 +655,25 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                 &desired,
                 crate::metrics::expiring_soon(&policy.spec, now),
             );
-            recorded.insert(name);
+            recorded.insert(name.clone());
         }
     }
-    if previous != Some(&desired) {
+    let written = previous != Some(&desired);
+    if written {
         patch_status(&ctx.client, policy, &desired).await?;
-        let change = ctx
-            .first_unreported_change
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(since) = change {
-            ctx.metrics.detection_latency(since.elapsed());
-        }
         publish_transitions(ctx, policy, previous, &desired).await;
+    }
+    // The changes this reconcile saw are reflected now: written, or they did not alter the
+    // status. A change recorded after it began waits for the next reconcile.
+    let seen = {
+        let mut unreported = ctx.unreported.lock().unwrap_or_else(|p| p.into_inner());
+        match unreported.get(&name) {
+            Some(since) if *since <= started => unreported.remove(&name),
+            _ => None,
+        }
+    };
+    if let (true, Some(since)) = (written, seen) {
+        ctx.metrics.detection_latency(&name, since.elapsed());
     }
     // A periodic look even when nothing changes: a safety net for missed events, and proof of
     // life for the "not reconciling" alert. Status is idempotent, so it writes nothing.
@@ -727,7 +742,8 @@ async fn patch_status(
 }
 
 fn error_policy(policy: Arc<ResponsibilityPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error(error.category());
+    ctx.metrics
+        .reconcile_error(&policy.name_any(), error.category());
     warn!(policy = %policy.name_any(), category = error.category(), %error, "Reconcile error");
     Action::requeue(Duration::from_secs(5))
 }
@@ -772,11 +788,13 @@ mod tests {
         let shop = Pending {
             all: false,
             namespaces: ["shop".to_string()].into(),
+            since: None,
         };
         assert_eq!(names(affected(&policies, &index, &shop)), ["prod"]);
         let everything = Pending {
             all: true,
             namespaces: BTreeSet::new(),
+            since: None,
         };
         assert_eq!(
             names(affected(&policies, &index, &everything)),

@@ -190,13 +190,15 @@ impl TestEnv {
         }
     }
 
-    /// Creates any object from a literal (apiVersion and kind inside).
-    pub async fn create(&self, namespace: Option<&str>, obj: Value) {
+    /// Creates any object from a literal (apiVersion and kind inside); returns it as created.
+    pub async fn create(&self, namespace: Option<&str>, obj: Value) -> Value {
         let api = dynamic_api(&self.client, namespace, &obj);
         let obj: DynamicObject = serde_json::from_value(obj).expect("object literal");
-        api.create(&PostParams::default(), &obj)
+        let created = api
+            .create(&PostParams::default(), &obj)
             .await
             .unwrap_or_else(|e| panic!("creating {:?}: {e}", obj.metadata.name));
+        serde_json::to_value(created).expect("created object")
     }
 
     /// Server-side applies a partial object (as its test owner).
