@@ -64,6 +64,14 @@ struct CategoryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// The version of this build (`onus --version`, `onus_build_info`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -86,6 +94,7 @@ struct Inner {
     reconciliations: Family<ResultLabels, Counter>,
     reconcile_errors: Family<CategoryLabels, Counter>,
     reconcile_duration: Family<PolicyLabels, Histogram>,
+    standby_evaluations: Counter,
     watch_events: Family<KindLabels, Counter>,
     undecodable: Family<KindLabels, Counter>,
     remediation_failures: Family<KindLabels, Counter>,
@@ -169,6 +178,13 @@ impl Metrics {
             Unit::Seconds,
             reconcile_duration.clone(),
         );
+        let standby_evaluations = Counter::default();
+        registry.register(
+            "standby_evaluations",
+            "Policy evaluations by a standby, keeping its caches warm (it writes nothing; the \
+             leader's count as reconciliations)",
+            standby_evaluations.clone(),
+        );
         let watch_events = Family::<KindLabels, Counter>::default();
         registry.register(
             "watch_events",
@@ -198,8 +214,18 @@ impl Metrics {
         let leader = Gauge::default();
         registry.register(
             "leader",
-            "Whether this instance holds the leader Lease (1) or not (0)",
+            "Whether this instance holds the leader Lease (1) or not (0); only the leader exports \
+             per-policy series",
             leader.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels { version: VERSION })
+            .set(1);
+        registry.register(
+            "build_info",
+            "1, labelled with the version of the running onus",
+            build_info,
         );
         Metrics {
             inner: Arc::new(Inner {
@@ -214,6 +240,7 @@ impl Metrics {
                 reconciliations,
                 reconcile_errors,
                 reconcile_duration,
+                standby_evaluations,
                 watch_events,
                 undecodable,
                 remediation_failures,
@@ -361,6 +388,11 @@ impl Metrics {
                 category,
             })
             .inc();
+    }
+
+    /// Counts one evaluation a standby made (it writes nothing).
+    pub fn standby_evaluation(&self) {
+        self.inner.standby_evaluations.inc();
     }
 
     /// Counts one remediation the API server refused, by the kind of object it changes.

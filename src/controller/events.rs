@@ -236,6 +236,13 @@ impl ViolationEvents {
         }
     }
 
+    /// Forgets what was announced, as a fresh process would have (a leader that lost the Lease:
+    /// the next term offers every violation again, and one another leader published meanwhile
+    /// is recognised by its name and continued).
+    pub(super) fn forget(&self) {
+        *self.ledger() = Ledger::default();
+    }
+
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -254,8 +261,8 @@ impl ViolationEvents {
     }
 }
 
-/// Publishes the queued violation Events one at a time, at most [`EVENTS_PER_SECOND`], until
-/// the context goes (shutdown or lost leadership: the caller aborts it).
+/// Publishes the queued violation Events one at a time, at most [`EVENTS_PER_SECOND`], while
+/// leading (one queued by a term that ended is dropped), until the caller aborts it.
 pub(super) async fn publish_violations(ctx: std::sync::Arc<Context>) {
     let Some(mut queue) = ctx
         .announced_violations
@@ -271,13 +278,14 @@ pub(super) async fn publish_violations(ctx: std::sync::Arc<Context>) {
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while let Some(queued) = queue.recv().await {
         pace.tick().await;
-        deliver(
-            &ctx.client,
-            (ctx.clock)(),
-            &ctx.announced_violations,
-            &queued,
-        )
-        .await;
+        ctx.leadership
+            .run(deliver(
+                &ctx.client,
+                (ctx.clock)(),
+                &ctx.announced_violations,
+                &queued,
+            ))
+            .await;
     }
 }
 

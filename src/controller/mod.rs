@@ -1,5 +1,10 @@
 //! The thin I/O shell: watches feed the index, a kube-runtime controller re-evaluates policies
 //! when the index changes (or an exception expires) and patches status only when it changed.
+//!
+//! Every instance watches and evaluates (standbys are warm); only the leader writes. Its
+//! reconciles, convergences and Event publishing run through [`Leadership::run`], so losing the
+//! Lease drops whatever write is in flight; winning it reconciles every policy from the warm
+//! caches at once.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -30,6 +35,7 @@ use crate::{
     facts::WorkloadKind,
     http::Readiness,
     index::{FactMap, Index},
+    leader::Leadership,
     metrics::Metrics,
     remediate, status,
     validate::validate,
@@ -99,6 +105,10 @@ pub struct Context {
     admission: bool,
     /// onus's own user name (exempt from the admission policies it generates), when known.
     own_user: Option<String>,
+    /// Whether this instance may write.
+    leadership: Leadership,
+    /// What the policies were when a standby last pruned the evaluator's cache for them.
+    standby_pruned: Mutex<u64>,
 }
 
 impl Context {
@@ -157,6 +167,9 @@ pub struct Settings {
     /// it off (they share one API server, and these objects are cluster-wide) except where
     /// admission is under test.
     pub admission_policies: bool,
+    /// Whether this instance leads: it watches and evaluates either way, and writes only while
+    /// it leads. The default leads always (a single instance, `--no-leader-election`).
+    pub leadership: Leadership,
 }
 
 impl Default for Settings {
@@ -171,6 +184,7 @@ impl Default for Settings {
             audit_only: false,
             own_namespace: None,
             admission_policies: true,
+            leadership: Leadership::unelected(),
         }
     }
 }
@@ -255,6 +269,7 @@ pub async fn run(
     } else {
         None
     };
+    let gained = won_leadership(settings.leadership.clone(), store.clone());
     let trigger_index = index.clone();
     let unreported = Arc::new(Mutex::new(HashMap::new()));
     let triggered = unreported.clone();
@@ -276,6 +291,7 @@ pub async fn run(
         }
     })
     .flatten();
+    let triggers = futures::stream::select(triggers, gained);
     let ctx = Arc::new(Context {
         client: client.clone(),
         index,
@@ -299,14 +315,19 @@ pub async fn run(
         audit_only: settings.audit_only,
         admission,
         own_user,
+        leadership: settings.leadership.clone(),
+        standby_pruned: Mutex::new(0),
     });
     if settings.audit_only {
         info!("Audit-only: Enforce policies are evaluated and reported, nothing is remediated");
     }
     // Refused actions are retried when due even when no policy is left to reconcile (the last
-    // one was deleted while its release was refused).
-    // They stop with the shutdown (leadership lost), like the reconciles.
-    let retries = converge::retry_refused(ctx.clone());
+    // one was deleted while its release was refused); by the leader only, and they stop with
+    // the shutdown, like the reconciles.
+    let retries = leading_only(settings.leadership.clone(), {
+        let ctx = ctx.clone();
+        move || converge::retry_refused(ctx.clone())
+    });
     let stop = shutdown.clone();
     let _retries = AbortOnDrop(tokio::spawn(async move {
         tokio::select! {
@@ -315,12 +336,21 @@ pub async fn run(
         }
     }));
     // Violation Events are published by their own task, at its own pace, and stop with the
-    // shutdown too: a former leader publishes nothing.
+    // shutdown too; only while leading: a former leader publishes nothing.
     let publisher = events::publish_violations(ctx.clone());
     let stop = shutdown.clone();
     let _publisher = AbortOnDrop(tokio::spawn(async move {
         tokio::select! {
             () = publisher => {}
+            () = stop => {}
+        }
+    }));
+    // What a leader exported and announced is forgotten when it loses the Lease.
+    let handover = stand_down_on_loss(ctx.clone());
+    let stop = shutdown.clone();
+    let _handover = AbortOnDrop(tokio::spawn(async move {
+        tokio::select! {
+            () = handover => {}
             () = stop => {}
         }
     }));
@@ -396,12 +426,129 @@ fn synced(index: &Index) -> bool {
             .all(|k| index.workloads.get(k).is_some_and(FactMap::synced))
 }
 
+/// Every policy, each time this instance wins the Lease: the new leader writes what its warm
+/// standby evaluation found, at once and without listing anything again.
+fn won_leadership(
+    leadership: Leadership,
+    store: Store<ResponsibilityPolicy>,
+) -> impl futures::Stream<Item = ObjectRef<ResponsibilityPolicy>> {
+    futures::stream::unfold(
+        (leadership, store, None),
+        |(leadership, store, last)| async move {
+            let term = leadership.gained(last).await;
+            let refs: Vec<_> = store
+                .state()
+                .iter()
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect();
+            info!(policies = refs.len(), "Leading: reconciling every policy");
+            Some((futures::stream::iter(refs), (leadership, store, Some(term))))
+        },
+    )
+    .flatten()
+}
+
+/// Runs `task` during each term of leadership, dropped as soon as the term ends.
+async fn leading_only<F, Fut>(leadership: Leadership, mut task: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut last = None;
+    loop {
+        let term = leadership.gained(last).await;
+        last = Some(term);
+        leadership.run(task()).await;
+        leadership.lost(Some(term)).await;
+    }
+}
+
+/// After each term of leadership: the per-policy metric series go (only the leader exports
+/// them, so dashboards and alerts never read a standby's stale copy), and so does what was
+/// announced and converged, so the next term starts as a fresh process would.
+async fn stand_down_on_loss(ctx: Arc<Context>) {
+    let mut last = None;
+    loop {
+        let term = ctx.leadership.gained(last).await;
+        last = Some(term);
+        ctx.leadership.lost(Some(term)).await;
+        {
+            // Under the lock a reconcile records under: none records after this.
+            let mut recorded = ctx.recorded.lock().unwrap_or_else(|p| p.into_inner());
+            if ctx.leadership.is_leading() {
+                // Leading again already: its reconciles overwrite the series.
+                continue;
+            }
+            for policy in recorded.iter() {
+                ctx.metrics.forget_policy(policy);
+            }
+            recorded.clear();
+        }
+        ctx.announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        ctx.announced_violations.forget();
+        *ctx.converging.lock().await = converge::Converger::default();
+        info!("Standing by: per-policy metrics cleared");
+    }
+}
+
 #[instrument(skip_all, fields(policy = %policy.name_any()))]
 async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.leadership.is_leading() {
+        // Not a reconciliation (the leader's count and duration feed the alerts).
+        ctx.metrics.standby_evaluation();
+        return Ok(evaluate_as_standby(&policy, &ctx));
+    }
     let mut timer = ctx.metrics.reconcile_timer(&policy.name_any());
-    let action = reconcile_inner(&policy, &ctx).await?;
+    let action = match ctx.leadership.run(reconcile_inner(&policy, &ctx)).await {
+        Some(action) => action?,
+        // Lost mid-way: the next leader reconciles every policy when it wins.
+        None => Action::await_change(),
+    };
     timer.succeeded();
     Ok(action)
+}
+
+/// A standby evaluates as the leader does (its caches and the evaluator's stay warm) and
+/// writes nothing: no status, no Event, no remediation, no finalizer, no metric series.
+fn evaluate_as_standby(policy: &ResponsibilityPolicy, ctx: &Context) -> Action {
+    prune_as_standby(ctx);
+    if policy.metadata.deletion_timestamp.is_some() || validate(&policy.spec).is_err() {
+        return Action::requeue(RESYNC);
+    }
+    let now = (ctx.clock)();
+    let index = read(&ctx.index);
+    ctx.previews
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(policy, &index);
+    let eval = ctx.evaluator().evaluate(&policy.spec, &index, now);
+    let requeue = eval
+        .next_expiry
+        .map(|t| t.duration_since(now).unsigned_abs() + Duration::from_millis(50));
+    Action::requeue(requeue.map_or(RESYNC, |r| r.min(RESYNC)))
+}
+
+/// Keeps a standby's evaluator cache to the policies that exist (the leader does so when it
+/// converges), whenever the set of policies changed.
+fn prune_as_standby(ctx: &Context) {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let policies = ctx.policies.state();
+    let mut hasher =
+        std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().build_hasher();
+    for p in &policies {
+        p.metadata.uid.hash(&mut hasher);
+        p.metadata.generation.hash(&mut hasher);
+    }
+    let fingerprint = hasher.finish();
+    let mut pruned = ctx.standby_pruned.lock().unwrap_or_else(|p| p.into_inner());
+    if *pruned != fingerprint {
+        *pruned = fingerprint;
+        ctx.evaluator()
+            .retain_policies(policies.iter().map(|p| &p.spec), &read(&ctx.index));
+    }
 }
 
 async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result<Action, Error> {
@@ -544,15 +691,19 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
     // requeueing every policy.
 
     let name = policy.name_any();
-    ctx.metrics.record_policy(
-        &name,
-        &desired,
-        crate::metrics::expiring_soon(&policy.spec, now),
-    );
-    ctx.recorded
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(name.clone());
+    {
+        // Only the leader exports per-policy series; checked under the lock that the stand-down
+        // clears them under, so none is recorded after a lost Lease.
+        let mut recorded = ctx.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        if ctx.leadership.is_leading() {
+            ctx.metrics.record_policy(
+                &name,
+                &desired,
+                crate::metrics::expiring_soon(&policy.spec, now),
+            );
+            recorded.insert(name.clone());
+        }
+    }
     let written = previous != Some(&desired);
     if written {
         patch_status(&ctx.client, policy, &desired).await?;

@@ -203,6 +203,16 @@ fn watch_events_detection_latency_and_leader_render() {
 }
 
 #[test]
+fn build_info_carries_the_crate_version() {
+    let metrics = Metrics::new();
+    let line = format!(
+        r#"onus_build_info{{version="{}"}} 1"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(has(&metrics, &line), "{}", metrics.render());
+}
+
+#[test]
 fn exposition_ends_with_eof_marker() {
     assert!(Metrics::new().render().ends_with("# EOF\n"));
 }

@@ -3,6 +3,7 @@
 //! ServiceAccount — with the full ClusterRole, and with each rule taken away.
 
 mod alerts;
+mod conventions;
 mod dashboard;
 mod least_privilege;
 mod support;
