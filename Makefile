@@ -53,15 +53,17 @@ docs:
 	cargo run -q --bin catalog-doc > docs/controls.md
 
 # Renders deploy/onus.yaml (plain manifests, default values) from the chart, after copying the
-# CRD into the chart; tests/chart.rs fails when either copy drifts. Rendered for an API server
-# that serves ValidatingAdmissionPolicy (Kubernetes 1.30 or later), so the admission policy that
-# restrains onus's own writes is included.
+# CRD into the chart; tests/chart.rs fails when either copy drifts. Rendered for the oldest
+# Kubernetes the chart supports (1.34, which serves ValidatingAdmissionPolicy, so the admission
+# policy that restrains onus's own writes is included), without Helm's labels: these manifests
+# are applied with kubectl, and Helm must not take them for a release of its own.
 HELM ?= $(or $(ONUS_HELM_BIN),$(or $(ONUS_CACHE),$(HOME)/.cache/onus)/helm-v3.22.0/bin)/helm
 .PHONY: deploy
 deploy: tools
 	cp crds/responsibilitypolicy.yaml charts/onus/crds/responsibilitypolicy.yaml
-	$(HELM) template onus charts/onus --namespace onus-system --include-crds \
-	  --api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy > deploy/onus.yaml
+	$(HELM) template onus charts/onus --namespace onus-system --include-crds --kube-version 1.34.0 \
+	  --api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy \
+	  | sed -e '/^ *helm\.sh\/chart: /d' -e '/^ *app\.kubernetes\.io\/managed-by: Helm$$/d' > deploy/onus.yaml
 
 # make bench: builds release, starts the test control plane, creates the fixture of SIZE (S, M
 # or L; see bench/src/fixture.rs), runs the real onus binary RUNS times and prints one table

@@ -157,6 +157,9 @@ pub struct Index {
     /// Namespaces the API server calls back into (webhooks, conversion, APIServices): where
     /// onus holds its default-deny.
     pub backends: Backends,
+    /// Kinds whose watch the API server refuses (403) since their last complete list: kind →
+    /// its message. Their facts are what onus last saw.
+    pub refused: BTreeMap<&'static str, String>,
     /// The namespace onus itself runs in (`$POD_NAMESPACE`), when known: never given a
     /// default-deny by onus.
     pub own_namespace: Option<String>,

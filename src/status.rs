@@ -497,6 +497,44 @@ pub fn enforce_unavailable(
     }
 }
 
+/// Reason of `Ready=False` while the API server refuses onus a watch it needs.
+pub const FORBIDDEN: &str = "Forbidden";
+
+/// Marks an evaluated status as not ready while the API server refuses onus the watch of some
+/// kinds (`refused`: kind → the API server's message): what the controls read from those kinds
+/// is what onus last saw, and may be stale. Every control is still evaluated and listed.
+pub fn watches_refused(
+    status: &mut ResponsibilityPolicyStatus,
+    previous: Option<&ResponsibilityPolicyStatus>,
+    now: &Time,
+    refused: &std::collections::BTreeMap<&'static str, String>,
+) {
+    if refused.is_empty() {
+        return;
+    }
+    let what: Vec<String> = refused
+        .iter()
+        .map(|(kind, message)| format!("{kind} ({message})"))
+        .collect();
+    let mut conditions = Conditions::new(previous, status.observed_generation, now);
+    conditions.set(
+        READY,
+        false,
+        FORBIDDEN,
+        format!(
+            "the API server refuses onus the watch of {}: what the controls read from them is \
+             what onus last saw and may be stale (every other input is current); grant onus \
+             list and watch on them again (the chart's ClusterRole)",
+            what.join(", ")
+        ),
+    );
+    let ready = conditions.out.remove(0);
+    match status.conditions.iter_mut().find(|c| c.type_ == READY) {
+        Some(c) => *c = ready,
+        None => status.conditions.insert(0, ready),
+    }
+}
+
 /// A condition of a status, by type.
 pub fn condition<'a>(status: &'a ResponsibilityPolicyStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)

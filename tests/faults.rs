@@ -752,3 +752,118 @@ async fn throttled_to_nothing_onus_backs_off_and_catches_up_when_the_limit_lifts
     .await;
     delete_policy(&env, &policy).await;
 }
+
+/// The operator's RBAC loses a rule while it runs: once its watch is refused (here: the API
+/// server restarts, so every watch starts again and is authorized again), every policy says
+/// `Ready=False, reason=Forbidden` naming the kind, the other controls keep being evaluated, and
+/// the condition clears once the rule is back and the kind listed afresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_refused_at_runtime_is_reported_and_recovers_when_allowed_again() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let user = "onus-operator-rbac-cut";
+    let admin = TestEnv::without_operator("rbac-cut-admin").await;
+    let role = |name: &str, groups: serde_json::Value| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": name},
+               "rules": [{"apiGroups": groups, "resources": ["*"], "verbs": ["*"]}]})
+    };
+    let binding = |name: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": name},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]})
+    };
+    let (base, netpol) = (format!("{}-base", admin.id), format!("{}-netpol", admin.id));
+    // Everything onus reads and writes, NetworkPolicies by a binding of their own.
+    admin
+        .create(
+            None,
+            role(
+                &base,
+                json!([
+                    "",
+                    "apps",
+                    "batch",
+                    "rbac.authorization.k8s.io",
+                    "onus.dev",
+                    "events.k8s.io",
+                    "admissionregistration.k8s.io",
+                    "apiextensions.k8s.io",
+                    "apiregistration.k8s.io"
+                ]),
+            ),
+        )
+        .await;
+    admin.create(None, binding(&base)).await;
+    admin
+        .create(None, role(&netpol, json!(["networking.k8s.io"])))
+        .await;
+    admin.create(None, binding(&netpol)).await;
+
+    let env = TestEnv::start_as("rbac-cut", user, None).await;
+    let ns = env.namespace("cut", &[]).await;
+    let policy = env
+        .apply_policy("cut", json!({"serviceModel": "PaaS"}))
+        .await;
+    let ready = |s: &onus::crd::ResponsibilityPolicyStatus| {
+        status::condition(s, status::READY).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    env.wait_status(&policy, "evaluated and ready", |s| {
+        s.summary.is_some() && ready(s) == Some(("True".into(), "Evaluated".into()))
+    })
+    .await;
+
+    // The rule goes; an established watch is not authorized again until it restarts.
+    admin
+        .delete(
+            None,
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            &netpol,
+        )
+        .await;
+    assert!(cp.kill("kube-apiserver"), "the API server was running");
+    cp.restart("kube-apiserver")
+        .await
+        .unwrap_or_else(|e| panic!("restarting the API server: {e}"));
+    let rp = env
+        .wait_status(
+            &policy,
+            "Ready=False, Forbidden, naming NetworkPolicy",
+            |s| ready(s) == Some(("False".into(), status::FORBIDDEN.into())),
+        )
+        .await;
+    let s = rp.status.expect("status");
+    let message = &status::condition(&s, status::READY).expect("Ready").message;
+    assert!(message.contains("NetworkPolicy"), "{message}");
+    // Every other control is still evaluated from current facts.
+    env.create(Some(&ns), deployment("intruder", privileged(), json!({})))
+        .await;
+    env.wait_status(&policy, "a new violation while a watch is refused", |s| {
+        is(s, "WKL-03", Fail, 1) && ready(s) == Some(("False".into(), status::FORBIDDEN.into()))
+    })
+    .await;
+
+    // The rule comes back: a fresh list, and the condition clears.
+    admin.create(None, binding(&netpol)).await;
+    env.wait_status(&policy, "ready again", |s| {
+        ready(s) == Some(("True".into(), "Evaluated".into())) && is(s, "WKL-03", Fail, 1)
+    })
+    .await;
+
+    delete_policy(&env, &policy).await;
+    for name in [&base, &netpol] {
+        admin
+            .delete(
+                None,
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRoleBinding",
+                name,
+            )
+            .await;
+        admin
+            .delete(None, "rbac.authorization.k8s.io/v1", "ClusterRole", name)
+            .await;
+    }
+}

@@ -222,11 +222,27 @@ pub(super) async fn converge(ctx: &Context) {
             // Nothing to carry out: this install may not write (its policies say so).
             (index.generation, Vec::new())
         } else {
-            let wants = remediate::wants(policies.iter().map(Arc::as_ref), &index, false);
-            (
-                index.generation,
-                remediate::plan(&wants, &index, PlanMode::Converge),
-            )
+            let mut wants = remediate::wants(policies.iter().map(Arc::as_ref), &index, false);
+            let blind = !index.refused.is_empty();
+            if blind {
+                // Part of the cluster is what onus last saw (a watch is refused): only
+                // strengthen, as for an invalid spec; release nothing.
+                for want in wants.values_mut() {
+                    want.hold = true;
+                }
+            }
+            let mut actions = remediate::plan(&wants, &index, PlanMode::Converge);
+            if blind {
+                actions.retain(|a| {
+                    !matches!(
+                        a,
+                        Action::DeleteNetworkPolicy { .. }
+                            | Action::ReleasePodSecurityLabels { .. }
+                            | Action::ReleaseDefaultToken { .. }
+                    )
+                });
+            }
+            (index.generation, actions)
         }
     };
     match &mut state.done {

@@ -683,6 +683,8 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
             if ctx.audit_only && policy.spec.mode == Mode::Enforce {
                 status::enforce_unavailable(&mut status, previous, &now_time);
             }
+            let refused = read(&ctx.index).refused.clone();
+            status::watches_refused(&mut status, previous, &now_time, &refused);
             (status, requeue)
         }
     };

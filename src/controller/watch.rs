@@ -402,31 +402,88 @@ where
         .boxed()
 }
 
+/// How long a watch the API server refuses (403) waits before it is started again from a fresh
+/// list: a permission is given back by hand, not in milliseconds.
+const REFUSED_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The API server's message when it refuses onus a watch or list (403).
+fn refusal(error: &watcher::Error) -> Option<String> {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+            if s.is_forbidden() =>
+        {
+            Some(s.message.clone())
+        }
+        watcher::Error::WatchError(s) if s.is_forbidden() => Some(s.message.clone()),
+        _ => None,
+    }
+}
+
+/// What a watch task shares with [`next_event`].
+struct Step<'a, T> {
+    kind: &'static str,
+    metrics: &'a Metrics,
+    lists: &'a Arc<Semaphore>,
+    index: &'a Arc<RwLock<Index>>,
+    changes: &'a Changes,
+    /// A fresh stream of the same watch (its first list starts from scratch).
+    restart: &'a (
+            dyn Fn() -> futures::stream::BoxStream<'static, Result<Event<T>, watcher::Error>>
+                + Send
+                + Sync
+        ),
+    retrying: &'a str,
+}
+
 /// The next event of a watch, counted; before a list starts, waits for one of the
 /// [`LISTS_IN_FLIGHT`] turns and holds it in `listing` until the caller sees the list done.
-/// A failed watch is logged with `retrying` and retried by the stream's backoff.
+/// A failed watch is logged with `retrying` and retried by the stream's backoff. One the API
+/// server refuses (403) marks its kind refused in the index (the policies say so in `Ready`;
+/// the facts stay what onus last saw) and starts again from a fresh list after
+/// [`REFUSED_RETRY`]: only a complete list clears the mark ([`list_complete`]).
 async fn next_event<T>(
     events: &mut futures::stream::BoxStream<'static, Result<Event<T>, watcher::Error>>,
-    kind: &'static str,
-    watch: (&Metrics, &Arc<Semaphore>),
+    step: &Step<'_, T>,
     listing: &mut Option<OwnedSemaphorePermit>,
-    retrying: &str,
 ) -> Option<Event<T>> {
-    let (metrics, lists) = watch;
+    let kind = step.kind;
     loop {
         let event = match events.next().await? {
             Ok(event) => event,
             Err(error) => {
-                warn!(%kind, %error, "{retrying}");
+                warn!(%kind, %error, "{}", step.retrying);
+                if let Some(message) = refusal(&error) {
+                    let newly = write(step.index).refused.insert(kind, message).is_none();
+                    if newly {
+                        write(step.index).touch(kind, None);
+                        step.changes.record(Scope::Cluster);
+                    }
+                    *listing = None;
+                    tokio::time::sleep(REFUSED_RETRY).await;
+                    *events = (step.restart)();
+                }
                 continue;
             }
         };
-        metrics.watch_event(kind);
+        step.metrics.watch_event(kind);
         if matches!(event, Event::Init) && listing.is_none() {
             // The watcher lists when next polled: wait for a turn first.
-            *listing = lists.clone().acquire_owned().await.ok();
+            *listing = step.lists.clone().acquire_owned().await.ok();
         }
         return Some(event);
+    }
+}
+
+/// A list of `kind` is complete (its facts are current): a refusal of its watch is over.
+fn list_complete(index: &Arc<RwLock<Index>>, changes: &Changes, kind: &'static str) {
+    let mut guard = write(index);
+    if guard.refused.remove(kind).is_some() {
+        guard.touch(kind, None);
+        drop(guard);
+        info!(%kind, "Watch allowed again; its facts are current");
+        changes.record(Scope::Cluster);
     }
 }
 
@@ -462,18 +519,20 @@ where
     } else {
         PAGE
     };
-    let mut events = watch_stream::<K, P>(client, page);
+    let restart = || watch_stream::<K, P>(client.clone(), page);
+    let mut events = restart();
     // Held from the start of a list (Init) until it is complete (InitDone).
     let mut listing: Option<OwnedSemaphorePermit> = None;
-    while let Some(event) = next_event(
-        &mut events,
+    let step = Step {
         kind,
-        (&metrics, &lists),
-        &mut listing,
-        "Watch failed; retrying",
-    )
-    .await
-    {
+        metrics: &metrics,
+        lists: &lists,
+        index: &index,
+        changes: &changes,
+        restart: &restart,
+        retrying: "Watch failed; retrying",
+    };
+    while let Some(event) = next_event(&mut events, &step, &mut listing).await {
         let done = matches!(event, Event::InitDone);
         let changed = {
             let mut guard = write(&index);
@@ -515,6 +574,7 @@ where
         };
         if done {
             listing = None;
+            list_complete(&index, &changes, kind);
         }
         record(&changes, changed);
     }
@@ -546,17 +606,19 @@ async fn watch_backends<K, P>(
     } else {
         PAGE
     };
-    let mut events = watch_stream::<K, P>(client, page);
+    let restart = || watch_stream::<K, P>(client.clone(), page);
+    let mut events = restart();
     let mut listing: Option<OwnedSemaphorePermit> = None;
-    while let Some(event) = next_event(
-        &mut events,
+    let step = Step {
         kind,
-        (&metrics, &lists),
-        &mut listing,
-        "Watch failed; retrying (default-deny stays held until it lists)",
-    )
-    .await
-    {
+        metrics: &metrics,
+        lists: &lists,
+        index: &index,
+        changes: &changes,
+        restart: &restart,
+        retrying: "Watch failed; retrying (default-deny stays held until it lists)",
+    };
+    while let Some(event) = next_event(&mut events, &step, &mut listing).await {
         let done = matches!(event, Event::InitDone);
         let mut cluster = false;
         let mut scopes: Vec<Scope> = {
@@ -647,6 +709,7 @@ async fn watch_backends<K, P>(
         };
         if done {
             listing = None;
+            list_complete(&index, &changes, kind);
         }
         if cluster {
             scopes = vec![Scope::Cluster];

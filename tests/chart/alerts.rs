@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{CHART, helm, ok, run, yaml_documents};
+use crate::support::{CHART, KUBE_VERSION, helm, ok, run, yaml_documents};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const TESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chart/alerts");
@@ -41,6 +41,8 @@ fn rendered_rules(set: &[&str]) -> Value {
     let mut cmd = helm(None);
     cmd.args([
         "template",
+        "--kube-version",
+        KUBE_VERSION,
         "onus",
         CHART,
         "--show-only",
@@ -176,6 +178,8 @@ fn severities_and_durations_come_from_values() {
     // The former single `severity` string is refused, not silently ignored.
     let (success, _, stderr) = run(helm(None).args([
         "template",
+        "--kube-version",
+        KUBE_VERSION,
         "onus",
         CHART,
         "--set",

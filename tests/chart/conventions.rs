@@ -11,7 +11,15 @@ use crate::support::*;
 /// `helm template` of the chart with `--set` values, as YAML documents.
 fn render(set: &[&str]) -> Vec<Value> {
     let mut cmd = helm(None);
-    cmd.args(["template", "onus", CHART, "--namespace", "onus-system"]);
+    cmd.args([
+        "template",
+        "--kube-version",
+        KUBE_VERSION,
+        "onus",
+        CHART,
+        "--namespace",
+        "onus-system",
+    ]);
     cmd.args(["--api-versions", VAP_API]);
     for value in set {
         cmd.args(["--set", value]);
@@ -22,7 +30,7 @@ fn render(set: &[&str]) -> Vec<Value> {
 /// `helm template` that must fail; its error output.
 fn refused(set: &[&str]) -> String {
     let mut cmd = helm(None);
-    cmd.args(["template", "onus", CHART]);
+    cmd.args(["template", "--kube-version", KUBE_VERSION, "onus", CHART]);
     for value in set {
         cmd.args(["--set", value]);
     }
@@ -253,4 +261,16 @@ fn the_operators_network_policy_takes_the_api_server_ports() {
         json!([{"ipBlock": {"cidr": "192.0.2.10/32"}}])
     );
     assert!(refused(&["networkPolicy.apiServer.ports={0}"]).contains("ports"));
+}
+
+#[test]
+fn the_chart_refuses_a_kubernetes_older_than_it_supports() {
+    let mut cmd = helm(None);
+    cmd.args(["template", "--kube-version", "1.33.9", "onus", CHART]);
+    let (success, _, stderr) = run(&mut cmd);
+    assert!(!success, "rendered for Kubernetes 1.33");
+    assert!(stderr.contains(">=1.34.0-0"), "{stderr}");
+    let mut cmd = helm(None);
+    cmd.args(["template", "--kube-version", "1.34.0", "onus", CHART]);
+    assert!(run(&mut cmd).0, "1.34 is supported");
 }

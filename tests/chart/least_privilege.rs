@@ -24,7 +24,15 @@ const READS: [&str; 3] = ["get", "list", "watch"];
 /// `helm template` with `--set` values and further arguments.
 fn render(set: &[&str], extra: &[&str]) -> Vec<Value> {
     let mut cmd = helm(None);
-    cmd.args(["template", "onus", CHART, "--namespace", "onus-system"]);
+    cmd.args([
+        "template",
+        "--kube-version",
+        KUBE_VERSION,
+        "onus",
+        CHART,
+        "--namespace",
+        "onus-system",
+    ]);
     for s in set {
         cmd.args(["--set", s]);
     }
@@ -249,11 +257,8 @@ fn the_admission_policies_bind_the_charts_service_account_only_and_can_be_turned
         of_kind(&render(set, extra), "ValidatingAdmissionPolicy").len()
     };
     assert_eq!(count(&["admissionPolicy.enabled=false"], &vap), 0);
-    // Only for an API server that serves them: Helm's defaults (no cluster) know no kinds and
-    // an old version; a Kubernetes version from 1.30 on counts as serving them.
-    assert_eq!(count(&[], &[]), 0);
-    assert_eq!(count(&[], &["--kube-version", "1.29.0"]), 0);
-    assert_eq!(count(&[], &["--kube-version", "1.30.0"]), 4);
+    // Every version the chart supports (1.34 on) serves them.
+    assert_eq!(count(&[], &[]), 4);
 }
 
 /// The first status of `policy` for which `done` holds, or the last one after `timeout`.

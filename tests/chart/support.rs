@@ -25,6 +25,9 @@ pub const CHART_CRD_FILE: &str = concat!(
     "/charts/onus/crds/responsibilitypolicy.yaml"
 );
 pub const DEPLOY_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/onus.yaml");
+/// The Kubernetes version `helm template` and `helm lint` render for (without a cluster Helm
+/// assumes 1.20, which the chart's `kubeVersion` refuses): the oldest the chart supports.
+pub const KUBE_VERSION: &str = "1.34.0";
 /// What `helm template` must be told the API server serves to render the admission policies.
 pub const VAP_API: &str = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy";
 
