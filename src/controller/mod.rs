@@ -377,10 +377,29 @@ fn synced(index: &Index) -> bool {
 
 #[instrument(skip_all, fields(policy = %policy.name_any()))]
 async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let mut timer = ctx.metrics.reconcile_timer(&policy.name_any());
-    let action = reconcile_inner(&policy, &ctx).await?;
-    timer.succeeded();
-    Ok(action)
+    let name = policy.name_any();
+    // Every series a reconcile makes carries the policy: known from the first, so they are
+    // forgotten with it even if no reconcile ever got as far as its status.
+    ctx.recorded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name.clone());
+    let mut timer = ctx.metrics.reconcile_timer(&name);
+    let action = reconcile_inner(&policy, &ctx).await;
+    if action.is_ok() {
+        timer.succeeded();
+    }
+    drop(timer);
+    if action.is_ok() && policy.metadata.deletion_timestamp.is_some() {
+        // On its way out (the finalizer released): no later reconcile of it would forget the
+        // series this one just made, nor the change it waited for.
+        ctx.metrics.forget_policy(&name);
+        ctx.unreported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name);
+    }
+    action
 }
 
 async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result<Action, Error> {
@@ -562,6 +581,11 @@ async fn set_finalizer(
 /// Drops the metric series of policies that no longer exist.
 fn forget_deleted(ctx: &Context, policies: &[Arc<ResponsibilityPolicy>]) {
     let live: BTreeSet<String> = policies.iter().map(|p| p.name_any()).collect();
+    // A change that triggered a policy deleted before it reconciled is reported by nobody.
+    ctx.unreported
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|name, _| live.contains(name));
     let mut recorded = ctx.recorded.lock().unwrap_or_else(|p| p.into_inner());
     for gone in recorded.difference(&live) {
         ctx.metrics.forget_policy(gone);
