@@ -120,11 +120,14 @@ fn target_of_url(url: &str) -> Option<Target> {
     }
     let host = host.to_ascii_lowercase();
     let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
-    match labels.as_slice() {
-        [name, namespace, "svc", ..] if !name.is_empty() && !namespace.is_empty() => {
+    // `hook.shop.svc`, or one Pod behind it: `web-0.hook.shop.svc`, `10-244-1-5.hook.shop.svc`
+    // (a headless Service's records), in the same namespace.
+    let svc = (2..labels.len()).find(|&i| labels[i] == "svc")?;
+    match labels[svc - 2..svc] {
+        [name, namespace] if !name.is_empty() && !namespace.is_empty() => {
             Some(Target::Service(ServiceRef {
-                namespace: Some((*namespace).to_string()),
-                name: Some((*name).to_string()),
+                namespace: Some(namespace.to_string()),
+                name: Some(name.to_string()),
             }))
         }
         _ => None,
@@ -319,7 +322,10 @@ mod tests {
                 {"name": "a", "clientConfig": {"url": "https://hook.gatekeeper.svc:8443/validate"}},
                 {"name": "b", "clientConfig": {"url": "https://Hook.Kyverno.SVC.cluster.local./x"}},
                 {"name": "c", "clientConfig": {"url": "https://webhook.example.com/validate"}},
-                {"name": "d", "clientConfig": {"url": "https://10.96.0.12:443/validate"}}
+                {"name": "d", "clientConfig": {"url": "https://10.96.0.12:443/validate"}},
+                // One Pod of a headless Service, by its hostname or its address record.
+                {"name": "e", "clientConfig": {"url": "https://web-0.sts.stateful.svc:8443/x"}},
+                {"name": "f", "clientConfig": {"url": "https://10-244-1-5.hl.headless.svc.cluster.local/x"}}
             ]
         }))
         .expect("decodes");
@@ -327,7 +333,9 @@ mod tests {
             webhook_configuration(&obj).expect("fact").services,
             [
                 ("gatekeeper".to_string(), "hook".to_string()),
-                ("kyverno".to_string(), "hook".to_string())
+                ("headless".to_string(), "hl".to_string()),
+                ("kyverno".to_string(), "hook".to_string()),
+                ("stateful".to_string(), "sts".to_string())
             ]
         );
         let crd: CrdObject = serde_json::from_value(json!({
