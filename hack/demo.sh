@@ -39,6 +39,11 @@ run() {
   echo "+ ${shown[*]}"
   "$@"
 }
+# Prints a command line as typed (a pipeline, shell quoting), then has bash run exactly that line.
+typed() {
+  echo "+ $1"
+  eval "$1"
+}
 run kubectl apply --server-side -f crds/responsibilitypolicy.yaml
 run kubectl wait --for=condition=Established crd/responsibilitypolicies.onus.dev --timeout=60s >/dev/null
 
@@ -72,9 +77,7 @@ settled -n shop --field-selector reason=PolicyViolation
 run kubectl get events -n shop --field-selector reason=PolicyViolation
 echo
 matrix='{range .status.controls[*]}{.id}{"\t"}{.owner}{"\t"}{.ownerSource}{"\t"}{.result}{"\t"}{.violations}{"\t"}{.examples[0]}{"\n"}{end}'
-echo "+ kubectl get rp production -o jsonpath='$matrix' | column -t -s \$'\\t' -N CONTROL,OWNER,FROM,RESULT,VIOLATIONS,EXAMPLE"
-kubectl get rp production -o jsonpath="$matrix" \
-  | column -t -s $'\t' -N CONTROL,OWNER,FROM,RESULT,VIOLATIONS,EXAMPLE
+typed "kubectl get rp production -o jsonpath='$matrix' | column -t -s \$'\\t' -N CONTROL,OWNER,FROM,RESULT,VIOLATIONS,EXAMPLE"
 
 echo
 echo "# Switch the policy to Enforce: onus applies the safe remediations."
@@ -86,8 +89,7 @@ done
 run kubectl get rp
 run kubectl get networkpolicy -A
 run kubectl get namespace shop monitoring -L pod-security.kubernetes.io/enforce,pod-security.kubernetes.io/warn
-echo "+ kubectl get rp production -o jsonpath='{.status.conditions[?(@.type==\"Enforced\")].message}'"
-kubectl get rp production -o jsonpath='{.status.conditions[?(@.type=="Enforced")].message}'; echo
+typed "kubectl get rp production -o jsonpath='{.status.conditions[?(@.type==\"Enforced\")].message}'"; echo
 settled -n default --field-selector involvedObject.name=production
 run kubectl get events -n default --field-selector involvedObject.name=production --sort-by=.lastTimestamp
 
@@ -100,8 +102,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 run kubectl get rp -o wide
-echo "+ kubectl get rp staging -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].message}'"
-kubectl get rp staging -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}'; echo
+typed "kubectl get rp staging -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].message}'"; echo
 if [ "${DEMO_KEEP:-}" = 1 ]; then
   echo; echo "export KUBECONFIG=$KUBECONFIG   # the cluster keeps running; Ctrl-C to stop"
   wait

@@ -156,6 +156,17 @@ pub struct ExternalIpsFact {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterIpsFact {
     pub ips: Vec<std::net::IpAddr>,
+    /// `spec.externalIPs` and load-balancer ingress IPs: kube-proxy delivers what the API
+    /// server sends there to the same endpoints.
+    pub external: Vec<std::net::IpAddr>,
+}
+
+impl ClusterIpsFact {
+    /// Every address that reaches the Service, with what it is (`cluster IP`, `external IP`).
+    pub fn addresses(&self) -> impl Iterator<Item = (&'static str, &std::net::IpAddr)> {
+        let cluster = self.ips.iter().map(|ip| ("cluster IP", ip));
+        cluster.chain(self.external.iter().map(|ip| ("external IP", ip)))
+    }
 }
 
 fn strip_meta(meta: &ObjectMeta) -> ObjectMeta {
@@ -356,14 +367,30 @@ pub fn external_ips(svc: &Service) -> Option<ExternalIpsFact> {
 /// Service (`None`) or one without projects to nothing.
 pub fn cluster_ips(svc: &Service) -> Option<ClusterIpsFact> {
     let spec = svc.spec.as_ref()?;
-    let listed = spec.cluster_ips.iter().flatten();
-    let mut ips: Vec<std::net::IpAddr> = listed
-        .chain(spec.cluster_ip.iter())
-        .filter_map(|ip| ip.parse().ok())
-        .collect();
-    ips.sort();
-    ips.dedup();
-    (!ips.is_empty()).then_some(ClusterIpsFact { ips })
+    let parsed = |ips: &mut dyn Iterator<Item = &String>| {
+        let mut ips: Vec<std::net::IpAddr> = ips
+            .filter_map(|ip| ip.parse().ok())
+            .map(|ip: std::net::IpAddr| ip.to_canonical())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
+    };
+    let ips = parsed(
+        &mut spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.iter()),
+    );
+    let balanced = svc
+        .status
+        .iter()
+        .filter_map(|s| s.load_balancer.as_ref()?.ingress.as_ref())
+        .flatten()
+        .filter_map(|i| i.ip.as_ref());
+    let external = parsed(&mut spec.external_ips.iter().flatten().chain(balanced));
+    (!ips.is_empty() || !external.is_empty()).then_some(ClusterIpsFact { ips, external })
 }
 
 macro_rules! rbac_projection {

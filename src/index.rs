@@ -191,14 +191,15 @@ impl Index {
     }
 
     /// What `namespace` backs: what calls its Services by reference or by DNS name, and what
-    /// calls one of its Services' cluster IPs by URL (`webhook x (by cluster IP 10.96.0.12)`).
+    /// calls one of its Services' addresses by URL (`webhook x (by cluster IP 10.96.0.12)`,
+    /// `... (by external IP 203.0.113.7)`).
     pub fn backs(&self, namespace: &str) -> Vec<String> {
         let mut backs = self.backends.in_namespace(namespace).to_vec();
         if self.backends.calls_ips() {
             for (_, fact) in self.service_ips.in_namespace(namespace) {
-                for ip in &fact.ips {
+                for (what, ip) in fact.addresses() {
                     for b in self.backends.calling(ip) {
-                        backs.push(format!("{b} (by cluster IP {ip})"));
+                        backs.push(format!("{b} (by {what} {ip})"));
                     }
                 }
             }
@@ -209,7 +210,7 @@ impl Index {
     }
 
     /// The namespaces a backend object of `kind` points into: those of the Services it names,
-    /// and those of the Services whose cluster IP it calls.
+    /// and those of the Services whose address it calls.
     pub fn backend_namespaces(
         &self,
         kind: crate::facts::backends::BackendKind,
@@ -221,7 +222,7 @@ impl Index {
             namespaces.extend(
                 self.service_ips
                     .iter()
-                    .filter(|(_, f)| f.ips.iter().any(|ip| ips.contains(ip)))
+                    .filter(|(_, f)| f.addresses().any(|(_, ip)| ips.contains(ip)))
                     .map(|(k, _)| k.namespace.clone()),
             );
         }
@@ -235,7 +236,10 @@ impl Index {
             namespaces.extend(
                 self.service_ips
                     .iter()
-                    .filter(|(_, f)| f.ips.iter().any(|ip| !self.backends.calling(ip).is_empty()))
+                    .filter(|(_, f)| {
+                        f.addresses()
+                            .any(|(_, ip)| !self.backends.calling(ip).is_empty())
+                    })
                     .map(|(k, _)| k.namespace.clone()),
             );
         }

@@ -500,10 +500,12 @@ async fn a_webhook_called_by_a_service_cluster_ip_holds_the_deny_in_that_service
         .as_str()
         .expect("the API server allocates a cluster IP")
         .to_string();
+    // An IPv4 address written as IPv4-mapped IPv6, which the API server accepts and dials as
+    // the IPv4 address (the plain spellings are unit-tested).
     let host = if ip.contains(':') {
         format!("[{ip}]")
     } else {
-        ip.clone()
+        format!("[::ffff:{ip}]")
     };
     let hook = format!("{}-hook", env.id);
     let mut by_ip = webhook(&hook, &hooked);

@@ -210,6 +210,8 @@ async fn deleting_the_policy_removes_exactly_what_onus_added() {
         status::condition(s, ENFORCED).is_some_and(|c| c.status == "True")
     })
     .await;
+    let series = format!("policy=\"{policy}\"");
+    assert!(env.metrics.render().contains(&series), "series of {policy}");
 
     Api::<ResponsibilityPolicy>::all(env.client.clone())
         .delete(&policy, &Default::default())
@@ -221,6 +223,12 @@ async fn deleting_the_policy_removes_exactly_what_onus_added() {
             .await
             .expect("get")
             .is_none()
+    })
+    .await;
+    // Its metric series go with it, though no other policy reconciles after it: its own last
+    // reconciles (finalizer released) must not leave them behind.
+    until("the deleted policy's metric series forgotten", async || {
+        !env.metrics.render().contains(&series)
     })
     .await;
 

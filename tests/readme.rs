@@ -251,3 +251,16 @@ fn ages_and_elisions_are_all_that_may_differ() {
     assert!(!matches(&lines("a\n...\nd"), &lines("a\nb\nc")));
     assert!(!matches(&lines("a\nb"), &lines("a\nb\nc")));
 }
+
+#[test]
+fn the_demo_shows_only_commands_as_it_runs_them() {
+    // A command echoed by hand and then run separately can differ from what it echoes: the
+    // README would be checked against the echo, not against what the command prints. Every
+    // `+ kubectl` line comes from `run` or `typed`, which run exactly what they print.
+    let demo = std::fs::read_to_string(format!("{ROOT}/hack/demo.sh")).expect("hack/demo.sh");
+    let by_hand: Vec<&str> = demo
+        .lines()
+        .filter(|l| l.trim_start().starts_with("echo \"+ kubectl"))
+        .collect();
+    assert!(by_hand.is_empty(), "{by_hand:#?}");
+}

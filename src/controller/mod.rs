@@ -501,14 +501,36 @@ async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Resu
         ctx.metrics.standby_evaluation();
         return Ok(evaluate_as_standby(&policy, &ctx));
     }
-    let mut timer = ctx.metrics.reconcile_timer(&policy.name_any());
+    let name = policy.name_any();
+    // Every series a reconcile makes carries the policy: known from the first, so they are
+    // forgotten with it even if no reconcile ever got as far as its status. Only the leader
+    // exports them (checked under the lock the stand-down clears them under).
+    {
+        let mut recorded = ctx.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        if ctx.leadership.is_leading() {
+            recorded.insert(name.clone());
+        }
+    }
+    let mut timer = ctx.metrics.reconcile_timer(&name);
     let action = match ctx.leadership.run(reconcile_inner(&policy, &ctx)).await {
-        Some(action) => action?,
+        Some(action) => action,
         // Lost mid-way: the next leader reconciles every policy when it wins.
-        None => Action::await_change(),
+        None => Ok(Action::await_change()),
     };
-    timer.succeeded();
-    Ok(action)
+    if action.is_ok() {
+        timer.succeeded();
+    }
+    drop(timer);
+    if action.is_ok() && policy.metadata.deletion_timestamp.is_some() {
+        // On its way out (the finalizer released): no later reconcile of it would forget the
+        // series this one just made, nor the change it waited for.
+        ctx.metrics.forget_policy(&name);
+        ctx.unreported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name);
+    }
+    action
 }
 
 /// A standby evaluates as the leader does (its caches and the evaluator's stay warm) and
@@ -761,6 +783,11 @@ async fn set_finalizer(
 /// Drops the metric series of policies that no longer exist.
 fn forget_deleted(ctx: &Context, policies: &[Arc<ResponsibilityPolicy>]) {
     let live: BTreeSet<String> = policies.iter().map(|p| p.name_any()).collect();
+    // A change that triggered a policy deleted before it reconciled is reported by nobody.
+    ctx.unreported
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|name, _| live.contains(name));
     let mut recorded = ctx.recorded.lock().unwrap_or_else(|p| p.into_inner());
     for gone in recorded.difference(&live) {
         ctx.metrics.forget_policy(gone);

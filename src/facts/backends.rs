@@ -105,20 +105,29 @@ fn target_of_url(url: &str) -> Option<Target> {
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host);
     let host = match host.strip_prefix('[') {
-        // An IPv6 literal: `[addr]` or `[addr]:port`.
-        Some(v6) => v6.split(']').next()?,
+        // An IPv6 literal: `[addr]` or `[addr]:port`; a zone (`[fd00::12%25eth0]`) does not
+        // change where an address outside link-local goes.
+        Some(v6) => v6.split(']').next()?.split('%').next()?,
         None => host.split(':').next()?,
     };
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Some(Target::Ip(ip));
+        // `[::ffff:10.96.0.12]` is dialled as 10.96.0.12.
+        return Some(Target::Ip(ip.to_canonical()));
+    }
+    if let Some(ip) = inet_aton(host) {
+        // `174063628`, `0xa.0x60.0.0xc`, `012.0140.0.014`: a libc resolver dials 10.96.0.12.
+        return Some(Target::Ip(IpAddr::V4(ip)));
     }
     let host = host.to_ascii_lowercase();
     let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
-    match labels.as_slice() {
-        [name, namespace, "svc", ..] if !name.is_empty() && !namespace.is_empty() => {
+    // `hook.shop.svc`, or one Pod behind it: `web-0.hook.shop.svc`, `10-244-1-5.hook.shop.svc`
+    // (a headless Service's records), in the same namespace.
+    let svc = (2..labels.len()).find(|&i| labels[i] == "svc")?;
+    match labels[svc - 2..svc] {
+        [name, namespace] if !name.is_empty() && !namespace.is_empty() => {
             Some(Target::Service(ServiceRef {
-                namespace: Some((*namespace).to_string()),
-                name: Some((*name).to_string()),
+                namespace: Some(namespace.to_string()),
+                name: Some(name.to_string()),
             }))
         }
         _ => None,
@@ -204,6 +213,41 @@ fn fact(targets: impl IntoIterator<Item = Target>) -> Option<BackendFact> {
     (!services.is_empty() || !ips.is_empty()).then_some(BackendFact { services, ips })
 }
 
+/// An IPv4 address in the forms C's `inet_aton` accepts besides dotted decimal: one to four
+/// parts, each decimal, octal (`0` first) or hexadecimal (`0x` first), the last filling the
+/// bytes left. The API server's resolver may be libc's, which reads a URL host so.
+fn inet_aton(host: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let (digits, radix) =
+            if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+                (hex, 16)
+            } else if part.len() > 1 && part.starts_with('0') {
+                (&part[1..], 8)
+            } else {
+                (*part, 10)
+            };
+        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+            return None;
+        }
+        values.push(u32::from_str_radix(digits, radix).ok()?);
+    }
+    let (last, leading) = values.split_last()?;
+    let bits = 8 * (4 - leading.len());
+    if leading.iter().any(|v| *v > 255) || (bits < 32 && *last >> bits != 0) {
+        return None;
+    }
+    let mut ip: u32 = 0;
+    for (i, v) in leading.iter().enumerate() {
+        ip |= v << (24 - 8 * i);
+    }
+    Some(std::net::Ipv4Addr::from(ip | last))
+}
+
 /// The Services of a webhook configuration's webhooks (a webhook called by a URL outside the
 /// cluster's Service names has none).
 pub fn webhook_configuration(obj: &WebhookConfigurationObject) -> Option<BackendFact> {
@@ -278,7 +322,10 @@ mod tests {
                 {"name": "a", "clientConfig": {"url": "https://hook.gatekeeper.svc:8443/validate"}},
                 {"name": "b", "clientConfig": {"url": "https://Hook.Kyverno.SVC.cluster.local./x"}},
                 {"name": "c", "clientConfig": {"url": "https://webhook.example.com/validate"}},
-                {"name": "d", "clientConfig": {"url": "https://10.96.0.12:443/validate"}}
+                {"name": "d", "clientConfig": {"url": "https://10.96.0.12:443/validate"}},
+                // One Pod of a headless Service, by its hostname or its address record.
+                {"name": "e", "clientConfig": {"url": "https://web-0.sts.stateful.svc:8443/x"}},
+                {"name": "f", "clientConfig": {"url": "https://10-244-1-5.hl.headless.svc.cluster.local/x"}}
             ]
         }))
         .expect("decodes");
@@ -286,7 +333,9 @@ mod tests {
             webhook_configuration(&obj).expect("fact").services,
             [
                 ("gatekeeper".to_string(), "hook".to_string()),
-                ("kyverno".to_string(), "hook".to_string())
+                ("headless".to_string(), "hl".to_string()),
+                ("kyverno".to_string(), "hook".to_string()),
+                ("stateful".to_string(), "sts".to_string())
             ]
         );
         let crd: CrdObject = serde_json::from_value(json!({
@@ -318,6 +367,42 @@ mod tests {
         assert!(fact.services.is_empty());
         let ips: Vec<String> = fact.ips.iter().map(ToString::to_string).collect();
         assert_eq!(ips, ["10.96.0.12", "10.96.0.14", "fd00::12", "fd00::13"]);
+    }
+
+    #[test]
+    fn an_ip_address_in_another_spelling_is_the_address_the_api_server_dials() {
+        // Go dials `[::ffff:10.96.0.12]` (zone or not) as 10.96.0.12; a libc resolver reads
+        // the `inet_aton` forms as 10.96.0.12 too. Each must match the Service that has it.
+        let obj: WebhookConfigurationObject = serde_json::from_value(json!({
+            "metadata": {"name": "by-ip"},
+            "webhooks": [
+                {"name": "a", "clientConfig": {"url": "https://[::ffff:10.96.0.12]/x"}},
+                {"name": "b", "clientConfig": {"url": "https://[::FFFF:a60:c]:443/x"}},
+                {"name": "c", "clientConfig": {"url": "https://[::ffff:10.96.0.12%25eth0]/x"}},
+                {"name": "d", "clientConfig": {"url": "https://[fd00::12%25eth0]:8443/x"}},
+                {"name": "e", "clientConfig": {"url": "https://174063628/x"}},
+                {"name": "f", "clientConfig": {"url": "https://0xa.0x60.0.0xc:443/x"}},
+                {"name": "g", "clientConfig": {"url": "https://012.0140.0.014/x"}},
+                {"name": "h", "clientConfig": {"url": "https://10.6291468/x"}},
+                {"name": "i", "clientConfig": {"url": "https://10.96.12/x"}}
+            ]
+        }))
+        .expect("decodes");
+        let fact = webhook_configuration(&obj).expect("fact");
+        assert!(fact.services.is_empty(), "{fact:?}");
+        let ips: Vec<String> = fact.ips.iter().map(ToString::to_string).collect();
+        assert_eq!(ips, ["10.96.0.12", "fd00::12"]);
+        // Not addresses: a trailing dot (looked up by name), an out-of-range or non-octal
+        // part, a name that merely starts with digits.
+        for host in [
+            "10.96.0.12.",
+            "10.256.0.12",
+            "10.96.0.09",
+            "1.2.3.4.5",
+            "10.example",
+        ] {
+            assert_eq!(inet_aton(host), None, "{host}");
+        }
     }
 
     #[test]

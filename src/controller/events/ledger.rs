@@ -70,8 +70,9 @@ impl Ledger {
             .retain(|uid, _| uid == policy || live.contains(uid));
         self.fixed
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < RECURRENCE_MEMORY);
-        self.forbidden
-            .retain(|_, until| now.saturating_duration_since(*until) < RECURRENCE_MEMORY);
+        // Past its time an entry holds nothing back: kept, it would only take memory (as many
+        // as the publisher can be refused in an hour).
+        self.forbidden.retain(|_, until| *until > now);
         let seen = self.current.entry(policy.to_string()).or_default();
         let now_failing: HashSet<u64> = failing.iter().map(|(d, _)| *d).collect();
         let gone: Vec<u64> = seen
@@ -253,6 +254,22 @@ mod tests {
         ledger.update("gone", names(&["g1", "g2"]), &live(&["gone", "p"]), t, 20);
         ledger.update("p", names(&["a"]), &live(&["p"]), t, 20);
         assert_eq!(ledger.len(), 1);
+    }
+
+    #[test]
+    fn a_forbidden_violation_is_forgotten_once_its_wait_is_over() {
+        // Refused Events of violations that are gone must not pile up for an hour: the
+        // publisher can be refused 50 times a second.
+        let (mut ledger, t) = (Ledger::default(), Instant::now());
+        let p = live(&["p"]);
+        for n in ["a", "b"] {
+            ledger.update("p", names(&[n]), &p, t, 20);
+            ledger.forbidden("p", key(n), Announce::Create, t);
+        }
+        assert_eq!(ledger.forbidden.len(), 2);
+        let later = t + FORBIDDEN_RETRY + Duration::from_secs(1);
+        assert_eq!(ledger.update("p", names(&[]), &p, later, 20), []);
+        assert!(ledger.forbidden.is_empty(), "{:?}", ledger.forbidden);
     }
 
     #[test]

@@ -277,7 +277,10 @@ fn a_webhook_called_by_a_cluster_ip_holds_the_deny_where_that_service_is() {
     // A Service in shop has it: shop is held, and says by what.
     index.service_ips.apply(
         Key::new(Some("shop"), "hook"),
-        Some(facts::ClusterIpsFact { ips: vec![ip] }),
+        Some(facts::ClusterIpsFact {
+            ips: vec![ip],
+            external: Vec::new(),
+        }),
     );
     index.touch("Service", Some("shop"));
     assert_eq!(converge(std::slice::from_ref(&p), &index), []);
@@ -285,4 +288,48 @@ fn a_webhook_called_by_a_cluster_ip_holds_the_deny_where_that_service_is() {
         preview(&p, &index).deny_waiting[0].reasons,
         ["backs webhook by-ip (by cluster IP 10.96.0.12)"]
     );
+}
+
+#[test]
+fn a_webhook_called_by_a_services_external_or_load_balancer_ip_holds_the_deny_there() {
+    // kube-proxy hands what the API server sends to a Service's externalIPs or load-balancer
+    // IPs to the Service's endpoints: a deny in front of them cuts the webhook off alike.
+    for (ip, service) in [
+        (
+            "203.0.113.7",
+            json!({"spec": {"clusterIP": "10.96.0.20", "externalIPs": ["203.0.113.7"]}}),
+        ),
+        (
+            "198.51.100.9",
+            json!({"spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.21"},
+                   "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.9"}]}}}),
+        ),
+    ] {
+        let mut index = cluster(&[]);
+        let kind = crate::facts::backends::BackendKind::ValidatingWebhookConfiguration;
+        let hook: crate::facts::backends::WebhookConfigurationObject =
+            serde_json::from_value(json!({
+                "metadata": {"name": "by-ip"},
+                "webhooks": [{"name": "a", "clientConfig": {"url": format!("https://{ip}/x")}}]
+            }))
+            .expect("webhook configuration");
+        index.backends.map(kind).apply(
+            Key::new(None, "by-ip"),
+            crate::facts::backends::webhook_configuration(&hook),
+        );
+        index.backends.rebuild();
+        let svc: k8s_openapi::api::core::v1::Service =
+            serde_json::from_value(service).expect("service");
+        index.service_ips.apply(
+            Key::new(Some("shop"), "hook"),
+            crate::facts::cluster_ips(&svc),
+        );
+        index.touch("Service", Some("shop"));
+        let p = network_only("p", json!({}));
+        assert_eq!(converge(std::slice::from_ref(&p), &index), [], "{ip}");
+        assert_eq!(
+            preview(&p, &index).deny_waiting[0].reasons,
+            [format!("backs webhook by-ip (by external IP {ip})")]
+        );
+    }
 }
