@@ -248,3 +248,112 @@ fn resource_matches(in_rule: &str, wanted: &str) -> bool {
     }
     in_rule.strip_prefix("*/") == Some(sub)
 }
+
+#[cfg(test)]
+mod proptests {
+    //! RBAC rule matching against a reference written from the Kubernetes RBAC authorizer's
+    //! rules (`k8s.io/kubernetes/plugin/pkg/auth/authorizer/rbac`), and monotonicity: a broader
+    //! rule never grants less.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The authorizer's `ResourceMatches` for a concrete request (`resource` or
+    /// `resource/subresource`, no wildcard).
+    fn reference(in_rule: &str, wanted: &str) -> bool {
+        if in_rule == "*" || in_rule == wanted {
+            return true;
+        }
+        match wanted.split_once('/') {
+            Some((_, sub)) => in_rule == format!("*/{sub}"),
+            None => false,
+        }
+    }
+
+    fn word() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "pods",
+            "secrets",
+            "exec",
+            "log",
+            "status",
+            "deployments",
+        ])
+        .prop_map(str::to_string)
+    }
+
+    fn rule_resource() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("*".to_string()),
+            word(),
+            (word(), word()).prop_map(|(a, b)| format!("{a}/{b}")),
+            word().prop_map(|s| format!("*/{s}")),
+        ]
+    }
+
+    fn wanted() -> impl Strategy<Value = String> {
+        prop_oneof![
+            word(),
+            (word(), word()).prop_map(|(a, b)| format!("{a}/{b}"))
+        ]
+    }
+
+    fn verbs() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec(
+            prop::sample::select(vec!["get", "list", "create", "delete", "*"])
+                .prop_map(String::from),
+            0..3,
+        )
+    }
+
+    fn rule() -> impl Strategy<Value = PolicyRule> {
+        (
+            verbs(),
+            prop::collection::vec(
+                prop::sample::select(vec!["", "apps", "*"]).prop_map(String::from),
+                0..3,
+            ),
+            prop::collection::vec(rule_resource(), 0..3),
+            prop::option::of(prop::collection::vec(word(), 0..2)),
+        )
+            .prop_map(|(verbs, groups, resources, names)| PolicyRule {
+                verbs,
+                api_groups: Some(groups),
+                resources: Some(resources),
+                resource_names: names,
+                ..PolicyRule::default()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn resources_match_as_the_authorizer_matches_them(r in rule_resource(), w in wanted()) {
+            prop_assert_eq!(resource_matches(&r, &w), reference(&r, &w), "rule {} wanted {}", r, w);
+        }
+
+        #[test]
+        fn a_broader_rule_never_grants_less(
+            r in rule(),
+            verb in prop::option::of(prop::sample::select(vec!["get", "create", "delete"])),
+            group in prop::sample::select(vec!["", "apps"]),
+            resource in wanted(),
+            broad_only in any::<bool>(),
+        ) {
+            let granted = rule_grants(&r, verb, group, &resource, broad_only);
+            let mut wider = r.clone();
+            wider.verbs.push("*".into());
+            wider.api_groups.get_or_insert_with(Vec::new).push("*".into());
+            wider.resources.get_or_insert_with(Vec::new).push("*".into());
+            wider.resource_names = None;
+            prop_assert!(!granted || rule_grants(&wider, verb, group, &resource, broad_only));
+            // Naming resources only narrows a rule.
+            let mut unnamed = r.clone();
+            unnamed.resource_names = None;
+            prop_assert!(!granted || rule_grants(&unnamed, verb, group, &resource, broad_only));
+            // A rule that grants everything grants this.
+            prop_assert!(rule_grants(&wider, verb, group, &resource, broad_only)
+                || (verb.is_none() && wider.verbs.is_empty()));
+        }
+    }
+}
