@@ -23,7 +23,7 @@ use crate::{
     enforce,
     evaluate::governs,
     index::{Index, Key},
-    remediate::{self, Action, PlanMode},
+    remediate::{self, Action},
     validate::validate,
 };
 
@@ -54,6 +54,8 @@ pub(super) struct Converger {
     /// The inputs of the last convergence that ran to its end: with the same inputs and no
     /// refusal due, a convergence would carry out nothing, so it is skipped.
     converged: Option<Inputs>,
+    /// The plan of all policies, kept per namespace between convergences.
+    planner: remediate::Planner,
 }
 
 /// What a convergence plans from: the index generation and, per policy (by name), what
@@ -202,15 +204,16 @@ pub(super) async fn converge(ctx: &Context) {
         let index = read(&ctx.index);
         ctx.evaluator()
             .retain_policies(policies.iter().map(|p| &p.spec), &index);
+        ctx.previews
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain_policies(policies.iter().map(|p| &p.spec));
         if ctx.audit_only {
             // Nothing to carry out: this install may not write (its policies say so).
             (index.generation, Vec::new())
         } else {
-            let wants = remediate::wants(policies.iter().map(Arc::as_ref), &index, false);
-            (
-                index.generation,
-                remediate::plan(&wants, &index, PlanMode::Converge),
-            )
+            let all: Vec<&ResponsibilityPolicy> = policies.iter().map(Arc::as_ref).collect();
+            (index.generation, state.planner.plan(&all, &index))
         }
     };
     match &mut state.done {

@@ -69,7 +69,7 @@ fn delta_limit(namespaces: usize) -> usize {
 /// A digest of a spec's JSON (equal specs serialize alike: maps are ordered). Many policies'
 /// specs differ only deep inside (a level, a version), and comparing each against every memo
 /// walked their equal selectors and lists first.
-fn fingerprint(spec: &ResponsibilityPolicySpec) -> u64 {
+pub(crate) fn fingerprint(spec: &ResponsibilityPolicySpec) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::hash::DefaultHasher::new();
     serde_json::to_vec(spec)
