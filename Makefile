@@ -3,7 +3,7 @@
 #   make test   - the whole test suite (unit, integration against a real kube-apiserver, chart)
 #   make bench  - the real onus binary against a real control plane (not part of make test)
 SHELL := /bin/bash
-.PHONY: test demo tools lint crds docs bench bench-smoke bench-allocators
+.PHONY: test test-oldest demo tools lint crds docs bench bench-smoke bench-allocators fuzz
 
 # Builds (once, then cached under ~/.cache/onus) kube-apiserver, kube-controller-manager, kubectl,
 # helm, and promtool (the chart test runs the PrometheusRule's unit tests with it).
@@ -11,12 +11,34 @@ tools:
 	bash hack/build-control-plane.sh >/dev/null
 	bash hack/build-promtool.sh >/dev/null
 
+# Every control plane of the suite leaves its API server's audit log in AUDIT_LOGS; the last
+# step checks that onus wrote nothing outside its scope in any of them (tests/suite_write_scope.rs).
+AUDIT_LOGS = $(or $(CARGO_TARGET_DIR),target)/audit-logs
 test: tools
-	cargo test --workspace --all-targets
+	rm -rf $(AUDIT_LOGS)
+	ONUS_AUDIT_DIR=$(abspath $(AUDIT_LOGS)) cargo test --workspace --all-targets
+	ONUS_CHECK_AUDIT_DIR=$(abspath $(AUDIT_LOGS)) cargo test --test suite_write_scope
+	bash hack/check-no-leaks.sh
+
+# The oldest Kubernetes onus supports (the chart's kubeVersion): every integration test runs
+# against its kube-apiserver and kube-controller-manager too, built the same way (CI runs it
+# after make test; the first build takes another 20-30 minutes).
+OLDEST_K8S ?= v1.34.4
+ONUS_CACHE_DIR := $(or $(ONUS_CACHE),$(HOME)/.cache/onus)
+test-oldest: tools
+	K8S_VERSION=$(OLDEST_K8S) bash hack/build-control-plane.sh >/dev/null
+	ONUS_K8S_BIN=$(ONUS_CACHE_DIR)/k8s-$(OLDEST_K8S)/bin cargo test --workspace --test '*'
 	bash hack/check-no-leaks.sh
 
 demo: tools
 	bash hack/demo.sh
+
+# The mutation fuzzer of tests/hostile_input.rs (policy and object decoding) for FUZZ_SECS
+# seconds per target (make test runs it 10 s each); FUZZ_SEED replays a reported failure.
+FUZZ_SECS ?= 600
+fuzz:
+	ONUS_FUZZ_SECS=$(FUZZ_SECS) $(if $(FUZZ_SEED),ONUS_FUZZ_SEED=$(FUZZ_SEED)) \
+	  cargo test --test hostile_input fuzz_ -- --nocapture
 
 lint:
 	cargo fmt --all -- --check

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on this machine: start a local Kubernetes control plane, install the
 # CRD, run the onus operator, apply the example workloads and policy, and show what users see.
-# DEMO_KEEP=1 keeps everything running afterwards (Ctrl-C to stop).
+# DEMO_KEEP=1 keeps everything running afterwards (Ctrl-C to stop). tests/readme.rs runs it against
+# a control plane of its own (DEMO_KUBECONFIG, DEMO_ONUS_BIN) and compares with the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(bash hack/build-control-plane.sh)"
@@ -11,24 +12,38 @@ mkdir -p "$work"
 rm -f "$work/kubeconfig"
 
 bin="${CARGO_TARGET_DIR:-target}/debug"
-cargo build -q --bin onus && cargo build -q -p onus-testenv --bin onus-testenv
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-echo "+ onus-testenv up   (etcd, kube-apiserver, kube-controller-manager on loopback)"
-"$bin/onus-testenv" up --kubeconfig "$work/kubeconfig" >/dev/null 2>"$work/testenv.log" &
-pids+=($!)
-for _ in $(seq 1 300); do [ -f "$work/kubeconfig" ] && break; sleep 0.2; done
-[ -f "$work/kubeconfig" ] || { cat "$work/testenv.log"; exit 1; }
-export KUBECONFIG="$PWD/$work/kubeconfig"
+if [ -n "${DEMO_KUBECONFIG:-}" ]; then
+  onus="$DEMO_ONUS_BIN"
+  export KUBECONFIG="$DEMO_KUBECONFIG"
+else
+  cargo build -q --bin onus && cargo build -q -p onus-testenv --bin onus-testenv
+  onus="$bin/onus"
+  echo "+ onus-testenv up   (etcd, kube-apiserver, kube-controller-manager on loopback)"
+  "$bin/onus-testenv" up --kubeconfig "$work/kubeconfig" >/dev/null 2>"$work/testenv.log" &
+  pids+=($!)
+  for _ in $(seq 1 300); do [ -f "$work/kubeconfig" ] && break; sleep 0.2; done
+  [ -f "$work/kubeconfig" ] || { cat "$work/testenv.log"; exit 1; }
+  export KUBECONFIG="$PWD/$work/kubeconfig"
+fi
 
-run() { echo "+ $*"; "$@"; }
+# Prints the command as it could be typed (arguments with shell syntax in single quotes), then runs it.
+run() {
+  local shown=() a
+  for a in "$@"; do
+    if [[ "$a" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then shown+=("$a"); else shown+=("'$a'"); fi
+  done
+  echo "+ ${shown[*]}"
+  "$@"
+}
 run kubectl apply --server-side -f crds/responsibilitypolicy.yaml
 run kubectl wait --for=condition=Established crd/responsibilitypolicies.onus.dev --timeout=60s >/dev/null
 
 echo "+ onus   (logs: $work/onus.log)"
-"$bin/onus" >"$work/onus.log" 2>&1 &
+"$onus" --no-leader-election --http-addr 127.0.0.1:0 >"$work/onus.log" 2>&1 &
 pids+=($!)
 
 run kubectl apply -f examples/workloads.yaml
@@ -42,10 +57,23 @@ run kubectl get rp
 echo
 run kubectl describe rp production
 echo
+# Violation Events follow the status write (one publisher, at most 50 per second): wait until
+# their number holds still for a second.
+settled() {
+  local last=-1 now
+  for _ in $(seq 1 50); do
+    now=$(kubectl get events "$@" -o name | wc -l)
+    [ "$now" -gt 0 ] && [ "$now" = "$last" ] && return
+    last=$now
+    sleep 1
+  done
+}
+settled -n shop --field-selector reason=PolicyViolation
 run kubectl get events -n shop --field-selector reason=PolicyViolation
 echo
-echo "+ kubectl get rp production -o jsonpath='<the responsibility matrix>'"
-kubectl get rp production -o jsonpath='{range .status.controls[*]}{.id}{"\t"}{.owner}{"\t"}{.ownerSource}{"\t"}{.result}{"\t"}{.violations}{"\t"}{.examples[0]}{"\n"}{end}' \
+matrix='{range .status.controls[*]}{.id}{"\t"}{.owner}{"\t"}{.ownerSource}{"\t"}{.result}{"\t"}{.violations}{"\t"}{.examples[0]}{"\n"}{end}'
+echo "+ kubectl get rp production -o jsonpath='$matrix' | column -t -s \$'\\t' -N CONTROL,OWNER,FROM,RESULT,VIOLATIONS,EXAMPLE"
+kubectl get rp production -o jsonpath="$matrix" \
   | column -t -s $'\t' -N CONTROL,OWNER,FROM,RESULT,VIOLATIONS,EXAMPLE
 
 echo
@@ -60,7 +88,20 @@ run kubectl get networkpolicy -A
 run kubectl get namespace shop monitoring -L pod-security.kubernetes.io/enforce,pod-security.kubernetes.io/warn
 echo "+ kubectl get rp production -o jsonpath='{.status.conditions[?(@.type==\"Enforced\")].message}'"
 kubectl get rp production -o jsonpath='{.status.conditions[?(@.type=="Enforced")].message}'; echo
-run kubectl get events --field-selector involvedObject.name=production --sort-by=.lastTimestamp
+settled -n default --field-selector involvedObject.name=production
+run kubectl get events -n default --field-selector involvedObject.name=production --sort-by=.lastTimestamp
+
+echo
+echo "# Two more policies: one with an invalid spec, one that leaves a customer-owned family unchecked."
+run kubectl apply -f examples/more-policies.yaml
+for _ in $(seq 1 100); do
+  [ -n "$(kubectl get rp staging -o jsonpath='{.status.conditions}' 2>/dev/null)" ] \
+    && [ -n "$(kubectl get rp sandbox -o jsonpath='{.status.summary}' 2>/dev/null)" ] && break
+  sleep 0.1
+done
+run kubectl get rp -o wide
+echo "+ kubectl get rp staging -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].message}'"
+kubectl get rp staging -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}'; echo
 if [ "${DEMO_KEEP:-}" = 1 ]; then
   echo; echo "export KUBECONFIG=$KUBECONFIG   # the cluster keeps running; Ctrl-C to stop"
   wait

@@ -199,7 +199,18 @@ fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
 /// Puts the objects into an index the way the watches do. Namespaced objects without a
 /// namespace land in `default_namespace`, as `kubectl apply -n` would put them.
 pub fn ingest(objects: Vec<Object>, default_namespace: &str) -> Ingested {
+    ingest_for(objects, default_namespace, None)
+}
+
+/// [`ingest`] for a cluster of Kubernetes minor version `kube_minor` (1.x; `None`: the newest
+/// onus knows): its PodSecurity admission's `latest`, and its default roles.
+pub fn ingest_for(
+    objects: Vec<Object>,
+    default_namespace: &str,
+    kube_minor: Option<u32>,
+) -> Ingested {
     let mut out = Ingested::default();
+    out.index.server_minor = kube_minor;
     for Object { source, mut value } in objects {
         let api_version = str_at(&value, &["apiVersion"]).unwrap_or_default();
         let kind_name = str_at(&value, &["kind"]).unwrap_or_default().to_string();
@@ -298,8 +309,9 @@ pub fn ingest(objects: Vec<Object>, default_namespace: &str) -> Ingested {
         };
         out.index.namespaces.apply(Key::new(None, ns), Some(fact));
     }
-    // Kubernetes' default roles exist in every cluster: bindings to them grant their rules.
-    let (cluster_roles, roles) = crate::rbac::defaults::bootstrap_roles();
+    // Kubernetes' default roles exist in every cluster (those of its version): bindings to
+    // them grant their rules.
+    let (cluster_roles, roles) = crate::rbac::defaults::for_minor(kube_minor).bootstrap_roles();
     for role in cluster_roles {
         let key = Key::new(None, role.metadata.name.as_deref().unwrap_or_default());
         if out.index.cluster_roles.get(&key).is_none() {
@@ -335,6 +347,7 @@ pub fn default_policy() -> ResponsibilityPolicySpec {
         controls: Controls::default(),
         responsibilities: Vec::new(),
         exceptions: Vec::new(),
+        admission: None,
     }
 }
 

@@ -113,6 +113,31 @@ pub struct ResponsibilityPolicySpec {
     /// Time-limited, justified exemptions from controls.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exceptions: Vec<Exception>,
+
+    /// `Warn`: the controls onus can check at admission (docs/controls.md) get a generated
+    /// ValidatingAdmissionPolicy with `validationActions: [Warn, Audit]` in the families this
+    /// policy audits, so users see a warning before anything is denied. Absent: families in
+    /// Audit generate none. Families in Enforce always generate them with `[Deny]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionMode>,
+}
+
+/// Admission checks in Audit mode.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum AdmissionMode {
+    /// Generated ValidatingAdmissionPolicies warn (and audit-annotate), never deny.
+    Warn,
+}
+
+/// How a control is checked at admission by the ValidatingAdmissionPolicy onus generates.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub enum AdmissionAction {
+    /// Prevented: a request that would violate it is denied.
+    Deny,
+    /// Warned: such a request is admitted with a warning.
+    Warn,
 }
 
 /// Namespaces that belong to Kubernetes itself: never governed unless a policy names them in
@@ -598,6 +623,10 @@ pub struct ControlStatus {
     /// Framework items the control maps to (CIS, PSS, NSA).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frameworks: Vec<String>,
+    /// `Deny`: prevented at admission by a ValidatingAdmissionPolicy onus generated and the
+    /// API server accepted; `Warn`: warned there. Absent: only detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionAction>,
 }
 
 fn is_zero(n: &u64) -> bool {

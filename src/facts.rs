@@ -151,6 +151,13 @@ pub struct ExternalIpsFact {
     pub ips: usize,
 }
 
+/// A Service's cluster IPs: an admission webhook called by an IP address calls the Service
+/// that has it (the default-deny gate).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterIpsFact {
+    pub ips: Vec<std::net::IpAddr>,
+}
+
 fn strip_meta(meta: &ObjectMeta) -> ObjectMeta {
     ObjectMeta {
         name: meta.name.clone(),
@@ -343,6 +350,20 @@ pub fn default_service_account(sa: &ServiceAccount) -> Option<DefaultServiceAcco
 pub fn external_ips(svc: &Service) -> Option<ExternalIpsFact> {
     let ips = svc.spec.as_ref()?.external_ips.as_ref()?.len();
     (ips > 0).then_some(ExternalIpsFact { ips })
+}
+
+/// Projects a Service's cluster IPs (`spec.clusterIPs`, else `spec.clusterIP`); a headless
+/// Service (`None`) or one without projects to nothing.
+pub fn cluster_ips(svc: &Service) -> Option<ClusterIpsFact> {
+    let spec = svc.spec.as_ref()?;
+    let listed = spec.cluster_ips.iter().flatten();
+    let mut ips: Vec<std::net::IpAddr> = listed
+        .chain(spec.cluster_ip.iter())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    (!ips.is_empty()).then_some(ClusterIpsFact { ips })
 }
 
 macro_rules! rbac_projection {

@@ -1,11 +1,12 @@
 //! The operator's HTTP endpoints: `/metrics`, `/healthz` and `/readyz`.
 //!
-//! Readiness: a leader is ready once its caches have synced (the controller flips
-//! [`Readiness::set_synced`]); a standby that is not leader is ready while it is a *healthy*
-//! standby, i.e. its last look at the leader Lease succeeded. Reporting healthy standbys as ready
-//! lets a Deployment's rolling update and a PodDisruptionBudget count them as available, so an
-//! update never waits on a replica that cannot become leader until the old one goes away. A
-//! standby that cannot reach the API server is not ready: it could not take over.
+//! Readiness: every instance runs the watches (standbys are warm), and none is ready before its
+//! caches have synced (the controller flips [`Readiness::set_synced`]). A synced instance is
+//! then ready while it leads, or while it is a *healthy* standby, i.e. its last look at the
+//! leader Lease succeeded. Reporting warm standbys as ready lets a Deployment's rolling update
+//! and a PodDisruptionBudget count them as available, and only them: an update never removes
+//! the leader before its successor holds the cluster in its caches. A standby that cannot reach
+//! the API server is not ready: it could not take over.
 
 use std::{
     net::SocketAddr,
@@ -40,6 +41,7 @@ pub struct Readiness {
 struct Flags {
     synced: AtomicBool,
     standby: AtomicBool,
+    leading: AtomicBool,
 }
 
 impl Readiness {
@@ -59,9 +61,16 @@ impl Readiness {
         self.inner.standby.store(healthy, Ordering::Release);
     }
 
-    /// Ready as a synced leader (or single instance) or as a healthy standby.
+    /// Set while this instance leads (always, for a single instance without leader election).
+    pub fn set_leading(&self, leading: bool) {
+        self.inner.leading.store(leading, Ordering::Release);
+    }
+
+    /// Ready once synced, as the leader (or single instance) or as a healthy standby.
     pub fn is_ready(&self) -> bool {
-        self.inner.synced.load(Ordering::Acquire) || self.inner.standby.load(Ordering::Acquire)
+        self.inner.synced.load(Ordering::Acquire)
+            && (self.inner.leading.load(Ordering::Acquire)
+                || self.inner.standby.load(Ordering::Acquire))
     }
 }
 
@@ -101,8 +110,44 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
 }
 
 /// Binds the listening socket (separately from serving, so a taken port fails at startup).
+///
+/// The unspecified IPv6 address (`[::]`, the default) listens on IPv6 and IPv4 alike: the socket
+/// is made dual-stack explicitly, whatever the node's `net.ipv6.bindv6only`. On a node without
+/// IPv6 (disabled in the kernel) it falls back to `0.0.0.0` on the same port.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    if let SocketAddr::V6(v6) = addr
+        && v6.ip().is_unspecified()
+    {
+        match dual_stack(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(error) if ipv6_unavailable(&error) => {
+                tracing::warn!(%error, "No IPv6 on this node; listening on IPv4 only");
+                let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
+                return TcpListener::bind(v4).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
     TcpListener::bind(addr).await
+}
+
+/// A listening IPv6 socket that accepts IPv4 connections too (IPv4-mapped addresses).
+fn dual_stack(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    // As tokio's own bind: a restarted process rebinds while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Whether binding failed because the node has no IPv6 (not e.g. because the port is taken).
+fn ipv6_unavailable(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::AddrNotAvailable
+        || error.raw_os_error() == Some(libc::EAFNOSUPPORT)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then finishes open requests.
@@ -175,16 +220,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn readyz_is_ok_once_caches_synced() {
+    async fn readyz_is_ok_for_a_leader_once_caches_synced() {
         let (router, _, readiness) = app();
+        readiness.set_leading(true);
+        assert_eq!(
+            get(&router, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         readiness.set_synced(true);
         assert_eq!(get(&router, "/readyz").await.0, StatusCode::OK);
+        readiness.set_leading(false);
+        assert_eq!(
+            get(&router, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "neither leader nor standby"
+        );
     }
 
     #[tokio::test]
-    async fn readyz_is_ok_for_a_healthy_standby() {
+    async fn readyz_is_ok_for_a_healthy_warm_standby() {
         let (router, _, readiness) = app();
         readiness.set_standby(true);
+        assert_eq!(
+            get(&router, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a standby whose caches are cold could not take over at once"
+        );
+        readiness.set_synced(true);
         assert_eq!(get(&router, "/readyz").await.0, StatusCode::OK);
         readiness.set_standby(false);
         assert_eq!(
@@ -208,5 +270,56 @@ mod tests {
     async fn unknown_path_is_not_found() {
         let (router, _, _) = app();
         assert_eq!(get(&router, "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
+
+    use super::*;
+
+    fn has_ipv6() -> bool {
+        std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
+    }
+
+    #[tokio::test]
+    async fn the_unspecified_ipv6_address_accepts_ipv4_and_ipv6() {
+        let listener = bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let connect = move |ip: std::net::IpAddr| {
+            std::thread::spawn(move || TcpStream::connect((ip, port)).map(|_| ()))
+                .join()
+                .expect("connect thread")
+        };
+        connect(Ipv4Addr::LOCALHOST.into()).expect("IPv4 connects");
+        if has_ipv6() {
+            assert!(listener.local_addr().expect("addr").is_ipv6());
+            connect(Ipv6Addr::LOCALHOST.into()).expect("IPv6 connects");
+        }
+    }
+
+    #[test]
+    fn only_a_missing_ipv6_falls_back_to_ipv4() {
+        let io = std::io::Error::from_raw_os_error;
+        assert!(ipv6_unavailable(&io(libc::EAFNOSUPPORT)));
+        assert!(ipv6_unavailable(&io(libc::EADDRNOTAVAIL)));
+        assert!(!ipv6_unavailable(&io(libc::EADDRINUSE)));
+        assert!(!ipv6_unavailable(&io(libc::EACCES)));
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_an_error_not_a_fallback() {
+        let first = bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+            .await
+            .expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        assert!(
+            bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
+                .await
+                .is_err()
+        );
     }
 }

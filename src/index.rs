@@ -1,7 +1,7 @@
 //! In-memory index of facts, fed by watch events through pure `apply`/`delete`/`reset`.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
 
@@ -10,8 +10,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use crate::{
     crd::PodSecurityLevel,
     facts::{
-        DefaultServiceAccountFact, ExternalIpsFact, NamespaceFact, NetworkPolicyFact, OwnedPodFact,
-        WorkloadFact, WorkloadKind,
+        ClusterIpsFact, DefaultServiceAccountFact, ExternalIpsFact, NamespaceFact,
+        NetworkPolicyFact, OwnedPodFact, WorkloadFact, WorkloadKind,
     },
     podsecurity::{Controls, Version},
     rbac::RbacSnapshot,
@@ -148,6 +148,8 @@ pub struct Index {
     pub network_policies: FactMap<NetworkPolicyFact>,
     pub default_service_accounts: FactMap<DefaultServiceAccountFact>,
     pub external_ips: FactMap<ExternalIpsFact>,
+    /// Services' cluster IPs, for webhooks called by an IP address.
+    pub service_ips: FactMap<ClusterIpsFact>,
     pub roles: FactMap<Arc<Role>>,
     pub cluster_roles: FactMap<Arc<ClusterRole>>,
     pub role_bindings: FactMap<Arc<RoleBinding>>,
@@ -183,6 +185,58 @@ impl Index {
             .collect();
         all.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         all
+    }
+
+    /// What `namespace` backs: what calls its Services by reference or by DNS name, and what
+    /// calls one of its Services' cluster IPs by URL (`webhook x (by cluster IP 10.96.0.12)`).
+    pub fn backs(&self, namespace: &str) -> Vec<String> {
+        let mut backs = self.backends.in_namespace(namespace).to_vec();
+        if self.backends.calls_ips() {
+            for (_, fact) in self.service_ips.in_namespace(namespace) {
+                for ip in &fact.ips {
+                    for b in self.backends.calling(ip) {
+                        backs.push(format!("{b} (by cluster IP {ip})"));
+                    }
+                }
+            }
+        }
+        backs.sort();
+        backs.dedup();
+        backs
+    }
+
+    /// The namespaces a backend object of `kind` points into: those of the Services it names,
+    /// and those of the Services whose cluster IP it calls.
+    pub fn backend_namespaces(
+        &self,
+        kind: crate::facts::backends::BackendKind,
+        key: &Key,
+    ) -> BTreeSet<String> {
+        let mut namespaces = self.backends.namespaces_of(kind, key);
+        let ips = self.backends.ips_of(kind, key);
+        if !ips.is_empty() {
+            namespaces.extend(
+                self.service_ips
+                    .iter()
+                    .filter(|(_, f)| f.ips.iter().any(|ip| ips.contains(ip)))
+                    .map(|(k, _)| k.namespace.clone()),
+            );
+        }
+        namespaces
+    }
+
+    /// Every namespace that backs something (see [`Index::backs`]).
+    pub fn backing_namespaces(&self) -> BTreeSet<String> {
+        let mut namespaces: BTreeSet<String> = self.backends.namespaces().cloned().collect();
+        if self.backends.calls_ips() {
+            namespaces.extend(
+                self.service_ips
+                    .iter()
+                    .filter(|(_, f)| f.ips.iter().any(|ip| !self.backends.calling(ip).is_empty()))
+                    .map(|(k, _)| k.namespace.clone()),
+            );
+        }
+        namespaces
     }
 
     /// The Pod Security version the server's admission applies for `version` (see
@@ -248,6 +302,7 @@ impl Index {
     /// The RBAC objects as the rbac module takes them.
     pub fn rbac(&self) -> RbacSnapshot {
         RbacSnapshot {
+            kubernetes_minor: self.server_minor,
             roles: self.roles.iter().map(|(_, r)| r.clone()).collect(),
             cluster_roles: self.cluster_roles.iter().map(|(_, r)| r.clone()).collect(),
             role_bindings: self.role_bindings.iter().map(|(_, r)| r.clone()).collect(),

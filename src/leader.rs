@@ -1,9 +1,14 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease: one onus instance works, the others
+//! Leader election on a `coordination.k8s.io/v1` Lease: one onus instance writes, the others
 //! stand by and take over when the Lease is released or expires.
+//!
+//! Standbys are warm: every instance runs the watches and evaluates; only the holder of the
+//! Lease writes (status, Events, remediations, finalizers), each write run through
+//! [`Leadership::run`]. A new leader therefore writes correct status from caches it already
+//! holds, without listing anything again.
 //!
 //! Every write is a create or a replace carrying the `resourceVersion` that was read, so of two
 //! candidates racing for the same Lease the API server accepts exactly one. A leader that cannot
-//! renew within `renew_deadline` stops its work before the Lease (valid for `lease_duration`
+//! renew within `renew_deadline` stops writing before the Lease (valid for `lease_duration`
 //! after its last renewal) can expire and be taken by another candidate.
 //!
 //! A candidate judges expiry by when *it* last saw the Lease change, on its own monotonic clock
@@ -13,9 +18,10 @@
 //! at about the same rate.
 
 use std::{
-    pin::Pin,
-    sync::{Arc, Mutex},
-    task::Poll,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -90,12 +96,6 @@ impl LeaseConfig {
         self.renew_interval = renew_interval;
         self.retry_interval = retry_interval;
         self
-    }
-
-    /// How long stopped work may take to finish: the time between giving up and the Lease
-    /// expiring for the others.
-    fn grace(&self) -> Duration {
-        self.lease_duration.saturating_sub(self.renew_deadline)
     }
 }
 
@@ -213,98 +213,181 @@ pub fn released(previous: &LeaseSpec, now: Timestamp) -> LeaseSpec {
     }
 }
 
-/// Completes when leader work must stop: leadership was lost or the process is shutting down.
-pub struct Stop {
-    inner: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+/// Whether this instance leads, as [`campaign`] publishes it; everything that writes asks it
+/// first. Cheap to clone; every clone follows the same campaign.
+///
+/// Leadership comes in terms, numbered from 1 (0: not leading), so a loss followed at once by a
+/// new term is never mistaken for one unbroken term, however late a task looks.
+///
+/// Fail closed: once the campaign is gone (its [`Campaign`] dropped, e.g. the task aborted),
+/// this instance does not lead, whatever was last published.
+#[derive(Clone, Debug)]
+pub struct Leadership {
+    term: watch::Receiver<u64>,
+    /// The campaign of an instance that leads without an election, kept alive.
+    _unelected: Option<Arc<Campaign>>,
 }
 
-impl Stop {
-    fn new(mut stop: watch::Receiver<bool>) -> Self {
-        Stop {
-            // A dropped sender means the elector is gone: stop as well.
-            inner: Box::pin(async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            }),
+/// The sending side of a [`Leadership`]: what [`campaign`] drives.
+#[derive(Debug)]
+pub struct Campaign {
+    term: watch::Sender<u64>,
+    /// Terms begun so far: each new one gets the next number, never one seen before.
+    terms: AtomicU64,
+}
+
+impl Campaign {
+    /// A new term of leadership begins.
+    pub fn lead(&self) {
+        let term = self.terms.fetch_add(1, Ordering::Relaxed) + 1;
+        self.term.send_replace(term);
+    }
+
+    /// This instance stands by (also: the current term ended).
+    pub fn stand_by(&self) {
+        self.term.send_if_modified(|term| {
+            let was = *term;
+            *term = 0;
+            was != 0
+        });
+    }
+}
+
+impl Leadership {
+    /// A leadership that [`campaign`] drives through the returned [`Campaign`]; not leading yet.
+    pub fn elected() -> (Campaign, Leadership) {
+        let (term, receiver) = watch::channel(0);
+        (
+            Campaign {
+                term,
+                terms: AtomicU64::new(0),
+            },
+            Leadership {
+                term: receiver,
+                _unelected: None,
+            },
+        )
+    }
+
+    /// Always leading (one term): a single instance run without leader election
+    /// (`--no-leader-election`).
+    pub fn unelected() -> Leadership {
+        let (campaign, mut leadership) = Leadership::elected();
+        campaign.lead();
+        leadership._unelected = Some(Arc::new(campaign));
+        leadership
+    }
+
+    /// The current term: `None` when not leading (or the campaign is gone).
+    fn term(&self) -> Option<u64> {
+        if self.term.has_changed().is_err() {
+            return None;
+        }
+        Some(*self.term.borrow()).filter(|term| *term != 0)
+    }
+
+    /// Whether this instance leads now.
+    pub fn is_leading(&self) -> bool {
+        self.term().is_some()
+    }
+
+    /// Completes once this instance leads in a term after `after` (any term: `None`), and
+    /// returns that term; never, once the campaign is gone.
+    pub async fn gained(&self, after: Option<u64>) -> u64 {
+        let mut term = self.term.clone();
+        loop {
+            // A closed channel keeps its last value: it is no leadership.
+            if term.has_changed().is_err() {
+                std::future::pending::<()>().await;
+            }
+            let now = *term.borrow_and_update();
+            if now != 0 && after.is_none_or(|after| now != after) {
+                return now;
+            }
+            if term.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Completes once term `of` has ended (at once if it is not the current one), or, for
+    /// `None`, once this instance does not lead; also when the campaign is gone.
+    pub async fn lost(&self, of: Option<u64>) {
+        let mut term = self.term.clone();
+        if term.has_changed().is_ok() {
+            let _ = term
+                .wait_for(|now| *now == 0 || of.is_some_and(|of| *now != of))
+                .await;
+        }
+    }
+
+    /// Runs `work` only within the current term: `None` without running it when this instance
+    /// does not lead now, and `None` when the term ends before `work` completes. The unfinished
+    /// `work` is then dropped at once, with the request it may have in flight: a former leader
+    /// sends no write after it knows it lost, long before the Lease can expire for the others.
+    pub async fn run<F: Future>(&self, work: F) -> Option<F::Output> {
+        let term = self.term()?;
+        tokio::select! {
+            biased;
+            () = self.lost(Some(term)) => None,
+            output = work => Some(output),
         }
     }
 }
 
-impl Future for Stop {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-/// Why [`run_leader_elected`] returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// `shutdown` completed; the Lease was released if held.
-    Shutdown,
-    /// The work returned (or panicked) by itself while leading; the Lease was released.
-    WorkEnded,
-}
-
-/// Contends for the Lease until `shutdown`; while this instance leads, runs `work(stop)` as a
-/// task. When leadership is lost `stop` completes, the work gets until the Lease would expire
-/// to finish, is then aborted, and the candidate contends again. On shutdown the work is stopped
-/// the same way and the Lease released so a standby takes over at once.
-pub async fn run_leader_elected<F, Fut>(
+/// Contends for the Lease until `shutdown`, publishing on `leading` whether this instance holds
+/// it (also as the `onus_leader` gauge and in readiness). A term of leadership ends, and is
+/// published as ended, as soon as a renewal fails to land within `renew_deadline` or another candidate
+/// holds the Lease: before the Lease (valid `lease_duration` after the last renewal) can
+/// expire for the others. On shutdown the end is published first and the Lease then released,
+/// so a standby takes over at once.
+pub async fn campaign(
     client: Client,
     config: LeaseConfig,
     metrics: Metrics,
     readiness: Readiness,
     shutdown: impl Future<Output = ()>,
-    mut work: F,
-) -> Exit
-where
-    F: FnMut(Stop) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+    leading: Campaign,
+) {
     let elector = Elector {
         api: Api::namespaced(client, &config.namespace),
         config,
         readiness: readiness.clone(),
         observed: Mutex::new(None),
     };
+    let publish = |now: bool| {
+        if now {
+            leading.lead();
+        } else {
+            leading.stand_by();
+        }
+        metrics.set_leader(now);
+        readiness.set_leading(now);
+    };
     let mut shutdown = std::pin::pin!(shutdown);
-    metrics.set_leader(false);
+    publish(false);
     loop {
         let renewed = tokio::select! {
             () = &mut shutdown => {
                 // An acquisition may have landed just as the shutdown came in.
                 elector.release().await;
-                return Exit::Shutdown;
+                return;
             }
             renewed = elector.acquire() => renewed,
         };
         info!(identity = %elector.config.identity, lease = %elector.config.name, "Became leader");
-        metrics.set_leader(true);
         readiness.set_standby(false);
-
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut task = tokio::spawn(work(Stop::new(stop_rx)));
-        let exit = tokio::select! {
-            () = &mut shutdown => Some(Exit::Shutdown),
-            () = elector.keep(renewed) => None,
-            _ = &mut task => Some(Exit::WorkEnded),
+        publish(true);
+        let shutting_down = tokio::select! {
+            () = &mut shutdown => true,
+            () = elector.keep(renewed) => false,
         };
-        let _ = stop_tx.send(true);
-        if !task.is_finished() && timeout(elector.config.grace(), &mut task).await.is_err() {
-            warn!("Leader work did not stop in time; aborting it");
-            task.abort();
-            let _ = task.await;
+        publish(false);
+        if shutting_down {
+            elector.release().await;
+            return;
         }
-        metrics.set_leader(false);
-        readiness.set_synced(false);
-        match exit {
-            None => warn!(identity = %elector.config.identity, "Lost leadership"),
-            Some(exit) => {
-                elector.release().await;
-                return exit;
-            }
-        }
+        warn!(identity = %elector.config.identity, "Lost leadership; writing nothing until leading again");
     }
 }
 

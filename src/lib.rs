@@ -5,8 +5,10 @@
 //! [`facts`] (projection of objects), [`index`] (facts by object), [`podsecurity`] and [`rbac`]
 //! (checks), [`evaluate`] (per-policy aggregation), [`status`] (status and conditions),
 //! [`remediate`] (Enforce-mode plans), [`validate`]. Only [`controller`] and [`enforce`] talk to
-//! the API server; [`check`] runs the same evaluation offline on manifests.
+//! the API server; [`check`] runs the same evaluation offline on manifests, and [`report`]
+//! writes it up for auditors (from a cluster: its status and a read-only live list).
 
+pub mod admission;
 pub mod args;
 pub mod catalog;
 pub mod check;
@@ -22,6 +24,7 @@ pub mod metrics;
 pub mod podsecurity;
 pub mod rbac;
 pub mod remediate;
+pub mod report;
 pub mod status;
 pub mod validate;
 

@@ -15,36 +15,44 @@ use anyhow::Context as _;
 use onus::{
     controller::{self, Settings},
     http::{self, Readiness},
-    leader::{self, DEFAULT_LEASE_NAME, Exit, LeaseConfig},
-    metrics::Metrics,
+    leader::{self, DEFAULT_LEASE_NAME, Leadership, LeaseConfig},
+    metrics::{Metrics, VERSION},
 };
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-const USAGE: &str = "usage: onus [--log-format text|json] [--http-addr ADDR]
+const USAGE: &str = "usage: onus [--version] [--log-format text|json] [--http-addr ADDR]
             [--leader-election-namespace NS] [--leader-election-id NAME]
             [--no-leader-election] [--audit-only] [--null-evaluation]
+            [--policy-selector SELECTOR]
 
 Runs the onus operator against the cluster of the current kubeconfig (or in-cluster config).
 
   --log-format text|json            log format (default text)
-  --http-addr ADDR                  address of /metrics, /healthz, /readyz (default 0.0.0.0:8080)
+  --http-addr ADDR                  address of /metrics, /healthz, /readyz (default [::]:8080:
+                                    IPv6 and IPv4, IPv4 only on a node without IPv6)
   --leader-election-namespace NS    namespace of the leader Lease
                                     (default: $POD_NAMESPACE, else default)
   --leader-election-id NAME         name of the leader Lease (default onus-leader)
   --no-leader-election              run without a Lease (a single instance only)
+  --version                         print the version and exit
   --audit-only                      an install without remediation permissions: evaluate and
                                     report every policy, remediate nothing (Enforce policies
                                     report Enforced=False, reason EnforceUnavailable)
+  --policy-selector SELECTOR        serve only the ResponsibilityPolicies matching this label
+                                    selector (several onus installs in one cluster)
   --null-evaluation                 benchmark floor: watch everything, evaluate and write
                                     nothing (never use it to protect a cluster)
 
+Every instance watches and evaluates; only the holder of the Lease writes (warm standbys).
 Identity in the Lease: $POD_NAME, else the host name. Log level: RUST_LOG (default info).
 onus's own namespace ($POD_NAMESPACE, else its ServiceAccount's) never gets a default-deny.
 
-       onus check -f PATH... [--policy FILE] [--output table|json]
-evaluates manifests offline with the same checks (onus check --help).";
+       onus check -f PATH... [--policy FILE] [--output table|json|sarif|junit]
+evaluates manifests offline with the same checks (onus check --help).
+       onus report [POLICY] [--format markdown|html|json] [-o FILE] [--from FILE]
+writes the responsibility report for auditors (onus report --help).";
 
 /// The command line, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,18 +64,20 @@ struct Cli {
     leader_election: bool,
     audit_only: bool,
     null_evaluation: bool,
+    policy_selector: Option<String>,
 }
 
 impl Default for Cli {
     fn default() -> Self {
         Cli {
             json_logs: false,
-            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            http_addr: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 8080)),
             lease_namespace: None,
             lease_name: DEFAULT_LEASE_NAME.into(),
             leader_election: true,
             audit_only: false,
             null_evaluation: false,
+            policy_selector: None,
         }
     }
 }
@@ -77,6 +87,7 @@ impl Default for Cli {
 enum Command {
     Run(Cli),
     Help,
+    Version,
 }
 
 /// Parses the arguments after the program name; `--flag value` and `--flag=value` both work.
@@ -87,6 +98,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
         let mut value = || args.value(&flag, &inline);
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" if inline.is_none() => return Ok(Command::Version),
             "--log-format" => {
                 cli.json_logs = match value()?.as_str() {
                     "text" => false,
@@ -107,6 +119,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
             "--no-leader-election" if inline.is_none() => cli.leader_election = false,
             "--audit-only" if inline.is_none() => cli.audit_only = true,
             "--null-evaluation" if inline.is_none() => cli.null_evaluation = true,
+            "--policy-selector" => cli.policy_selector = Some(non_empty(&flag, value()?)?),
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
@@ -200,6 +213,9 @@ fn main() -> anyhow::Result<()> {
     if args.peek().map(String::as_str) == Some("check") {
         std::process::exit(onus::check::cli::main(args.skip(1)));
     }
+    if args.peek().map(String::as_str) == Some("report") {
+        std::process::exit(onus::report::cli::main(args.skip(1)));
+    }
     operator(args)
 }
 
@@ -209,6 +225,10 @@ async fn operator(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
         Ok(Command::Run(cli)) => cli,
         Ok(Command::Help) => {
             println!("{USAGE}");
+            return Ok(());
+        }
+        Ok(Command::Version) => {
+            println!("onus {VERSION}");
             return Ok(());
         }
         Err(message) => {
@@ -235,12 +255,20 @@ async fn operator(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
         .await
         .context("no usable kubeconfig or in-cluster configuration")?;
     let identity = identity();
+    let (campaign, leadership) = if cli.leader_election {
+        let (campaign, leadership) = Leadership::elected();
+        (Some(campaign), leadership)
+    } else {
+        (None, Leadership::unelected())
+    };
     let settings = Settings {
         instance: identity.clone(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         null_evaluation: cli.null_evaluation,
         audit_only: cli.audit_only,
+        policy_selector: cli.policy_selector.clone(),
+        leadership,
         own_namespace: own_namespace(
             std::env::var("POD_NAMESPACE").ok(),
             std::path::Path::new(SERVICE_ACCOUNT_NAMESPACE),
@@ -253,27 +281,54 @@ async fn operator(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     });
 
-    let shutting_down = shutdown.clone();
-    let exit = if cli.leader_election {
+    // The controller (watches, evaluation) runs on every instance; the campaign only decides
+    // whether it may write.
+    let mut controller = tokio::spawn(controller::run(
+        client.clone(),
+        settings,
+        when_set(shutdown.clone()),
+    ));
+    let ended_by_itself = if let Some(campaign) = campaign {
         let namespace = lease_namespace(
             cli.lease_namespace.as_deref(),
             std::env::var("POD_NAMESPACE").ok(),
         );
         info!(%identity, %namespace, lease = %cli.lease_name, "Contending for leadership");
         let config = LeaseConfig::new(&cli.lease_name, &namespace, &identity);
-        leader::run_leader_elected(
-            client.clone(),
+        let (controller_ended, ended) = watch::channel(false);
+        let shutting_down = shutdown.clone();
+        let elect = leader::campaign(
+            client,
             config,
             metrics.clone(),
             readiness.clone(),
-            when_set(shutdown),
-            move |stop| controller::run(client.clone(), settings.clone(), stop),
-        )
-        .await
+            // A controller that ended stops the campaign too: its Lease is released.
+            async move {
+                tokio::select! {
+                    () = when_set(shutting_down) => {}
+                    () = when_set(ended) => {}
+                }
+            },
+            campaign,
+        );
+        let mut elect = std::pin::pin!(elect);
+        tokio::select! {
+            () = &mut elect => {
+                // Shut down: the Lease is released; the controller stops with the same signal.
+                let _ = controller.await;
+                false
+            }
+            _ = &mut controller => {
+                let _ = controller_ended.send(true);
+                elect.await;
+                true
+            }
+        }
     } else {
+        readiness.set_leading(true);
         metrics.set_leader(true);
-        controller::run(client, settings, when_set(shutdown)).await;
-        Exit::Shutdown
+        let _ = (&mut controller).await;
+        true
     };
 
     let _ = stop_http.send(true);
@@ -283,7 +338,7 @@ async fn operator(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
         Ok(Err(error)) => warn!(%error, "HTTP server task failed"),
         Err(_) => warn!("HTTP server did not stop in time"),
     }
-    if exit == Exit::WorkEnded && !*shutting_down.borrow() {
+    if ended_by_itself && !*shutdown.borrow() {
         error!("The controller stopped unexpectedly");
         anyhow::bail!("the controller stopped unexpectedly");
     }
@@ -299,6 +354,7 @@ mod tests {
         match parse(args.iter().map(|a| a.to_string()))? {
             Command::Run(cli) => Ok(cli),
             Command::Help => Err("help".into()),
+            Command::Version => Err("version".into()),
         }
     }
 
@@ -306,7 +362,7 @@ mod tests {
     fn no_arguments_give_the_defaults() {
         let cli = run(&[]).expect("parses");
         assert_eq!(cli, Cli::default());
-        assert_eq!(cli.http_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(cli.http_addr.to_string(), "[::]:8080");
         assert_eq!(cli.lease_name, "onus-leader");
         assert!(cli.leader_election);
     }
@@ -324,6 +380,8 @@ mod tests {
             "my-lease",
             "--no-leader-election",
             "--audit-only",
+            "--policy-selector",
+            "team=a",
         ])
         .expect("parses");
         assert_eq!(
@@ -336,6 +394,7 @@ mod tests {
                 leader_election: false,
                 audit_only: true,
                 null_evaluation: false,
+                policy_selector: Some("team=a".into()),
             }
         );
     }
@@ -361,6 +420,13 @@ mod tests {
     #[test]
     fn help_is_not_an_error() {
         assert_eq!(parse(["--help".to_string()]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn version_is_understood() {
+        assert_eq!(parse(["--version".to_string()]), Ok(Command::Version));
+        assert_eq!(parse(["-V".to_string()]), Ok(Command::Version));
+        assert!(run(&["--version=1"]).is_err());
     }
 
     #[test]

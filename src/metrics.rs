@@ -53,13 +53,23 @@ struct ControlResultLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
+    policy: String,
     result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabels {
+    policy: String,
     category: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// The version of this build (`onus --version`, `onus_build_info`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
@@ -83,14 +93,17 @@ struct Inner {
     exceptions_expiring_soon: Family<PolicyLabels, Gauge>,
     reconciliations: Family<ResultLabels, Counter>,
     reconcile_errors: Family<CategoryLabels, Counter>,
-    reconcile_duration: Histogram,
+    reconcile_duration: Family<PolicyLabels, Histogram>,
+    standby_evaluations: Counter,
     watch_events: Family<KindLabels, Counter>,
     undecodable: Family<KindLabels, Counter>,
     remediation_failures: Family<KindLabels, Counter>,
-    detection_latency: Histogram,
+    detection_latency: Family<PolicyLabels, Histogram>,
     leader: Gauge,
     /// The control series last written per policy, so stale ones can be removed.
     controls_of: Mutex<HashMap<String, Vec<(ControlLabels, ControlResultLabels)>>>,
+    /// The error categories counted per policy, so a deleted policy's series can be removed.
+    error_categories: Mutex<HashMap<String, std::collections::BTreeSet<&'static str>>>,
 }
 
 impl Default for Metrics {
@@ -157,12 +170,20 @@ impl Metrics {
             "Failed reconciliations by error category",
             reconcile_errors.clone(),
         );
-        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let reconcile_duration =
+            Family::<PolicyLabels, Histogram>::new_with_constructor(reconcile_buckets as fn() -> _);
         registry.register_with_unit(
             "reconcile_duration",
             "Duration of one policy reconciliation",
             Unit::Seconds,
             reconcile_duration.clone(),
+        );
+        let standby_evaluations = Counter::default();
+        registry.register(
+            "standby_evaluations",
+            "Policy evaluations by a standby, keeping its caches warm (it writes nothing; the \
+             leader's count as reconciliations)",
+            standby_evaluations.clone(),
         );
         let watch_events = Family::<KindLabels, Counter>::default();
         registry.register(
@@ -182,7 +203,8 @@ impl Metrics {
             "Enforce-mode changes the API server refused, by kind of object",
             remediation_failures.clone(),
         );
-        let detection_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let detection_latency =
+            Family::<PolicyLabels, Histogram>::new_with_constructor(latency_buckets as fn() -> _);
         registry.register_with_unit(
             "detection_latency",
             "Time from a watched change reaching the index to the status write reflecting it",
@@ -192,8 +214,18 @@ impl Metrics {
         let leader = Gauge::default();
         registry.register(
             "leader",
-            "Whether this instance holds the leader Lease (1) or not (0)",
+            "Whether this instance holds the leader Lease (1) or not (0); only the leader exports \
+             per-policy series",
             leader.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels { version: VERSION })
+            .set(1);
+        registry.register(
+            "build_info",
+            "1, labelled with the version of the running onus",
+            build_info,
         );
         Metrics {
             inner: Arc::new(Inner {
@@ -208,12 +240,14 @@ impl Metrics {
                 reconciliations,
                 reconcile_errors,
                 reconcile_duration,
+                standby_evaluations,
                 watch_events,
                 undecodable,
                 remediation_failures,
                 detection_latency,
                 leader,
                 controls_of: Mutex::new(HashMap::new()),
+                error_categories: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -303,23 +337,62 @@ impl Metrics {
             m.control_violations.remove(&violations);
             m.control_result.remove(&result);
         }
+        drop(controls_of);
+        // Its reconciliation series too: a deleted policy's counters would stay forever.
+        m.reconcile_duration.remove(&labels);
+        m.detection_latency.remove(&labels);
+        let policy = labels.policy;
+        for result in ["ok", "error"] {
+            m.reconciliations.remove(&ResultLabels {
+                policy: policy.clone(),
+                result,
+            });
+        }
+        let categories = m
+            .error_categories
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&policy)
+            .unwrap_or_default();
+        for category in categories {
+            m.reconcile_errors.remove(&CategoryLabels {
+                policy: policy.clone(),
+                category,
+            });
+        }
     }
 
-    /// Starts timing one reconciliation; see [`ReconcileTimer`].
-    pub fn reconcile_timer(&self) -> ReconcileTimer {
+    /// Starts timing one reconciliation of `policy`; see [`ReconcileTimer`].
+    pub fn reconcile_timer(&self, policy: &str) -> ReconcileTimer {
         ReconcileTimer {
             metrics: self.clone(),
+            policy: policy.to_string(),
             start: Instant::now(),
             succeeded: false,
         }
     }
 
-    /// Counts a failed reconciliation by its error category (`Error::category()`).
-    pub fn reconcile_error(&self, category: &'static str) {
+    /// Counts a failed reconciliation of `policy` by its error category (`Error::category()`).
+    pub fn reconcile_error(&self, policy: &str, category: &'static str) {
+        self.inner
+            .error_categories
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(policy.to_string())
+            .or_default()
+            .insert(category);
         self.inner
             .reconcile_errors
-            .get_or_create(&CategoryLabels { category })
+            .get_or_create(&CategoryLabels {
+                policy: policy.to_string(),
+                category,
+            })
             .inc();
+    }
+
+    /// Counts one evaluation a standby made (it writes nothing).
+    pub fn standby_evaluation(&self) {
+        self.inner.standby_evaluations.inc();
     }
 
     /// Counts one remediation the API server refused, by the kind of object it changes.
@@ -346,9 +419,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Observes the time from a change reaching the index to the status write reflecting it.
-    pub fn detection_latency(&self, latency: Duration) {
-        self.inner.detection_latency.observe(latency.as_secs_f64());
+    /// Observes the time from a change reaching the index to the write of `policy`'s status
+    /// reflecting it.
+    pub fn detection_latency(&self, policy: &str, latency: Duration) {
+        self.inner
+            .detection_latency
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_string(),
+            })
+            .observe(latency.as_secs_f64());
     }
 
     /// Sets whether this instance currently leads.
@@ -363,6 +442,7 @@ impl Metrics {
 #[must_use = "the reconciliation is timed until the guard is dropped"]
 pub struct ReconcileTimer {
     metrics: Metrics,
+    policy: String,
     start: Instant,
     succeeded: bool,
 }
@@ -377,11 +457,15 @@ impl ReconcileTimer {
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
         let m = &self.metrics.inner;
+        let policy = std::mem::take(&mut self.policy);
         m.reconcile_duration
+            .get_or_create(&PolicyLabels {
+                policy: policy.clone(),
+            })
             .observe(self.start.elapsed().as_secs_f64());
         let result = if self.succeeded { "ok" } else { "error" };
         m.reconciliations
-            .get_or_create(&ResultLabels { result })
+            .get_or_create(&ResultLabels { policy, result })
             .inc();
     }
 }
@@ -415,6 +499,16 @@ fn result_label(result: ControlResult) -> &'static str {
         ControlResult::NotObservable => "NotObservable",
         ControlResult::Disabled => "Disabled",
     }
+}
+
+/// Buckets of `onus_reconcile_duration_seconds`: 1 ms to 16 s.
+fn reconcile_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Buckets of `onus_detection_latency_seconds`: 5 ms to 41 s.
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
 fn saturating_i64(n: u64) -> i64 {

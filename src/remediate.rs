@@ -312,9 +312,16 @@ pub fn deny_gate(namespace: &str, allowed: bool, index: &Index) -> Vec<String> {
     if !index.backends.synced() {
         return vec!["webhooks and APIServices not listed yet".into()];
     }
+    // An object onus could not read may call into any namespace: hold everywhere.
+    let unreadable = index.backends.unreadable();
+    if !unreadable.is_empty() {
+        return unreadable
+            .into_iter()
+            .map(|b| format!("{b} could not be read (where it calls is unknown)"))
+            .collect();
+    }
     index
-        .backends
-        .in_namespace(namespace)
+        .backs(namespace)
         .iter()
         .map(|b| format!("backs {b}"))
         .collect()
@@ -348,7 +355,7 @@ pub fn deny_waiting(namespace: &str, want: &NamespaceWant, index: &Index) -> Opt
     // Only a real backend makes a kept deny worth a warning (not a watch still listing).
     let kept = np.is_some_and(|f| f.onus.is_some())
         && (index.own_namespace.as_deref() == Some(namespace)
-            || !index.backends.in_namespace(namespace).is_empty());
+            || !index.backs(namespace).is_empty());
     Some(DenyWaiting {
         namespace: namespace.to_string(),
         reasons,

@@ -238,6 +238,7 @@ pub fn evaluated(
                 .map(|v| v.example.clone())
                 .collect(),
             frameworks: o.control.frameworks.iter().map(|f| f.to_string()).collect(),
+            admission: None,
         })
         .collect();
 

@@ -228,11 +228,267 @@ fn a_bad_policy_or_command_line_exits_2() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(onus_check(&[], None).status.code(), Some(2));
     assert_eq!(
-        onus_check(&["-f", "cluster", "-o", "sarif"], None)
+        onus_check(&["-f", "cluster", "-o", "xml"], None)
             .status
             .code(),
         Some(2)
     );
     let missing = onus_check(&["-f", "no-such-file.yaml"], None);
     assert_eq!(missing.status.code(), Some(2));
+}
+
+fn object<'a>(value: &'a Value, path: &str) -> &'a serde_json::Map<String, Value> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("{path} is not an object: {value}"))
+}
+
+/// The fields SARIF 2.1.0's schema requires (and the types it gives them) on the parts onus
+/// writes: sarifLog, run, tool, toolComponent, reportingDescriptor, result, message, location,
+/// artifactLocation, region, invocation, notification.
+fn assert_sarif_shape(log: &Value) {
+    let top = object(log, "sarifLog");
+    assert_eq!(top["version"], "2.1.0");
+    let runs = top["runs"].as_array().expect("runs is an array");
+    assert_eq!(runs.len(), 1);
+    let run = object(&runs[0], "run");
+    let driver = object(&object(&run["tool"], "tool")["driver"], "driver");
+    assert!(driver["name"].is_string());
+    let rules = driver["rules"].as_array().expect("rules");
+    let message = |m: &Value, at: &str| {
+        assert!(object(m, at)["text"].is_string(), "{at}.text");
+    };
+    for rule in rules {
+        let rule = object(rule, "rule");
+        assert!(rule["id"].is_string());
+        message(&rule["shortDescription"], "shortDescription");
+        message(&rule["fullDescription"], "fullDescription");
+        message(&rule["help"], "help");
+        assert!(
+            ["none", "note", "warning", "error"].contains(
+                &rule["defaultConfiguration"]["level"]
+                    .as_str()
+                    .unwrap_or("?")
+            )
+        );
+        let tags = rule["properties"]["tags"].as_array().expect("tags");
+        assert!(tags.iter().all(Value::is_string));
+    }
+    let region_ok = |loc: &Value| {
+        let physical = object(&loc["physicalLocation"], "physicalLocation");
+        assert!(object(&physical["artifactLocation"], "artifactLocation")["uri"].is_string());
+        if let Some(region) = physical.get("region") {
+            assert!(region["startLine"].as_u64().expect("startLine") >= 1);
+        }
+    };
+    for result in run["results"].as_array().expect("results") {
+        let result = object(result, "result");
+        message(&result["message"], "result.message");
+        let id = result["ruleId"].as_str().expect("ruleId");
+        let index = result["ruleIndex"].as_u64().expect("ruleIndex") as usize;
+        assert_eq!(rules[index]["id"], id, "ruleIndex points at the rule");
+        assert!(["none", "note", "warning", "error"].contains(&result["level"].as_str().unwrap()));
+        for loc in result["locations"].as_array().expect("locations") {
+            region_ok(loc);
+        }
+    }
+    for invocation in run["invocations"].as_array().expect("invocations") {
+        let invocation = object(invocation, "invocation");
+        assert!(invocation["executionSuccessful"].is_boolean());
+        for n in invocation["toolExecutionNotifications"]
+            .as_array()
+            .expect("notifications")
+        {
+            message(&n["message"], "notification.message");
+            for loc in n["locations"].as_array().expect("locations") {
+                region_ok(loc);
+            }
+        }
+    }
+}
+
+#[test]
+fn sarif_has_one_rule_per_control_and_a_located_result_per_offender() {
+    let json = json_of(&onus_check(&["-f", "cluster", "-o", "json"], None));
+    let output = onus_check(&["-f", "cluster", "-o", "sarif"], None);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let log = json_of(&output);
+    assert_sarif_shape(&log);
+    let run = &log["runs"][0];
+    let rules = run["tool"]["driver"]["rules"].as_array().expect("rules");
+    let controls = json["controls"].as_array().expect("controls");
+    assert_eq!(rules.len(), controls.len());
+    let wkl03 = rules.iter().find(|r| r["id"] == "WKL-03").expect("WKL-03");
+    assert!(
+        wkl03["help"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Frameworks: CIS 5.2.2")
+    );
+    assert!(
+        wkl03["properties"]["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("CIS 5.2.2"))
+    );
+    // Every offender of every failing control is an error at its file and line.
+    let results = run["results"].as_array().expect("results");
+    let errors: Vec<(String, String)> = results
+        .iter()
+        .filter(|r| r["level"] == "error")
+        .map(|r| {
+            let at = &r["locations"][0]["physicalLocation"];
+            (
+                r["ruleId"].as_str().unwrap().to_string(),
+                format!(
+                    "{}:{}",
+                    at["artifactLocation"]["uri"].as_str().unwrap_or("?"),
+                    at["region"]["startLine"]
+                ),
+            )
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for c in controls.iter().filter(|c| c["result"] == "Fail") {
+        let id = c["id"].as_str().unwrap();
+        for (_, at) in offenders(&json, id) {
+            expected.push((id.to_string(), at));
+        }
+    }
+    assert!(!expected.is_empty());
+    assert_eq!(errors, expected);
+    assert!(errors.contains(&("WKL-03".into(), "cluster/web.yaml:2".into())));
+    // Bad input: a notification with file and line, and the run says it did not succeed.
+    let broken = json_of(&onus_check(&["-f", "broken", "-o", "sarif"], None));
+    assert_sarif_shape(&broken);
+    let invocation = &broken["runs"][0]["invocations"][0];
+    assert_eq!(invocation["executionSuccessful"], false);
+    let note = &invocation["toolExecutionNotifications"][0]["locations"][0]["physicalLocation"];
+    assert_eq!(note["artifactLocation"]["uri"], "broken/bad.yaml");
+    assert_eq!(note["region"]["startLine"], 17);
+}
+
+/// The elements of an XML document, checked to nest properly: (name, attributes text).
+fn xml_elements(text: &str) -> Vec<(String, String)> {
+    let body = text
+        .strip_prefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n")
+        .expect("XML declaration");
+    let mut open: Vec<String> = Vec::new();
+    let mut elements = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find('<') {
+        let end = rest[start..].find('>').expect("tag closes") + start;
+        let tag = &rest[start + 1..end];
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(open.pop().as_deref(), Some(name), "nesting");
+        } else {
+            let self_closing = tag.ends_with('/');
+            let tag = tag.trim_end_matches('/');
+            let (name, attributes) = tag.split_once(' ').unwrap_or((tag, ""));
+            assert_eq!(attributes.matches('"').count() % 2, 0, "quotes in {tag}");
+            elements.push((name.to_string(), attributes.to_string()));
+            if !self_closing {
+                open.push(name.to_string());
+            }
+        }
+        assert!(!rest[..start].contains(['<', '>']));
+        rest = &rest[end + 1..];
+    }
+    assert!(open.is_empty(), "unclosed {open:?}");
+    elements
+}
+
+fn attribute<'a>(attributes: &'a str, name: &str) -> Option<&'a str> {
+    // ` name="` (with the space) so that `classname` is not taken for `name`.
+    let spaced = format!(" {attributes}");
+    let key = format!(" {name}=\"");
+    let at = spaced.find(&key)? + key.len() - 1;
+    Some(&attributes[at..at + attributes[at..].find('"')?])
+}
+
+#[test]
+fn junit_has_a_test_case_per_control_and_offending_object() {
+    let json = json_of(&onus_check(&["-f", "cluster", "-o", "json"], None));
+    let output = onus_check(&["-f", "cluster", "-o", "junit"], None);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    let elements = xml_elements(&text);
+    let cases: Vec<&str> = elements
+        .iter()
+        .filter(|(n, _)| n == "testcase")
+        .map(|(_, a)| a.as_str())
+        .collect();
+    let controls = json["controls"].as_array().expect("controls");
+    let expected_cases: usize = controls
+        .iter()
+        .map(|c| c["offenders"].as_array().unwrap().len().max(1))
+        .sum();
+    assert_eq!(cases.len(), expected_cases);
+    let failures = elements.iter().filter(|(n, _)| n == "failure").count();
+    let failing_offenders: usize = controls
+        .iter()
+        .filter(|c| c["result"] == "Fail")
+        .map(|c| c["offenders"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(failures, failing_offenders);
+    let (_, root) = &elements[0];
+    assert_eq!(attribute(root, "tests"), Some(&*expected_cases.to_string()));
+    assert_eq!(
+        attribute(root, "failures"),
+        Some(&*failing_offenders.to_string())
+    );
+    let web = cases
+        .iter()
+        .find(|a| attribute(a, "name") == Some("WKL-03 Deployment/shop/web"))
+        .expect("the privileged Deployment's case");
+    assert_eq!(attribute(web, "file"), Some("cluster/web.yaml"));
+    assert_eq!(attribute(web, "line"), Some("2"));
+    // Input errors fail their own suite.
+    let broken = onus_check(&["-f", "broken", "-o", "junit"], None);
+    assert_eq!(broken.status.code(), Some(2));
+    let text = String::from_utf8(broken.stdout).expect("UTF-8");
+    let elements = xml_elements(&text);
+    assert!(elements.iter().any(|(n, a)| n == "testcase"
+        && attribute(a, "file") == Some("broken/bad.yaml")
+        && attribute(a, "line") == Some("17")));
+}
+
+#[test]
+fn kube_version_sets_what_latest_means_and_a_bad_one_exits_2() {
+    let at = |version: Option<&str>| {
+        let mut args = vec!["-f", "cluster", "-o", "json"];
+        if let Some(v) = version {
+            args.extend(["--kube-version", v]);
+        }
+        json_of(&onus_check(&args, None))
+    };
+    assert_eq!(at(None)["podSecurityVersion"], "latest");
+    assert_eq!(at(Some("v1.24"))["podSecurityVersion"], "v1.24");
+    // `runAsUser: 0` fails restricted from v1.23 on: the same Pod passes WKL-07 when the
+    // cluster is v1.22, and fails at the newest version.
+    let pod = "apiVersion: v1
+kind: Pod
+metadata: {name: root, namespace: shop}
+spec:
+  securityContext: {runAsNonRoot: true, runAsUser: 0, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: app
+      image: app
+      securityContext:
+        allowPrivilegeEscalation: false
+        capabilities: {drop: [ALL]}
+";
+    let wkl07 = |version: &[&str]| {
+        let mut args = vec!["-f", "-", "-o", "json"];
+        args.extend(version);
+        control(&json_of(&onus_check(&args, Some(pod))), "WKL-07")["result"].clone()
+    };
+    assert_eq!(wkl07(&[]), "Fail");
+    assert_eq!(wkl07(&["--kube-version", "v1.23"]), "Fail");
+    assert_eq!(wkl07(&["--kube-version", "v1.22"]), "Pass");
+    for bad in ["latest", "v1", "1.x", "v2.0"] {
+        let output = onus_check(&["-f", "cluster", "--kube-version", bad], None);
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("--kube-version"));
+    }
 }

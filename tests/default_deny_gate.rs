@@ -388,7 +388,7 @@ async fn grant(env: &TestEnv, suffix: &str, user: &str, groups: &[&str]) -> Stri
 #[tokio::test]
 async fn without_rights_to_read_webhooks_every_default_deny_is_held_until_it_has_them() {
     let _serial = SERIAL.lock().await;
-    let user = format!("onus-gate-{}", &onus_testenv::random_suffix()[..6]);
+    let user = format!("onus-operator-gate-{}", &onus_testenv::random_suffix()[..6]);
     // Everything onus reads and writes, but not webhooks, CRDs or APIServices.
     let env = TestEnv::start_as("norbac", &user, None).await;
     grant(
@@ -466,6 +466,63 @@ async fn a_webhook_called_by_a_service_dns_name_holds_the_deny_in_that_namespace
         .wait_status(&policy, "held in front of the webhook", |s| {
             waiting(s).contains(&expected)
         })
+        .await;
+    assert!(
+        deny_policy(&env.client, &hooked).await.is_none(),
+        "default-deny in front of {hook}: {:?}",
+        waiting(&rp.status.expect("status"))
+    );
+    env.delete(
+        None,
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        &hook,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_webhook_called_by_a_service_cluster_ip_holds_the_deny_in_that_services_namespace() {
+    // `clientConfig.url` with an IP address reaches whichever Service has that cluster IP: the
+    // deny waits in that Service's namespace, and only there.
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::start("gate-ip").await;
+    let plain = env.namespace("plain", &[]).await;
+    let hooked = env.namespace("hooked", &[]).await;
+    let service = env
+        .create(
+            Some(&hooked),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hook"},
+                   "spec": {"ports": [{"port": 443}], "selector": {"app": "hook"}}}),
+        )
+        .await;
+    let ip = service["spec"]["clusterIP"]
+        .as_str()
+        .expect("the API server allocates a cluster IP")
+        .to_string();
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.clone()
+    };
+    let hook = format!("{}-hook", env.id);
+    let mut by_ip = webhook(&hook, &hooked);
+    by_ip["webhooks"][0]["clientConfig"] = json!({"url": format!("https://{host}:443/validate")});
+    env.create(None, by_ip).await;
+
+    let policy = env.apply_policy("net", network_spec(json!({}))).await;
+    until("the plain namespace denied", async || {
+        deny_policy(&env.client, &plain).await.is_some()
+    })
+    .await;
+    let expected =
+        format!("NetworkPolicy waits in {hooked}: backs webhook {hook} (by cluster IP {ip})");
+    let rp = env
+        .wait_status(
+            &policy,
+            "held in front of the Service the webhook calls",
+            |s| waiting(s).contains(&expected),
+        )
         .await;
     assert!(
         deny_policy(&env.client, &hooked).await.is_none(),

@@ -35,6 +35,8 @@ impl Operator {
             instance: instance.into(),
             policy_selector: Some(selector.into()),
             metrics: metrics.clone(),
+            // Not under test; cluster-wide objects the tests' operators would share.
+            admission_policies: false,
             ..Settings::default()
         };
         let task = tokio::spawn(controller::run(client.clone(), settings, async move {

@@ -3,10 +3,7 @@
 //! never by comparing the holder's `renewTime` with its own wall clock.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -15,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use onus::{
     http::Readiness,
-    leader::{LeaseConfig, run_leader_elected},
+    leader::{Leadership, LeaseConfig, campaign},
     metrics::Metrics,
 };
 use tokio::task::JoinHandle;
@@ -25,9 +22,9 @@ const LEASE_DURATION: Duration = Duration::from_secs(3);
 const RENEW_INTERVAL: Duration = Duration::from_secs(1);
 const HOUR: SignedDuration = SignedDuration::from_hours(1);
 
-/// An in-process candidate whose wall clock is `skew` off; its work marks it as leading.
+/// An in-process candidate whose wall clock is `skew` off.
 struct Candidate {
-    leading: Arc<AtomicBool>,
+    leadership: Leadership,
     task: JoinHandle<()>,
 }
 
@@ -40,34 +37,20 @@ impl Candidate {
             Duration::from_millis(500),
         );
         config.clock = Arc::new(move || Timestamp::now() + skew);
-        let leading = Arc::new(AtomicBool::new(false));
-        let flag = leading.clone();
-        let task = tokio::spawn({
-            let client = client.clone();
-            async move {
-                run_leader_elected(
-                    client,
-                    config,
-                    Metrics::new(),
-                    Readiness::new(),
-                    std::future::pending(),
-                    move |stop| {
-                        let flag = flag.clone();
-                        async move {
-                            flag.store(true, Ordering::SeqCst);
-                            stop.await;
-                            flag.store(false, Ordering::SeqCst);
-                        }
-                    },
-                )
-                .await;
-            }
-        });
-        Candidate { leading, task }
+        let (sender, leadership) = Leadership::elected();
+        let task = tokio::spawn(campaign(
+            client.clone(),
+            config,
+            Metrics::new(),
+            Readiness::new(),
+            std::future::pending(),
+            sender,
+        ));
+        Candidate { leadership, task }
     }
 
     fn is_leading(&self) -> bool {
-        self.leading.load(Ordering::SeqCst)
+        self.leadership.is_leading()
     }
 
     /// Waits until this candidate leads; panics after `within`.

@@ -8,10 +8,7 @@ use std::{
     net::{TcpListener, TcpStream},
     os::unix::process::CommandExt,
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -23,13 +20,16 @@ use k8s_openapi::{
 use kube::{Api, Client, api::PostParams};
 use onus::{
     http::Readiness,
-    leader::{Exit, LeaseConfig, run_leader_elected},
+    leader::{Leadership, LeaseConfig, campaign},
     metrics::Metrics,
 };
 use onus_testenv::ControlPlane;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 const LEASE: &str = "onus-leader";
+
+/// The label that ties a policy to the test whose `onus` processes serve it (its namespace).
+const TEST_LABEL: &str = "onus-test";
 
 /// Short timing for tests: 3 s Lease, 2 s renew deadline, renew every 1 s, retry every 0.5 s.
 fn test_config(namespace: &str, identity: &str) -> LeaseConfig {
@@ -41,31 +41,21 @@ fn test_config(namespace: &str, identity: &str) -> LeaseConfig {
     )
 }
 
-/// An in-process leader-election candidate whose work marks it as leading while it runs.
+/// An in-process leader-election candidate.
 struct Candidate {
     identity: String,
-    leading: Arc<AtomicBool>,
+    leadership: Leadership,
     metrics: Metrics,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Exit>,
-}
-
-/// Clears the leading flag however the work ends (stopped or aborted).
-struct LeadingGuard(Arc<AtomicBool>);
-
-impl Drop for LeadingGuard {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
+    task: JoinHandle<()>,
 }
 
 impl Candidate {
     fn start(client: &Client, namespace: &str, identity: &str) -> Candidate {
-        let leading = Arc::new(AtomicBool::new(false));
         let metrics = Metrics::new();
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-        let flag = leading.clone();
-        let task = tokio::spawn(run_leader_elected(
+        let (sender, leadership) = Leadership::elected();
+        let task = tokio::spawn(campaign(
             client.clone(),
             test_config(namespace, identity),
             metrics.clone(),
@@ -73,19 +63,11 @@ impl Candidate {
             async move {
                 let _ = shutdown_rx.await;
             },
-            move |stop| {
-                let flag = flag.clone();
-                async move {
-                    let was = flag.swap(true, Ordering::SeqCst);
-                    assert!(!was, "work started twice");
-                    let _guard = LeadingGuard(flag);
-                    stop.await;
-                }
-            },
+            sender,
         ));
         Candidate {
             identity: identity.into(),
-            leading,
+            leadership,
             metrics,
             shutdown: Some(shutdown),
             task,
@@ -93,18 +75,19 @@ impl Candidate {
     }
 
     fn is_leading(&self) -> bool {
-        self.leading.load(Ordering::SeqCst)
+        self.leadership.is_leading()
     }
 
     /// Shuts the candidate down gracefully and waits until it has returned.
-    async fn stop(mut self) -> Exit {
+    async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
         tokio::time::timeout(Duration::from_secs(10), &mut self.task)
             .await
             .expect("candidate stops within 10s")
-            .expect("candidate task")
+            .expect("candidate task");
+        assert!(!self.is_leading(), "leads after its campaign ended");
     }
 }
 
@@ -195,7 +178,7 @@ async fn exactly_one_candidate_leads_and_a_standby_takes_over_on_shutdown() {
     );
 
     let stopped_at = Instant::now();
-    assert_eq!(leading.stop().await, Exit::Shutdown);
+    leading.stop().await;
     let next = first_leader(&[&standby], Duration::from_secs(3)).await;
     assert_eq!(next, standby.identity);
     // The Lease was released, not left to expire (3 s).
@@ -208,7 +191,7 @@ async fn exactly_one_candidate_leads_and_a_standby_takes_over_on_shutdown() {
         lease_holder(&client, &ns).await,
         Some(standby.identity.clone())
     );
-    assert_eq!(standby.stop().await, Exit::Shutdown);
+    standby.stop().await;
     assert_eq!(lease_holder(&client, &ns).await, None);
 }
 
@@ -314,6 +297,8 @@ impl Onus {
         let mut command = Command::new(env!("CARGO_BIN_EXE_onus"));
         command
             .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            // The policies of this test only: others' operators run on the same API server.
+            .args(["--policy-selector", &format!("{TEST_LABEL}={namespace}")])
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
             .env("POD_NAMESPACE", namespace)
@@ -367,6 +352,18 @@ impl Onus {
         if let Some(status) = self.exit_status() {
             panic!("{} exited ({status}):\n{}", self.name, self.log_tail());
         }
+    }
+
+    /// SIGKILL: dies at once, without releasing its Lease.
+    fn kill(&self) {
+        // SAFETY: sending a signal to our own child's pid.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn terminate(&self) {
@@ -498,12 +495,12 @@ async fn two_operator_processes_elect_one_leader_and_fail_over_on_sigterm() {
         lease_holder(&client, &ns).await.as_deref(),
         Some(procs[leader].name.as_str())
     );
-    // Only the leader reconciles (and so writes): a policy gets its status from it alone.
+    // Both evaluate (the standby is warm); only the leader writes and exports policy series.
     let policy = format!("failover-{ns}");
     let policies = Api::<onus::crd::ResponsibilityPolicy>::all(client.clone());
     let literal = serde_json::json!({
         "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
-        "metadata": {"name": policy},
+        "metadata": {"name": policy, "labels": {TEST_LABEL: ns}},
         "spec": {"serviceModel": "PaaS", "namespaceSelector": {"matchLabels": {"failover": ns}}},
     });
     policies
@@ -516,13 +513,16 @@ async fn two_operator_processes_elect_one_leader_and_fail_over_on_sigterm() {
     cp.namespace(&client, "fo", &[("failover", ns.as_str())])
         .await;
     net01_violations(&policies, &policy, 1).await;
-    let standby_metrics = procs[standby]
-        .get("/metrics")
-        .map(|r| r.1)
-        .unwrap_or_default();
+    let metrics_of = |i: usize| procs[i].get("/metrics").map(|r| r.1).unwrap_or_default();
     assert!(
-        !standby_metrics.contains("onus_reconciliations_total{"),
-        "the standby reconciled:\n{standby_metrics}"
+        metrics_of(leader).contains(&format!("onus_policy_compliant{{policy=\"{policy}\"}}")),
+        "{}",
+        metrics_of(leader)
+    );
+    let standby_metrics = metrics_of(standby);
+    assert!(
+        !standby_metrics.contains("onus_policy_"),
+        "a standby exports policy series:\n{standby_metrics}"
     );
 
     // A healthy standby is ready, so rolling updates can proceed.
@@ -633,4 +633,188 @@ async fn sigterm_before_the_caches_sync_exits_promptly() {
     );
     onus.terminate();
     onus.wait_exit(Duration::from_secs(5));
+}
+
+/// The writes `user` made after `since`, as the API server's audit log has them.
+fn writes_by(cp: &ControlPlane, user: &str, since: Timestamp) -> Vec<onus_testenv::AuditEvent> {
+    cp.audit_events()
+        .into_iter()
+        .filter(|e| e.user == user && e.received > since)
+        .collect()
+}
+
+fn policy_series(metrics: &str) -> Vec<&str> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("onus_policy_") || l.starts_with("onus_control_"))
+        .collect()
+}
+
+/// Warm standbys (issue 10): the standby watches and evaluates but writes nothing, as the API
+/// server's audit log shows; when the leader is killed (its Lease left to expire) the standby
+/// writes the correct status from its warm caches, without listing again, and the time from its
+/// Lease write to its first status write is measured. A leader whose Lease is taken stops
+/// writing and drops its policy series.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_standby_writes_nothing_and_takes_over_a_killed_leader_at_once() {
+    let (cp, client, ns) = setup("warm").await;
+    std::thread::scope(|s| {
+        s.spawn(|| common::install_crd(cp))
+            .join()
+            .expect("install crd")
+    });
+    let users = [format!("onus-warm-a-{ns}"), format!("onus-warm-b-{ns}")];
+    let kubeconfig = |user: &str| {
+        cp.kubeconfig_as(user, Some("system:masters"))
+            .expect("kubeconfig")
+    };
+    let started = Timestamp::now();
+    let a = Onus::start_as(cp, &ns, "warm-a", &kubeconfig(&users[0]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.leader_gauge().as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "a never led:\n{}", a.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let procs = Arc::new([a, Onus::start_as(cp, &ns, "warm-b", &kubeconfig(&users[1]))]);
+    let log = |i: usize| format!("{}:\n{}", procs[i].name, procs[i].log_tail());
+
+    let policy = format!("warm-{ns}");
+    let policies = Api::<onus::crd::ResponsibilityPolicy>::all(client.clone());
+    let literal = serde_json::json!({
+        "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+        "metadata": {"name": policy, "labels": {TEST_LABEL: ns}},
+        "spec": {"serviceModel": "PaaS", "namespaceSelector": {"matchLabels": {"warm": ns}}},
+    });
+    policies
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(literal).expect("policy"),
+        )
+        .await
+        .expect("create policy");
+    cp.namespace(&client, "warm", &[("warm", ns.as_str())])
+        .await;
+    net01_violations(&policies, &policy, 1).await;
+    // The standby is warm: synced (ready) and evaluating, with no series of its own.
+    let evaluated = "onus_standby_evaluations_total ";
+    eventually(
+        "the standby is ready and has evaluated the policy",
+        Duration::from_secs(20),
+        &procs,
+        move |p| {
+            let ready = p[1].get("/readyz")?.0 == 200;
+            let metrics = p[1].get("/metrics")?.1;
+            let evaluations = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(evaluated))
+                .and_then(|n| n.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            (ready && evaluations > 0.0).then_some(())
+        },
+    )
+    .await;
+    let standby_metrics = procs[1].get("/metrics").map(|r| r.1).unwrap_or_default();
+    assert_eq!(
+        policy_series(&standby_metrics),
+        Vec::<&str>::new(),
+        "a standby exports policy series"
+    );
+    assert!(standby_metrics.lines().any(|l| l == "onus_leader 0"));
+    assert!(
+        !standby_metrics.contains("onus_reconciliations_total{"),
+        "a standby's evaluations count as reconciliations:\n{standby_metrics}"
+    );
+    let standby_writes = writes_by(cp, &users[1], started);
+    assert!(
+        standby_writes.is_empty(),
+        "the standby wrote:\n{}",
+        standby_writes
+            .iter()
+            .map(|e| format!("  {e}\n"))
+            .collect::<String>()
+    );
+
+    // The leader dies without releasing its Lease; meanwhile the cluster changes.
+    procs[0].kill();
+    let killed = Timestamp::now();
+    cp.namespace(&client, "warm", &[("warm", ns.as_str())])
+        .await;
+    // Lease duration 15 s, retried every 2 s: the standby leads within about 17 s.
+    eventually(
+        "the standby takes over the expired Lease",
+        Duration::from_secs(30),
+        &procs,
+        move |p| (p[1].leader_gauge()?.as_str() == "1").then_some(()),
+    )
+    .await;
+    net01_violations(&policies, &policy, 2).await;
+    let writes = writes_by(cp, &users[1], killed);
+    let lease_moved = writes
+        .iter()
+        .find(|e| e.resource == "leases" && e.code.is_some_and(|c| c < 300))
+        .unwrap_or_else(|| panic!("no Lease write by the new leader:\n{}", log(1)))
+        .received;
+    let first_status = writes
+        .iter()
+        .find(|e| {
+            e.resource == "responsibilitypolicies"
+                && e.subresource == "status"
+                && e.name == policy
+                && e.received >= lease_moved
+        })
+        .unwrap_or_else(|| panic!("no status write by the new leader:\n{}", log(1)))
+        .received;
+    let failover = first_status.duration_since(lease_moved);
+    println!("fail-over: first status write {failover:#} after the Lease moved");
+    assert!(
+        failover <= jiff::SignedDuration::from_secs(2),
+        "first status write {failover:#} after the Lease moved (goal: at most 2 s)"
+    );
+    assert_eq!(
+        procs[1].log().matches("Caches synced").count(),
+        1,
+        "the new leader listed again:\n{}",
+        log(1)
+    );
+    let leader_metrics = procs[1].get("/metrics").map(|r| r.1).unwrap_or_default();
+    assert!(
+        leader_metrics.contains(&format!("onus_policy_compliant{{policy=\"{policy}\"}}")),
+        "{leader_metrics}"
+    );
+
+    // Another holder takes the Lease: the leader stops writing and drops its policy series.
+    let leases = Api::<Lease>::namespaced(client.clone(), &ns);
+    let mut lease = leases.get(LEASE).await.expect("lease");
+    lease.spec = Some(LeaseSpec {
+        holder_identity: Some("intruder".into()),
+        renew_time: Some(MicroTime(Timestamp::now())),
+        lease_duration_seconds: Some(3600),
+        ..lease.spec.unwrap_or_default()
+    });
+    leases
+        .replace(LEASE, &PostParams::default(), &lease)
+        .await
+        .expect("take the lease");
+    eventually(
+        "the former leader stands by and drops its policy series",
+        Duration::from_secs(15),
+        &procs,
+        |p| {
+            let metrics = p[1].get("/metrics")?.1;
+            let standing_by = metrics.lines().any(|l| l == "onus_leader 0");
+            (standing_by && policy_series(&metrics).is_empty()).then_some(())
+        },
+    )
+    .await;
+    let stood_down = Timestamp::now();
+    cp.namespace(&client, "warm", &[("warm", ns.as_str())])
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    net01_violations(&policies, &policy, 2).await;
+    let after = writes_by(cp, &users[1], stood_down);
+    assert!(
+        after.is_empty(),
+        "a former leader wrote:\n{}",
+        after.iter().map(|e| format!("  {e}\n")).collect::<String>()
+    );
 }

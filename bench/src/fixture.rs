@@ -162,6 +162,20 @@ impl Fixture {
         i % 20 == 3
     }
 
+    /// The manifests of namespace `i` as a repository would hold them: the Namespace, its
+    /// Deployments, Services, ServiceAccounts, Role, RoleBindings and NetworkPolicies (no
+    /// ReplicaSets or Pods: controllers make those in a cluster).
+    pub fn manifests(&self, i: usize) -> Vec<Value> {
+        let mut out = vec![namespace(self, i)];
+        out.extend((0..DEPLOYMENTS_PER_NS).map(|j| deployment(self, i, j)));
+        out.extend((0..SERVICES_PER_NS).map(|s| service(self, i, s)));
+        out.extend((0..SERVICE_ACCOUNTS_PER_NS).map(|s| service_account(i, s)));
+        out.push(role(self, i));
+        out.extend((0..ROLE_BINDINGS_PER_NS).map(|b| role_binding(i, b)));
+        out.extend((0..self.network_policies(i)).map(|n| network_policy(self, i, n)));
+        out
+    }
+
     /// Watched objects of the fixture (namespaces, Deployments, ReplicaSets, Pods, Services,
     /// ServiceAccounts, Roles, RoleBindings, NetworkPolicies).
     pub fn objects(&self) -> usize {

@@ -30,6 +30,7 @@ use report::{Goal, Report};
 const USAGE: &str = "usage: onus-bench --onus PATH [--size S|M|L] [--runs N] [--quick]
                   [--owned-pods driver|controllers] [--allocators NAME=PATH,...]
                   [--out DIR]
+       onus-bench manifests DIR [N]   (writes N fixture objects as YAML files, default 10000)
 
   --onus PATH         the onus binary to measure (release build)
   --size S|M|L        fixture: S ≈ 2.9k, M ≈ 29k, L ≈ 143k watched objects (default S)
@@ -113,7 +114,45 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// `onus-bench manifests DIR [N]`: writes the fixture's manifests as YAML files, one object a
+/// file under a directory per namespace, until N objects (default 10000), for the `onus check`
+/// benchmark (bench/check-vs-kube-score.sh).
+fn write_manifests(mut rest: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let dir = PathBuf::from(rest.next().context("usage: onus-bench manifests DIR [N]")?);
+    let total: usize = match rest.next() {
+        Some(n) => n.parse().context("N: a number of objects")?,
+        None => 10_000,
+    };
+    let fx = Fixture {
+        namespaces: usize::MAX,
+    };
+    let mut written = 0;
+    for i in 0.. {
+        let ns_dir = dir.join(fixture::ns_name(i));
+        std::fs::create_dir_all(&ns_dir)?;
+        for object in fx.manifests(i) {
+            if written == total {
+                return Ok(());
+            }
+            let kind = object["kind"].as_str().unwrap_or("object").to_lowercase();
+            let name = object["metadata"]["name"].as_str().unwrap_or("unnamed");
+            let file = ns_dir.join(format!("{kind}-{name}.yaml"));
+            std::fs::write(&file, serde_yaml::to_string(&object)?)?;
+            written += 1;
+        }
+    }
+    Ok(())
+}
+
 fn main() {
+    let mut argv = std::env::args().skip(1).peekable();
+    if argv.peek().map(String::as_str) == Some("manifests") {
+        if let Err(e) = write_manifests(argv.skip(1)) {
+            eprintln!("onus-bench manifests: {e:#}");
+            std::process::exit(2);
+        }
+        return;
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(message) => {

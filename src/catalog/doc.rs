@@ -27,8 +27,11 @@ pub fn controls_markdown() -> String {
          default that a policy assigns away or disables raises `ResponsibilityGap`. A control \
          owned by the provider reports `ProviderOwned`, one the Kubernetes API cannot show \
          reports `NotObservable`. **Enforce** says what Enforce mode changes: *Safe* controls \
-         are remediated automatically, *Report* controls never are. **Settings** names the \
-         policy fields and Pod Security versions that change the check.\n\n\
+         are remediated automatically, *Report* controls never are; *prevented at admission* \
+         controls also get a generated ValidatingAdmissionPolicy that denies new violations \
+         (families in Enforce) or warns about them (Audit with `admission: Warn`). \
+         **Settings** names the policy fields and Pod Security versions that change the \
+         check.\n\n\
          Workloads are Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs \
          and bare Pods; container checks cover init, regular and \
          ephemeral containers. `kube-system`, `kube-public` and `kube-node-lease` are never \
@@ -42,11 +45,19 @@ pub fn controls_markdown() -> String {
         let owners = [ServiceModel::IaaS, ServiceModel::PaaS, ServiceModel::SaaS]
             .map(|m| owner(control.default_owner(m)))
             .join(" / ");
-        let fix = match (control.fix, control.observable) {
+        let mut fix = match (control.fix, control.observable) {
             (Fix::Safe, _) => "Safe",
             (Fix::Report, true) => "Report",
             (Fix::Report, false) => "Report (not observable)",
-        };
+        }
+        .to_string();
+        if crate::admission::PREVENTABLE.contains(&control.id) {
+            let _ = write!(
+                fix,
+                "; prevented at admission (`{}`)",
+                crate::admission::object_name(control.id, crate::crd::AdmissionAction::Deny)
+            );
+        }
         let frameworks = if control.frameworks.is_empty() {
             "—".to_string()
         } else {

@@ -4,11 +4,12 @@ use std::io::{Read, Write};
 
 use serde_json::Value;
 
-use super::{EXIT_BAD_INPUT, check, default_policy, exit_code, ingest, load, output};
+use super::{EXIT_BAD_INPUT, check, default_policy, exit_code, ingest_for, load, output};
 use crate::{crd::ResponsibilityPolicySpec, podsecurity::Version, validate};
 
-pub const USAGE: &str = "usage: onus check -f PATH... [--policy FILE] [--output table|json]
-                  [--namespace NS]
+pub const USAGE: &str =
+    "usage: onus check -f PATH... [--policy FILE] [--output table|json|sarif|junit]
+                  [--kube-version v1.N] [--namespace NS]
 
 Evaluates manifests offline with the controller's own checks and prints each control's
 result, owner and offenders (file:line).
@@ -17,7 +18,10 @@ result, owner and offenders (file:line).
                         (stdin); repeat for more
   --policy FILE         a ResponsibilityPolicy (YAML or JSON); without it, a built-in
                         default: serviceModel PaaS, Pod Security restricted, every family
-  -o, --output FORMAT   table (default) or json
+  -o, --output FORMAT   table (default), json, sarif (SARIF 2.1.0, for code scanning) or
+                        junit (JUnit XML, one test case per control and offending object)
+  --kube-version v1.N   the cluster's Kubernetes version: Pod Security `latest` is judged as
+                        it (default: the newest version onus knows)
   -n, --namespace NS    namespace of objects that name none (default: default)
 
 Exit codes: 0 every customer-owned control passes, 1 violations, 2 bad input or bad policy
@@ -28,6 +32,8 @@ Exit codes: 0 every customer-owned control passes, 1 violations, 2 bad input or 
 pub enum Format {
     Table,
     Json,
+    Sarif,
+    Junit,
 }
 
 /// The parsed `onus check` arguments.
@@ -37,6 +43,8 @@ pub struct Args {
     pub policy: Option<String>,
     pub format: Format,
     pub namespace: String,
+    /// `--kube-version`: the minor version of the cluster the manifests are for.
+    pub kube_minor: Option<u32>,
 }
 
 /// What the `check` command line asks for.
@@ -53,6 +61,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         policy: None,
         format: Format::Table,
         namespace: "default".into(),
+        kube_minor: None,
     };
     let mut args = crate::args::Flags::new(args);
     while let Some((flag, inline)) = args.next_flag() {
@@ -74,10 +83,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 out.format = match value()?.as_str() {
                     "table" => Format::Table,
                     "json" => Format::Json,
+                    "sarif" => Format::Sarif,
+                    "junit" => Format::Junit,
                     other => return Err(format!("unknown output format {other:?}")),
                 }
             }
             "-n" | "--namespace" => out.namespace = value()?,
+            "--kube-version" => out.kube_minor = Some(kube_minor(&value()?)?),
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
@@ -85,6 +97,21 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         return Err("no input: give -f PATH (a file, a directory or -)".into());
     }
     Ok(Command::Check(out))
+}
+
+/// The minor of a `--kube-version` value: `v1.N` (or `1.N`, as `kubectl version` prints it).
+pub fn kube_minor(value: &str) -> Result<u32, String> {
+    let given = if value.starts_with('v') {
+        value.to_string()
+    } else {
+        format!("v{value}")
+    };
+    match given.parse::<Version>() {
+        Ok(Version::Minor(n)) => Ok(n),
+        _ => Err(format!(
+            "--kube-version {value:?}: must be a Kubernetes version v1.N (e.g. v1.33)"
+        )),
+    }
 }
 
 /// Where the policy came from, for the output.
@@ -196,7 +223,9 @@ pub fn run(args: &Args, stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn
     let loaded = load::load_paths(&args.paths, stdin);
     let files = loaded.files;
     let mut errors = loaded.errors;
-    let ingested = ingest(loaded.objects, &args.namespace);
+    // The server's PodSecurity admission judges `latest` (and newer pins) as its own version,
+    // and its default roles are its version's.
+    let ingested = ingest_for(loaded.objects, &args.namespace, args.kube_minor);
     errors.extend(ingested.errors.iter().cloned());
     errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     let report = check(&spec, &ingested, jiff::Timestamp::now());
@@ -212,6 +241,8 @@ pub fn run(args: &Args, stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn
     let written = match args.format {
         Format::Table => output::table(out, &context, &report),
         Format::Json => output::json(out, &context, &report),
+        Format::Sarif => output::sarif(out, &context, &report),
+        Format::Junit => output::junit(out, &context, &report),
     };
     for e in &errors {
         let _ = writeln!(err, "onus check: {e}");

@@ -452,17 +452,26 @@ fn the_command_line_is_parsed() {
             "-o",
             "json",
             "-n",
-            "apps"
+            "apps",
+            "--kube-version=v1.30"
         ]),
         Ok(cli::Command::Check(cli::Args {
             paths: vec!["a".into(), "b".into(), "-".into()],
             policy: Some("p.yaml".into()),
             format: cli::Format::Json,
             namespace: "apps".into(),
+            kube_minor: Some(30),
         }))
     );
     assert!(parse(&[]).is_err(), "no input");
-    assert!(parse(&["-f", "a", "--output", "sarif"]).is_err());
+    assert!(parse(&["-f", "a", "--output", "xml"]).is_err());
+    for bad in ["latest", "v2.1", "v1.", "v1.x", "1", "v1.030", ""] {
+        assert!(
+            parse(&["-f", "a", "--kube-version", bad]).is_err(),
+            "--kube-version {bad:?}"
+        );
+    }
+    assert_eq!(cli::kube_minor("1.33"), Ok(33));
     assert!(parse(&["-f"]).is_err());
     assert!(parse(&["-f", "a", "--policy", "p", "--policy", "q"]).is_err());
     assert_eq!(parse(&["--help"]), Ok(cli::Command::Help));

@@ -56,6 +56,8 @@ pub(super) struct Converger {
     converged: Option<Inputs>,
     /// The plan of all policies, kept per namespace between convergences.
     planner: remediate::Planner,
+    /// The generated ValidatingAdmissionPolicies.
+    pub prevention: super::prevent::Prevention,
 }
 
 /// What a convergence plans from: the index generation and, per policy (by name), what
@@ -128,7 +130,11 @@ impl Inputs {
 impl Converger {
     /// When the next refused action is due again.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.failures.values().map(|f| f.retry_at).min()
+        self.failures
+            .values()
+            .map(|f| f.retry_at)
+            .chain(self.prevention.next_retry())
+            .min()
     }
 }
 
@@ -186,6 +192,16 @@ pub(super) fn failures_for(
 pub(super) async fn converge(ctx: &Context) {
     let mut state = ctx.converging.lock().await;
     let policies = ctx.policies.state();
+    if ctx.admission {
+        // Cheap when nothing changed (compared with what was done last); exceptions expire
+        // by the clock, so this runs before the skip below.
+        let wanted = crate::admission::generate(
+            policies.iter().map(Arc::as_ref),
+            (ctx.clock)(),
+            ctx.own_user.as_deref(),
+        );
+        state.prevention.converge(&ctx.client, wanted).await;
+    }
     let generation = read(&ctx.index).generation;
     // Once per change of inputs: the same inputs plan the same actions, all of them carried
     // out already or refused and waiting for their retry (a due one runs the plan again).

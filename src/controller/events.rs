@@ -236,6 +236,13 @@ impl ViolationEvents {
         }
     }
 
+    /// Forgets what was announced, as a fresh process would have (a leader that lost the Lease:
+    /// the next term offers every violation again, and one another leader published meanwhile
+    /// is recognised by its name and continued).
+    pub(super) fn forget(&self) {
+        *self.ledger() = Ledger::default();
+    }
+
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -254,8 +261,8 @@ impl ViolationEvents {
     }
 }
 
-/// Publishes the queued violation Events one at a time, at most [`EVENTS_PER_SECOND`], until
-/// the context goes (shutdown or lost leadership: the caller aborts it).
+/// Publishes the queued violation Events one at a time, at most [`EVENTS_PER_SECOND`], while
+/// leading (one queued by a term that ended is dropped), until the caller aborts it.
 pub(super) async fn publish_violations(ctx: std::sync::Arc<Context>) {
     let Some(mut queue) = ctx
         .announced_violations
@@ -271,13 +278,14 @@ pub(super) async fn publish_violations(ctx: std::sync::Arc<Context>) {
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while let Some(queued) = queue.recv().await {
         pace.tick().await;
-        deliver(
-            &ctx.client,
-            (ctx.clock)(),
-            &ctx.announced_violations,
-            &queued,
-        )
-        .await;
+        ctx.leadership
+            .run(deliver(
+                &ctx.client,
+                (ctx.clock)(),
+                &ctx.announced_violations,
+                &queued,
+            ))
+            .await;
     }
 }
 
@@ -298,13 +306,22 @@ async fn deliver(client: &Client, now: Timestamp, events: &ViolationEvents, queu
                     queued.announce,
                     Instant::now(),
                 );
+            } else if matches!(&error, kube::Error::Api(status) if status.code == 403) {
+                // Perhaps only for now (RBAC being changed, an admission policy): later.
+                events.ledger().forbidden(
+                    &queued.policy_uid,
+                    queued.digest,
+                    queued.announce,
+                    Instant::now(),
+                );
             }
         }
     }
 }
 
-/// Whether publishing may succeed when tried again: the API server throttled or failed, or
-/// never answered. A refusal of the Event itself (invalid, forbidden) would fail again.
+/// Whether publishing may succeed when tried at once: the API server throttled or failed, or
+/// never answered. A refusal of the Event itself (invalid) would fail again; a forbidden one is
+/// tried again after [`ledger::FORBIDDEN_RETRY`].
 fn retryable(error: &kube::Error) -> bool {
     match error {
         kube::Error::Api(status) => status.code == 429 || status.code >= 500,
@@ -666,12 +683,16 @@ mod publish_tests {
     /// What `announce_violations` queues for `v` failing WKL-03 of [`policy`], if the ledger
     /// of `events` counts it as new.
     fn offer(events: &ViolationEvents, v: &Violation) -> Option<Queued> {
+        offer_at(events, v, Instant::now())
+    }
+
+    fn offer_at(events: &ViolationEvents, v: &Violation, now: Instant) -> Option<Queued> {
         let policy = policy();
         let live = HashSet::from(["uid-1".to_string()]);
         let mut ledger = events.ledger();
         let digest = ledger.digest(&Identity::of(v).parts("uid-1", "WKL-03"));
         let (digest, (), announce) = ledger
-            .update("uid-1", vec![(digest, ())], &live, Instant::now(), 20)
+            .update("uid-1", vec![(digest, ())], &live, now, 20)
             .pop()?;
         let name = violation_event_name("uid-1", "WKL-03", &Identity::of(v));
         Some(Queued {
@@ -701,14 +722,30 @@ mod publish_tests {
 
     #[tokio::test]
     async fn a_refused_event_is_not_offered_again_and_again() {
-        // Invalid or forbidden fails the same way next time: it must not take the places of
-        // the other violations in every evaluation.
+        // Invalid fails the same way next time: it must not take the places of the other
+        // violations in every evaluation.
+        let events = ViolationEvents::new("onus");
+        let web = violation("web", "Deployment/shop/web");
+        let queued = offer(&events, &web).expect("new");
+        let (client, _) = mock(|_| (422, failure(422, "Invalid")));
+        deliver(&client, Timestamp::now(), &events, &queued).await;
+        assert!(offer(&events, &web).is_none());
+        assert!(offer_at(&events, &web, Instant::now() + 2 * ledger::FORBIDDEN_RETRY).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_forbidden_event_is_offered_again_but_only_after_a_while() {
+        // Forbidden may be for now only (RBAC being changed): tried again, not at once.
         let events = ViolationEvents::new("onus");
         let web = violation("web", "Deployment/shop/web");
         let queued = offer(&events, &web).expect("new");
         let (client, _) = mock(|_| (403, failure(403, "Forbidden")));
         deliver(&client, Timestamp::now(), &events, &queued).await;
-        assert!(offer(&events, &web).is_none());
+        assert!(offer(&events, &web).is_none(), "not in the next evaluation");
+        let later = Instant::now() + ledger::FORBIDDEN_RETRY + std::time::Duration::from_secs(1);
+        let again = offer_at(&events, &web, later).expect("offered after FORBIDDEN_RETRY");
+        assert_eq!(again.announce, Announce::Create);
+        assert!(offer_at(&events, &web, later).is_none(), "announced once");
     }
 
     #[tokio::test]

@@ -1,8 +1,13 @@
 //! The thin I/O shell: watches feed the index, a kube-runtime controller re-evaluates policies
 //! when the index changes (or an exception expires) and patches status only when it changed.
+//!
+//! Every instance watches and evaluates (standbys are warm); only the leader writes. Its
+//! reconciles, convergences and Event publishing run through [`Leadership::run`], so losing the
+//! Lease drops whatever write is in flight; winning it reconciles every policy from the warm
+//! caches at once.
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
@@ -30,6 +35,7 @@ use crate::{
     facts::WorkloadKind,
     http::Readiness,
     index::{FactMap, Index},
+    leader::Leadership,
     metrics::Metrics,
     remediate, status,
     validate::validate,
@@ -37,6 +43,7 @@ use crate::{
 
 mod converge;
 mod events;
+mod prevent;
 mod watch;
 
 use events::{announce_expired, announce_violations, publish_transitions};
@@ -80,8 +87,9 @@ pub struct Context {
     /// One convergence at a time: it plans from the whole index.
     converging: tokio::sync::Mutex<converge::Converger>,
     metrics: Metrics,
-    /// When the oldest index change not yet reflected in a status write happened.
-    first_unreported_change: Arc<Mutex<Option<Instant>>>,
+    /// Per policy, when the oldest change that triggered it and is not yet reflected in a
+    /// status write reached the index (the detection latency).
+    unreported: Arc<Mutex<HashMap<String, Instant>>>,
     /// Policies with metric series, to forget the deleted ones.
     recorded: Mutex<BTreeSet<String>>,
     /// Violations announced with an Event on the offending object, per policy.
@@ -92,6 +100,15 @@ pub struct Context {
     previews: Mutex<remediate::Previews>,
     /// [`Settings::audit_only`]: nothing is remediated.
     audit_only: bool,
+    /// [`Settings::admission_policies`] on an install that may write: ValidatingAdmissionPolicies
+    /// are generated.
+    admission: bool,
+    /// onus's own user name (exempt from the admission policies it generates), when known.
+    own_user: Option<String>,
+    /// Whether this instance may write.
+    leadership: Leadership,
+    /// What the policies were when a standby last pruned the evaluator's cache for them.
+    standby_pruned: Mutex<u64>,
 }
 
 impl Context {
@@ -115,7 +132,8 @@ const BACKENDS_GRACE: Duration = Duration::from_secs(10);
 /// How often a policy is evaluated when nothing triggers it.
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// Finalizer on Enforce policies: onus removes what it applied before the policy goes.
+/// Finalizer on Enforce policies (and Audit ones with `admission: Warn`): onus removes what it
+/// applied or generated for them before the policy goes.
 pub const FINALIZER: &str = "onus.dev/cleanup";
 
 /// Reason of the Warning Event an Audit-only install publishes when it removes [`FINALIZER`]
@@ -144,6 +162,14 @@ pub struct Settings {
     /// cut onus off from its probes, its metrics scrapes and the API server's webhooks onus
     /// may serve one day). `None` outside a cluster.
     pub own_namespace: Option<String>,
+    /// Generate ValidatingAdmissionPolicies for the controls the API server can check at
+    /// admission (see [`crate::admission`]). On by default; the in-process test operators turn
+    /// it off (they share one API server, and these objects are cluster-wide) except where
+    /// admission is under test.
+    pub admission_policies: bool,
+    /// Whether this instance leads: it watches and evaluates either way, and writes only while
+    /// it leads. The default leads always (a single instance, `--no-leader-election`).
+    pub leadership: Leadership,
 }
 
 impl Default for Settings {
@@ -157,6 +183,8 @@ impl Default for Settings {
             null_evaluation: false,
             audit_only: false,
             own_namespace: None,
+            admission_policies: true,
+            leadership: Leadership::unelected(),
         }
     }
 }
@@ -180,13 +208,11 @@ pub async fn run(
         ..Index::default()
     }));
     let changes = Arc::new(Changes::default());
-    let first_change = Arc::new(Mutex::new(None));
     let watch = Watch::new(
         client.clone(),
         index.clone(),
         changes.clone(),
         settings.metrics.clone(),
-        first_change.clone(),
     );
     let _watches = AbortOnDrop(tokio::spawn(watch_all(watch)));
 
@@ -237,18 +263,35 @@ pub async fn run(
     };
     let controller = Controller::new(Api::<ResponsibilityPolicy>::all(client.clone()), policies);
     let store = controller.store();
+    let admission = settings.admission_policies && !settings.audit_only;
+    let own_user = if admission {
+        prevent::own_user(&client).await
+    } else {
+        None
+    };
+    let gained = won_leadership(settings.leadership.clone(), store.clone());
     let trigger_index = index.clone();
+    let unreported = Arc::new(Mutex::new(HashMap::new()));
+    let triggered = unreported.clone();
     // Each batch of changes reconciles only the policies it can concern.
     let triggers = futures::stream::unfold(changes, move |changes| {
         let store = store.clone();
         let index = trigger_index.clone();
+        let triggered = triggered.clone();
         async move {
             let pending = changes.next().await;
             let refs = affected(&store.state(), &read(&index), &pending);
+            if let Some(since) = pending.since {
+                let mut unreported = triggered.lock().unwrap_or_else(|p| p.into_inner());
+                for r in &refs {
+                    unreported.entry(r.name.clone()).or_insert(since);
+                }
+            }
             Some((futures::stream::iter(refs), changes))
         }
     })
     .flatten();
+    let triggers = futures::stream::select(triggers, gained);
     let ctx = Arc::new(Context {
         client: client.clone(),
         index,
@@ -264,20 +307,27 @@ pub async fn run(
         policies: controller.store(),
         converging: tokio::sync::Mutex::new(converge::Converger::default()),
         metrics: settings.metrics.clone(),
-        first_unreported_change: first_change,
+        unreported,
         recorded: Mutex::new(BTreeSet::new()),
         announced_violations: events::ViolationEvents::new(&settings.instance),
         evaluator: Mutex::new(Evaluator::default()),
         previews: Mutex::new(remediate::Previews::default()),
         audit_only: settings.audit_only,
+        admission,
+        own_user,
+        leadership: settings.leadership.clone(),
+        standby_pruned: Mutex::new(0),
     });
     if settings.audit_only {
         info!("Audit-only: Enforce policies are evaluated and reported, nothing is remediated");
     }
     // Refused actions are retried when due even when no policy is left to reconcile (the last
-    // one was deleted while its release was refused).
-    // They stop with the shutdown (leadership lost), like the reconciles.
-    let retries = converge::retry_refused(ctx.clone());
+    // one was deleted while its release was refused); by the leader only, and they stop with
+    // the shutdown, like the reconciles.
+    let retries = leading_only(settings.leadership.clone(), {
+        let ctx = ctx.clone();
+        move || converge::retry_refused(ctx.clone())
+    });
     let stop = shutdown.clone();
     let _retries = AbortOnDrop(tokio::spawn(async move {
         tokio::select! {
@@ -286,12 +336,21 @@ pub async fn run(
         }
     }));
     // Violation Events are published by their own task, at its own pace, and stop with the
-    // shutdown too: a former leader publishes nothing.
+    // shutdown too; only while leading: a former leader publishes nothing.
     let publisher = events::publish_violations(ctx.clone());
     let stop = shutdown.clone();
     let _publisher = AbortOnDrop(tokio::spawn(async move {
         tokio::select! {
             () = publisher => {}
+            () = stop => {}
+        }
+    }));
+    // What a leader exported and announced is forgotten when it loses the Lease.
+    let handover = stand_down_on_loss(ctx.clone());
+    let stop = shutdown.clone();
+    let _handover = AbortOnDrop(tokio::spawn(async move {
+        tokio::select! {
+            () = handover => {}
             () = stop => {}
         }
     }));
@@ -367,12 +426,129 @@ fn synced(index: &Index) -> bool {
             .all(|k| index.workloads.get(k).is_some_and(FactMap::synced))
 }
 
+/// Every policy, each time this instance wins the Lease: the new leader writes what its warm
+/// standby evaluation found, at once and without listing anything again.
+fn won_leadership(
+    leadership: Leadership,
+    store: Store<ResponsibilityPolicy>,
+) -> impl futures::Stream<Item = ObjectRef<ResponsibilityPolicy>> {
+    futures::stream::unfold(
+        (leadership, store, None),
+        |(leadership, store, last)| async move {
+            let term = leadership.gained(last).await;
+            let refs: Vec<_> = store
+                .state()
+                .iter()
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect();
+            info!(policies = refs.len(), "Leading: reconciling every policy");
+            Some((futures::stream::iter(refs), (leadership, store, Some(term))))
+        },
+    )
+    .flatten()
+}
+
+/// Runs `task` during each term of leadership, dropped as soon as the term ends.
+async fn leading_only<F, Fut>(leadership: Leadership, mut task: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut last = None;
+    loop {
+        let term = leadership.gained(last).await;
+        last = Some(term);
+        leadership.run(task()).await;
+        leadership.lost(Some(term)).await;
+    }
+}
+
+/// After each term of leadership: the per-policy metric series go (only the leader exports
+/// them, so dashboards and alerts never read a standby's stale copy), and so does what was
+/// announced and converged, so the next term starts as a fresh process would.
+async fn stand_down_on_loss(ctx: Arc<Context>) {
+    let mut last = None;
+    loop {
+        let term = ctx.leadership.gained(last).await;
+        last = Some(term);
+        ctx.leadership.lost(Some(term)).await;
+        {
+            // Under the lock a reconcile records under: none records after this.
+            let mut recorded = ctx.recorded.lock().unwrap_or_else(|p| p.into_inner());
+            if ctx.leadership.is_leading() {
+                // Leading again already: its reconciles overwrite the series.
+                continue;
+            }
+            for policy in recorded.iter() {
+                ctx.metrics.forget_policy(policy);
+            }
+            recorded.clear();
+        }
+        ctx.announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        ctx.announced_violations.forget();
+        *ctx.converging.lock().await = converge::Converger::default();
+        info!("Standing by: per-policy metrics cleared");
+    }
+}
+
 #[instrument(skip_all, fields(policy = %policy.name_any()))]
 async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let mut timer = ctx.metrics.reconcile_timer();
-    let action = reconcile_inner(&policy, &ctx).await?;
+    if !ctx.leadership.is_leading() {
+        // Not a reconciliation (the leader's count and duration feed the alerts).
+        ctx.metrics.standby_evaluation();
+        return Ok(evaluate_as_standby(&policy, &ctx));
+    }
+    let mut timer = ctx.metrics.reconcile_timer(&policy.name_any());
+    let action = match ctx.leadership.run(reconcile_inner(&policy, &ctx)).await {
+        Some(action) => action?,
+        // Lost mid-way: the next leader reconciles every policy when it wins.
+        None => Action::await_change(),
+    };
     timer.succeeded();
     Ok(action)
+}
+
+/// A standby evaluates as the leader does (its caches and the evaluator's stay warm) and
+/// writes nothing: no status, no Event, no remediation, no finalizer, no metric series.
+fn evaluate_as_standby(policy: &ResponsibilityPolicy, ctx: &Context) -> Action {
+    prune_as_standby(ctx);
+    if policy.metadata.deletion_timestamp.is_some() || validate(&policy.spec).is_err() {
+        return Action::requeue(RESYNC);
+    }
+    let now = (ctx.clock)();
+    let index = read(&ctx.index);
+    ctx.previews
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(policy, &index);
+    let eval = ctx.evaluator().evaluate(&policy.spec, &index, now);
+    let requeue = eval
+        .next_expiry
+        .map(|t| t.duration_since(now).unsigned_abs() + Duration::from_millis(50));
+    Action::requeue(requeue.map_or(RESYNC, |r| r.min(RESYNC)))
+}
+
+/// Keeps a standby's evaluator cache to the policies that exist (the leader does so when it
+/// converges), whenever the set of policies changed.
+fn prune_as_standby(ctx: &Context) {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let policies = ctx.policies.state();
+    let mut hasher =
+        std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().build_hasher();
+    for p in &policies {
+        p.metadata.uid.hash(&mut hasher);
+        p.metadata.generation.hash(&mut hasher);
+    }
+    let fingerprint = hasher.finish();
+    let mut pruned = ctx.standby_pruned.lock().unwrap_or_else(|p| p.into_inner());
+    if *pruned != fingerprint {
+        *pruned = fingerprint;
+        ctx.evaluator()
+            .retain_policies(policies.iter().map(|p| &p.spec), &read(&ctx.index));
+    }
 }
 
 async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result<Action, Error> {
@@ -381,8 +557,11 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
     // An invalid spec keeps enforcing the last valid one: only deletion or a valid switch to
     // Audit lets go. An Audit-only install enforces nothing and so holds no finalizer (one an
     // Enforce install left behind is removed: this install could never honour it).
+    // A policy whose controls are checked at admission (Enforce, or Audit with `admission:
+    // Warn`) holds it too: its generated objects go with it.
     let enforcing = !ctx.audit_only
-        && remediate::enforced_spec(policy).is_some_and(|spec| spec.mode == Mode::Enforce);
+        && (remediate::enforced_spec(policy).is_some_and(|spec| spec.mode == Mode::Enforce)
+            || (ctx.admission && crate::admission::wants_admission(policy)));
     if enforcing && !deleting && !has_finalizer {
         // Added first, so a deletion can never outrun the clean-up; the update re-triggers us.
         return set_finalizer(&ctx.client, policy, true).await;
@@ -402,7 +581,8 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                      finalizer {FINALIZER}: it removes it without releasing anything. The \
                      remediations an Enforce install applied for this policy stay in place \
                      (NetworkPolicy onus-default-deny, Pod Security labels, default \
-                     ServiceAccounts' automountServiceAccountToken) until an Enforce install \
+                     ServiceAccounts' automountServiceAccountToken, the generated \
+                     ValidatingAdmissionPolicies onus-*) until an Enforce install \
                      releases them or they are removed by hand"
                 ),
             )
@@ -416,6 +596,8 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
         return Ok(Action::await_change());
     }
 
+    // Changes that reached the index before this point are in what is evaluated below.
+    let started = Instant::now();
     let now = (ctx.clock)();
     let now_time = Time(now.round(jiff::Unit::Second).unwrap_or(now));
     let previous = policy.status.as_ref();
@@ -452,11 +634,29 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                     crate::podsecurity::Version::Minor(version.effective_minor()),
                 )
             };
-            let failures = if policy.spec.mode == Mode::Enforce {
+            let (failures, admission) = {
                 let converger = ctx.converging.lock().await;
-                converge::failures_for(&converger, policy, &read(&ctx.index))
-            } else {
-                Vec::new()
+                let mut failures = if policy.spec.mode == Mode::Enforce {
+                    converge::failures_for(&converger, policy, &read(&ctx.index))
+                } else {
+                    Vec::new()
+                };
+                // A generated admission policy the API server refused is an Enforce failure
+                // like any other, and its control is not reported as prevented.
+                let prevention = &converger.prevention;
+                if policy.spec.mode == Mode::Enforce {
+                    failures.extend(
+                        crate::admission::names_for(policy)
+                            .iter()
+                            .filter_map(|n| prevention.failures.get(n).cloned()),
+                    );
+                }
+                let admission = if ctx.admission {
+                    crate::admission::status_of(policy, &prevention.in_place)
+                } else {
+                    Default::default()
+                };
+                (failures, admission)
             };
             announce_expired(ctx, policy, &eval.expired_exceptions).await;
             // Queued for the publisher: Events never hold up this status write.
@@ -477,6 +677,9 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                 &now_time,
             );
             status.pod_security_version = Some(judged_at.to_string());
+            for control in &mut status.controls {
+                control.admission = admission.get(control.id.as_str()).copied();
+            }
             if ctx.audit_only && policy.spec.mode == Mode::Enforce {
                 status::enforce_unavailable(&mut status, previous, &now_time);
             }
@@ -488,26 +691,35 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
     // requeueing every policy.
 
     let name = policy.name_any();
-    ctx.metrics.record_policy(
-        &name,
-        &desired,
-        crate::metrics::expiring_soon(&policy.spec, now),
-    );
-    ctx.recorded
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(name);
-    if previous != Some(&desired) {
-        patch_status(&ctx.client, policy, &desired).await?;
-        let change = ctx
-            .first_unreported_change
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(since) = change {
-            ctx.metrics.detection_latency(since.elapsed());
+    {
+        // Only the leader exports per-policy series; checked under the lock that the stand-down
+        // clears them under, so none is recorded after a lost Lease.
+        let mut recorded = ctx.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        if ctx.leadership.is_leading() {
+            ctx.metrics.record_policy(
+                &name,
+                &desired,
+                crate::metrics::expiring_soon(&policy.spec, now),
+            );
+            recorded.insert(name.clone());
         }
+    }
+    let written = previous != Some(&desired);
+    if written {
+        patch_status(&ctx.client, policy, &desired).await?;
         publish_transitions(ctx, policy, previous, &desired).await;
+    }
+    // The changes this reconcile saw are reflected now: written, or they did not alter the
+    // status. A change recorded after it began waits for the next reconcile.
+    let seen = {
+        let mut unreported = ctx.unreported.lock().unwrap_or_else(|p| p.into_inner());
+        match unreported.get(&name) {
+            Some(since) if *since <= started => unreported.remove(&name),
+            _ => None,
+        }
+    };
+    if let (true, Some(since)) = (written, seen) {
+        ctx.metrics.detection_latency(&name, since.elapsed());
     }
     // A periodic look even when nothing changes: a safety net for missed events, and proof of
     // life for the "not reconciling" alert. Status is idempotent, so it writes nothing.
@@ -576,7 +788,8 @@ async fn patch_status(
 }
 
 fn error_policy(policy: Arc<ResponsibilityPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error(error.category());
+    ctx.metrics
+        .reconcile_error(&policy.name_any(), error.category());
     warn!(policy = %policy.name_any(), category = error.category(), %error, "Reconcile error");
     Action::requeue(Duration::from_secs(5))
 }
@@ -621,11 +834,13 @@ mod tests {
         let shop = Pending {
             all: false,
             namespaces: ["shop".to_string()].into(),
+            since: None,
         };
         assert_eq!(names(affected(&policies, &index, &shop)), ["prod"]);
         let everything = Pending {
             all: true,
             namespaces: BTreeSet::new(),
+            since: None,
         };
         assert_eq!(
             names(affected(&policies, &index, &everything)),

@@ -90,6 +90,8 @@ fn daemon_set_scope(key: &Key) -> Scope {
 pub(super) struct Pending {
     pub all: bool,
     pub namespaces: BTreeSet<String>,
+    /// When the oldest of these changes reached the index (for the detection latency).
+    pub since: Option<Instant>,
 }
 
 /// The hand-over from the watches to the reconciler: watches record, the trigger stream takes.
@@ -103,6 +105,7 @@ impl Changes {
     fn record(&self, scope: Scope) {
         {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.since.get_or_insert_with(Instant::now);
             match scope {
                 Scope::Cluster => {
                     pending.all = true;
@@ -137,7 +140,6 @@ pub(super) struct Watch {
     pub index: Arc<RwLock<Index>>,
     pub changes: Arc<Changes>,
     pub metrics: Metrics,
-    pub first_change: Arc<Mutex<Option<Instant>>>,
     /// Bounds the lists in flight.
     pub lists: Arc<Semaphore>,
 }
@@ -148,14 +150,12 @@ impl Watch {
         index: Arc<RwLock<Index>>,
         changes: Arc<Changes>,
         metrics: Metrics,
-        first_change: Arc<Mutex<Option<Instant>>>,
     ) -> Self {
         Watch {
             client,
             index,
             changes,
             metrics,
-            first_change,
             lists: Arc::new(Semaphore::new(LISTS_IN_FLIGHT)),
         }
     }
@@ -239,7 +239,8 @@ pub(super) async fn watch_all(watch: Watch) {
             .network_policies),
         watch!(ServiceAccount, facts::default_service_account, |i| &mut i
             .default_service_accounts),
-        watch!(Service, facts::external_ips, |i| &mut i.external_ips),
+        watch!(Service as Service, (facts::external_ips, |i| &mut i.external_ips),
+            (facts::cluster_ips, |i| &mut i.service_ips); in_namespace),
         watch!(Role, facts::role, |i| &mut i.roles),
         watch!(
             ClusterRole,
@@ -429,20 +430,8 @@ async fn next_event<T>(
     }
 }
 
-/// Hands changes to the reconciler, remembering when the oldest unreported one happened.
-fn record(
-    first_change: &Mutex<Option<Instant>>,
-    changes: &Changes,
-    scopes: impl IntoIterator<Item = Scope>,
-) {
-    let mut scopes = scopes.into_iter().peekable();
-    if scopes.peek().is_none() {
-        return;
-    }
-    first_change
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(Instant::now);
+/// Hands changes to the reconciler.
+fn record(changes: &Changes, scopes: impl IntoIterator<Item = Scope>) {
     for scope in scopes {
         changes.record(scope);
     }
@@ -462,7 +451,6 @@ where
         index,
         changes,
         metrics,
-        first_change,
         lists,
     } = watch;
     let kind = <K as k8s_openapi::Resource>::KIND;
@@ -528,7 +516,7 @@ where
         if done {
             listing = None;
         }
-        record(&first_change, &changes, changed);
+        record(&changes, changed);
     }
 }
 
@@ -549,7 +537,6 @@ async fn watch_backends<K, P>(
         index,
         changes,
         metrics,
-        first_change,
         lists,
     } = watch;
     let kind = <K as k8s_openapi::Resource>::KIND;
@@ -576,18 +563,24 @@ async fn watch_backends<K, P>(
             let mut guard = write(&index);
             let facts = &mut *guard;
             let moved = |facts: &mut Index, key: &Key, change: &dyn Fn(&mut Index) -> bool| {
-                let before = facts.backends.namespaces_of(backend, key);
+                let before = facts.backend_namespaces(backend, key);
                 if !change(facts) {
                     return Vec::new();
                 }
                 facts.backends.rebuild();
-                let after = facts.backends.namespaces_of(backend, key);
+                let after = facts.backend_namespaces(backend, key);
                 before.union(&after).cloned().collect::<Vec<_>>()
             };
             let touched: Option<Vec<String>> = match event {
                 Event::Apply(obj) => {
                     let key = key_of(&obj);
-                    decoded(&metrics, kind, &key, obj).map(|body| {
+                    let body = decoded(&metrics, kind, &key, obj);
+                    // An undecodable object holds every default-deny (its targets are
+                    // unknown); its last readable facts stay too.
+                    cluster |= facts
+                        .backends
+                        .set_readable(backend, &key, body.is_some(), false);
+                    body.map(|body| {
                         let fact = project(&body);
                         moved(facts, &key, &|i: &mut Index| {
                             i.backends.map(backend).apply(key.clone(), fact.clone())
@@ -596,24 +589,31 @@ async fn watch_backends<K, P>(
                 }
                 Event::Delete(obj) => {
                     let key = key_of(&obj);
+                    cluster |= facts.backends.set_readable(backend, &key, true, false);
                     Some(moved(facts, &key, &|i: &mut Index| {
                         i.backends.map(backend).delete(&key)
                     }))
                 }
                 Event::Init => {
                     facts.backends.map(backend).reset_start();
+                    facts.backends.unreadable_list_start(backend);
                     None
                 }
                 Event::InitApply(obj) => {
                     let key = key_of(&obj);
-                    if let Some(body) = decoded(&metrics, kind, &key, obj) {
+                    let body = decoded(&metrics, kind, &key, obj);
+                    facts
+                        .backends
+                        .set_readable(backend, &key, body.is_some(), true);
+                    if let Some(body) = body {
                         facts.backends.map(backend).reset_apply(key, project(&body));
                     }
                     None
                 }
                 Event::InitDone => {
+                    cluster |= facts.backends.unreadable_list_done(backend);
                     let first = !facts.backends.synced();
-                    let before: BTreeSet<String> = facts.backends.namespaces().cloned().collect();
+                    let before = facts.backing_namespaces();
                     let changed = facts.backends.map(backend).reset_done();
                     if changed {
                         facts.backends.rebuild();
@@ -624,8 +624,7 @@ async fn watch_backends<K, P>(
                         cluster = true;
                         None
                     } else {
-                        let after: BTreeSet<String> =
-                            facts.backends.namespaces().cloned().collect();
+                        let after = facts.backing_namespaces();
                         Some(if changed {
                             // Any namespace whose backends may differ (the sets alone miss a
                             // namespace that backs something else now).
@@ -636,6 +635,10 @@ async fn watch_backends<K, P>(
                     }
                 }
             };
+            if cluster {
+                // Every namespace's gate may have moved.
+                facts.touch(kind, None);
+            }
             let touched = touched.unwrap_or_default();
             for ns in &touched {
                 facts.touch(kind, Some(ns));
@@ -648,7 +651,7 @@ async fn watch_backends<K, P>(
         if cluster {
             scopes = vec![Scope::Cluster];
         }
-        record(&first_change, &changes, scopes);
+        record(&changes, scopes);
     }
 }
 
@@ -664,14 +667,14 @@ mod tests {
         changes.record(Scope::Namespace("a".into()));
         let batch = changes.next().await;
         assert_eq!(batch.namespaces.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+        let before = Instant::now();
         changes.record(Scope::Namespace("c".into()));
         changes.record(Scope::Cluster);
-        assert_eq!(
-            changes.next().await,
-            Pending {
-                all: true,
-                namespaces: BTreeSet::new()
-            }
-        );
+        let batch = changes.next().await;
+        assert!(batch.all);
+        assert!(batch.namespaces.is_empty());
+        // The batch remembers its oldest change, for the detection latency.
+        let since = batch.since.expect("when the batch began");
+        assert!(since >= before && since <= Instant::now());
     }
 }

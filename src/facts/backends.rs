@@ -7,6 +7,7 @@
 //! can be hundreds of kilobytes of schema, of which this keeps two strings (or nothing).
 
 use serde::Deserialize;
+use std::net::IpAddr;
 
 /// The kinds whose objects point at a Service the API server calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,10 +37,20 @@ impl BackendKind {
     }
 }
 
-/// The Services (namespace, name) one object points at, sorted, without duplicates.
+/// The Services (namespace, name) one object points at, and the IP addresses it calls by URL,
+/// each sorted, without duplicates.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BackendFact {
     pub services: Vec<(String, String)>,
+    /// `https://10.96.0.12/…`: the Service with that cluster IP, wherever it is, is called.
+    pub ips: Vec<IpAddr>,
+}
+
+/// What a client configuration calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Service(ServiceRef),
+    Ip(IpAddr),
 }
 
 /// Name, namespace and resourceVersion: all a backend object's metadata is read for (no
@@ -56,7 +67,7 @@ pub struct SlimMeta {
 }
 
 /// `clientConfig.service` / `spec.service`: a Service reference.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct ServiceRef {
     #[serde(default)]
     pub namespace: Option<String>,
@@ -75,31 +86,40 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// The Service this calls: `service`, or the one its URL's host names.
-    fn service(&self) -> Option<ServiceRef> {
-        self.service
-            .clone()
-            .or_else(|| self.url.as_deref().and_then(service_of_url))
+    /// What this calls: `service`, or what its URL's host names.
+    fn target(&self) -> Option<Target> {
+        match &self.service {
+            Some(service) => Some(Target::Service(service.clone())),
+            None => self.url.as_deref().and_then(target_of_url),
+        }
     }
 }
 
-/// The Service a URL's host names by its cluster DNS name, e.g. `hook.gatekeeper.svc` or
-/// `hook.gatekeeper.svc.cluster.local` (any cluster domain). Other hosts (outside names, IP
-/// addresses) name none.
-fn service_of_url(url: &str) -> Option<ServiceRef> {
+/// What a URL's host names: a Service by its cluster DNS name, e.g. `hook.gatekeeper.svc` or
+/// `hook.gatekeeper.svc.cluster.local` (any cluster domain), or an IP address (`10.96.0.12`,
+/// `[fd00::12]`), which may be a Service's cluster IP. Other hosts (outside names) name none.
+fn target_of_url(url: &str) -> Option<Target> {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next()?;
     let host = authority
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host);
-    let host = host.split(':').next()?.to_ascii_lowercase();
+    let host = match host.strip_prefix('[') {
+        // An IPv6 literal: `[addr]` or `[addr]:port`.
+        Some(v6) => v6.split(']').next()?,
+        None => host.split(':').next()?,
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(Target::Ip(ip));
+    }
+    let host = host.to_ascii_lowercase();
     let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
     match labels.as_slice() {
         [name, namespace, "svc", ..] if !name.is_empty() && !namespace.is_empty() => {
-            Some(ServiceRef {
+            Some(Target::Service(ServiceRef {
                 namespace: Some((*namespace).to_string()),
                 name: Some((*name).to_string()),
-            })
+            }))
         }
         _ => None,
     }
@@ -164,15 +184,24 @@ pub struct ApiServiceObject {
     pub spec: Option<ApiServiceSpec>,
 }
 
-fn fact(refs: impl IntoIterator<Item = ServiceRef>) -> Option<BackendFact> {
-    let mut services: Vec<(String, String)> = refs
-        .into_iter()
-        .filter_map(|s| Some((s.namespace?, s.name.unwrap_or_default())))
-        .filter(|(ns, _)| !ns.is_empty())
-        .collect();
+fn fact(targets: impl IntoIterator<Item = Target>) -> Option<BackendFact> {
+    let mut services: Vec<(String, String)> = Vec::new();
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for target in targets {
+        match target {
+            Target::Service(s) => {
+                if let Some(ns) = s.namespace.filter(|ns| !ns.is_empty()) {
+                    services.push((ns, s.name.unwrap_or_default()));
+                }
+            }
+            Target::Ip(ip) => ips.push(ip),
+        }
+    }
     services.sort();
     services.dedup();
-    (!services.is_empty()).then_some(BackendFact { services })
+    ips.sort();
+    ips.dedup();
+    (!services.is_empty() || !ips.is_empty()).then_some(BackendFact { services, ips })
 }
 
 /// The Services of a webhook configuration's webhooks (a webhook called by a URL outside the
@@ -182,7 +211,7 @@ pub fn webhook_configuration(obj: &WebhookConfigurationObject) -> Option<Backend
         obj.webhooks
             .iter()
             .flatten()
-            .filter_map(|w| w.client_config.as_ref()?.service()),
+            .filter_map(|w| w.client_config.as_ref()?.target()),
     )
 }
 
@@ -199,13 +228,18 @@ pub fn crd_conversion(obj: &CrdObject) -> Option<BackendFact> {
                     .client_config
                     .as_ref()
             })
-            .and_then(ClientConfig::service),
+            .and_then(ClientConfig::target),
     )
 }
 
 /// The Service of an aggregated APIService.
 pub fn api_service(obj: &ApiServiceObject) -> Option<BackendFact> {
-    fact(obj.spec.as_ref().and_then(|s| s.service.clone()))
+    fact(
+        obj.spec
+            .as_ref()
+            .and_then(|s| s.service.clone())
+            .map(Target::Service),
+    )
 }
 
 #[cfg(test)]
@@ -265,6 +299,25 @@ mod tests {
             crd_conversion(&crd).expect("fact").services,
             [("things".to_string(), "convert".to_string())]
         );
+    }
+
+    #[test]
+    fn a_webhook_called_by_an_ip_address_records_it_for_the_service_that_has_it() {
+        let obj: WebhookConfigurationObject = serde_json::from_value(json!({
+            "metadata": {"name": "by-ip"},
+            "webhooks": [
+                {"name": "a", "clientConfig": {"url": "https://10.96.0.12:443/validate"}},
+                {"name": "b", "clientConfig": {"url": "https://[fd00::12]:8443/x"}},
+                {"name": "c", "clientConfig": {"url": "https://[fd00::13]/x"}},
+                {"name": "d", "clientConfig": {"url": "https://user@10.96.0.14/x"}},
+                {"name": "e", "clientConfig": {"url": "https://10.96.0.12/again"}}
+            ]
+        }))
+        .expect("decodes");
+        let fact = webhook_configuration(&obj).expect("fact");
+        assert!(fact.services.is_empty());
+        let ips: Vec<String> = fact.ips.iter().map(ToString::to_string).collect();
+        assert_eq!(ips, ["10.96.0.12", "10.96.0.14", "fd00::12", "fd00::13"]);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The namespaces the API server calls back into (admission webhooks, CRD conversion webhooks,
 //! aggregated APIServices), kept by object and, derived from that, by namespace.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use super::{FactMap, Key};
 use crate::facts::backends::{BackendFact, BackendKind};
@@ -12,6 +15,19 @@ pub struct Backends {
     maps: BTreeMap<BackendKind, FactMap<BackendFact>>,
     /// Per namespace, what it backs (`webhook cert-manager-webhook`, ...), sorted.
     by_namespace: BTreeMap<String, Vec<String>>,
+    /// Per IP address called by URL, what calls it, sorted.
+    by_ip: BTreeMap<IpAddr, Vec<String>>,
+    /// Objects the watches saw but could not decode, per kind: where they call is unknown.
+    unreadable: BTreeMap<BackendKind, Unreadable>,
+}
+
+/// The undecodable objects of one kind, and those of a list in progress.
+#[derive(Debug, Default)]
+struct Unreadable {
+    now: BTreeSet<Key>,
+    /// Filled while a (re)list runs; replaces `now` when it is complete (until then the
+    /// objects known unreadable stay so).
+    listing: Option<BTreeSet<Key>>,
 }
 
 impl Backends {
@@ -37,6 +53,26 @@ impl Backends {
             .unwrap_or_default()
     }
 
+    /// What calls `ip` by URL (`webhook x`, ...); empty when nothing.
+    pub fn calling(&self, ip: &IpAddr) -> &[String] {
+        self.by_ip.get(ip).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Whether anything calls an IP address by URL.
+    pub fn calls_ips(&self) -> bool {
+        !self.by_ip.is_empty()
+    }
+
+    /// The IP addresses an object of `kind` calls by URL, as recorded now.
+    pub fn ips_of(&self, kind: BackendKind, key: &Key) -> BTreeSet<IpAddr> {
+        self.maps
+            .get(&kind)
+            .and_then(|m| m.get(key))
+            .into_iter()
+            .flat_map(|f| f.ips.iter().copied())
+            .collect()
+    }
+
     /// The namespaces an object of `kind` points into, as recorded now.
     pub fn namespaces_of(&self, kind: BackendKind, key: &Key) -> BTreeSet<String> {
         self.maps
@@ -44,6 +80,59 @@ impl Backends {
             .and_then(|m| m.get(key))
             .into_iter()
             .flat_map(|f| f.services.iter().map(|(ns, _)| ns.clone()))
+            .collect()
+    }
+
+    /// Records whether an object of `kind` could be decoded (`readable`), from a watch event
+    /// (`listing`: from a list in progress). Returns whether the set of unreadable objects
+    /// changed.
+    pub fn set_readable(
+        &mut self,
+        kind: BackendKind,
+        key: &Key,
+        readable: bool,
+        listing: bool,
+    ) -> bool {
+        let entry = self.unreadable.entry(kind).or_default();
+        if listing {
+            if let Some(list) = entry.listing.as_mut()
+                && !readable
+            {
+                list.insert(key.clone());
+            }
+            return false;
+        }
+        if readable {
+            entry.now.remove(key)
+        } else {
+            entry.now.insert(key.clone())
+        }
+    }
+
+    /// A (re)list of `kind` starts.
+    pub fn unreadable_list_start(&mut self, kind: BackendKind) {
+        self.unreadable.entry(kind).or_default().listing = Some(BTreeSet::new());
+    }
+
+    /// The (re)list of `kind` is complete. Returns whether the set of unreadable objects
+    /// changed.
+    pub fn unreadable_list_done(&mut self, kind: BackendKind) -> bool {
+        let entry = self.unreadable.entry(kind).or_default();
+        match entry.listing.take() {
+            Some(listed) if listed != entry.now => {
+                entry.now = listed;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The objects that could not be decoded, e.g. `webhook broken-hook`, sorted: while there
+    /// is one, no namespace is known not to back something.
+    pub fn unreadable(&self) -> Vec<String> {
+        self.unreadable
+            .iter()
+            .flat_map(|(kind, u)| u.now.iter().map(|key| kind.describe(&key.name)))
             .collect()
     }
 
@@ -56,6 +145,7 @@ impl Backends {
     /// change rarely, and there are few).
     pub fn rebuild(&mut self) {
         let mut by_namespace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut by_ip: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
         for (kind, map) in &self.maps {
             for (key, fact) in map.iter() {
                 for (ns, _) in &fact.services {
@@ -64,11 +154,21 @@ impl Backends {
                         .or_default()
                         .insert(kind.describe(&key.name));
                 }
+                for ip in &fact.ips {
+                    by_ip
+                        .entry(*ip)
+                        .or_default()
+                        .insert(kind.describe(&key.name));
+                }
             }
         }
         self.by_namespace = by_namespace
             .into_iter()
             .map(|(ns, set)| (ns, set.into_iter().collect()))
+            .collect();
+        self.by_ip = by_ip
+            .into_iter()
+            .map(|(ip, set)| (ip, set.into_iter().collect()))
             .collect();
     }
 }
@@ -83,6 +183,7 @@ mod tests {
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
+            ips: Vec::new(),
         })
     }
 
@@ -124,5 +225,31 @@ mod tests {
         // The relists carried nothing: nothing is backed any more.
         b.rebuild();
         assert!(b.in_namespace("cert-manager").is_empty());
+    }
+
+    #[test]
+    fn an_undecodable_object_stays_unreadable_until_decoded_deleted_or_relisted_without_it() {
+        let kind = BackendKind::ValidatingWebhookConfiguration;
+        let key = Key::new(None, "broken-hook");
+        let mut b = Backends::default();
+        assert!(b.set_readable(kind, &key, false, false));
+        assert!(!b.set_readable(kind, &key, false, false), "already known");
+        assert_eq!(b.unreadable(), ["webhook broken-hook"]);
+        // A relist that still cannot read it keeps it; until the list is done it stays anyway.
+        b.unreadable_list_start(kind);
+        assert_eq!(b.unreadable(), ["webhook broken-hook"]);
+        b.set_readable(kind, &key, false, true);
+        assert!(!b.unreadable_list_done(kind));
+        assert_eq!(b.unreadable(), ["webhook broken-hook"]);
+        // A relist that can read it (or no longer sees it) lets go, when it is complete.
+        b.unreadable_list_start(kind);
+        b.set_readable(kind, &key, true, true);
+        assert_eq!(b.unreadable(), ["webhook broken-hook"]);
+        assert!(b.unreadable_list_done(kind));
+        assert!(b.unreadable().is_empty());
+        // A readable modification or a deletion lets go too.
+        b.set_readable(kind, &key, false, false);
+        assert!(b.set_readable(kind, &key, true, false));
+        assert!(b.unreadable().is_empty());
     }
 }

@@ -32,6 +32,7 @@ pub(crate) fn webhook(index: &mut Index, name: &str, ns: &str) {
         key,
         Some(crate::facts::backends::BackendFact {
             services: vec![(ns.to_string(), "svc".to_string())],
+            ips: Vec::new(),
         }),
     );
     index.backends.rebuild();

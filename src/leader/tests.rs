@@ -207,8 +207,111 @@ fn released_lease_has_no_holder() {
     assert_eq!(spec.lease_transitions, Some(3));
 }
 
-#[test]
-fn grace_is_the_time_between_giving_up_and_expiry() {
-    let config = LeaseConfig::new("l", "ns", "a");
-    assert_eq!(config.grace(), Duration::from_secs(5));
+#[tokio::test]
+async fn an_elected_leadership_follows_its_campaign() {
+    let (campaign, leadership) = Leadership::elected();
+    assert!(!leadership.is_leading());
+    assert_eq!(
+        leadership.run(async { 1 }).await,
+        None,
+        "a standby ran a write"
+    );
+    campaign.lead();
+    assert!(leadership.is_leading());
+    assert_eq!(leadership.run(async { 1 }).await, Some(1));
+    // `lost` completes at once while not leading, `gained` while leading.
+    tokio::time::timeout(Duration::from_secs(1), leadership.gained(None))
+        .await
+        .expect("gained while leading");
+    campaign.stand_by();
+    tokio::time::timeout(Duration::from_secs(1), leadership.lost(None))
+        .await
+        .expect("lost while not leading");
+}
+
+#[tokio::test]
+async fn a_write_in_flight_is_dropped_when_leadership_is_lost() {
+    let (campaign, leadership) = Leadership::elected();
+    campaign.lead();
+    let (sent, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let write = {
+        let leadership = leadership.clone();
+        tokio::spawn(async move {
+            leadership
+                .run(async move {
+                    sent.send(()).expect("send");
+                    std::future::pending::<()>().await;
+                })
+                .await
+        })
+    };
+    sent_rx.recv().await.expect("the write started");
+    campaign.stand_by();
+    let outcome = tokio::time::timeout(Duration::from_secs(1), write)
+        .await
+        .expect("the write was dropped at once")
+        .expect("task");
+    assert_eq!(outcome, None);
+}
+
+#[tokio::test]
+async fn a_leadership_whose_campaign_is_gone_does_not_lead() {
+    let (campaign, leadership) = Leadership::elected();
+    campaign.lead();
+    drop(campaign);
+    assert!(!leadership.is_leading(), "fails closed");
+    assert_eq!(leadership.run(async { 1 }).await, None);
+    tokio::time::timeout(Duration::from_secs(1), leadership.lost(None))
+        .await
+        .expect("lost");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), leadership.gained(None))
+            .await
+            .is_err(),
+        "gained without a campaign"
+    );
+}
+
+#[tokio::test]
+async fn an_unelected_leadership_always_leads() {
+    let leadership = Leadership::unelected();
+    assert!(leadership.is_leading());
+    assert_eq!(leadership.clone().run(async { 2 }).await, Some(2));
+}
+
+#[tokio::test]
+async fn a_write_of_an_ended_term_is_dropped_even_when_a_new_term_began_meanwhile() {
+    let (campaign, leadership) = Leadership::elected();
+    campaign.lead();
+    let (sent, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let write = {
+        let leadership = leadership.clone();
+        tokio::spawn(async move {
+            leadership
+                .run(async move {
+                    sent.send(()).expect("send");
+                    std::future::pending::<()>().await;
+                })
+                .await
+        })
+    };
+    sent_rx.recv().await.expect("the write started");
+    // Lost and won again before the writing task looks: still another term.
+    campaign.stand_by();
+    campaign.lead();
+    let outcome = tokio::time::timeout(Duration::from_secs(1), write)
+        .await
+        .expect("the write was dropped")
+        .expect("task");
+    assert_eq!(outcome, None);
+    let first = leadership.gained(None).await;
+    tokio::time::timeout(Duration::from_secs(1), leadership.lost(Some(first - 1)))
+        .await
+        .expect("an earlier term has ended");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), leadership.gained(Some(first)))
+            .await
+            .is_err(),
+        "no term after the current one yet"
+    );
 }

@@ -135,26 +135,50 @@ fn invalid_policy_without_summary_is_not_compliant() {
 fn timer_counts_ok_only_when_marked_succeeded() {
     let metrics = Metrics::new();
     {
-        let mut timer = metrics.reconcile_timer();
+        let mut timer = metrics.reconcile_timer("prod");
         timer.succeeded();
     }
     {
-        let _failed = metrics.reconcile_timer();
+        let _failed = metrics.reconcile_timer("prod");
     }
-    metrics.reconcile_error("patch_status");
+    metrics.reconcile_error("prod", "patch_status");
     assert!(has(
         &metrics,
-        r#"onus_reconciliations_total{result="ok"} 1"#
+        r#"onus_reconciliations_total{policy="prod",result="ok"} 1"#
     ));
     assert!(has(
         &metrics,
-        r#"onus_reconciliations_total{result="error"} 1"#
+        r#"onus_reconciliations_total{policy="prod",result="error"} 1"#
     ));
     assert!(has(
         &metrics,
-        r#"onus_reconcile_errors_total{category="patch_status"} 1"#
+        r#"onus_reconcile_errors_total{policy="prod",category="patch_status"} 1"#
     ));
-    assert!(has(&metrics, "onus_reconcile_duration_seconds_count 2"));
+    assert!(has(
+        &metrics,
+        r#"onus_reconcile_duration_seconds_count{policy="prod"} 2"#
+    ));
+}
+
+#[test]
+fn a_deleted_policy_leaves_no_reconciliation_series() {
+    let metrics = Metrics::new();
+    for policy in ["gone", "kept"] {
+        metrics.reconcile_timer(policy).succeeded();
+        metrics.reconcile_error(policy, "patch_status");
+        metrics.detection_latency(policy, Duration::from_millis(100));
+    }
+    metrics.forget_policy("gone");
+    let text = metrics.render();
+    assert!(!text.contains(r#"policy="gone""#), "{text}");
+    for series in [
+        r#"onus_reconciliations_total{policy="kept",result="ok"} 1"#,
+        r#"onus_reconcile_errors_total{policy="kept",category="patch_status"} 1"#,
+        r#"onus_reconcile_duration_seconds_count{policy="kept"} 1"#,
+        r#"onus_detection_latency_seconds_count{policy="kept"} 1"#,
+    ] {
+        assert!(has(&metrics, series), "{series} missing from\n{text}");
+    }
 }
 
 #[test]
@@ -162,14 +186,30 @@ fn watch_events_detection_latency_and_leader_render() {
     let metrics = Metrics::new();
     metrics.watch_event("Pod");
     metrics.watch_event("Pod");
-    metrics.detection_latency(Duration::from_millis(250));
+    metrics.detection_latency("prod", Duration::from_millis(250));
     metrics.set_leader(true);
     assert!(has(&metrics, r#"onus_watch_events_total{kind="Pod"} 2"#));
-    assert!(has(&metrics, "onus_detection_latency_seconds_count 1"));
-    assert!(has(&metrics, "onus_detection_latency_seconds_sum 0.25"));
+    assert!(has(
+        &metrics,
+        r#"onus_detection_latency_seconds_count{policy="prod"} 1"#
+    ));
+    assert!(has(
+        &metrics,
+        r#"onus_detection_latency_seconds_sum{policy="prod"} 0.25"#
+    ));
     assert!(has(&metrics, "onus_leader 1"));
     metrics.set_leader(false);
     assert!(has(&metrics, "onus_leader 0"));
+}
+
+#[test]
+fn build_info_carries_the_crate_version() {
+    let metrics = Metrics::new();
+    let line = format!(
+        r#"onus_build_info{{version="{}"}} 1"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(has(&metrics, &line), "{}", metrics.render());
 }
 
 #[test]

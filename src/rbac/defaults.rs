@@ -1,8 +1,10 @@
 //! Kubernetes' own RBAC objects, recognised by name AND content.
 //!
-//! kube-apiserver bootstraps a fixed set of ClusterRoles, Roles and their bindings (see
-//! `bootstrap-v1.37.json`, generated from a real API server: `tests/rbac_defaults.rs` checks it
-//! against one). Names and labels alone prove nothing: anyone allowed to write RBAC can create
+//! kube-apiserver bootstraps a fixed set of ClusterRoles, Roles and their bindings, which
+//! changes between versions (see `bootstrap-v1.<minor>.json`, one per supported version, each
+//! generated from that version's API server: `tests/rbac_defaults.rs` checks the file of the
+//! version it runs against, `make test` v1.37 and `make test-oldest` v1.34). The data of the
+//! API server's own version is used. Names and labels alone prove nothing: anyone allowed to write RBAC can create
 //! `system:ops` or label an object `kubernetes.io/bootstrapping=rbac-defaults`, and the API server
 //! keeps subjects and rules a customer adds to a default object. So an object is exempt only while
 //! its content is the default one:
@@ -16,7 +18,8 @@
 //!   or relabelled) is the customer's.
 //!
 //! The data describes the default feature gates; a cluster whose API server bootstraps other
-//! objects (other feature gates, another version) sees those judged like customer objects.
+//! objects (other feature gates, a version without data of its own) sees those judged like
+//! customer objects: over-reported, never hidden.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -29,71 +32,126 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
-/// The committed bootstrap objects; see the module documentation.
-const DATA: &str = include_str!("bootstrap-v1.37.json");
+/// The committed bootstrap objects, per Kubernetes minor version onus supports (oldest first);
+/// see the module documentation. Each file is generated from that version's kube-apiserver.
+const DATA: &[(u32, &str)] = &[
+    (34, include_str!("bootstrap-v1.34.json")),
+    (37, include_str!("bootstrap-v1.37.json")),
+];
 
 /// Parsed once: `evaluate` runs per policy evaluation and only looks names up here.
-static DEFAULTS: LazyLock<Defaults> = LazyLock::new(|| match serde_json::from_str::<Data>(DATA) {
-    Ok(data) => Defaults::new(data),
-    Err(error) => {
-        // Unreachable with the committed file (a unit test parses it); without defaults every
-        // object is judged, which over-reports rather than hides grants.
-        tracing::error!(%error, "Cannot parse the RBAC bootstrap defaults");
-        Defaults::default()
-    }
+static DEFAULTS: LazyLock<Vec<(u32, Defaults)>> = LazyLock::new(|| {
+    DATA.iter()
+        .map(|(minor, text)| {
+            let defaults = match serde_json::from_str::<Data>(text) {
+                Ok(data) => Defaults::new(data),
+                Err(error) => {
+                    // Unreachable with the committed files (a unit test parses them); without
+                    // defaults every object is judged, which over-reports rather than hides
+                    // grants.
+                    tracing::error!(%error, minor, "Cannot parse the RBAC bootstrap defaults");
+                    Defaults::default()
+                }
+            };
+            (*minor, defaults)
+        })
+        .collect()
 });
 
-/// The Kubernetes version whose bootstrap objects the data describes, e.g. "v1.37.2".
-pub fn kubernetes_version() -> &'static str {
-    &DEFAULTS.version
-}
-
-/// For a default aggregating ClusterRole (`admin`, `edit`, `view`): the rules the default
-/// ClusterRoles it selects (transitively) contribute, i.e. its rules on an untouched cluster.
-pub fn aggregated_default_rules(cluster_role: &str) -> Option<&'static [PolicyRule]> {
-    let role = DEFAULTS.cluster_roles.get(cluster_role)?;
-    role.aggregation.as_ref()?;
-    Some(&role.aggregated)
-}
-
-/// Kubernetes' default ClusterRoles and Roles as a fresh cluster holds them (an aggregating
-/// role with the rules the aggregation controller gives it), for an index built without an API
-/// server (`onus check`): a binding to `admin` or `view` in a manifest grants what it grants in
-/// a cluster.
-pub fn bootstrap_roles() -> (Vec<ClusterRole>, Vec<Role>) {
-    let meta = |namespace: Option<&str>, name: &str, role: &DefaultRole| ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: namespace.map(str::to_owned),
-        labels: (!role.labels.is_empty()).then(|| role.labels.clone()),
-        ..ObjectMeta::default()
+/// The defaults of the API server of minor version `minor` (1.x): that version's data, else
+/// the newest older one, else (an API server older than onus supports) the oldest. Unknown
+/// (not read yet, or not 1.x): the newest. What a version bootstraps beyond the data chosen is
+/// judged like a customer's: over-reported, never hidden.
+pub fn for_minor(minor: Option<u32>) -> &'static Defaults {
+    let all = &*DEFAULTS;
+    let chosen = match minor {
+        None => all.last(),
+        Some(m) => all
+            .iter()
+            .rev()
+            .find(|(v, _)| *v <= m)
+            .or_else(|| all.first()),
     };
-    let mut cluster_roles: Vec<ClusterRole> = DEFAULTS
-        .cluster_roles
-        .iter()
-        .map(|(name, role)| ClusterRole {
-            metadata: meta(None, name, role),
-            rules: Some(match role.aggregation {
-                Some(_) => role.aggregated.clone(),
-                None => role.rules.clone(),
-            }),
-            aggregation_rule: role.aggregation.clone(),
-        })
-        .collect();
-    cluster_roles.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let mut roles: Vec<Role> = DEFAULTS
-        .roles
-        .iter()
-        .flat_map(|(ns, roles)| {
-            roles.iter().map(move |(name, role)| Role {
-                metadata: meta(Some(ns), name, role),
-                rules: Some(role.rules.clone()),
+    static EMPTY: LazyLock<Defaults> = LazyLock::new(Defaults::default);
+    chosen.map_or(&*EMPTY, |(_, d)| d)
+}
+
+/// The minor versions (1.x) with committed bootstrap data.
+pub fn known_minors() -> Vec<u32> {
+    DATA.iter().map(|(m, _)| *m).collect()
+}
+
+/// The Kubernetes version whose bootstrap objects the newest data describes, e.g. "v1.37.2".
+pub fn kubernetes_version() -> &'static str {
+    &for_minor(None).version
+}
+
+/// For a default aggregating ClusterRole (`admin`, `edit`, `view`) of the newest data: the
+/// rules the default ClusterRoles it selects (transitively) contribute.
+pub fn aggregated_default_rules(cluster_role: &str) -> Option<&'static [PolicyRule]> {
+    for_minor(None).aggregated_default_rules(cluster_role)
+}
+
+/// [`Defaults::bootstrap_roles`] of the newest data.
+pub fn bootstrap_roles() -> (Vec<ClusterRole>, Vec<Role>) {
+    for_minor(None).bootstrap_roles()
+}
+
+impl Defaults {
+    /// The Kubernetes version these bootstrap objects are from, e.g. "v1.34.4".
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// For a default aggregating ClusterRole (`admin`, `edit`, `view`): the rules the default
+    /// ClusterRoles it selects (transitively) contribute, i.e. its rules on an untouched
+    /// cluster.
+    pub fn aggregated_default_rules(&self, cluster_role: &str) -> Option<&[PolicyRule]> {
+        let role = self.cluster_roles.get(cluster_role)?;
+        role.aggregation.as_ref()?;
+        Some(&role.aggregated)
+    }
+
+    /// Kubernetes' default ClusterRoles and Roles as a fresh cluster holds them (an
+    /// aggregating role with the rules the aggregation controller gives it), for an index
+    /// built without an API server (`onus check`): a binding to `admin` or `view` in a
+    /// manifest grants what it grants in a cluster.
+    pub fn bootstrap_roles(&self) -> (Vec<ClusterRole>, Vec<Role>) {
+        let meta = |namespace: Option<&str>, name: &str, role: &DefaultRole| ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: namespace.map(str::to_owned),
+            labels: (!role.labels.is_empty()).then(|| role.labels.clone()),
+            ..ObjectMeta::default()
+        };
+        let mut cluster_roles: Vec<ClusterRole> = self
+            .cluster_roles
+            .iter()
+            .map(|(name, role)| ClusterRole {
+                metadata: meta(None, name, role),
+                rules: Some(match role.aggregation {
+                    Some(_) => role.aggregated.clone(),
+                    None => role.rules.clone(),
+                }),
+                aggregation_rule: role.aggregation.clone(),
             })
-        })
-        .collect();
-    roles.sort_by(|a, b| {
-        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
-    });
-    (cluster_roles, roles)
+            .collect();
+        cluster_roles.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let mut roles: Vec<Role> = self
+            .roles
+            .iter()
+            .flat_map(|(ns, roles)| {
+                roles.iter().map(move |(name, role)| Role {
+                    metadata: meta(Some(ns), name, role),
+                    rules: Some(role.rules.clone()),
+                })
+            })
+            .collect();
+        roles.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        (cluster_roles, roles)
+    }
 }
 
 /// The committed file: objects with just the fields that decide what they grant.
@@ -122,8 +180,9 @@ struct Entry {
     subjects: Vec<Subject>,
 }
 
+/// One Kubernetes version's bootstrap RBAC objects.
 #[derive(Default)]
-struct Defaults {
+pub struct Defaults {
     version: String,
     cluster_roles: HashMap<String, DefaultRole>,
     /// Roles by namespace, then name.
@@ -267,14 +326,15 @@ pub(super) enum Scope<'a> {
 /// The rules of a live role that are the customer's grant (see the module documentation): none
 /// for an untouched default, the non-default aggregated ones for `admin` & co., else all.
 pub(super) fn judged_rules<'a>(
+    defaults: &Defaults,
     scope: Scope<'_>,
     name: &str,
     rules: &'a [PolicyRule],
     aggregation: Option<&AggregationRule>,
 ) -> Cow<'a, [PolicyRule]> {
     let default = match scope {
-        Scope::Cluster => DEFAULTS.cluster_roles.get(name),
-        Scope::Namespace(ns) => DEFAULTS.roles.get(ns).and_then(|m| m.get(name)),
+        Scope::Cluster => defaults.cluster_roles.get(name),
+        Scope::Namespace(ns) => defaults.roles.get(ns).and_then(|m| m.get(name)),
     };
     let Some(default) = default else {
         return Cow::Borrowed(rules);
@@ -310,14 +370,15 @@ fn same_rules(live: &[PolicyRule], default: &[PolicyRule]) -> bool {
 
 /// For a binding with a default name and the default roleRef: its default subjects. `None` for
 /// every other binding (a different roleRef means a customer re-created the name).
-pub(super) fn default_subjects(
+pub(super) fn default_subjects<'d>(
+    defaults: &'d Defaults,
     scope: Scope<'_>,
     name: &str,
     role_ref: &RoleRef,
-) -> Option<&'static [Subject]> {
+) -> Option<&'d [Subject]> {
     let default = match scope {
-        Scope::Cluster => DEFAULTS.cluster_role_bindings.get(name),
-        Scope::Namespace(ns) => DEFAULTS.role_bindings.get(ns).and_then(|m| m.get(name)),
+        Scope::Cluster => defaults.cluster_role_bindings.get(name),
+        Scope::Namespace(ns) => defaults.role_bindings.get(ns).and_then(|m| m.get(name)),
     }?;
     let same_ref = default.role_ref.kind == role_ref.kind
         && default.role_ref.name == role_ref.name

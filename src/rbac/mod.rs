@@ -78,6 +78,8 @@ const EVERYONE: &[&str] = &[
 /// The RBAC objects of the cluster (as held in reflector stores).
 #[derive(Clone, Debug, Default)]
 pub struct RbacSnapshot {
+    /// The API server's minor version (1.x), when known: which Kubernetes defaults apply.
+    pub kubernetes_minor: Option<u32>,
     pub roles: Vec<Arc<Role>>,
     pub cluster_roles: Vec<Arc<ClusterRole>>,
     pub role_bindings: Vec<Arc<RoleBinding>>,
@@ -109,7 +111,8 @@ impl Finding {
 /// Evaluates IAM-01..IAM-08 over effective grants. Subjects in `allowed` are exempt from
 /// IAM-01..IAM-06 (they are the policy's allow-list); IAM-07 and IAM-08 are always reported.
 pub fn evaluate(snapshot: &RbacSnapshot, allowed: &[SubjectRef]) -> Vec<Finding> {
-    let index = RoleIndex::new(snapshot);
+    let defaults = defaults::for_minor(snapshot.kubernetes_minor);
+    let index = RoleIndex::new(snapshot, defaults);
     let mut out = Findings::default();
     let mut cache = CapabilityCache::default();
     for crb in &snapshot.cluster_role_bindings {
@@ -119,7 +122,12 @@ pub fn evaluate(snapshot: &RbacSnapshot, allowed: &[SubjectRef]) -> Vec<Finding>
             namespace: None,
             role_ref: &crb.role_ref,
             subjects: crb.subjects.as_deref().unwrap_or_default(),
-            default_subjects: defaults::default_subjects(Scope::Cluster, name, &crb.role_ref),
+            default_subjects: defaults::default_subjects(
+                defaults,
+                Scope::Cluster,
+                name,
+                &crb.role_ref,
+            ),
         };
         let role = match crb.role_ref.kind.as_str() {
             "ClusterRole" => index.cluster_role(&crb.role_ref.name),
@@ -137,7 +145,12 @@ pub fn evaluate(snapshot: &RbacSnapshot, allowed: &[SubjectRef]) -> Vec<Finding>
             namespace: Some(ns),
             role_ref: &rb.role_ref,
             subjects: rb.subjects.as_deref().unwrap_or_default(),
-            default_subjects: defaults::default_subjects(Scope::Namespace(ns), name, &rb.role_ref),
+            default_subjects: defaults::default_subjects(
+                defaults,
+                Scope::Namespace(ns),
+                name,
+                &rb.role_ref,
+            ),
         };
         let role = match rb.role_ref.kind.as_str() {
             "ClusterRole" => index.cluster_role(&rb.role_ref.name),
@@ -185,7 +198,7 @@ struct RoleIndex<'a> {
 }
 
 impl<'a> RoleIndex<'a> {
-    fn new(snapshot: &'a RbacSnapshot) -> Self {
+    fn new(snapshot: &'a RbacSnapshot, defaults: &defaults::Defaults) -> Self {
         let mut roles = HashMap::new();
         for role in &snapshot.roles {
             let (Some(ns), Some(name)) = (
@@ -198,7 +211,13 @@ impl<'a> RoleIndex<'a> {
                 let rules = role.rules.as_deref().unwrap_or_default();
                 ResolvedRole {
                     rules,
-                    judged: defaults::judged_rules(Scope::Namespace(ns), name, rules, None),
+                    judged: defaults::judged_rules(
+                        defaults,
+                        Scope::Namespace(ns),
+                        name,
+                        rules,
+                        None,
+                    ),
                 }
             });
         }
@@ -215,7 +234,13 @@ impl<'a> RoleIndex<'a> {
                 let aggregation = cr.aggregation_rule.as_ref();
                 ResolvedRole {
                     rules,
-                    judged: defaults::judged_rules(Scope::Cluster, name, rules, aggregation),
+                    judged: defaults::judged_rules(
+                        defaults,
+                        Scope::Cluster,
+                        name,
+                        rules,
+                        aggregation,
+                    ),
                 }
             });
         }

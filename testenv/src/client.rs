@@ -46,7 +46,7 @@ impl ControlPlane {
     }
 }
 
-async fn client_from(kubeconfig: &Path) -> Result<Client, Error> {
+pub(crate) async fn client_from(kubeconfig: &Path) -> Result<Client, Error> {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)
         .map_err(|e| Error::Client(e.to_string()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())

@@ -16,10 +16,12 @@
 
 mod audit;
 mod client;
+mod faults;
 mod pki;
 mod process;
 
-pub use audit::AuditEvent;
+pub use audit::{AuditEvent, parse as parse_audit_log};
+pub use process::AUDIT_DIR_ENV;
 
 use std::{
     net::TcpListener,
@@ -451,13 +453,22 @@ pub fn random_suffix() -> String {
 }
 
 static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+static SHARED_OPTIONS: OnceLock<Options> = OnceLock::new();
+
+/// Sets the options the shared control plane of this test binary starts with (e.g. users whose
+/// reads are audited too). Must come before the first [`shared`]; returns false (changing
+/// nothing) if the options were set already or the control plane runs.
+pub fn configure_shared(options: Options) -> bool {
+    SHARED.get().is_none() && SHARED_OPTIONS.set(options).is_ok()
+}
 
 /// The control plane shared by every test in this test binary, started on first use and
 /// stopped when the process exits. Panics (failing the test) if it cannot start.
 pub fn shared() -> &'static ControlPlane {
     SHARED.get_or_init(|| {
         // Called from async tests too: start on a plain thread, outside any runtime.
-        let cp = std::thread::spawn(|| ControlPlane::start(Options::default()))
+        let options = SHARED_OPTIONS.get().cloned().unwrap_or_default();
+        let cp = std::thread::spawn(move || ControlPlane::start(options))
             .join()
             .expect("control plane start thread panicked")
             .unwrap_or_else(|e| panic!("starting the test control plane: {e}"));

@@ -62,6 +62,8 @@ fn spawn_supervised(mut cmd: Command) -> std::io::Result<Child> {
 pub(crate) struct Processes {
     dir: PathBuf,
     children: Vec<(String, Child)>,
+    /// How each component was started, so a test can kill it and start it again.
+    specs: Vec<(String, PathBuf, Vec<String>)>,
     stopped: bool,
 }
 
@@ -70,13 +72,34 @@ impl Processes {
         Processes {
             dir,
             children: Vec::new(),
+            specs: Vec::new(),
             stopped: false,
         }
     }
 
     pub fn spawn(&mut self, name: &str, bin: &Path, args: &[String]) -> Result<(), Error> {
+        self.specs.retain(|(n, _, _)| n != name);
+        self.specs
+            .push((name.to_string(), bin.to_path_buf(), args.to_vec()));
+        self.start(name, bin, args, false)
+    }
+
+    /// Starts `name` (its log appended to on a restart, so the earlier run stays readable).
+    fn start(
+        &mut self,
+        name: &str,
+        bin: &Path,
+        args: &[String],
+        append: bool,
+    ) -> Result<(), Error> {
         let log_path = self.dir.join(format!("{name}.log"));
-        let log = File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&log_path)
+            .map_err(|e| Error::io(&log_path, e))?;
         let log2 = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
         let mut cmd = Command::new(bin);
         cmd.args(args)
@@ -89,7 +112,40 @@ impl Processes {
         Ok(())
     }
 
-    /// Fails with the component's log if any child has exited.
+    /// Kills `name` with SIGKILL (no chance to clean up) and reaps it; it can be started again
+    /// with [`Processes::restart`]. Returns whether it was running.
+    pub fn kill(&mut self, name: &str) -> bool {
+        let Some(i) = self.children.iter().position(|(n, _)| n == name) else {
+            return false;
+        };
+        let (_, mut child) = self.children.remove(i);
+        let _ = child.kill();
+        let _ = child.wait();
+        true
+    }
+
+    /// Starts `name` again, as it was first started (after [`Processes::kill`]).
+    pub fn restart(&mut self, name: &str) -> Result<(), Error> {
+        if self.stopped || self.children.iter().any(|(n, _)| n == name) {
+            return Ok(());
+        }
+        let (_, bin, args) = self
+            .specs
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .cloned()
+            .ok_or_else(|| Error::Client(format!("no component named {name} was started")))?;
+        self.start(name, &bin, &args, true)
+    }
+
+    /// The arguments `name` was started with.
+    pub fn args(&self, name: &str) -> Option<(PathBuf, Vec<String>)> {
+        self.specs
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, bin, args)| (bin.clone(), args.clone()))
+    }
+
     /// The process id of the component `name` (e.g. `kube-apiserver`), while it runs.
     pub fn pid(&self, name: &str) -> Option<u32> {
         self.children
@@ -98,6 +154,7 @@ impl Processes {
             .map(|(_, child)| child.id())
     }
 
+    /// Fails with the component's log if any child has exited.
     pub fn check_alive(&mut self) -> Result<(), Error> {
         for (name, child) in &mut self.children {
             if let Ok(Some(status)) = child.try_wait() {
@@ -135,7 +192,35 @@ impl Processes {
                 }
             }
         }
+        archive_audit_logs(&self.dir);
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The directory named by `$ONUS_AUDIT_DIR`, where each run's audit logs are kept after the
+/// run (as `<run>-<file>`), so a check after the whole suite can read what every test's API
+/// server logged (`make test` sets it).
+pub const AUDIT_DIR_ENV: &str = "ONUS_AUDIT_DIR";
+
+fn archive_audit_logs(dir: &Path) {
+    let Some(archive) = std::env::var_os(AUDIT_DIR_ENV).map(PathBuf::from) else {
+        return;
+    };
+    let run = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    if fs::create_dir_all(&archive).is_err() {
+        return;
+    }
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("audit") && name.ends_with(".log") {
+            let _ = fs::copy(entry.path(), archive.join(format!("{run}-{name}")));
+        }
     }
 }
 

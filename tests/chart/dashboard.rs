@@ -25,6 +25,8 @@ fn has_policy_label(metric: &str) -> bool {
     metric.starts_with("onus_policy_")
         || metric.starts_with("onus_control_")
         || metric == "onus_exceptions_expiring_soon"
+        || metric.starts_with("onus_reconcil")
+        || metric.starts_with("onus_detection_latency")
 }
 
 /// Every `onus_*` metric selector in a query, with its label matchers (empty when bare).

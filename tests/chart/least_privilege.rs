@@ -90,6 +90,29 @@ fn the_cluster_role_narrows_writes_by_name_and_enforce_disabled_makes_it_read_on
             strings(&["onus-default-deny"])
         )]
     );
+    // The generated admission policies and bindings: only the names onus generates.
+    assert_eq!(
+        writes(
+            &rules,
+            "admissionregistration.k8s.io",
+            "validatingadmissionpolicies"
+        ),
+        [(
+            strings(&["get", "create", "patch", "delete"]),
+            onus::admission::all_names()
+        )]
+    );
+    assert_eq!(
+        writes(
+            &rules,
+            "admissionregistration.k8s.io",
+            "validatingadmissionpolicybindings"
+        ),
+        [(
+            strings(&["get", "create", "patch", "delete"]),
+            onus::admission::all_names()
+        )]
+    );
     // `create` without a name only where it cannot be narrowed: Events.
     for rule in &rules {
         if rule.verbs.iter().any(|v| v == "create") && rule.resource_names.is_none() {
@@ -116,6 +139,14 @@ fn the_cluster_role_narrows_writes_by_name_and_enforce_disabled_makes_it_read_on
             writes(&rules, group, resource),
             [],
             "enforce.enabled=false: {resource} must be read-only"
+        );
+        assert!(
+            writes(
+                &rules,
+                "admissionregistration.k8s.io",
+                "validatingadmissionpolicies"
+            )
+            .is_empty()
         );
         // Still read: Audit results are complete.
         assert!(
@@ -564,6 +595,31 @@ async fn the_operator_enforces_under_its_admission_policies_and_writes_outside_t
         .expect("onus-default-deny");
     let spec = np.spec.expect("spec");
     assert_eq!(spec.policy_types, Some(strings(&["Ingress", "Egress"])));
+    // The generated admission policies passed the restraint: in place, and status says so.
+    let generated = Api::<ValidatingAdmissionPolicy>::all(client.clone());
+    let iam01 = generated.get("onus-iam-01").await.expect("onus-iam-01");
+    assert_eq!(
+        iam01
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("onus")
+    );
+    let status = wait_for(&client, &release, Duration::from_secs(30), |s| {
+        s.controls
+            .iter()
+            .any(|c| c.id == "IAM-01" && c.admission == Some(onus::crd::AdmissionAction::Deny))
+    })
+    .await;
+    assert!(
+        status.as_ref().is_some_and(|s| s
+            .controls
+            .iter()
+            .any(|c| c.id == "IAM-01" && c.admission.is_some())),
+        "IAM-01 not reported prevented: {status:?}"
+    );
 
     // Letting go passes the admission policies too: switched to Audit, onus removes its
     // NetworkPolicy, gives up the token setting and restores the label it replaced.
@@ -599,6 +655,11 @@ async fn the_operator_enforces_under_its_admission_policies_and_writes_outside_t
                 .await
                 .expect("sa")
                 .automount_service_account_token
+                .is_none()
+            && generated
+                .get_opt("onus-iam-01")
+                .await
+                .expect("vap")
                 .is_none();
         if released {
             break;
@@ -818,6 +879,27 @@ async fn the_operator_enforces_under_its_admission_policies_and_writes_outside_t
         ("patch", "networkpolicies/onus-default-deny", true),
         ("patch", "networkpolicies/allow-all", false),
         ("delete", "networkpolicies/allow-all", false),
+        // The generated admission policies (no admission policy can restrain these writes:
+        // the API server exempts admissionregistration.k8s.io objects from them).
+        ("create", "validatingadmissionpolicies/onus-iam-01", true),
+        (
+            "patch",
+            "validatingadmissionpolicybindings/onus-iam-07-warn",
+            true,
+        ),
+        ("delete", "validatingadmissionpolicies/onus-iam-02", true),
+        ("create", "validatingadmissionpolicies", false),
+        ("patch", "validatingadmissionpolicies/some-policy", false),
+        (
+            "delete",
+            "validatingadmissionpolicybindings/some-binding",
+            false,
+        ),
+        (
+            "patch",
+            "validatingwebhookconfigurations/onus-iam-01",
+            false,
+        ),
     ] {
         assert_eq!(
             can_i(cp, &user, verb, what, &workload).await,

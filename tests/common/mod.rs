@@ -26,6 +26,10 @@ pub const CRD_FILE: &str = concat!(
 /// Label on every policy a test creates; its operator only reconciles policies with its value.
 pub const TEST_LABEL: &str = "onus.dev/test";
 
+/// Operators under test act as users named with this prefix (tests/suite_write_scope.rs checks
+/// every write of theirs in the whole suite's audit logs).
+pub const OPERATOR_USER_PREFIX: &str = "onus-operator-";
+
 /// One test's view of the cluster: a client, a unique id and an operator scoped to it.
 pub struct TestEnv {
     pub cp: &'static ControlPlane,
@@ -83,26 +87,48 @@ pub fn install_crd(cp: &ControlPlane) {
 impl TestEnv {
     /// Starts (or reuses) the control plane, installs the CRD and runs an operator for this test.
     pub async fn start(name: &str) -> TestEnv {
-        TestEnv::start_with(name, None, None).await
+        TestEnv::start_with(name, None, None, false).await
+    }
+
+    /// Like [`TestEnv::start`], with the generated ValidatingAdmissionPolicies on. They are
+    /// cluster-wide with fixed names, so only one such operator may run at a time (the other
+    /// test operators leave them off: `Settings::admission_policies`).
+    /// The operator acts as `user` (no group), when given.
+    pub async fn start_admission(name: &str, user: Option<&str>) -> TestEnv {
+        TestEnv::start_with(name, user.map(|u| (u, None)), None, true).await
     }
 
     /// Like [`TestEnv::start`], but the operator runs "in" namespace `own_namespace` (as
     /// `$POD_NAMESPACE` says in a cluster).
     pub async fn start_in(name: &str, own_namespace: &str) -> TestEnv {
-        TestEnv::start_with(name, None, Some(own_namespace.to_string())).await
+        TestEnv::start_with(name, None, Some(own_namespace.to_string()), false).await
     }
 
     /// Like [`TestEnv::start`], but the operator acts as `user` (in `group`, if any) with a
     /// client certificate of its own, so the API server's audit log tells its writes apart
     /// from the test's (which stay the admin's).
     pub async fn start_as(name: &str, user: &str, group: Option<&str>) -> TestEnv {
-        TestEnv::start_with(name, Some((user, group)), None).await
+        TestEnv::start_with(name, Some((user, group)), None, false).await
+    }
+
+    /// The control plane, the CRD and a client, but no operator: the test runs its own (e.g.
+    /// the `onus` binary, which governs every policy).
+    pub async fn without_operator(name: &str) -> TestEnv {
+        let cp = onus_testenv::shared();
+        std::thread::scope(|s| s.spawn(|| install_crd(cp)).join().expect("install crd"));
+        TestEnv {
+            cp,
+            client: cp.client().await,
+            id: format!("{name}-{}", &onus_testenv::random_suffix()[..6]),
+            metrics: onus::metrics::Metrics::new(),
+        }
     }
 
     async fn start_with(
         name: &str,
         operator: Option<(&str, Option<&str>)>,
         own_namespace: Option<String>,
+        admission_policies: bool,
     ) -> TestEnv {
         // Operator logs show in a failing test's output.
         let _ = tracing_subscriber::fmt()
@@ -113,17 +139,21 @@ impl TestEnv {
         let cp = onus_testenv::shared();
         std::thread::scope(|s| s.spawn(|| install_crd(cp)).join().expect("install crd"));
         let client = cp.client().await;
+        let id = format!("{name}-{}", &onus_testenv::random_suffix()[..6]);
+        // An identity of its own even when the test does not ask for one, so the audit logs of
+        // the whole suite tell onus's writes apart (tests/suite_write_scope.rs checks them).
+        let default_user = format!("{OPERATOR_USER_PREFIX}{id}");
         let operator = match operator {
             Some((user, group)) => cp.client_as(user, group).await,
-            None => client.clone(),
+            None => cp.client_as(&default_user, Some("system:masters")).await,
         };
-        let id = format!("{name}-{}", &onus_testenv::random_suffix()[..6]);
         let metrics = onus::metrics::Metrics::new();
         let settings = Settings {
             instance: id.clone(),
             policy_selector: Some(format!("{TEST_LABEL}={id}")),
             metrics: metrics.clone(),
             own_namespace,
+            admission_policies,
             ..Settings::default()
         };
         tokio::spawn(controller::run(operator, settings, std::future::pending()));
@@ -190,13 +220,15 @@ impl TestEnv {
         }
     }
 
-    /// Creates any object from a literal (apiVersion and kind inside).
-    pub async fn create(&self, namespace: Option<&str>, obj: Value) {
+    /// Creates any object from a literal (apiVersion and kind inside); returns it as created.
+    pub async fn create(&self, namespace: Option<&str>, obj: Value) -> Value {
         let api = dynamic_api(&self.client, namespace, &obj);
         let obj: DynamicObject = serde_json::from_value(obj).expect("object literal");
-        api.create(&PostParams::default(), &obj)
+        let created = api
+            .create(&PostParams::default(), &obj)
             .await
             .unwrap_or_else(|e| panic!("creating {:?}: {e}", obj.metadata.name));
+        serde_json::to_value(created).expect("created object")
     }
 
     /// Server-side applies a partial object (as its test owner).

@@ -17,6 +17,11 @@
 {{- end }}
 {{- end }}
 
+{{/* The namespace of every namespaced object: namespaceOverride, else the release's. */}}
+{{- define "onus.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "onus.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -44,11 +49,35 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-leader" (include "onus.fullname" .)) .Values.leaderElection.leaseName }}
 {{- end }}
 
+{{/*
+The image: global.imageRegistry, else image.registry, in front of image.repository (an empty
+registry leaves the repository as it is); then the digest, else the tag (default: appVersion).
+*/}}
 {{- define "onus.image" -}}
+{{- $global := .Values.global | default dict }}
+{{- $registry := default (.Values.image.registry | default "") ($global.imageRegistry | default "") | trimSuffix "/" }}
+{{- $repository := .Values.image.repository }}
+{{- if $registry }}{{ $repository = printf "%s/%s" $registry $repository }}{{ end }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image pull secrets: global.imagePullSecrets, then imagePullSecrets; each a name or {name: ...}.
+*/}}
+{{- define "onus.imagePullSecrets" -}}
+{{- $global := .Values.global | default dict }}
+{{- $names := list }}
+{{- range (concat ($global.imagePullSecrets | default list) (.Values.imagePullSecrets | default list)) }}
+{{- $name := . }}
+{{- if kindIs "map" . }}{{ $name = .name }}{{ end }}
+{{- if not (has $name $names) }}{{ $names = append $names $name }}{{ end }}
+{{- end }}
+{{- range $names }}
+- name: {{ . | quote }}
 {{- end }}
 {{- end }}
 
@@ -63,6 +92,14 @@ and ignores new defaults) neither fail to render nor switch a protection off.
 
 {{- define "onus.admissionPolicy" -}}
 {{- if dig "admissionPolicy" "enabled" true .Values.AsMap }}true{{ end }}
+{{- end }}
+
+{{/*
+The names of the ValidatingAdmissionPolicies (and bindings) the operator generates for the
+controls it checks at admission (onus::admission::all_names; a chart test keeps them equal).
+*/}}
+{{- define "onus.generatedAdmissionNames" -}}
+onus-iam-01,onus-iam-01-warn,onus-iam-02,onus-iam-02-warn,onus-iam-05,onus-iam-05-warn,onus-iam-07,onus-iam-07-warn,onus-wkl-10,onus-wkl-10-warn,onus-net-05,onus-net-05-warn
 {{- end }}
 
 {{/*

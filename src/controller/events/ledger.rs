@@ -15,6 +15,10 @@ use std::{
 pub const RECURRENCE_MEMORY: Duration = Duration::from_secs(3600);
 /// At most this many fixed violations are remembered; the oldest go first.
 pub const MAX_FIXED: usize = 10_000;
+/// How long a violation whose Event the API server forbade waits before it is offered again:
+/// a missing permission is usually fixed by hand, not in seconds, and a forbidden Event must
+/// not take the place of others in every evaluation meanwhile.
+pub const FORBIDDEN_RETRY: Duration = Duration::from_secs(300);
 
 /// How to publish one violation's Event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +43,8 @@ pub struct Ledger {
     current: HashMap<String, HashMap<u64, i32>>,
     /// Events of violations fixed within [`RECURRENCE_MEMORY`]: series count and when fixed.
     fixed: HashMap<u64, (i32, Instant)>,
+    /// Events the API server forbade: not offered again before this time.
+    forbidden: HashMap<u64, Instant>,
 }
 
 impl Ledger {
@@ -64,6 +70,8 @@ impl Ledger {
             .retain(|uid, _| uid == policy || live.contains(uid));
         self.fixed
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < RECURRENCE_MEMORY);
+        self.forbidden
+            .retain(|_, until| now.saturating_duration_since(*until) < RECURRENCE_MEMORY);
         let seen = self.current.entry(policy.to_string()).or_default();
         let now_failing: HashSet<u64> = failing.iter().map(|(d, _)| *d).collect();
         let gone: Vec<u64> = seen
@@ -83,6 +91,13 @@ impl Ledger {
             }
             if seen.contains_key(&d) {
                 continue;
+            }
+            match self.forbidden.get(&d) {
+                Some(until) if *until > now => continue,
+                Some(_) => {
+                    self.forbidden.remove(&d);
+                }
+                None => {}
             }
             let (announce, count) = match self.fixed.remove(&d) {
                 Some((count, _)) => {
@@ -128,6 +143,14 @@ impl Ledger {
         {
             self.fixed.insert(digest, (count.saturating_sub(1), now));
         }
+    }
+
+    /// Counts a violation whose Event the API server forbade as not announced, and holds it
+    /// back for [`FORBIDDEN_RETRY`]: a permission may be granted later, but it is not retried
+    /// in every evaluation.
+    pub fn forbidden(&mut self, policy: &str, digest: u64, announce: Announce, now: Instant) {
+        self.unannounce(policy, digest, announce, now);
+        self.forbidden.insert(digest, now + FORBIDDEN_RETRY);
     }
 
     /// How many violations are remembered in all (current and fixed).

@@ -220,3 +220,69 @@ fn policies_asking_for_different_directions_merge_to_both_and_narrowing_one_keep
         }]
     );
 }
+
+#[test]
+fn an_unreadable_webhook_configuration_holds_every_default_deny_until_it_can_be_read() {
+    let mut index = cluster(&[]);
+    let kind = crate::facts::backends::BackendKind::ValidatingWebhookConfiguration;
+    let key = Key::new(None, "broken-hook");
+    index.backends.set_readable(kind, &key, false, false);
+    let p = network_only("p", json!({}));
+    // Where it calls is unknown: shop (which backs nothing readable) is held too, and says why.
+    assert_eq!(converge(std::slice::from_ref(&p), &index), []);
+    assert_eq!(
+        preview(&p, &index).deny_waiting,
+        [DenyWaiting {
+            namespace: "shop".into(),
+            reasons: vec![
+                "webhook broken-hook could not be read (where it calls is unknown)".into()
+            ],
+            waits: true,
+            kept: false,
+        }]
+    );
+    // An explicit allowance for the namespace still lets it in.
+    let allows = network_only("a", json!({"allowDefaultDenyInFrontOfWebhooks": ["shop"]}));
+    assert_eq!(
+        converge(std::slice::from_ref(&allows), &index),
+        [apply_np(&["a"])]
+    );
+    // Once it decodes, the deny goes in.
+    index.backends.set_readable(kind, &key, true, false);
+    assert_eq!(
+        converge(std::slice::from_ref(&p), &index),
+        [apply_np(&["p"])]
+    );
+}
+
+#[test]
+fn a_webhook_called_by_a_cluster_ip_holds_the_deny_where_that_service_is() {
+    let mut index = cluster(&[]);
+    let kind = crate::facts::backends::BackendKind::ValidatingWebhookConfiguration;
+    let ip: std::net::IpAddr = "10.96.0.12".parse().expect("ip");
+    index.backends.map(kind).apply(
+        Key::new(None, "by-ip"),
+        Some(crate::facts::backends::BackendFact {
+            services: Vec::new(),
+            ips: vec![ip],
+        }),
+    );
+    index.backends.rebuild();
+    let p = network_only("p", json!({}));
+    // No Service has the address (an outside one): nothing is held.
+    assert_eq!(
+        converge(std::slice::from_ref(&p), &index),
+        [apply_np(&["p"])]
+    );
+    // A Service in shop has it: shop is held, and says by what.
+    index.service_ips.apply(
+        Key::new(Some("shop"), "hook"),
+        Some(facts::ClusterIpsFact { ips: vec![ip] }),
+    );
+    index.touch("Service", Some("shop"));
+    assert_eq!(converge(std::slice::from_ref(&p), &index), []);
+    assert_eq!(
+        preview(&p, &index).deny_waiting[0].reasons,
+        ["backs webhook by-ip (by cluster IP 10.96.0.12)"]
+    );
+}

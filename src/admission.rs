@@ -1,0 +1,580 @@
+//! Prevention at admission, decided: the ValidatingAdmissionPolicies (and their bindings) onus
+//! generates for the controls the API server can check on a single request. Pure: policies and
+//! time in, objects out; [`crate::enforce`] applies them and [`crate::controller`] removes what
+//! no policy asks for any more.
+//!
+//! - One ValidatingAdmissionPolicy per control and action, named `onus-<control>` (`[Deny]`, for
+//!   families in Enforce) or `onus-<control>-warn` (`[Warn, Audit]`, for families in Audit of
+//!   policies with `admission: Warn`), each with one binding of the same name. Merged across
+//!   policies: every contributing policy is one validation of the object, with its own
+//!   namespaces, allow-list and exceptions, and a message naming the control and the policy; a
+//!   request passes only if every validation does (the strictest wins).
+//! - Only new violations are stopped: an update that leaves the checked fields (subjects and
+//!   roleRef of a binding, rules of a role, a Service's externalIPs) as they were is admitted
+//!   (WKL-10, workloads in `default`, matches creation only), so an object that is
+//!   already in violation can still be relabelled or cleaned up; status keeps reporting it.
+//! - It never locks the cluster or onus out: requests by `system:masters` (the API server's own
+//!   bootstrap among them), `system:apiserver`, `system:kube-controller-manager`,
+//!   `system:kube-scheduler`, every ServiceAccount of kube-system (the controllers) and onus's own
+//!   identity are excluded by a match condition, and Kubernetes' own namespaces are excluded by
+//!   the binding unless a contributing policy includes them.
+//! - `failurePolicy: Fail`. The policy is onus's own (a missing or broken one is onus's bug, and
+//!   onus fails closed), the expressions only read the request and are tested against the API
+//!   server, and the identities that run and repair the cluster are excluded by a match
+//!   condition that reads nothing but `request.userInfo`, so failing closed cannot lock the
+//!   cluster out. `Ignore` would let a request the policy cannot judge through unreported.
+//!
+//! Exceptions expire by time, which CEL cannot read: only the exceptions active at `now` are
+//! generated, and the controller regenerates when one expires (policies requeue at the expiry).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde_json::{Value, json};
+
+use crate::{
+    catalog::{Family, control_by_id},
+    crd::{
+        AdmissionAction, AdmissionMode, Mode, Owner, ResponsibilityPolicy,
+        ResponsibilityPolicySpec, SYSTEM_NAMESPACES, SubjectKind,
+    },
+    evaluate::owner_of,
+    facts::MANAGED_BY,
+    remediate::enforced_spec,
+    validate::validate,
+};
+
+/// The controls checked at admission: IAM-01, IAM-02, IAM-05, IAM-07 (RBAC), WKL-10
+/// (workloads in `default`) and NET-05 (Service externalIPs).
+pub const PREVENTABLE: [&str; 6] = ["IAM-01", "IAM-02", "IAM-05", "IAM-07", "WKL-10", "NET-05"];
+
+/// Annotation on generated objects: the policies that contributed, sorted, comma-separated.
+pub const POLICIES_ANNOTATION: &str = crate::facts::POLICIES_ANNOTATION;
+
+/// The name of the objects for `control` and `action`, e.g. `onus-iam-01`, `onus-iam-01-warn`.
+pub fn object_name(control: &str, action: AdmissionAction) -> String {
+    let base = format!("onus-{}", control.to_ascii_lowercase());
+    match action {
+        AdmissionAction::Deny => base,
+        AdmissionAction::Warn => base + "-warn",
+    }
+}
+
+/// Every name onus may generate: onus writes and deletes objects with these names only.
+pub fn all_names() -> Vec<String> {
+    PREVENTABLE
+        .iter()
+        .flat_map(|c| [AdmissionAction::Deny, AdmissionAction::Warn].map(|a| object_name(c, a)))
+        .collect()
+}
+
+/// The identities a generated policy never applies to (see the module docs).
+pub const EXEMPT_USERS: [&str; 3] = [
+    "system:apiserver",
+    "system:kube-controller-manager",
+    "system:kube-scheduler",
+];
+
+fn family_mode(spec: &ResponsibilityPolicySpec, family: Family) -> Option<Mode> {
+    let c = &spec.controls;
+    match family {
+        Family::Rbac => c.rbac.mode,
+        Family::ServiceAccounts => c.service_accounts.mode,
+        Family::PodSecurity => c.pod_security.mode,
+        Family::Network => c.network.mode,
+        Family::Data => c.data.mode,
+        Family::Audit => c.audit.mode,
+    }
+}
+
+fn family_enabled(spec: &ResponsibilityPolicySpec, family: Family) -> bool {
+    let c = &spec.controls;
+    match family {
+        Family::Rbac => c.rbac.enabled,
+        Family::ServiceAccounts => c.service_accounts.enabled,
+        Family::PodSecurity => c.pod_security.enabled,
+        Family::Network => c.network.enabled,
+        Family::Data => c.data.enabled,
+        Family::Audit => c.audit.enabled,
+    }
+}
+
+/// How `spec` asks for `control` to be checked at admission: `Deny` when its family is in
+/// Enforce, `Warn` when it audits with `admission: Warn`; none when the control is not
+/// preventable, its family is disabled or the provider owns it.
+pub fn action_for(spec: &ResponsibilityPolicySpec, control: &str) -> Option<AdmissionAction> {
+    if !PREVENTABLE.contains(&control) {
+        return None;
+    }
+    let c = control_by_id(control)?;
+    if !family_enabled(spec, c.family) || owner_of(spec, c).0 == Owner::Provider {
+        return None;
+    }
+    // As the remediations: Enforce only when the policy and the family both enforce.
+    if spec.mode == Mode::Enforce
+        && family_mode(spec, c.family).unwrap_or(spec.mode) == Mode::Enforce
+    {
+        Some(AdmissionAction::Deny)
+    } else {
+        (spec.admission == Some(AdmissionMode::Warn)).then_some(AdmissionAction::Warn)
+    }
+}
+
+/// The spec a policy is checked at admission with: the one it enforces (its last valid Enforce
+/// spec while the current one is invalid) or, for Warn, its current valid spec. None while it
+/// is being deleted.
+pub fn admission_spec(policy: &ResponsibilityPolicy) -> Option<&ResponsibilityPolicySpec> {
+    if policy.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    if validate(&policy.spec).is_ok() {
+        Some(&policy.spec)
+    } else {
+        enforced_spec(policy)
+    }
+}
+
+/// One generated ValidatingAdmissionPolicy and its binding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generated {
+    pub control: &'static str,
+    pub action: AdmissionAction,
+    pub policy: Value,
+    pub binding: Value,
+    /// The ResponsibilityPolicies that contributed, sorted.
+    pub policies: Vec<String>,
+}
+
+/// A CEL string literal.
+fn lit(s: &str) -> String {
+    // JSON's escapes (\" \\ \n \uXXXX) are CEL's too.
+    serde_json::to_string(s).unwrap_or_else(|_| "''".into())
+}
+
+fn list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let items: Vec<String> = items.into_iter().map(lit).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The request's user is one of those that run and repair the cluster, or onus itself.
+pub fn exempt_expression(own_user: Option<&str>) -> String {
+    let mut users: Vec<&str> = EXEMPT_USERS.to_vec();
+    users.extend(own_user);
+    format!(
+        "request.userInfo.?groups.orValue([]).exists(g, g == 'system:masters') || \
+         request.userInfo.?username.orValue('') in {} || \
+         request.userInfo.?username.orValue('').startsWith('system:serviceaccount:kube-system:')",
+        list(users)
+    )
+}
+
+/// A label selector as CEL over the labels `l`.
+fn selector(s: &LabelSelector, l: &str) -> String {
+    let mut terms = Vec::new();
+    for (k, v) in s.match_labels.iter().flatten() {
+        terms.push(format!(
+            "({k} in {l} && {l}[{k}] == {v})",
+            k = lit(k),
+            v = lit(v)
+        ));
+    }
+    for e in s.match_expressions.iter().flatten() {
+        let k = lit(&e.key);
+        let values = list(e.values.iter().flatten().map(String::as_str));
+        terms.push(match e.operator.as_str() {
+            "In" => format!("({k} in {l} && {l}[{k}] in {values})"),
+            "NotIn" => format!("(!({k} in {l}) || !({l}[{k}] in {values}))"),
+            "Exists" => format!("({k} in {l})"),
+            "DoesNotExist" => format!("!({k} in {l})"),
+            // The schema admits no other operator; an unknown one selects nothing, as in
+            // evaluate.
+            _ => "false".into(),
+        });
+    }
+    if terms.is_empty() {
+        "true".into()
+    } else {
+        terms.join(" && ")
+    }
+}
+
+/// Namespaces the policy never governs: its exclusions and Kubernetes' own it does not include.
+fn not_governed(spec: &ResponsibilityPolicySpec) -> Vec<&str> {
+    let mut out: BTreeSet<&str> = spec
+        .excluded_namespaces
+        .iter()
+        .map(String::as_str)
+        .collect();
+    out.extend(
+        SYSTEM_NAMESPACES
+            .iter()
+            .filter(|n| !spec.include_system_namespaces.iter().any(|i| i == *n)),
+    );
+    out.into_iter().collect()
+}
+
+/// Whether the policy governs the request: cluster-scoped objects always (cluster-wide RBAC
+/// counts for every policy), namespaced ones when the namespace is governed.
+fn governs(spec: &ResponsibilityPolicySpec) -> String {
+    let mut ns = format!(
+        "!(namespaceObject.metadata.name in {})",
+        list(not_governed(spec))
+    );
+    if let Some(s) = &spec.namespace_selector {
+        ns = format!(
+            "{ns} && {}",
+            selector(s, "namespaceObject.metadata.?labels.orValue({})")
+        );
+    }
+    format!("(request.?namespace.orValue('') == '' || ({ns}))")
+}
+
+/// The active exceptions of `control` as one CEL condition on the request (`false`: none).
+fn excepted(spec: &ResponsibilityPolicySpec, control: &str, now: Timestamp) -> String {
+    let terms: Vec<String> = spec
+        .exceptions
+        .iter()
+        .filter(|e| e.controls.iter().any(|c| c == control))
+        .filter(|e| e.expires.as_ref().is_none_or(|t| t.0 > now))
+        .map(|e| {
+            let mut parts = Vec::new();
+            if !e.namespaces.is_empty() {
+                // A cluster-scoped object has no namespace and is never covered (as in status).
+                parts.push(format!(
+                    "request.?namespace.orValue('') in {}",
+                    list(e.namespaces.iter().map(String::as_str))
+                ));
+            }
+            if !e.resources.is_empty() {
+                let alts: Vec<String> = e
+                    .resources
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "(request.kind.kind.lowerAscii() == {} && object.metadata.?name.orValue('') == {})",
+                            lit(&r.kind.to_ascii_lowercase()),
+                            lit(&r.name)
+                        )
+                    })
+                    .collect();
+                parts.push(format!("({})", alts.join(" || ")));
+            }
+            if parts.is_empty() {
+                "true".into()
+            } else {
+                format!("({})", parts.join(" && "))
+            }
+        })
+        .collect();
+    if terms.is_empty() {
+        "false".into()
+    } else {
+        terms.join(" || ")
+    }
+}
+
+/// The allow-list split by kind: users, groups, ServiceAccounts as `namespace:name`.
+fn allow_list(spec: &ResponsibilityPolicySpec) -> (Vec<&str>, Vec<&str>, Vec<String>) {
+    let (mut users, mut groups, mut sas) = (Vec::new(), Vec::new(), Vec::new());
+    for s in &spec.controls.rbac.cluster_admin_subjects {
+        match s.kind {
+            SubjectKind::User => users.push(s.name.as_str()),
+            SubjectKind::Group => groups.push(s.name.as_str()),
+            SubjectKind::ServiceAccount => {
+                if let Some(ns) = &s.namespace {
+                    sas.push(format!("{ns}:{}", s.name));
+                }
+            }
+        }
+    }
+    (users, groups, sas)
+}
+
+/// Whether the binding subject `s` is on the allow-list (a ServiceAccount also as its
+/// `system:serviceaccount:` user).
+fn subject_allowed(spec: &ResponsibilityPolicySpec, s: &str) -> String {
+    let (users, groups, sas) = allow_list(spec);
+    let sas = list(sas.iter().map(String::as_str));
+    format!(
+        "(({s}.kind == 'User' && ({s}.name in {users} || \
+           ({s}.name.startsWith('system:serviceaccount:') && {s}.name.substring(22) in {sas}))) || \
+          ({s}.kind == 'Group' && {s}.name in {groups}) || \
+          ({s}.kind == 'ServiceAccount' && ({s}.?namespace.orValue('') + ':' + {s}.name) in {sas}))",
+        users = list(users),
+        groups = list(groups),
+    )
+}
+
+/// Whether the requester is on the allow-list.
+fn requester_allowed(spec: &ResponsibilityPolicySpec) -> String {
+    let (users, groups, sas) = allow_list(spec);
+    let mut names: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+    names.extend(sas.iter().map(|s| format!("system:serviceaccount:{s}")));
+    format!(
+        "(request.userInfo.?username.orValue('') in {} || \
+          request.userInfo.?groups.orValue([]).exists(g, g in {}))",
+        list(names.iter().map(String::as_str)),
+        list(groups)
+    )
+}
+
+/// What the control checks: the resources it matches, and the violation as CEL on `object`.
+struct Check {
+    /// The resource rules it matches.
+    rules: Value,
+    /// The fields an update must leave alone to be admitted as it is.
+    unchanged: &'static str,
+}
+
+const RBAC: &str = "rbac.authorization.k8s.io";
+
+fn rule(groups: &[&str], resources: &[&str], operations: &[&str]) -> Value {
+    json!({"apiGroups": groups, "apiVersions": ["*"], "operations": operations, "resources": resources})
+}
+
+fn check(control: &str) -> Check {
+    let create_update = ["CREATE", "UPDATE"];
+    match control {
+        "IAM-01" | "IAM-07" => Check {
+            rules: json!([rule(
+                &[RBAC],
+                &["rolebindings", "clusterrolebindings"],
+                &create_update
+            )]),
+            unchanged: "request.operation == 'UPDATE' && object.roleRef == oldObject.roleRef && \
+                        object.?subjects.orValue([]) == oldObject.?subjects.orValue([])",
+        },
+        // Workloads are created in `default`; updates of those already there are admitted
+        // (only CREATE is matched), and the controllers that make their Pods are exempt.
+        "WKL-10" => Check {
+            rules: json!([
+                rule(&[""], &["pods", "replicationcontrollers"], &["CREATE"]),
+                rule(
+                    &["apps"],
+                    &["deployments", "statefulsets", "daemonsets", "replicasets"],
+                    &["CREATE"]
+                ),
+                rule(&["batch"], &["jobs", "cronjobs"], &["CREATE"]),
+            ]),
+            unchanged: "false",
+        },
+        "NET-05" => Check {
+            rules: json!([rule(&[""], &["services"], &create_update)]),
+            unchanged: "request.operation == 'UPDATE' && \
+                        object.spec.?externalIPs.orValue([]) == oldObject.spec.?externalIPs.orValue([])",
+        },
+        _ => Check {
+            rules: json!([rule(&[RBAC], &["roles", "clusterroles"], &create_update)]),
+            unchanged: "request.operation == 'UPDATE' && \
+                        object.?rules.orValue([]) == oldObject.?rules.orValue([])",
+        },
+    }
+}
+
+/// The violation of `control` under `spec`, as CEL on `object` (true: violates).
+pub fn violation(spec: &ResponsibilityPolicySpec, control: &str) -> String {
+    match control {
+        "IAM-01" => format!(
+            "object.roleRef.kind == 'ClusterRole' && object.roleRef.name == 'cluster-admin' && \
+             object.?subjects.orValue([]).exists(s, !{})",
+            subject_allowed(spec, "s")
+        ),
+        "IAM-07" => "object.?subjects.orValue([]).exists(s, \
+             (s.kind == 'Group' && s.name in ['system:anonymous', 'system:unauthenticated', 'system:authenticated']) || \
+             (s.kind == 'User' && s.name == 'system:anonymous'))"
+            .into(),
+        "IAM-02" => format!(
+            "!{} && object.?rules.orValue([]).exists(r, \
+             r.verbs.exists(v, v == '*') || r.?resources.orValue([]).exists(x, x == '*') || \
+             r.?apiGroups.orValue([]).exists(g, g == '*'))",
+            requester_allowed(spec)
+        ),
+        "IAM-05" => format!(
+            "!{} && object.?rules.orValue([]).exists(r, \
+             (r.verbs.exists(v, v in ['escalate', 'bind']) && \
+              r.?resources.orValue([]).exists(x, x in ['roles', 'clusterroles', '*'])) || \
+             r.verbs.exists(v, v == 'impersonate'))",
+            requester_allowed(spec)
+        ),
+        "WKL-10" => "request.?namespace.orValue('') == 'default'".into(),
+        "NET-05" => "size(object.spec.?externalIPs.orValue([])) > 0".into(),
+        _ => "false".into(),
+    }
+}
+
+/// The message of a denial or warning.
+pub fn message(control: &str, policy: &str) -> String {
+    let title = control_by_id(control).map_or("", |c| c.title);
+    let how = match control {
+        "IAM-01" => {
+            "add the subject to spec.controls.rbac.clusterAdminSubjects or an exception to spec.exceptions"
+        }
+        "IAM-02" | "IAM-05" => {
+            "ask an allow-listed subject (spec.controls.rbac.clusterAdminSubjects) to make the change, or add an exception to spec.exceptions"
+        }
+        _ => "add an exception to spec.exceptions",
+    };
+    format!(
+        "{control} ({title}) of ResponsibilityPolicy {policy} (onus): to request an exception, \
+         ask its owners to {how} (kubectl edit responsibilitypolicy {policy})"
+    )
+}
+
+/// The ValidatingAdmissionPolicies and bindings all policies ask for together, by name.
+/// `own_user` is onus's own identity (exempt).
+pub fn generate<'a>(
+    policies: impl IntoIterator<Item = &'a ResponsibilityPolicy>,
+    now: Timestamp,
+    own_user: Option<&str>,
+) -> BTreeMap<String, Generated> {
+    // Per (control, action): the contributing policies by name, sorted.
+    let mut contributors: BTreeMap<
+        (&'static str, AdmissionAction),
+        Vec<(String, &'a ResponsibilityPolicySpec)>,
+    > = BTreeMap::new();
+    for policy in policies {
+        let Some(spec) = admission_spec(policy) else {
+            continue;
+        };
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        for control in PREVENTABLE {
+            if let Some(action) = action_for(spec, control) {
+                contributors
+                    .entry((control, action))
+                    .or_default()
+                    .push((name.clone(), spec));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for ((control, action), mut specs) in contributors {
+        specs.sort_by(|a, b| a.0.cmp(&b.0));
+        let name = object_name(control, action);
+        let check = check(control);
+        let validations: Vec<Value> = specs
+            .iter()
+            .map(|(policy, spec)| {
+                json!({
+                    "expression": format!(
+                        "!{} || {} || !({})",
+                        governs(spec),
+                        excepted(spec, control, now),
+                        violation(spec, control)
+                    ),
+                    "message": message(control, policy),
+                    "reason": "Forbidden",
+                })
+            })
+            .collect();
+        // Kubernetes' own namespaces stay out unless a contributing policy governs them.
+        let excluded: Vec<&str> = SYSTEM_NAMESPACES
+            .iter()
+            .copied()
+            .filter(|n| {
+                !specs
+                    .iter()
+                    .any(|(_, s)| s.include_system_namespaces.iter().any(|i| i == n))
+            })
+            .collect();
+        let names: Vec<String> = specs.iter().map(|(n, _)| n.clone()).collect();
+        let metadata = json!({
+            "name": name,
+            "labels": {MANAGED_BY.0: MANAGED_BY.1},
+            "annotations": {POLICIES_ANNOTATION: names.join(",")},
+        });
+        let vap = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": metadata,
+            "spec": {
+                // Reasoned in the module docs: fail closed, never lock out.
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": check.rules},
+                "matchConditions": [{
+                    "name": "onus-exempt-cluster-identities",
+                    "expression": format!("!({})", exempt_expression(own_user)),
+                }],
+                "variables": [{"name": "unchanged", "expression": check.unchanged}],
+                "validations": validations.into_iter().map(|mut v| {
+                    let e = v["expression"].as_str().unwrap_or_default().to_string();
+                    v["expression"] = format!("variables.unchanged || {e}").into();
+                    v
+                }).collect::<Vec<_>>(),
+            },
+        });
+        let actions: &[&str] = match action {
+            AdmissionAction::Deny => &["Deny"],
+            AdmissionAction::Warn => &["Warn", "Audit"],
+        };
+        let mut binding_spec = json!({
+            "policyName": name,
+            "validationActions": actions,
+        });
+        if !excluded.is_empty() {
+            binding_spec["matchResources"] = json!({"namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": excluded,
+            }]}});
+        }
+        let binding = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": metadata,
+            "spec": binding_spec,
+        });
+        out.insert(
+            name,
+            Generated {
+                control,
+                action,
+                policy: vap,
+                binding,
+                policies: names,
+            },
+        );
+    }
+    out
+}
+
+/// The names of the objects `policy` contributes to.
+pub fn names_for(policy: &ResponsibilityPolicy) -> Vec<String> {
+    let Some(spec) = admission_spec(policy) else {
+        return Vec::new();
+    };
+    PREVENTABLE
+        .iter()
+        .filter_map(|c| Some(object_name(c, action_for(spec, c)?)))
+        .collect()
+}
+
+/// Whether `policy` has any control checked at admission (it then holds the finalizer, so its
+/// generated objects are removed with it).
+pub fn wants_admission(policy: &ResponsibilityPolicy) -> bool {
+    !names_for(policy).is_empty()
+}
+
+/// How each preventable control of one policy is checked at admission, given what was
+/// generated and accepted (`in_place`: the names of the objects the API server holds as
+/// generated). A control counts only when its object for the policy's action is in place.
+pub fn status_of(
+    policy: &ResponsibilityPolicy,
+    in_place: &BTreeSet<String>,
+) -> BTreeMap<&'static str, AdmissionAction> {
+    let Some(spec) = admission_spec(policy) else {
+        return BTreeMap::new();
+    };
+    PREVENTABLE
+        .iter()
+        .filter_map(|c| {
+            let action = action_for(spec, c)?;
+            in_place
+                .contains(&object_name(c, action))
+                .then_some((*c, action))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

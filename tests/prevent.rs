@@ -1,0 +1,733 @@
+//! Prevention at admission: the ValidatingAdmissionPolicies onus generates, on the real API
+//! server. They are cluster-wide with fixed names, so the tests here run one at a time.
+//!
+//! Requests under test are made by users outside system:masters (the admin the other tests use
+//! is exempt by design), each granted cluster-admin by RBAC so that only admission decides.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestEnv, control, kubectl_ok};
+use k8s_openapi::api::{
+    admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
+    apps::v1::Deployment,
+    core::v1::Service,
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use onus::{
+    admission::{self, Generated},
+    crd::{AdmissionAction, ResponsibilityPolicy},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Grants `subject` (a User or Group) cluster-admin, as the exempt admin.
+async fn grant_cluster_admin(client: &Client, name: &str, kind: &str, subject: &str) {
+    let crb: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": subject}],
+    }))
+    .expect("binding");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply("onus-tests").force(),
+            &Patch::Apply(&crb),
+        )
+        .await
+        .expect("grant cluster-admin");
+}
+
+fn cluster_admin_binding(name: &str, subject: Value) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [subject],
+    })
+}
+
+fn user(name: &str) -> Value {
+    json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name})
+}
+
+fn group(name: &str) -> Value {
+    json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name})
+}
+
+/// A server-side dry-run create of `obj` (namespaced when `ns` is given): the API server's
+/// answer, Ok or the refusal's message.
+async fn dry_run<K>(client: &Client, ns: Option<&str>, obj: &Value) -> Result<(), String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
+    create(api, obj).await
+}
+
+async fn dry_run_cluster<K>(client: &Client, obj: &Value) -> Result<(), String>
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    create(Api::<K>::all(client.clone()), obj).await
+}
+
+async fn create<K>(api: Api<K>, obj: &Value) -> Result<(), String>
+where
+    K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(obj.clone()).expect("object");
+    let params = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    match api.create(&params, &obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) => Err(format!("{} {}", s.code, s.message)),
+        Err(e) => panic!("dry run: {e}"),
+    }
+}
+
+/// Waits until `attempt` is refused (admission policies load within moments), and returns
+/// the refusal.
+async fn until_refused<F: AsyncFn() -> Result<(), String>>(what: &str, attempt: F) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match attempt().await {
+            Err(message) => return message,
+            Ok(()) if Instant::now() > deadline => panic!("{what}: still admitted after 30s"),
+            Ok(()) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn until_admitted<F: AsyncFn() -> Result<(), String>>(what: &str, attempt: F) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match attempt().await {
+            Ok(()) => return,
+            Err(m) if Instant::now() > deadline => panic!("{what}: still refused after 30s: {m}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The objects with a name onus generates and its label.
+async fn generated_names(client: &Client) -> Vec<String> {
+    let all = admission::all_names();
+    let mut names: Vec<String> = Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+                .is_some_and(|v| v == "onus")
+        })
+        .filter_map(|p| p.metadata.name)
+        .filter(|n| all.contains(n))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A ValidatingAdmissionPolicy and binding that look like onus's: one with onus's label under
+/// another name, one with onus's name without the label. Harmless (nothing bound to deny).
+async fn look_alikes(client: &Client) -> [String; 2] {
+    let params = PatchParams::apply("someone-else").force();
+    let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
+    let names = [
+        "onus-look-alike".to_string(),
+        "onus-iam-05-warn".to_string(),
+    ];
+    for (name, labels) in [
+        (&names[0], json!({"app.kubernetes.io/managed-by": "onus"})),
+        (&names[1], json!({})),
+    ] {
+        let vap = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                    "operations": ["CREATE"], "resources": ["configmaps"]}]},
+                "validations": [{"expression": "true"}],
+            },
+        });
+        policies
+            .patch(name, &params, &Patch::Apply(&vap))
+            .await
+            .expect("look-alike");
+    }
+    names
+}
+
+#[tokio::test]
+async fn an_enforce_policy_prevents_cluster_admin_bindings_at_admission() {
+    let _serial = SERIAL.lock().await;
+    let suffix = &onus_testenv::random_suffix()[..6];
+    let operator_user = format!("onus-operator-{suffix}");
+    let cp = onus_testenv::shared();
+    let admin = cp.client().await;
+    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
+    let env = TestEnv::start_admission("prevent", Some(&operator_user)).await;
+    let tester = format!("alice-{suffix}");
+    grant_cluster_admin(&admin, &tester, "User", &tester).await;
+    let alice = cp.client_as(&tester, None).await;
+    let lookalikes = look_alikes(&admin).await;
+    let break_glass = format!("break-glass-{suffix}");
+    let policy = env
+        .apply_policy(
+            "rbac",
+            json!({"serviceModel": "PaaS", "mode": "Enforce",
+                   "controls": {"rbac": {"clusterAdminSubjects": [{"kind": "Group", "name": "platform-admins"}]}},
+                   "exceptions": [{"controls": ["IAM-01"], "reason": "incident access",
+                                   "resources": [{"kind": "ClusterRoleBinding", "name": break_glass}]}]}),
+        )
+        .await;
+
+    // Denied, with a message naming the control and the policy.
+    let zed = cluster_admin_binding(&format!("x-{suffix}"), user("zed"));
+    let denied = until_refused("cluster-admin for zed", async || {
+        dry_run_cluster::<ClusterRoleBinding>(&alice, &zed).await
+    })
+    .await;
+    for part in [
+        "403",
+        "onus-iam-01",
+        "IAM-01",
+        &format!("ResponsibilityPolicy {policy}"),
+        "exception",
+    ] {
+        assert!(denied.contains(part), "{part:?} not in {denied:?}");
+    }
+    // The allow-listed group, the exception's object, onus itself and system:masters pass.
+    let admins = cluster_admin_binding(&format!("admins-{suffix}"), group("platform-admins"));
+    dry_run_cluster::<ClusterRoleBinding>(&alice, &admins)
+        .await
+        .expect("the allow-listed group is admitted");
+    let excepted = cluster_admin_binding(&break_glass, user("zed"));
+    dry_run_cluster::<ClusterRoleBinding>(&alice, &excepted)
+        .await
+        .expect("the exception's object is admitted");
+    let as_onus = cp.client_as(&operator_user, None).await;
+    dry_run_cluster::<ClusterRoleBinding>(&as_onus, &zed)
+        .await
+        .expect("onus's own identity is exempt");
+    let masters = cp
+        .client_as(&format!("root-{suffix}"), Some("system:masters"))
+        .await;
+    dry_run_cluster::<ClusterRoleBinding>(&masters, &zed)
+        .await
+        .expect("system:masters is exempt");
+    // kubectl shows the denial as is.
+    let kubeconfig = cp.kubeconfig_as(&tester, None).expect("kubeconfig");
+    let out = cp
+        .kubectl()
+        .env("KUBECONFIG", &kubeconfig)
+        .args([
+            "create",
+            "clusterrolebinding",
+            &format!("x-{suffix}"),
+            "--clusterrole=cluster-admin",
+            "--user=zed",
+            "--dry-run=server",
+        ])
+        .output()
+        .expect("kubectl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "kubectl admitted it");
+    assert!(
+        stderr.contains("IAM-01") && stderr.contains(&policy),
+        "{stderr}"
+    );
+
+    // Status: prevented at admission vs only detected.
+    let rp = env
+        .wait_status(&policy, "IAM-01 prevented", |s| {
+            s.controls
+                .iter()
+                .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Deny))
+        })
+        .await;
+    let status = rp.status.expect("status");
+    for id in ["IAM-01", "IAM-02", "IAM-05", "IAM-07", "WKL-10", "NET-05"] {
+        assert_eq!(
+            control(&status, id).admission,
+            Some(AdmissionAction::Deny),
+            "{id}"
+        );
+    }
+    for id in ["IAM-03", "NET-03", "WKL-02"] {
+        assert_eq!(control(&status, id).admission, None, "{id}");
+    }
+    assert_eq!(
+        generated_names(&admin).await,
+        [
+            "onus-iam-01",
+            "onus-iam-02",
+            "onus-iam-05",
+            "onus-iam-07",
+            "onus-net-05",
+            "onus-wkl-10"
+        ]
+    );
+
+    // Warn mode: admitted, with the warning.
+    env.apply_policy(
+        "rbac",
+        json!({"serviceModel": "PaaS", "mode": "Audit", "admission": "Warn",
+               "controls": {"rbac": {"clusterAdminSubjects": [{"kind": "Group", "name": "platform-admins"}]}}}),
+    )
+    .await;
+    until_admitted("cluster-admin for zed in Warn mode", async || {
+        dry_run_cluster::<ClusterRoleBinding>(&alice, &zed).await
+    })
+    .await;
+    let deadline = Instant::now() + DEADLINE;
+    let warned = loop {
+        let out = cp
+            .kubectl()
+            .env("KUBECONFIG", &kubeconfig)
+            .args([
+                "create",
+                "clusterrolebinding",
+                &format!("x-{suffix}"),
+                "--clusterrole=cluster-admin",
+                "--user=zed",
+                "--dry-run=server",
+            ])
+            .output()
+            .expect("kubectl");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "Warn mode denied: {stderr}");
+        if stderr.contains("Warning") || Instant::now() > deadline {
+            break stderr;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        warned.contains("Warning") && warned.contains("IAM-01") && warned.contains(&policy),
+        "{warned}"
+    );
+    // (The look-alike onus-iam-05-warn is not onus's: the warn policy for IAM-05 is refused
+    // rather than taking it over, and the status does not claim it.)
+    let rp = env
+        .wait_status(&policy, "IAM-01 warned", |s| {
+            s.controls
+                .iter()
+                .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Warn))
+        })
+        .await;
+    let status = rp.status.expect("status");
+    assert_eq!(control(&status, "IAM-05").admission, None);
+    assert_eq!(
+        generated_names(&admin).await,
+        [
+            "onus-iam-01-warn",
+            "onus-iam-02-warn",
+            "onus-iam-07-warn",
+            "onus-net-05-warn",
+            "onus-wkl-10-warn"
+        ],
+        "the Deny objects are gone, the look-alike onus-iam-05-warn is not taken over"
+    );
+
+    // Deleting the policy removes what onus generated, and only that.
+    Api::<ResponsibilityPolicy>::all(admin.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    common::enforce::until("the generated objects removed", async || {
+        generated_names(&admin).await.is_empty()
+    })
+    .await;
+    let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
+    for name in &lookalikes {
+        assert!(
+            policies.get_opt(name).await.expect("get").is_some(),
+            "look-alike {name} removed"
+        );
+    }
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone());
+    for name in admission::all_names() {
+        assert!(
+            bindings.get_opt(&name).await.expect("get").is_none(),
+            "{name}"
+        );
+    }
+    until_admitted(
+        "cluster-admin for zed after the policy is gone",
+        async || dry_run_cluster::<ClusterRoleBinding>(&alice, &zed).await,
+    )
+    .await;
+    for name in &lookalikes {
+        policies
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete look-alike");
+    }
+}
+
+/// Applies what `generate` made for `spec` under a test's own names, bound only to objects
+/// labelled `onus.dev/cel=<id>`, so nothing else on the control plane meets it.
+async fn apply_for_test(client: &Client, id: &str, spec: Value) -> Vec<String> {
+    let rp: ResponsibilityPolicy = serde_json::from_value(json!({
+        "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+        "metadata": {"name": format!("cel-{id}")},
+        "spec": spec,
+    }))
+    .expect("policy");
+    let now = jiff::Timestamp::now();
+    let generated = admission::generate([&rp], now, None);
+    let params = PatchParams::apply("onus-tests").force();
+    let mut names = Vec::new();
+    for Generated {
+        mut policy,
+        mut binding,
+        ..
+    } in generated.into_values()
+    {
+        let name = format!(
+            "cel-{id}-{}",
+            policy["metadata"]["name"].as_str().expect("name")
+        );
+        policy["metadata"]["name"] = name.clone().into();
+        binding["metadata"]["name"] = name.clone().into();
+        binding["spec"]["policyName"] = name.clone().into();
+        binding["spec"]["matchResources"]["objectSelector"] =
+            json!({"matchLabels": {"onus.dev/cel": id}});
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .patch(&name, &params, &Patch::Apply(&policy))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{policy:#}"));
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .patch(&name, &params, &Patch::Apply(&binding))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        names.push(name);
+    }
+    names
+}
+
+fn labelled(mut obj: Value, id: &str) -> Value {
+    obj["metadata"]["labels"] = json!({"onus.dev/cel": id});
+    obj
+}
+
+fn rules(rules: Value) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+           "metadata": {"name": "r"}, "rules": rules})
+}
+
+/// Every generated expression, evaluated by the API server on an allowed and a denied object
+/// (server-side dry runs).
+#[tokio::test]
+async fn each_generated_expression_admits_and_denies_on_the_api_server() {
+    let _serial = SERIAL.lock().await;
+    let cp = onus_testenv::shared();
+    common::install_crd(cp);
+    let admin = cp.client().await;
+    let id = onus_testenv::random_suffix()[..6].to_string();
+    let tester = format!("bob-{id}");
+    grant_cluster_admin(&admin, &tester, "User", &tester).await;
+    grant_cluster_admin(
+        &admin,
+        &format!("platform-admins-{id}"),
+        "Group",
+        "platform-admins",
+    )
+    .await;
+    let bob = cp.client_as(&tester, None).await;
+    let platform = cp
+        .client_as(&format!("carol-{id}"), Some("platform-admins"))
+        .await;
+    let governed = cp.namespace(&admin, "cel-gov", &[("team", "shop")]).await;
+    let other = cp.namespace(&admin, "cel-other", &[("team", "lab")]).await;
+    let excepted_ns = cp.namespace(&admin, "cel-exc", &[("team", "shop")]).await;
+    let names = apply_for_test(
+        &admin,
+        &id,
+        json!({"serviceModel": "PaaS", "mode": "Enforce",
+               "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": ["shop"]}]},
+               "controls": {"rbac": {"clusterAdminSubjects": [
+                   {"kind": "Group", "name": "platform-admins"},
+                   {"kind": "ServiceAccount", "name": "deployer", "namespace": "ci"}]}},
+               "exceptions": [
+                   {"controls": ["IAM-07"], "namespaces": [excepted_ns], "reason": "public docs"},
+                   {"controls": ["IAM-01"], "resources": [{"kind": "ClusterRoleBinding", "name": "break-glass"}],
+                    "reason": "incident"},
+                   {"controls": ["IAM-01"], "namespaces": [other], "reason": "expired",
+                    "expires": "2020-01-01T00:00:00Z"}]}),
+    )
+    .await;
+    assert_eq!(names.len(), 6);
+    let l = |v: Value| labelled(v, &id);
+
+    // IAM-01: cluster-admin only for allow-listed subjects.
+    let crb = |name: &str, subject: Value| l(cluster_admin_binding(name, subject));
+    let refusal = until_refused("IAM-01 zed", async || {
+        dry_run_cluster::<ClusterRoleBinding>(&bob, &crb("a", user("zed"))).await
+    })
+    .await;
+    assert!(refusal.contains("IAM-01"), "{refusal}");
+    for (what, subject) in [
+        ("allow-listed group", group("platform-admins")),
+        (
+            "allow-listed ServiceAccount",
+            json!({"kind": "ServiceAccount", "name": "deployer", "namespace": "ci"}),
+        ),
+        (
+            "allow-listed ServiceAccount as user",
+            user("system:serviceaccount:ci:deployer"),
+        ),
+    ] {
+        dry_run_cluster::<ClusterRoleBinding>(&bob, &crb("a", subject))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    for (what, subject) in [
+        (
+            "other ServiceAccount",
+            json!({"kind": "ServiceAccount", "name": "deployer", "namespace": "prod"}),
+        ),
+        ("other group", group("ops")),
+    ] {
+        assert!(
+            dry_run_cluster::<ClusterRoleBinding>(&bob, &crb("a", subject))
+                .await
+                .is_err(),
+            "{what} admitted"
+        );
+    }
+    dry_run_cluster::<ClusterRoleBinding>(&bob, &crb("break-glass", user("zed")))
+        .await
+        .expect("the exception's resource");
+    let view = l(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "v"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [user("zed")],
+    }));
+    dry_run_cluster::<ClusterRoleBinding>(&bob, &view)
+        .await
+        .expect("another role");
+    // Namespaced: governed namespaces only; the expired exception does not count.
+    let rb = |subject: Value| {
+        l(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "rb"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [subject],
+        }))
+    };
+    assert!(
+        dry_run::<RoleBinding>(&bob, Some(&governed), &rb(user("zed")))
+            .await
+            .is_err()
+    );
+    dry_run::<RoleBinding>(&bob, Some(&other), &rb(user("zed")))
+        .await
+        .expect("a namespace the policy does not select");
+    dry_run::<RoleBinding>(&bob, Some("kube-system"), &rb(user("zed")))
+        .await
+        .expect("kube-system is excluded");
+
+    // IAM-07: no bindings for anonymous or every-user groups (no allow-list).
+    let everyone = |name: &str| {
+        l(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "e"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [group(name)],
+        }))
+    };
+    for g in [
+        "system:authenticated",
+        "system:unauthenticated",
+        "system:anonymous",
+    ] {
+        let refusal = dry_run::<RoleBinding>(&bob, Some(&governed), &everyone(g))
+            .await
+            .expect_err(g);
+        assert!(refusal.contains("IAM-07"), "{refusal}");
+    }
+    dry_run::<RoleBinding>(&bob, Some(&governed), &everyone("developers"))
+        .await
+        .expect("an ordinary group");
+    dry_run::<RoleBinding>(&bob, Some(&excepted_ns), &everyone("system:authenticated"))
+        .await
+        .expect("the exception's namespace");
+
+    // IAM-02: no wildcard rules; IAM-05: no escalation verbs (allow-listed requesters may).
+    for (control, r) in [
+        (
+            "IAM-02",
+            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]}]),
+        ),
+        (
+            "IAM-02",
+            json!([{"apiGroups": ["*"], "resources": ["pods"], "verbs": ["get"]}]),
+        ),
+        (
+            "IAM-02",
+            json!([{"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}]),
+        ),
+        (
+            "IAM-05",
+            json!([{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["escalate"]}]),
+        ),
+        (
+            "IAM-05",
+            json!([{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["bind"]}]),
+        ),
+        (
+            "IAM-05",
+            json!([{"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"]}]),
+        ),
+    ] {
+        let refusal = dry_run_cluster::<ClusterRole>(&bob, &l(rules(r.clone())))
+            .await
+            .expect_err(control);
+        assert!(refusal.contains(control), "{refusal}");
+        dry_run_cluster::<ClusterRole>(&platform, &l(rules(r)))
+            .await
+            .unwrap_or_else(|e| panic!("an allow-listed requester, {control}: {e}"));
+    }
+    let fine =
+        json!([{"apiGroups": [""], "resources": ["pods", "roles"], "verbs": ["get", "list"]}]);
+    dry_run_cluster::<ClusterRole>(&bob, &l(rules(fine.clone())))
+        .await
+        .expect("explicit verbs");
+    let mut role = l(rules(
+        json!([{"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}]),
+    ));
+    role["kind"] = "Role".into();
+    assert!(dry_run::<Role>(&bob, Some(&governed), &role).await.is_err());
+    dry_run::<Role>(&bob, Some(&other), &role)
+        .await
+        .expect("a Role outside the governed namespaces");
+
+    // NET-05: no Service externalIPs; an update that keeps them is admitted.
+    let service = |ips: Value| {
+        l(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                 "spec": {"ports": [{"port": 80}], "externalIPs": ips}}),
+        )
+    };
+    let refusal = dry_run::<Service>(&bob, Some(&governed), &service(json!(["203.0.113.7"])))
+        .await
+        .expect_err("externalIPs");
+    assert!(refusal.contains("NET-05"), "{refusal}");
+    dry_run::<Service>(&bob, Some(&governed), &service(json!([])))
+        .await
+        .expect("no externalIPs");
+    dry_run::<Service>(&bob, Some(&other), &service(json!(["203.0.113.7"])))
+        .await
+        .expect("a namespace the policy does not select");
+
+    // WKL-10: no workloads in default, when the policy governs it (this one does not).
+    let deployment = |name: &str, labels: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": name, "labels": labels},
+               "spec": {"selector": {"matchLabels": {"app": name}},
+                        "template": {"metadata": {"labels": {"app": name}},
+                                     "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+    };
+    dry_run::<Deployment>(
+        &bob,
+        Some("default"),
+        &deployment("web", json!({"onus.dev/cel": id})),
+    )
+    .await
+    .expect("default is not selected by this policy");
+    let everywhere = format!("{id}-all");
+    let more = apply_for_test(
+        &admin,
+        &everywhere,
+        json!({"serviceModel": "PaaS", "mode": "Enforce"}),
+    )
+    .await;
+    let in_default = deployment("web", json!({"onus.dev/cel": everywhere}));
+    let refusal = until_refused("WKL-10 in default", async || {
+        dry_run::<Deployment>(&bob, Some("default"), &in_default).await
+    })
+    .await;
+    assert!(refusal.contains("WKL-10"), "{refusal}");
+    dry_run::<Deployment>(&bob, Some(&governed), &in_default)
+        .await
+        .expect("a workload outside default");
+
+    // An object already in violation (made by the exempt admin) can still be relabelled.
+    let existing = crb(&format!("existing-{id}"), user("zed"));
+    let api = Api::<ClusterRoleBinding>::all(admin.clone());
+    let obj: ClusterRoleBinding = serde_json::from_value(existing.clone()).expect("crb");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("create as admin");
+    let name = format!("existing-{id}");
+    Api::<ClusterRoleBinding>::all(bob.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"note": "kept"}}})),
+        )
+        .await
+        .expect("an update that leaves the subjects alone");
+    let refused = Api::<ClusterRoleBinding>::all(bob.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"subjects": [user("zed"), user("mallory")]})),
+        )
+        .await;
+    assert!(refused.is_err(), "an update adding a subject was admitted");
+    api.delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete");
+
+    for name in names.into_iter().chain(more) {
+        Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete binding");
+        Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete policy");
+    }
+    kubectl_ok(
+        cp,
+        &[
+            "delete",
+            "namespace",
+            &governed,
+            &other,
+            &excepted_ns,
+            "--wait=false",
+        ],
+    );
+}
