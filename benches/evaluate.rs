@@ -11,7 +11,7 @@ use onus::{
     facts::{self, WorkloadKind},
     index::{Index, Key},
     podsecurity::{self, Verdicts, Version},
-    remediate::{PlanMode, Previews, plan, preview, wants},
+    remediate::{PlanMode, Planner, Previews, plan, preview, wants},
 };
 use serde_json::json;
 
@@ -245,8 +245,9 @@ fn min_median(runs: usize, mut f: impl FnMut() -> Duration) -> (Duration, Durati
 /// Per change: every policy's evaluation and remediation preview, and the Enforce plan.
 /// - before: what every reconcile did before incremental evaluation: the plan of all
 ///   policies, then the policy's evaluation and preview from scratch (per policy);
-/// - after: the plan once, evaluations through the [`Evaluator`], previews through
-///   [`Previews`] (per namespace and distinct want).
+/// - after: the plan once through the [`Planner`] (wants kept, actions planned again in the
+///   changed namespace only), evaluations through the [`Evaluator`] and previews through
+///   [`Previews`] (each memoised per spec and updated by the changed namespace's delta).
 fn incremental() {
     const NAMESPACES: usize = 500;
     const WORKLOADS: usize = 10;
@@ -273,6 +274,7 @@ fn incremental() {
         "after: total"
     );
     let show = |(min, median): (Duration, Duration)| format!("{min:>9.2?} / {median:>9.2?}");
+    let mut one_policy = Duration::ZERO;
     for (count, distinct) in [(1, false), (100, false), (100, true)] {
         let policies = policies(count, distinct);
         let mut flip = 0usize;
@@ -304,6 +306,9 @@ fn incremental() {
         // After: the plan once per change, evaluations cached, previews per namespace and want.
         let mut evaluator = Evaluator::default();
         let mut previews = Previews::default();
+        let mut planner = Planner::default();
+        let refs: Vec<&ResponsibilityPolicy> = policies.iter().collect();
+        planner.plan(&refs, &index);
         for p in &policies {
             evaluator.evaluate(&p.spec, &index, now);
             previews.get(p, &index);
@@ -314,8 +319,7 @@ fn incremental() {
         let total_after = min_median(runs, || {
             change(&mut index);
             let start = Instant::now();
-            let wants = wants(policies.iter(), &index, false);
-            std::hint::black_box(plan(&wants, &index, PlanMode::Converge));
+            std::hint::black_box(planner.plan(&refs, &index));
             plans.push(start.elapsed());
             let (mut eval, mut prev) = (Duration::ZERO, Duration::ZERO);
             for p in &policies {
@@ -335,6 +339,9 @@ fn incremental() {
             (v[0], v[v.len() / 2])
         };
         let specs = if distinct { count } else { 1 };
+        if count == 1 {
+            one_policy = total_after.0;
+        }
         println!(
             "{count:>8} {specs:>5} {} {} {} {} {} {}",
             show(evals_before),
@@ -346,9 +353,21 @@ fn incremental() {
         );
         let per_change =
             (evaluator.stats().namespaces_computed - computed) as f64 / (runs + 1) as f64;
+        let (stats, preview_stats, plan_stats) =
+            (evaluator.stats(), previews.stats(), planner.stats());
         println!(
-            "{:>14} namespace verdicts recomputed per change: {per_change}",
-            ""
+            "{:>14} namespace verdicts recomputed per change: {per_change}; per policy {:.2?} \
+             (min); {:.1}× one policy (min); evaluations assembled {} / by delta {}, \
+             previews assembled {} / by delta {}, plans full {} / by delta {}",
+            "",
+            total_after.0 / count as u32,
+            total_after.0.as_secs_f64() / one_policy.as_secs_f64(),
+            stats.assembled,
+            stats.deltas,
+            preview_stats.assembled,
+            preview_stats.deltas,
+            plan_stats.full,
+            plan_stats.deltas,
         );
     }
 }

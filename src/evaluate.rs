@@ -271,10 +271,21 @@ pub(crate) fn assemble(
     parts: &Parts<'_>,
     now: Timestamp,
 ) -> Evaluation {
+    assemble_with_excepted(spec, index, parts, now).0
+}
+
+/// [`assemble`], and per outcome (in the same order) the violations exceptions cover, sorted.
+pub(crate) fn assemble_with_excepted(
+    spec: &ResponsibilityPolicySpec,
+    index: &Index,
+    parts: &Parts<'_>,
+    now: Timestamp,
+) -> (Evaluation, Vec<Vec<Violation>>) {
     let (active, expired_exceptions, next_expiry) = split_exceptions(&spec.exceptions, now);
     let mut found = find_violations(spec, index, parts);
 
     let mut outcomes = Vec::new();
+    let mut all_excepted = Vec::new();
     let mut gaps = Vec::new();
     for control in CATALOG {
         let (owner, owner_source) = owner_of(spec, control);
@@ -317,32 +328,15 @@ pub(crate) fn assemble(
         }
 
         let all = found.remove(control.id).unwrap_or_default();
-        let applicable: Vec<&&Exception> = active
-            .iter()
-            .filter(|e| e.controls.iter().any(|c| c == control.id))
-            .collect();
-        let (excepted, violations): (Vec<_>, Vec<_>) = if applicable.is_empty() {
-            (Vec::new(), all)
-        } else {
-            all.into_iter().partition(|v| {
-                applicable
-                    .iter()
-                    .any(|e| exception_applies(e, control.id, v))
-            })
-        };
-        let result = if !enabled || !requested(spec, control) {
-            ControlResult::Disabled
-        } else if owner == Owner::Provider {
-            ControlResult::ProviderOwned
-        } else if !control.observable || (control.id == "NET-04" && !parts.cni_observed) {
-            ControlResult::NotObservable
-        } else if !violations.is_empty() {
-            ControlResult::Fail
-        } else if !excepted.is_empty() {
-            ControlResult::Excepted
-        } else {
-            ControlResult::Pass
-        };
+        let (excepted, violations) = split_excepted(&active, control.id, all);
+        let result = result_of(
+            spec,
+            control,
+            owner,
+            parts.cni_observed,
+            &violations,
+            excepted.len(),
+        );
         outcomes.push(Outcome {
             control,
             owner,
@@ -351,13 +345,58 @@ pub(crate) fn assemble(
             violations,
             excepted: excepted.len() as u64,
         });
+        all_excepted.push(excepted);
     }
-    Evaluation {
+    let evaluation = Evaluation {
         namespaces: parts.namespaces.len(),
         outcomes,
         gaps,
         expired_exceptions,
         next_expiry,
+    };
+    (evaluation, all_excepted)
+}
+
+/// Splits one control's violations into those an active exception covers and those that
+/// count, each in the order given.
+pub(crate) fn split_excepted(
+    active: &[&Exception],
+    control: &str,
+    all: Vec<Violation>,
+) -> (Vec<Violation>, Vec<Violation>) {
+    let applicable: Vec<&&Exception> = active
+        .iter()
+        .filter(|e| e.controls.iter().any(|c| c == control))
+        .collect();
+    if applicable.is_empty() {
+        (Vec::new(), all)
+    } else {
+        all.into_iter()
+            .partition(|v| applicable.iter().any(|e| exception_applies(e, control, v)))
+    }
+}
+
+/// The result of one control for one policy, from its counting and excepted violations.
+pub(crate) fn result_of(
+    spec: &ResponsibilityPolicySpec,
+    control: &Control,
+    owner: Owner,
+    cni_observed: bool,
+    violations: &[Violation],
+    excepted: usize,
+) -> ControlResult {
+    if !family_enabled(spec, control.family) || !requested(spec, control) {
+        ControlResult::Disabled
+    } else if owner == Owner::Provider {
+        ControlResult::ProviderOwned
+    } else if !control.observable || (control.id == "NET-04" && !cni_observed) {
+        ControlResult::NotObservable
+    } else if !violations.is_empty() {
+        ControlResult::Fail
+    } else if excepted > 0 {
+        ControlResult::Excepted
+    } else {
+        ControlResult::Pass
     }
 }
 
@@ -394,7 +433,7 @@ pub(crate) fn cni_observed(index: &Index) -> bool {
         })
 }
 
-fn split_exceptions(
+pub(crate) fn split_exceptions(
     exceptions: &[Exception],
     now: Timestamp,
 ) -> (Vec<&Exception>, Vec<usize>, Option<Timestamp>) {
@@ -542,38 +581,8 @@ fn find_violations(
         }
     }
 
-    let level = spec.controls.pod_security.level;
-    let version = pod_security_version(spec);
-    let no_labels = BTreeMap::new();
-    let allow_automount = spec.controls.service_accounts.automount_default_token;
     for (ns, verdicts) in parts.namespaces.iter().zip(parts.verdicts) {
-        let key = crate::index::Key::new(None, ns);
-        let labels = index.namespaces.get(&key).map_or(&no_labels, |f| &f.labels);
-        if !psa_enforced(labels, level, version) {
-            found
-                .entry("WKL-01")
-                .or_default()
-                .push(verdicts.namespace.clone());
-        }
-        if !psa_visible(labels) {
-            found
-                .entry("AUD-01")
-                .or_default()
-                .push(verdicts.namespace.clone());
-        }
-        if let Some(sa) = verdicts
-            .automounting_default
-            .as_ref()
-            .filter(|_| !allow_automount)
-        {
-            found.entry("IAM-09").or_default().push(sa.clone());
-        }
-        for (control, list) in &verdicts.found {
-            found
-                .entry(control)
-                .or_default()
-                .extend(list.iter().cloned());
-        }
+        add_namespace(&mut found, spec, index, ns, verdicts);
     }
     // Namespaces are merged in order, and each one's lists are sorted: the merged lists are
     // sorted already unless two sources meet in one control.
@@ -582,6 +591,75 @@ fn find_violations(
             list.sort();
             list.dedup();
         }
+    }
+    found
+}
+
+/// Adds what one governed namespace contributes to a policy's violations (its verdicts, and
+/// what its labels and the policy's automount setting decide). Every violation added names
+/// the namespace `ns`.
+fn add_namespace(
+    found: &mut BTreeMap<&'static str, Vec<Violation>>,
+    spec: &ResponsibilityPolicySpec,
+    index: &Index,
+    ns: &str,
+    verdicts: &NamespaceVerdicts,
+) {
+    let level = spec.controls.pod_security.level;
+    let version = pod_security_version(spec);
+    let allow_automount = spec.controls.service_accounts.automount_default_token;
+    let no_labels = BTreeMap::new();
+    let key = crate::index::Key::new(None, ns);
+    let labels = index.namespaces.get(&key).map_or(&no_labels, |f| &f.labels);
+    if !psa_enforced(labels, level, version) {
+        found
+            .entry("WKL-01")
+            .or_default()
+            .push(verdicts.namespace.clone());
+    }
+    if !psa_visible(labels) {
+        found
+            .entry("AUD-01")
+            .or_default()
+            .push(verdicts.namespace.clone());
+    }
+    if let Some(sa) = verdicts
+        .automounting_default
+        .as_ref()
+        .filter(|_| !allow_automount)
+    {
+        found.entry("IAM-09").or_default().push(sa.clone());
+    }
+    for (control, list) in &verdicts.found {
+        found
+            .entry(control)
+            .or_default()
+            .extend(list.iter().cloned());
+    }
+}
+
+/// Everything in a policy's violations that names the governed namespace `ns`: the RBAC
+/// findings there and the namespace's own contribution, per control, sorted and without
+/// duplicates. In a policy's sorted violations of one control these form one contiguous run
+/// (violations sort by namespace first), which is what [`Evaluator`] replaces when only `ns`
+/// changed.
+pub(crate) fn namespace_contribution(
+    spec: &ResponsibilityPolicySpec,
+    index: &Index,
+    ns: &str,
+    verdicts: &NamespaceVerdicts,
+    rbac: &RbacVerdicts,
+) -> BTreeMap<&'static str, Vec<Violation>> {
+    let mut found: BTreeMap<&'static str, Vec<Violation>> = BTreeMap::new();
+    for (control, v) in rbac {
+        if v.namespace.as_deref() == Some(ns) {
+            found.entry(control).or_default().push(v.clone());
+        }
+    }
+    add_namespace(&mut found, spec, index, ns, verdicts);
+    for list in found.values_mut() {
+        list.sort();
+        list.dedup();
     }
     found
 }

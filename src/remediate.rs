@@ -36,9 +36,11 @@ use crate::{
 };
 
 pub mod labels;
+mod planner;
 mod previews;
 
 pub use labels::{LabelPlan, Waiting, plan_labels};
+pub use planner::Planner;
 pub use previews::Previews;
 
 /// Pod Security labelling wanted for one namespace.
@@ -375,6 +377,24 @@ pub enum PlanMode {
 pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMode) -> Vec<Action> {
     let mut actions = Vec::new();
     for (ns, want) in wants {
+        plan_namespace(ns, want, index, mode, &mut actions);
+    }
+    if mode == PlanMode::Converge {
+        actions.extend(release_elsewhere(wants, index));
+    }
+    actions
+}
+
+/// The actions [`plan`] takes in one wanted namespace (they depend on that namespace's facts
+/// and on the backends of admission webhooks and APIServices only).
+fn plan_namespace(
+    ns: &str,
+    want: &NamespaceWant,
+    index: &Index,
+    mode: PlanMode,
+    actions: &mut Vec<Action>,
+) {
+    {
         let policies: Vec<String> = want.policies.iter().cloned().collect();
         let np = index
             .network_policies
@@ -418,7 +438,7 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
             let foreign = np.is_some_and(|f| f.foreign_name) && mode == PlanMode::Converge;
             if !in_place && !foreign {
                 actions.push(Action::ApplyNetworkPolicy {
-                    namespace: ns.clone(),
+                    namespace: ns.to_string(),
                     deny,
                     policies: policies.clone(),
                 });
@@ -426,7 +446,7 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
         } else if np.is_some_and(|f| f.onus.is_some()) && (mode == PlanMode::Converge || !held_here)
         {
             actions.push(Action::DeleteNetworkPolicy {
-                namespace: ns.clone(),
+                namespace: ns.to_string(),
             });
         }
 
@@ -459,7 +479,7 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
                             .iter()
                             .any(|k| strictness(fact.labels.get(*k)) < strictness(labels.get(*k)));
                     actions.push(Action::ApplyPodSecurityLabels {
-                        namespace: ns.clone(),
+                        namespace: ns.to_string(),
                         labels,
                         previous,
                         policies: policies.clone(),
@@ -469,7 +489,7 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
             }
             (None, Some(fact)) if fact.onus_labels && !want.hold => {
                 actions.push(Action::ReleasePodSecurityLabels {
-                    namespace: ns.clone(),
+                    namespace: ns.to_string(),
                     restore: labels::restore(fact),
                 });
             }
@@ -483,18 +503,50 @@ pub fn plan(wants: &BTreeMap<String, NamespaceWant>, index: &Index, mode: PlanMo
             // The ServiceAccount controller creates it; until then there is nothing to patch.
             if sa.is_some_and(|f| !(f.onus_managed && f.automount == Some(false))) {
                 actions.push(Action::DisableDefaultToken {
-                    namespace: ns.clone(),
+                    namespace: ns.to_string(),
                     policies,
                 });
             }
         } else if sa.is_some_and(|f| f.onus_managed) && !want.hold {
             actions.push(Action::ReleaseDefaultToken {
-                namespace: ns.clone(),
+                namespace: ns.to_string(),
             });
         }
     }
-    if mode == PlanMode::Converge {
-        actions.extend(release_elsewhere(wants, index));
+}
+
+/// What [`release_elsewhere`] releases in one namespace no policy wants anything in (not
+/// terminating), in the same order.
+fn release_in(ns: &str, index: &Index) -> Vec<Action> {
+    let mut actions = Vec::new();
+    if index
+        .namespaces
+        .get(&Key::new(None, ns))
+        .is_some_and(|f| f.terminating)
+    {
+        return actions;
+    }
+    for (key, np) in index.network_policies.in_namespace(ns) {
+        if key.name == DEFAULT_DENY && np.onus.is_some() {
+            actions.push(Action::DeleteNetworkPolicy {
+                namespace: key.namespace.clone(),
+            });
+        }
+    }
+    if let Some(fact) = index.namespaces.get(&Key::new(None, ns))
+        && fact.onus_labels
+    {
+        actions.push(Action::ReleasePodSecurityLabels {
+            namespace: ns.to_string(),
+            restore: labels::restore(fact),
+        });
+    }
+    for (key, sa) in index.default_service_accounts.in_namespace(ns) {
+        if sa.onus_managed {
+            actions.push(Action::ReleaseDefaultToken {
+                namespace: key.namespace.clone(),
+            });
+        }
     }
     actions
 }

@@ -23,7 +23,7 @@ use crate::{
     enforce,
     evaluate::governs,
     index::{Index, Key},
-    remediate::{self, Action, PlanMode},
+    remediate::{self, Action},
     validate::validate,
 };
 
@@ -54,6 +54,8 @@ pub(super) struct Converger {
     /// The inputs of the last convergence that ran to its end: with the same inputs and no
     /// refusal due, a convergence would carry out nothing, so it is skipped.
     converged: Option<Inputs>,
+    /// The plan of all policies, kept per namespace between convergences.
+    planner: remediate::Planner,
     /// The generated ValidatingAdmissionPolicies.
     pub prevention: super::prevent::Prevention,
 }
@@ -218,21 +220,25 @@ pub(super) async fn converge(ctx: &Context) {
         let index = read(&ctx.index);
         ctx.evaluator()
             .retain_policies(policies.iter().map(|p| &p.spec), &index);
+        ctx.previews
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain_policies(policies.iter().map(|p| &p.spec));
         if ctx.audit_only {
             // Nothing to carry out: this install may not write (its policies say so).
             (index.generation, Vec::new())
         } else {
-            let mut wants = remediate::wants(policies.iter().map(Arc::as_ref), &index, false);
-            let blind = !index.refused.is_empty();
-            if blind {
-                // Part of the cluster is what onus last saw (a watch is refused): only
-                // strengthen, as for an invalid spec; release nothing.
+            if index.refused.is_empty() {
+                let all: Vec<&ResponsibilityPolicy> = policies.iter().map(Arc::as_ref).collect();
+                (index.generation, state.planner.plan(&all, &index))
+            } else {
+                // Part of the cluster is what onus last saw (a watch is refused): the full
+                // plan, only strengthening, as for an invalid spec; nothing is released.
+                let mut wants = remediate::wants(policies.iter().map(Arc::as_ref), &index, false);
                 for want in wants.values_mut() {
                     want.hold = true;
                 }
-            }
-            let mut actions = remediate::plan(&wants, &index, PlanMode::Converge);
-            if blind {
+                let mut actions = remediate::plan(&wants, &index, remediate::PlanMode::Converge);
                 actions.retain(|a| {
                     !matches!(
                         a,
@@ -241,8 +247,8 @@ pub(super) async fn converge(ctx: &Context) {
                             | Action::ReleaseDefaultToken { .. }
                     )
                 });
+                (index.generation, actions)
             }
-            (index.generation, actions)
         }
     };
     match &mut state.done {

@@ -5,7 +5,10 @@
 //! Every value comes from one counter that only grows, so a generation never takes a value
 //! it had before: a cache entry stamped with generations is valid exactly while they are equal.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+/// How many namespaced changes [`Generations::changed_since`] can look back over.
+const LOG_CAPACITY: usize = 4096;
 
 /// Kinds whose facts feed the RBAC analysis (IAM-01..IAM-08).
 pub const RBAC_KINDS: [&str; 4] = ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"];
@@ -23,6 +26,10 @@ pub struct Generations {
     /// The last change whose namespace is not known (a relist, a CNI DaemonSet): it may
     /// concern every namespace.
     cluster: u64,
+    /// The namespaced changes, oldest first: (counter, namespace).
+    log: VecDeque<(u64, String)>,
+    /// Every namespaced change after this counter value is in `log`.
+    log_floor: u64,
 }
 
 /// What a namespace's facts (other than the Namespace object) were last changed at.
@@ -47,12 +54,20 @@ impl Generations {
             return;
         }
         match namespace {
-            Some(ns) => match self.namespaces.get_mut(ns) {
-                Some(g) => *g = now,
-                None => {
-                    self.namespaces.insert(ns.to_string(), now);
+            Some(ns) => {
+                match self.namespaces.get_mut(ns) {
+                    Some(g) => *g = now,
+                    None => {
+                        self.namespaces.insert(ns.to_string(), now);
+                    }
                 }
-            },
+                if self.log.len() == LOG_CAPACITY
+                    && let Some((at, _)) = self.log.pop_front()
+                {
+                    self.log_floor = at;
+                }
+                self.log.push_back((now, ns.to_string()));
+            }
             // RBAC objects feed only the RBAC analysis.
             None if RBAC_KINDS.contains(&kind) => {}
             None => self.cluster = now,
@@ -82,10 +97,37 @@ impl Generations {
         self.cluster
     }
 
+    /// The last change of any kind: equal values mean nothing changed in between.
+    pub fn current(&self) -> u64 {
+        self.counter
+    }
+
+    /// The namespaces whose stamps moved by a namespaced change after `since` (a value of
+    /// [`current`](Self::current)), at most `limit` of them. `None` when that is not known
+    /// (the log does not reach back that far) or more than `limit` moved. Changes of Namespace
+    /// objects, of RBAC and cluster-wide ones are not listed: see their own generations.
+    pub fn changed_since(&self, since: u64, limit: usize) -> Option<BTreeSet<&str>> {
+        if since < self.log_floor {
+            return None;
+        }
+        let from = self.log.partition_point(|(at, _)| *at <= since);
+        let mut out = BTreeSet::new();
+        for (_, ns) in self.log.range(from..) {
+            out.insert(ns.as_str());
+            if out.len() > limit {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
     /// Forgets namespaces not in `live` (their stamps read as never changed again, which no
-    /// cache entry can hold, as the counter only grows).
+    /// cache entry can hold, as the counter only grows). Their stamps move without a logged
+    /// change, so no earlier [`changed_since`](Self::changed_since) is known any more.
     pub fn retain(&mut self, live: impl Fn(&str) -> bool) {
         self.namespaces.retain(|ns, _| live(ns));
+        self.log.clear();
+        self.log_floor = self.counter;
     }
 }
 
@@ -119,6 +161,34 @@ mod tests {
         g.touch("DaemonSet", None);
         assert_ne!(g.namespace("a"), a);
         assert_ne!(g.namespace("b"), b);
+    }
+
+    #[test]
+    fn changed_since_lists_the_namespaced_changes_after_a_point() {
+        let mut g = Generations::default();
+        g.touch("Pod", Some("a"));
+        let at = g.current();
+        assert_eq!(g.changed_since(at, 10), Some(BTreeSet::new()));
+        g.touch("Pod", Some("b"));
+        g.touch("Deployment", Some("c"));
+        g.touch("Pod", Some("b"));
+        g.touch("Namespace", None);
+        assert_eq!(g.changed_since(at, 10), Some(BTreeSet::from(["b", "c"])));
+        assert_eq!(g.changed_since(at, 1), None);
+        assert_eq!(
+            g.changed_since(0, 10),
+            Some(BTreeSet::from(["a", "b", "c"]))
+        );
+        // Beyond the log's reach: not known.
+        for _ in 0..LOG_CAPACITY {
+            g.touch("Pod", Some("d"));
+        }
+        assert_eq!(g.changed_since(at, 10), None);
+        let at = g.current();
+        g.touch("Pod", Some("e"));
+        assert_eq!(g.changed_since(at, 10), Some(BTreeSet::from(["e"])));
+        g.retain(|_| true);
+        assert_eq!(g.changed_since(at, 10), None);
     }
 
     #[test]

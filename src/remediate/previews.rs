@@ -5,7 +5,7 @@
 //! trusts the index's generations: every change of facts is recorded with [`Index::touch`].
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     crd::{Mode, ResponsibilityPolicy, ResponsibilityPolicySpec},
+    evaluate::cache::fingerprint,
     index::{Index, Key, NamespaceStamp},
     validate::validate,
 };
@@ -35,63 +36,193 @@ struct Entry {
     shares: Vec<(NamespaceWant, Share)>,
 }
 
-/// The cached shares of every namespace, and whole previews at one index state.
+/// The counts one namespace adds to a preview (its waiting entries are found in the preview's
+/// lists, by namespace).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    network_policies: u32,
+    pod_security_labels: u32,
+    service_accounts: u32,
+}
+
+impl From<&Share> for Counts {
+    fn from(share: &Share) -> Self {
+        Counts {
+            network_policies: share.network_policies,
+            pod_security_labels: share.pod_security_labels,
+            service_accounts: share.service_accounts,
+        }
+    }
+}
+
+/// One whole preview, and what it was assembled from (to update it by deltas).
+struct Memo {
+    fingerprint: u64,
+    spec: ResponsibilityPolicySpec,
+    preview: Arc<Preview>,
+    /// [`Generations::current`](crate::index::Generations::current) it is up to date with.
+    at: u64,
+    server_minor: Option<u32>,
+    /// Per namespace the policy wants something in, sorted: the want and its counts.
+    namespaces: Vec<(String, NamespaceWant, Counts)>,
+}
+
+/// How many memos are held at most between two [`Previews::retain_policies`].
+const MAX_MEMOS: usize = 1024;
+
+/// The cached shares of every namespace, and whole previews.
 #[derive(Default)]
 pub struct Previews {
     namespaces: HashMap<String, Entry>,
     /// Namespace-object generation at which entries of gone namespaces were last dropped.
     pruned_at: Option<u64>,
-    /// Index generation and server version `whole` holds for.
-    whole_at: Option<(u64, Option<u32>)>,
-    /// Whole previews by spec: policies with equal specs share one.
-    whole: Vec<(ResponsibilityPolicySpec, Arc<Preview>)>,
+    /// Whole previews by spec: policies with equal specs share one. Each is brought up to
+    /// date by replacing the shares of the namespaces whose facts changed, when nothing else
+    /// a preview reads moved (Namespace objects, cluster-wide facts, the server version).
+    memos: Vec<Memo>,
+    stats: Stats,
+}
+
+/// How much work the previews did (for tests and the benchmark).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Previews assembled from every namespace's share.
+    pub assembled: u64,
+    /// Previews brought up to date by a delta.
+    pub deltas: u64,
 }
 
 impl Previews {
     /// [`remediate::preview`] of a policy, from the cached shares of its namespaces.
     pub fn get(&mut self, policy: &ResponsibilityPolicy, index: &Index) -> Arc<Preview> {
-        let at = (index.generation, index.server_minor);
-        if self.whole_at != Some(at) {
-            self.whole_at = Some(at);
-            self.whole.clear();
-        }
         // What a preview reads of the policy besides its spec: a deleting one wants nothing,
         // an invalid one in Enforce mode holds the spec in its status.
         let memo = policy.metadata.deletion_timestamp.is_none()
             && (policy.spec.mode == Mode::Audit || validate(&policy.spec).is_ok());
-        if memo && let Some((_, preview)) = self.whole.iter().find(|(spec, _)| *spec == policy.spec)
+        if !memo {
+            return Arc::new(self.assemble(policy, index).0);
+        }
+        let fingerprint = fingerprint(&policy.spec);
+        if let Some(at) = self
+            .memos
+            .iter()
+            .position(|m| m.fingerprint == fingerprint && m.spec == policy.spec)
         {
-            return preview.clone();
+            let memo = &self.memos[at];
+            if memo.at == index.generations.current() && memo.server_minor == index.server_minor {
+                return memo.preview.clone();
+            }
+            let mut memo = self.memos.swap_remove(at);
+            if self.delta(&mut memo, index) {
+                let preview = memo.preview.clone();
+                self.memos.push(memo);
+                return preview;
+            }
         }
-        let preview = Arc::new(self.assemble(policy, index));
-        if memo {
-            self.whole.push((policy.spec.clone(), preview.clone()));
+        let (preview, namespaces) = self.assemble(policy, index);
+        let preview = Arc::new(preview);
+        if self.memos.len() >= MAX_MEMOS {
+            self.memos.clear();
         }
+        self.memos.push(Memo {
+            fingerprint,
+            spec: policy.spec.clone(),
+            preview: preview.clone(),
+            at: index.generations.current(),
+            server_minor: index.server_minor,
+            namespaces,
+        });
         preview
     }
 
-    fn assemble(&mut self, policy: &ResponsibilityPolicy, index: &Index) -> Preview {
+    /// Brings `memo` up to date by replacing the shares of the namespaces that changed since;
+    /// false when something else moved (the memo is then stale).
+    fn delta(&mut self, memo: &mut Memo, index: &Index) -> bool {
+        let g = &index.generations;
+        // Namespace objects decide which namespaces are wanted and what; cluster-wide facts
+        // and the server version move every share.
+        if g.namespace_objects() > memo.at
+            || g.cluster() > memo.at
+            || memo.server_minor != index.server_minor
+        {
+            return false;
+        }
+        let limit = (memo.namespaces.len() / 8).max(8);
+        let Some(changed) = g.changed_since(memo.at, limit) else {
+            return false;
+        };
+        let preview = Arc::make_mut(&mut memo.preview);
+        for ns in changed {
+            let Ok(at) = memo
+                .namespaces
+                .binary_search_by(|(n, _, _)| n.as_str().cmp(ns))
+            else {
+                // Not wanted: it adds nothing, before or after.
+                continue;
+            };
+            let (name, want, counts) = &mut memo.namespaces[at];
+            let share = self.share(index, name.clone(), want.clone());
+            preview.network_policies =
+                preview.network_policies - counts.network_policies + share.network_policies;
+            preview.pod_security_labels = preview.pod_security_labels - counts.pod_security_labels
+                + share.pod_security_labels;
+            preview.service_accounts =
+                preview.service_accounts - counts.service_accounts + share.service_accounts;
+            *counts = Counts::from(&share);
+            replace(&mut preview.enforce_waiting, ns, share.waiting, |w| {
+                &w.namespace
+            });
+            replace(&mut preview.deny_waiting, ns, share.deny, |w| &w.namespace);
+        }
+        memo.at = g.current();
+        self.stats.deltas += 1;
+        true
+    }
+
+    /// Keeps only the whole previews of these specs (a policy deleted or changed leaves
+    /// nothing behind).
+    pub fn retain_policies<'a>(
+        &mut self,
+        specs: impl IntoIterator<Item = &'a ResponsibilityPolicySpec>,
+    ) {
+        let fingerprints: HashSet<u64> = specs.into_iter().map(fingerprint).collect();
+        self.memos.retain(|m| fingerprints.contains(&m.fingerprint));
+    }
+
+    /// How much work was done so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    fn assemble(
+        &mut self,
+        policy: &ResponsibilityPolicy,
+        index: &Index,
+    ) -> (Preview, Vec<(String, NamespaceWant, Counts)>) {
         let objects = index.generations.namespace_objects();
         if self.pruned_at != Some(objects) {
             self.pruned_at = Some(objects);
             self.namespaces
                 .retain(|ns, _| index.namespaces.get(&Key::new(None, ns)).is_some());
         }
+        self.stats.assembled += 1;
         let mut out = Preview::default();
+        let mut namespaces = Vec::new();
         for (ns, want) in wants([policy], index, policy.spec.mode == Mode::Audit) {
             // Which policies asked is not counted: the share depends on what they asked only.
             let want = NamespaceWant {
                 policies: BTreeSet::new(),
                 ..want
             };
-            let share = self.share(index, ns, want);
+            let share = self.share(index, ns.clone(), want.clone());
             out.network_policies += share.network_policies;
             out.pod_security_labels += share.pod_security_labels;
             out.service_accounts += share.service_accounts;
+            namespaces.push((ns, want, Counts::from(&share)));
             out.enforce_waiting.extend(share.waiting);
             out.deny_waiting.extend(share.deny);
         }
-        out
+        (out, namespaces)
     }
 
     fn share(&mut self, index: &Index, ns: String, want: NamespaceWant) -> Share {
@@ -138,6 +269,21 @@ impl Previews {
     }
 }
 
+/// Replaces the entry of namespace `ns` in `list` (sorted by namespace, one entry at most per
+/// namespace) with `with`.
+fn replace<T>(list: &mut Vec<T>, ns: &str, with: Option<T>, namespace: impl Fn(&T) -> &String) {
+    let at = list.partition_point(|w| namespace(w).as_str() < ns);
+    let present = list.get(at).is_some_and(|w| namespace(w) == ns);
+    match (present, with) {
+        (true, Some(w)) => list[at] = w,
+        (true, None) => {
+            list.remove(at);
+        }
+        (false, Some(w)) => list.insert(at, w),
+        (false, None) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -168,6 +314,34 @@ mod tests {
             .expect("policy")
         })
         .collect()
+    }
+
+    #[test]
+    fn a_namespaced_change_updates_each_preview_by_a_delta() {
+        let policies = policies();
+        let mut index = base();
+        let mut previews = Previews::default();
+        for p in &policies {
+            previews.get(p, &index);
+        }
+        let before = previews.stats();
+        change(&mut index, 0, 1, 0, false);
+        change(&mut index, 5, 2, 0, true);
+        for p in &policies {
+            assert_eq!(*previews.get(p, &index), preview(p, &index));
+        }
+        let after = previews.stats();
+        assert_eq!(after.assembled, before.assembled);
+        assert_eq!(after.deltas - before.deltas, policies.len() as u64);
+        // A Namespace object's change assembles again.
+        change(&mut index, 7, 1, 0, true);
+        for p in &policies {
+            assert_eq!(*previews.get(p, &index), preview(p, &index));
+        }
+        assert_eq!(
+            previews.stats().assembled - after.assembled,
+            policies.len() as u64
+        );
     }
 
     proptest! {
@@ -206,6 +380,10 @@ mod tests {
                         }
                     }
                     _ => change(&mut index, op, n, name, flag),
+                }
+                // Some changes accumulate before the next look.
+                if step % 3 == 1 {
+                    continue;
                 }
                 for p in &policies {
                     prop_assert_eq!(

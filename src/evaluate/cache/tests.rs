@@ -270,3 +270,59 @@ fn parameter_sets_of_a_namespace_share_their_offenders() {
     assert_ne!(Params::of(&specs[0], &index), Params::of(&specs[2], &index));
     assert!(Arc::ptr_eq(&a.0, &b.0));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Mostly namespaced changes (the delta path), several between two evaluations, some
+    /// policies skipping a few evaluations, the clock moving past an exception's expiry.
+    #[test]
+    fn evaluation_by_deltas_equals_evaluation_from_scratch(
+        ops in prop::collection::vec(
+            (prop_oneof![8 => 0u8..7, 1 => 7u8..13], 0u8..4, 0u8..3, any::<bool>(), 0u8..4),
+            1..50,
+        ),
+    ) {
+        let specs = specs();
+        let mut index = base();
+        let mut evaluator = Evaluator::default();
+        assert_same(&mut evaluator, &index, &specs, 0);
+        for (step, (op, n, name, flag, skip)) in ops.into_iter().enumerate() {
+            change(&mut index, op, n, name, flag);
+            // `skip` 0: no evaluation after this change; otherwise the policies from `skip - 1`.
+            if skip > 0 {
+                assert_same(&mut evaluator, &index, &specs[usize::from(skip) - 1..], step);
+            }
+        }
+        assert_same(&mut evaluator, &index, &specs, 1000);
+        prop_assert!(evaluator.cached_evaluations() <= specs.len());
+    }
+}
+
+#[test]
+fn a_namespaced_change_updates_each_evaluation_by_a_delta() {
+    let specs = specs();
+    let mut index = base();
+    let mut evaluator = Evaluator::default();
+    for spec in &specs {
+        evaluator.evaluate(spec, &index, now(0));
+    }
+    let before = evaluator.stats();
+    change(&mut index, 0, 1, 0, false);
+    change(&mut index, 3, 2, 1, true);
+    assert_same(&mut evaluator, &index, &specs, 0);
+    let after = evaluator.stats();
+    assert_eq!(after.assembled, before.assembled, "nothing assembled again");
+    assert_eq!(after.deltas - before.deltas, specs.len() as u64);
+    // shop and lab, in each policy governing them (spec 1 governs neither: env=prod only
+    // labels default and lab; spec 3 excludes lab).
+    assert!(after.delta_namespaces - before.delta_namespaces >= 4);
+
+    // A Namespace object's change (selection, labels) assembles again.
+    change(&mut index, 7, 1, 0, true);
+    assert_same(&mut evaluator, &index, &specs, 0);
+    assert_eq!(
+        evaluator.stats().assembled - after.assembled,
+        specs.len() as u64
+    );
+}
