@@ -521,7 +521,11 @@ async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Resu
         timer.succeeded();
     }
     drop(timer);
-    if action.is_ok() && policy.metadata.deletion_timestamp.is_some() {
+    let gone = ctx
+        .policies
+        .get(&ObjectRef::from_obj(policy.as_ref()))
+        .is_none();
+    if (action.is_ok() && policy.metadata.deletion_timestamp.is_some()) || gone {
         // On its way out (the finalizer released): no later reconcile of it would forget the
         // series this one just made, nor the change it waited for.
         ctx.metrics.forget_policy(&name);
@@ -769,14 +773,19 @@ async fn set_finalizer(
         "finalizers": finalizers,
         "resourceVersion": policy.resource_version(),
     }});
-    Api::<ResponsibilityPolicy>::all(client.clone())
+    match Api::<ResponsibilityPolicy>::all(client.clone())
         .patch(
             &policy.name_any(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
         .await
-        .map_err(Error::Finalizer)?;
+    {
+        Ok(_) => {}
+        // Removing it from a policy that is already gone: done, the finalizer went with it.
+        Err(kube::Error::Api(status)) if !present && status.code == 404 => {}
+        Err(error) => return Err(Error::Finalizer(error)),
+    }
     Ok(Action::await_change())
 }
 
@@ -817,8 +826,15 @@ async fn patch_status(
 }
 
 fn error_policy(policy: Arc<ResponsibilityPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_error(&policy.name_any(), error.category());
+    // A policy gone meanwhile gets no series: nothing would ever forget them.
+    if ctx
+        .policies
+        .get(&ObjectRef::from_obj(policy.as_ref()))
+        .is_some()
+    {
+        ctx.metrics
+            .reconcile_error(&policy.name_any(), error.category());
+    }
     warn!(policy = %policy.name_any(), category = error.category(), %error, "Reconcile error");
     Action::requeue(Duration::from_secs(5))
 }
