@@ -830,6 +830,40 @@ mod tests {
     }
 
     #[test]
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 24,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Status stays under a fixed size whatever the cluster: any number of namespaces with
+        /// names of any length Kubernetes allows (63), each failing several controls.
+        #[test]
+        fn status_size_is_bounded_whatever_the_cluster(
+            count in 0usize..600,
+            length in 1usize..=63,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let mut index = Index::default();
+            for i in 0..count {
+                let tag = format!("{seed:x}{i:x}");
+                let name: String = tag.chars().cycle().take(length.max(tag.len())).collect();
+                let name = &name[name.len().saturating_sub(length).min(name.len() - 1)..];
+                index.namespaces.apply(
+                    Key::new(None, &format!("{name}{i}")),
+                    Some(NamespaceFact::default()),
+                );
+            }
+            let spec =
+                serde_json::from_value(serde_json::json!({"serviceModel": "PaaS"})).expect("spec");
+            let eval = evaluate(&spec, &index, "2026-11-28T12:00:00Z".parse().expect("ts"));
+            let s = audit_status(&eval, None, "2026-11-28T12:00:00Z");
+            let bytes = serde_json::to_vec(&s).expect("json").len();
+            proptest::prop_assert!(bytes < 64 * 1024, "{} namespaces: status is {} bytes", count, bytes);
+        }
+    }
+
+    #[test]
     fn a_huge_cluster_still_has_a_small_status() {
         let s = audit_status(&evaluation(20_000), None, "2026-11-28T12:00:00Z");
         assert_eq!(s.summary.as_ref().map(|s| s.violations), Some(4 * 20_000));
