@@ -829,7 +829,6 @@ mod tests {
         assert!(ready.message.starts_with("spec.exceptions[0]"));
     }
 
-    #[test]
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig {
             cases: 24,
