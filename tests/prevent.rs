@@ -597,9 +597,11 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
         "system:unauthenticated",
         "system:anonymous",
     ] {
-        let refusal = dry_run::<RoleBinding>(&bob, Some(&governed), &everyone(g))
-            .await
-            .expect_err(g);
+        // Each generated object is loaded by the API server on its own: wait for this one.
+        let refusal = until_refused(g, async || {
+            dry_run::<RoleBinding>(&bob, Some(&governed), &everyone(g)).await
+        })
+        .await;
         assert!(refusal.contains("IAM-07"), "{refusal}");
     }
     dry_run::<RoleBinding>(&bob, Some(&governed), &everyone("developers"))
@@ -844,5 +846,11 @@ async fn an_invalid_policy_stops_admitting_at_its_held_exceptions_expiry() {
     common::enforce::until("the generated objects removed", async || {
         generated_names(&admin).await.is_empty()
     })
+    .await;
+    // Gone from the API server's admission too, before the next test runs.
+    until_admitted(
+        "cluster-admin for zed after the policy is gone",
+        async || dry_run_cluster::<ClusterRoleBinding>(&erin, &zed).await,
+    )
     .await;
 }
