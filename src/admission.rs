@@ -375,8 +375,10 @@ fn check(control: &str) -> Check {
 /// The violation of `control` under `spec`, as CEL on `object` (true: violates).
 pub fn violation(spec: &ResponsibilityPolicySpec, control: &str) -> String {
     match control {
+        // As status counts it: cluster-admin anywhere, admin and edit cluster-wide.
         "IAM-01" => format!(
-            "object.roleRef.kind == 'ClusterRole' && object.roleRef.name == 'cluster-admin' && \
+            "object.roleRef.kind == 'ClusterRole' && (object.roleRef.name == 'cluster-admin' || \
+             (request.?namespace.orValue('') == '' && object.roleRef.name in ['admin', 'edit'])) && \
              object.?subjects.orValue([]).exists(s, !{})",
             subject_allowed(spec, "s")
         ),
@@ -384,17 +386,22 @@ pub fn violation(spec: &ResponsibilityPolicySpec, control: &str) -> String {
              (s.kind == 'Group' && s.name in ['system:anonymous', 'system:unauthenticated', 'system:authenticated']) || \
              (s.kind == 'User' && s.name == 'system:anonymous'))"
             .into(),
+        // As status counts it: `*`, and `*/<subresource>` (every resource's subresource).
         "IAM-02" => format!(
             "!{} && object.?rules.orValue([]).exists(r, \
-             r.verbs.exists(v, v == '*') || r.?resources.orValue([]).exists(x, x == '*') || \
-             r.?apiGroups.orValue([]).exists(g, g == '*'))",
+             r.verbs.exists(v, v == '*' || v.startsWith('*/')) || \
+             r.?resources.orValue([]).exists(x, x == '*' || x.startsWith('*/')) || \
+             r.?apiGroups.orValue([]).exists(g, g == '*' || g.startsWith('*/')))",
             requester_allowed(spec)
         ),
+        // The verb `*` grants escalate, bind and impersonate too.
         "IAM-05" => format!(
             "!{} && object.?rules.orValue([]).exists(r, \
-             (r.verbs.exists(v, v in ['escalate', 'bind']) && \
+             (r.verbs.exists(v, v in ['escalate', 'bind', '*']) && \
               r.?resources.orValue([]).exists(x, x in ['roles', 'clusterroles', '*'])) || \
-             r.verbs.exists(v, v == 'impersonate'))",
+             r.verbs.exists(v, v == 'impersonate') || \
+             (r.verbs.exists(v, v == '*') && r.?resources.orValue([]).exists(x, \
+              x in ['users', 'groups', 'serviceaccounts', 'uids'] || x.startsWith('userextras'))))",
             requester_allowed(spec)
         ),
         "WKL-10" => "request.?namespace.orValue('') == 'default'".into(),

@@ -481,7 +481,9 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
                    {"controls": ["IAM-01"], "resources": [{"kind": "ClusterRoleBinding", "name": "break-glass"}],
                     "reason": "incident"},
                    {"controls": ["IAM-01"], "namespaces": [other], "reason": "expired",
-                    "expires": "2020-01-01T00:00:00Z"}]}),
+                    "expires": "2020-01-01T00:00:00Z"},
+                   {"controls": ["IAM-02"], "resources": [{"kind": "ClusterRole", "name": "star-verbs"}],
+                    "reason": "only IAM-05 judges it"}]}),
     )
     .await;
     assert_eq!(names.len(), 6);
@@ -535,6 +537,31 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
     dry_run_cluster::<ClusterRoleBinding>(&bob, &view)
         .await
         .expect("another role");
+    // admin and edit cluster-wide count as IAM-01 in status, so at admission too; in a
+    // namespace they do not.
+    for role in ["admin", "edit"] {
+        let mut wide = crb("w", user("zed"));
+        wide["roleRef"]["name"] = role.into();
+        let refusal = dry_run_cluster::<ClusterRoleBinding>(&bob, &wide)
+            .await
+            .expect_err(role);
+        assert!(refusal.contains("IAM-01"), "{refusal}");
+        let mut bound = l(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "rb-admin"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [user("zed")],
+        }));
+        dry_run::<RoleBinding>(&bob, Some(&governed), &bound)
+            .await
+            .unwrap_or_else(|e| panic!("{role} in a namespace: {e}"));
+        bound["roleRef"]["name"] = "cluster-admin".into();
+        assert!(
+            dry_run::<RoleBinding>(&bob, Some(&governed), &bound)
+                .await
+                .is_err()
+        );
+    }
     // Namespaced: governed namespaces only; the expired exception does not count.
     let rb = |subject: Value| {
         l(json!({
@@ -570,9 +597,11 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
         "system:unauthenticated",
         "system:anonymous",
     ] {
-        let refusal = dry_run::<RoleBinding>(&bob, Some(&governed), &everyone(g))
-            .await
-            .expect_err(g);
+        // Each generated object is loaded by the API server on its own: wait for this one.
+        let refusal = until_refused(g, async || {
+            dry_run::<RoleBinding>(&bob, Some(&governed), &everyone(g)).await
+        })
+        .await;
         assert!(refusal.contains("IAM-07"), "{refusal}");
     }
     dry_run::<RoleBinding>(&bob, Some(&governed), &everyone("developers"))
@@ -597,6 +626,10 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
             json!([{"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}]),
         ),
         (
+            "IAM-02",
+            json!([{"apiGroups": ["apps"], "resources": ["*/scale"], "verbs": ["update"]}]),
+        ),
+        (
             "IAM-05",
             json!([{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["escalate"]}]),
         ),
@@ -616,6 +649,18 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
         dry_run_cluster::<ClusterRole>(&platform, &l(rules(r)))
             .await
             .unwrap_or_else(|e| panic!("an allow-listed requester, {control}: {e}"));
+    }
+    // The verb `*` grants escalate, bind and impersonate (IAM-02 is excepted for this name).
+    for r in [
+        json!([{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["*"]}]),
+        json!([{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["*"]}]),
+    ] {
+        let mut role = l(rules(r.clone()));
+        role["metadata"]["name"] = "star-verbs".into();
+        let refusal = dry_run_cluster::<ClusterRole>(&bob, &role)
+            .await
+            .expect_err("IAM-05 for verbs *");
+        assert!(refusal.contains("IAM-05"), "{r}: {refusal}");
     }
     let fine =
         json!([{"apiGroups": [""], "resources": ["pods", "roles"], "verbs": ["get", "list"]}]);
@@ -730,4 +775,82 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
             "--wait=false",
         ],
     );
+}
+
+/// A policy whose spec turned invalid keeps enforcing its last valid spec, at admission too;
+/// an exception of that held spec stops admitting when it expires, not at the next resync
+/// (minutes later). Nothing else changes meanwhile, so only the expiry can wake onus.
+#[tokio::test]
+async fn an_invalid_policy_stops_admitting_at_its_held_exceptions_expiry() {
+    let _serial = SERIAL.lock().await;
+    let suffix = &onus_testenv::random_suffix()[..6];
+    let operator_user = format!("onus-operator-{suffix}");
+    let cp = onus_testenv::shared();
+    let admin = cp.client().await;
+    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
+    let env = TestEnv::start_admission("held-expiry", Some(&operator_user)).await;
+    let tester = format!("erin-{suffix}");
+    grant_cluster_admin(&admin, &tester, "User", &tester).await;
+    let erin = cp.client_as(&tester, None).await;
+    let break_glass = format!("break-glass-{suffix}");
+    let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(20);
+    let exception = json!({"controls": ["IAM-01"], "reason": "incident access",
+                           "expires": expires.to_string(),
+                           "resources": [{"kind": "ClusterRoleBinding", "name": break_glass}]});
+    let policy = env
+        .apply_policy(
+            "held",
+            json!({"serviceModel": "PaaS", "mode": "Enforce", "exceptions": [exception]}),
+        )
+        .await;
+    let excepted = cluster_admin_binding(&break_glass, user("zed"));
+    let zed = cluster_admin_binding(&format!("x-{suffix}"), user("zed"));
+    until_refused("cluster-admin for zed", async || {
+        dry_run_cluster::<ClusterRoleBinding>(&erin, &zed).await
+    })
+    .await;
+    dry_run_cluster::<ClusterRoleBinding>(&erin, &excepted)
+        .await
+        .expect("the exception's object is admitted while it lasts");
+    // Invalid now (a family in Enforce under an Audit policy): the valid spec above is held,
+    // its exception with it.
+    env.apply_policy(
+        "held",
+        json!({"serviceModel": "PaaS", "mode": "Audit", "controls": {"rbac": {"mode": "Enforce"}},
+               "exceptions": [exception]}),
+    )
+    .await;
+    env.wait_status(&policy, "InvalidSpec", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "InvalidSpec")
+    })
+    .await;
+    dry_run_cluster::<ClusterRoleBinding>(&erin, &excepted)
+        .await
+        .expect("the held exception still admits before its expiry");
+    let wait = expires
+        .duration_since(jiff::Timestamp::now())
+        .unsigned_abs();
+    tokio::time::sleep(wait).await;
+    let refusal = until_refused("the expired exception's object", async || {
+        dry_run_cluster::<ClusterRoleBinding>(&erin, &excepted).await
+    })
+    .await;
+    assert!(refusal.contains("IAM-01"), "{refusal}");
+
+    Api::<ResponsibilityPolicy>::all(admin.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    common::enforce::until("the generated objects removed", async || {
+        generated_names(&admin).await.is_empty()
+    })
+    .await;
+    // Gone from the API server's admission too, before the next test runs.
+    until_admitted(
+        "cluster-admin for zed after the policy is gone",
+        async || dry_run_cluster::<ClusterRoleBinding>(&erin, &zed).await,
+    )
+    .await;
 }

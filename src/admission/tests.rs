@@ -292,3 +292,17 @@ fn a_deleted_policy_wants_nothing_and_an_invalid_one_keeps_its_last_enforced_spe
         ]
     );
 }
+
+#[test]
+fn admission_counts_what_status_counts_for_iam_01_02_05() {
+    let p = policy("p", json!({"serviceModel": "PaaS", "mode": "Enforce"}));
+    let spec = &p.spec;
+    // IAM-01: admin and edit bound cluster-wide (status: "admin cluster-wide (warning)").
+    assert!(violation(spec, "IAM-01").contains("['admin', 'edit']"));
+    // IAM-02: `*/scale` is every resource's scale subresource.
+    assert!(violation(spec, "IAM-02").contains("x.startsWith('*/')"));
+    // IAM-05: the verb `*` grants escalate, bind and impersonate.
+    let iam05 = violation(spec, "IAM-05");
+    assert!(iam05.contains("['escalate', 'bind', '*']"), "{iam05}");
+    assert!(iam05.contains("'serviceaccounts'"), "{iam05}");
+}

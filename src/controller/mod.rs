@@ -639,9 +639,20 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                 )
             });
             let message = message + held.as_deref().unwrap_or_default();
+            // The held spec is still enforced (remediations, generated admission policies):
+            // wake when one of its exceptions expires, so it stops counting then.
+            let requeue = remediate::enforced_spec(policy)
+                .and_then(|held| {
+                    held.exceptions
+                        .iter()
+                        .filter_map(|e| e.expires.as_ref().map(|t| t.0))
+                        .filter(|t| *t > now)
+                        .min()
+                })
+                .map(|t| t.duration_since(now).unsigned_abs() + Duration::from_millis(50));
             (
                 status::invalid(&message, generation, previous, &now_time),
-                None,
+                requeue,
             )
         }
         Ok(()) => {
