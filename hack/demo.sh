@@ -94,6 +94,20 @@ settled -n default --field-selector involvedObject.name=production
 run kubectl get events -n default --field-selector involvedObject.name=production --sort-by=.lastTimestamp
 
 echo
+echo "# Prevention at admission: the ValidatingAdmissionPolicies onus generated for the Enforce policy."
+# The CI robot of examples/workloads.yaml (cluster-admin through ci-deployer-admin) tries to make
+# user zed cluster-admin too; the admin running the demo is in system:masters, which is exempt.
+# Until the API server has loaded the policies a request is not judged yet: wait for a denial.
+for _ in $(seq 1 100); do
+  kubectl --as=system:serviceaccount:shop:deployer create clusterrolebinding x \
+    --clusterrole=cluster-admin --user=zed --dry-run=server >/dev/null 2>&1 || break
+  sleep 0.1
+done
+run kubectl get validatingadmissionpolicy -l app.kubernetes.io/managed-by=onus
+typed "kubectl --as=system:serviceaccount:shop:deployer create clusterrolebinding x --clusterrole=cluster-admin --user=zed 2>&1 || true"
+typed "kubectl get rp production -o jsonpath='{range .status.controls[*]}{.id}{\"\\t\"}{.result}{\"\\t\"}{.admission}{\"\\n\"}{end}' | sed -n 1,8p"
+
+echo
 echo "# Two more policies: one with an invalid spec, one that leaves a customer-owned family unchecked."
 run kubectl apply -f examples/more-policies.yaml
 for _ in $(seq 1 100); do

@@ -43,6 +43,9 @@ fn out_of_scope(e: &AuditEvent, written: &BTreeSet<String>) -> Option<&'static s
         ("", "serviceaccounts", "") => e.name == "default" && is(&["patch", "update"]),
         ("" | "events.k8s.io", "events", "") => is(&["create", "patch", "update"]),
         ("coordination.k8s.io", "leases", "") => is(&["create", "patch", "update"]),
+        // "Who am I" (for the admission policies' exemption of onus itself): a create that
+        // stores nothing.
+        ("authentication.k8s.io", "selfsubjectreviews", "") => is(&["create"]),
         (
             "admissionregistration.k8s.io",
             "validatingadmissionpolicies" | "validatingadmissionpolicybindings",
@@ -180,6 +183,14 @@ fn the_scope_rules_allow_onus_objects_and_nothing_else() {
         event("patch", "", "namespaces", "", "", "shop"),
         event("patch", "", "serviceaccounts", "", "shop", "default"),
         event("create", "events.k8s.io", "events", "", "shop", ""),
+        event(
+            "create",
+            "authentication.k8s.io",
+            "selfsubjectreviews",
+            "",
+            "",
+            "",
+        ),
         event(
             "create",
             "coordination.k8s.io",
