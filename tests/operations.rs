@@ -749,7 +749,19 @@ async fn a_warm_standby_writes_nothing_and_takes_over_a_killed_leader_at_once() 
     )
     .await;
     net01_violations(&policies, &policy, 2).await;
-    let writes = writes_by(cp, &users[1], killed);
+    // The audit log records a request when it completes, which may come just after the client
+    // saw the result: give it a moment.
+    let mut writes = writes_by(cp, &users[1], killed);
+    for _ in 0..50 {
+        if writes
+            .iter()
+            .any(|e| e.resource == "responsibilitypolicies" && e.subresource == "status")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        writes = writes_by(cp, &users[1], killed);
+    }
     let lease_moved = writes
         .iter()
         .find(|e| e.resource == "leases" && e.code.is_some_and(|c| c < 300))
