@@ -455,30 +455,8 @@ async fn a_webhook_called_by_a_service_dns_name_holds_the_deny_in_that_namespace
     by_url["webhooks"][0]["clientConfig"] =
         json!({"url": format!("https://hook.{hooked}.svc.cluster.local:443/validate")});
     env.create(None, by_url).await;
-
-    let policy = env.apply_policy("net", network_spec(json!({}))).await;
-    until("the plain namespace denied", async || {
-        deny_policy(&env.client, &plain).await.is_some()
-    })
-    .await;
     let expected = format!("NetworkPolicy waits in {hooked}: backs webhook {hook}");
-    let rp = env
-        .wait_status(&policy, "held in front of the webhook", |s| {
-            waiting(s).contains(&expected)
-        })
-        .await;
-    assert!(
-        deny_policy(&env.client, &hooked).await.is_none(),
-        "default-deny in front of {hook}: {:?}",
-        waiting(&rp.status.expect("status"))
-    );
-    env.delete(
-        None,
-        "admissionregistration.k8s.io/v1",
-        "ValidatingWebhookConfiguration",
-        &hook,
-    )
-    .await;
+    held_in_front_of_the_webhook(&env, &plain, &hooked, &hook, &expected).await;
 }
 
 #[tokio::test]
@@ -511,23 +489,33 @@ async fn a_webhook_called_by_a_service_cluster_ip_holds_the_deny_in_that_service
     let mut by_ip = webhook(&hook, &hooked);
     by_ip["webhooks"][0]["clientConfig"] = json!({"url": format!("https://{host}:443/validate")});
     env.create(None, by_ip).await;
-
-    let policy = env.apply_policy("net", network_spec(json!({}))).await;
-    until("the plain namespace denied", async || {
-        deny_policy(&env.client, &plain).await.is_some()
-    })
-    .await;
     let expected =
         format!("NetworkPolicy waits in {hooked}: backs webhook {hook} (by cluster IP {ip})");
+    held_in_front_of_the_webhook(&env, &plain, &hooked, &hook, &expected).await;
+}
+
+/// With webhook `hook` (already created) calling into `hooked`: a network-only Enforce policy
+/// denies `plain`, holds the deny in `hooked` with the `expected` waiting message, and puts
+/// none there; the webhook is deleted afterwards.
+async fn held_in_front_of_the_webhook(
+    env: &TestEnv,
+    plain: &str,
+    hooked: &str,
+    hook: &str,
+    expected: &str,
+) {
+    let policy = env.apply_policy("net", network_spec(json!({}))).await;
+    until("the plain namespace denied", async || {
+        deny_policy(&env.client, plain).await.is_some()
+    })
+    .await;
     let rp = env
-        .wait_status(
-            &policy,
-            "held in front of the Service the webhook calls",
-            |s| waiting(s).contains(&expected),
-        )
+        .wait_status(&policy, "held in front of the webhook", |s| {
+            waiting(s).iter().any(|w| w == expected)
+        })
         .await;
     assert!(
-        deny_policy(&env.client, &hooked).await.is_none(),
+        deny_policy(&env.client, hooked).await.is_none(),
         "default-deny in front of {hook}: {:?}",
         waiting(&rp.status.expect("status"))
     );
@@ -535,7 +523,7 @@ async fn a_webhook_called_by_a_service_cluster_ip_holds_the_deny_in_that_service
         None,
         "admissionregistration.k8s.io/v1",
         "ValidatingWebhookConfiguration",
-        &hook,
+        hook,
     )
     .await;
 }

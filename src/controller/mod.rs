@@ -521,10 +521,7 @@ async fn reconcile(policy: Arc<ResponsibilityPolicy>, ctx: Arc<Context>) -> Resu
         timer.succeeded();
     }
     drop(timer);
-    let gone = ctx
-        .policies
-        .get(&ObjectRef::from_obj(policy.as_ref()))
-        .is_none();
+    let gone = !in_store(&ctx, &policy);
     if (action.is_ok() && policy.metadata.deletion_timestamp.is_some()) || gone {
         // On its way out (the finalizer released): no later reconcile of it would forget the
         // series this one just made, nor the change it waited for.
@@ -836,13 +833,14 @@ async fn patch_status(
     Ok(())
 }
 
+/// Whether the policy is still in the controller's store (not deleted meanwhile).
+fn in_store(ctx: &Context, policy: &ResponsibilityPolicy) -> bool {
+    ctx.policies.get(&ObjectRef::from_obj(policy)).is_some()
+}
+
 fn error_policy(policy: Arc<ResponsibilityPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     // A policy gone meanwhile gets no series: nothing would ever forget them.
-    if ctx
-        .policies
-        .get(&ObjectRef::from_obj(policy.as_ref()))
-        .is_some()
-    {
+    if in_store(&ctx, &policy) {
         ctx.metrics
             .reconcile_error(&policy.name_any(), error.category());
     }
