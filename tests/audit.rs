@@ -349,7 +349,10 @@ async fn namespace_owners_see_violations_as_events_on_their_objects() {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Deployment"))
             .filter_map(|e| e.note)
             .collect::<Vec<_>>();
-        if notes.iter().any(|n| n.starts_with("WKL-03")) {
+        // Events are emitted one per control, in no particular order: wait for both.
+        if notes.iter().any(|n| n.starts_with("WKL-03"))
+            && notes.iter().any(|n| n.starts_with("WKL-06"))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
