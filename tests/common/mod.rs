@@ -73,15 +73,7 @@ pub fn kubectl_with_input(cp: &ControlPlane, args: &[&str], input: &[u8]) -> std
 /// Installs the committed CRD (idempotent) and waits until it is established.
 pub fn install_crd(cp: &ControlPlane) {
     kubectl_ok(cp, &["apply", "--server-side", "-f", CRD_FILE]);
-    kubectl_ok(
-        cp,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/responsibilitypolicies.onus.dev",
-        ],
-    );
+    cp.wait_crd_established("responsibilitypolicies.onus.dev", Duration::from_secs(60));
 }
 
 impl TestEnv {
