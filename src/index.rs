@@ -160,6 +160,9 @@ pub struct Index {
     /// Kinds whose watch the API server refuses (403) since their last complete list: kind →
     /// its message. Their facts are what onus last saw.
     pub refused: BTreeMap<&'static str, String>,
+    /// Objects of the evaluated kinds that the watches could not decode (the backends' are
+    /// in `backends`): what the controls read from them is unknown.
+    pub undecodable: Undecodable<&'static str>,
     /// The namespace onus itself runs in (`$POD_NAMESPACE`), when known: never given a
     /// default-deny by onus.
     pub own_namespace: Option<String>,
@@ -326,9 +329,11 @@ mod backends;
 mod generations;
 #[cfg(test)]
 pub(crate) mod testing;
+mod undecodable;
 
 pub use backends::Backends;
 pub use generations::{Generations, NamespaceStamp, RBAC_KINDS};
+pub use undecodable::Undecodable;
 
 #[cfg(test)]
 mod tests {

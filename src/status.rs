@@ -535,6 +535,65 @@ pub fn watches_refused(
     }
 }
 
+/// Reason of `Ready=False` while objects the policy governs could not be decoded.
+pub const UNDECODABLE: &str = "UndecodableObjects";
+
+/// At most this many undecodable objects are named in the condition (all are counted).
+const MAX_UNDECODABLE_NAMED: usize = 5;
+
+/// Marks an evaluated status as not ready while objects the policy governs could not be decoded
+/// (`objects`: `Kind namespace/name: why`, in order): the controls did not see them as they
+/// are (their last readable facts, if any, were kept). Every control is still evaluated and
+/// listed. A refused watch (reason Forbidden) takes precedence: it is the wider blind spot.
+pub fn undecodable_objects(
+    status: &mut ResponsibilityPolicyStatus,
+    previous: Option<&ResponsibilityPolicyStatus>,
+    now: &Time,
+    objects: &[String],
+) {
+    if objects.is_empty()
+        || condition(status, READY).is_some_and(|c| c.status == "False" && c.reason == FORBIDDEN)
+    {
+        return;
+    }
+    let named: Vec<&str> = objects
+        .iter()
+        .take(MAX_UNDECODABLE_NAMED)
+        .map(|o| truncated(o, 300))
+        .collect();
+    let more = objects.len().saturating_sub(named.len());
+    let mut conditions = Conditions::new(previous, status.observed_generation, now);
+    conditions.set(
+        READY,
+        false,
+        UNDECODABLE,
+        format!(
+            "{} object(s) it governs could not be decoded, so the controls could not judge them              as they are (their last readable state counts): {}{}; see onus's log and              onus_undecodable_objects_total",
+            objects.len(),
+            named.join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        ),
+    );
+    let ready = conditions.out.remove(0);
+    match status.conditions.iter_mut().find(|c| c.type_ == READY) {
+        Some(c) => *c = ready,
+        None => status.conditions.insert(0, ready),
+    }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// A condition of a status, by type.
 pub fn condition<'a>(status: &'a ResponsibilityPolicyStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
@@ -564,6 +623,46 @@ mod tests {
         let spec =
             serde_json::from_value(serde_json::json!({"serviceModel": "PaaS"})).expect("spec");
         evaluate(&spec, &index, "2026-11-28T12:00:00Z".parse().expect("ts"))
+    }
+
+    #[test]
+    fn undecodable_objects_make_a_status_not_ready_and_are_named() {
+        let eval = evaluation(2);
+        let now = time("2026-11-28T12:00:00Z");
+        let mut status = audit_status(&eval, None, "2026-11-28T12:00:00Z");
+        let before = status.clone();
+        undecodable_objects(&mut status, None, &now, &[]);
+        assert_eq!(status, before, "nothing undecodable: nothing said");
+        let objects: Vec<String> = (0..7)
+            .map(|i| format!("Pod ns-00/p{i}: invalid type"))
+            .collect();
+        undecodable_objects(&mut status, None, &now, &objects);
+        let ready = condition(&status, READY).expect("Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", UNDECODABLE)
+        );
+        assert!(
+            ready.message.starts_with("7 object(s)"),
+            "{}",
+            ready.message
+        );
+        assert!(ready.message.contains("Pod ns-00/p4: invalid type"));
+        assert!(
+            !ready.message.contains("p5"),
+            "five named: {}",
+            ready.message
+        );
+        assert!(ready.message.contains("and 2 more"), "{}", ready.message);
+        // Every control is still evaluated and listed.
+        assert_eq!(status.controls, before.controls);
+        // A refused watch is the wider blind spot: it keeps its reason.
+        let mut forbidden = before.clone();
+        let refused = [("Pod", "forbidden".to_string())].into();
+        watches_refused(&mut forbidden, None, &now, &refused);
+        let said = forbidden.clone();
+        undecodable_objects(&mut forbidden, None, &now, &objects);
+        assert_eq!(forbidden, said);
     }
 
     /// The status of an Audit policy at generation 1, evaluated at `at`.

@@ -717,8 +717,15 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
             if ctx.audit_only && policy.spec.mode == Mode::Enforce {
                 status::enforce_unavailable(&mut status, previous, &now_time);
             }
-            let refused = read(&ctx.index).refused.clone();
+            let (refused, undecodable) = {
+                let index = read(&ctx.index);
+                (
+                    index.refused.clone(),
+                    undecodable_governed(&policy.spec, &index),
+                )
+            };
             status::watches_refused(&mut status, previous, &now_time, &refused);
+            status::undecodable_objects(&mut status, previous, &now_time, &undecodable);
             (status, requeue)
         }
     };
@@ -848,6 +855,31 @@ fn error_policy(policy: Arc<ResponsibilityPolicy>, error: &Error, ctx: Arc<Conte
     Action::requeue(Duration::from_secs(5))
 }
 
+/// The undecodable objects a policy governs, as `Kind namespace/name: why`: those in the
+/// namespaces it selects, and every cluster-scoped one (RBAC and Namespaces are read for every
+/// policy; an undecodable Namespace may be one it would select).
+fn undecodable_governed(
+    spec: &crate::crd::ResponsibilityPolicySpec,
+    index: &crate::index::Index,
+) -> Vec<String> {
+    if index.undecodable.is_empty() {
+        return Vec::new();
+    }
+    let selected = crate::evaluate::selected_namespaces(spec, index);
+    index
+        .undecodable
+        .iter()
+        .filter(|(_, key, _)| key.namespace.is_empty() || selected.contains(&key.namespace))
+        .map(|(kind, key, why)| {
+            if key.namespace.is_empty() {
+                format!("{kind} {}: {why}", key.name)
+            } else {
+                format!("{kind} {}/{}: {why}", key.namespace, key.name)
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -899,6 +931,46 @@ mod tests {
         assert_eq!(
             names(affected(&policies, &index, &everything)),
             ["prod", "dev"]
+        );
+    }
+
+    #[test]
+    fn a_policy_is_told_of_the_undecodable_objects_it_governs_and_of_no_others() {
+        let mut index = Index::default();
+        for (ns, env) in [("shop", "prod"), ("lab", "dev")] {
+            let labels = [("env".to_string(), env.to_string())].into();
+            index.namespaces.apply(
+                Key::new(None, ns),
+                Some(NamespaceFact {
+                    labels,
+                    ..Default::default()
+                }),
+            );
+        }
+        let prod = policy("prod", serde_json::json!({"matchLabels": {"env": "prod"}}));
+        assert!(undecodable_governed(&prod.spec, &index).is_empty());
+        let u = &mut index.undecodable;
+        u.set(
+            "Pod",
+            &Key::new(Some("shop"), "web"),
+            Some("bad spec"),
+            false,
+        );
+        u.set(
+            "Pod",
+            &Key::new(Some("lab"), "toy"),
+            Some("bad spec"),
+            false,
+        );
+        u.set(
+            "ClusterRole",
+            &Key::new(None, "ops"),
+            Some("bad rules"),
+            false,
+        );
+        assert_eq!(
+            undecodable_governed(&prod.spec, &index),
+            ["ClusterRole ops: bad rules", "Pod shop/web: bad spec"]
         );
     }
 }

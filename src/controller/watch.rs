@@ -303,15 +303,21 @@ fn key_of<P>(obj: &Watched<P>) -> Key {
 }
 
 /// The decoded body of one object; an undecodable object is logged, counted in
-/// `onus_undecodable_objects_total` and skipped, never fatal.
-fn decoded<P>(metrics: &Metrics, kind: &'static str, key: &Key, obj: Watched<P>) -> Option<P> {
+/// `onus_undecodable_objects_total` and skipped, never fatal: its error is returned, for the
+/// status of the policies that govern it.
+fn decoded<P>(
+    metrics: &Metrics,
+    kind: &'static str,
+    key: &Key,
+    obj: Watched<P>,
+) -> Result<P, String> {
     match obj.body {
-        Decoded::Ok(body) => Some(body),
+        Decoded::Ok(body) => Ok(body),
         Decoded::Bad(error) => {
             warn!(%kind, namespace = %key.namespace, name = %key.name, %error,
                   "Skipping undecodable object");
             metrics.undecodable(kind);
-            None
+            Err(error.to_string())
         }
     }
 }
@@ -540,26 +546,42 @@ where
             let changed = match event {
                 Event::Apply(obj) => {
                     let key = key_of(&obj);
-                    decoded(&metrics, kind, &key, obj)
-                        .is_some_and(|body| sink.apply(facts, &key, &body))
-                        .then(|| scope(&key))
+                    let body = decoded(&metrics, kind, &key, obj);
+                    // An undecodable object keeps its last readable facts, and the policies
+                    // that govern it say that it could not be read.
+                    let unknown = facts.undecodable.set(
+                        kind,
+                        &key,
+                        body.as_ref().err().map(String::as_str),
+                        false,
+                    );
+                    let applied = body.is_ok_and(|body| sink.apply(facts, &key, &body));
+                    (applied || unknown).then(|| scope(&key))
                 }
                 Event::Delete(obj) => {
                     let key = key_of(&obj);
-                    sink.delete(facts, &key).then(|| scope(&key))
+                    let unknown = facts.undecodable.delete(kind, &key);
+                    (sink.delete(facts, &key) || unknown).then(|| scope(&key))
                 }
                 Event::Init => {
                     sink.reset_start(facts);
+                    facts.undecodable.list_start(kind);
                     None
                 }
                 Event::InitApply(obj) => {
                     let key = key_of(&obj);
-                    if let Some(body) = decoded(&metrics, kind, &key, obj) {
-                        sink.reset_apply(facts, &key, &body);
+                    match decoded(&metrics, kind, &key, obj) {
+                        Ok(body) => sink.reset_apply(facts, &key, &body),
+                        Err(error) => {
+                            facts.undecodable.set(kind, &key, Some(&error), true);
+                        }
                     }
                     None
                 }
-                Event::InitDone => sink.reset_done(facts).then_some(Scope::Cluster),
+                Event::InitDone => {
+                    let unknown = facts.undecodable.list_done(kind);
+                    (sink.reset_done(facts) || unknown).then_some(Scope::Cluster)
+                }
             };
             if changed.is_some() {
                 guard.touch(
@@ -636,7 +658,7 @@ async fn watch_backends<K, P>(
             let touched: Option<Vec<String>> = match event {
                 Event::Apply(obj) => {
                     let key = key_of(&obj);
-                    let body = decoded(&metrics, kind, &key, obj);
+                    let body = decoded(&metrics, kind, &key, obj).ok();
                     // An undecodable object holds every default-deny (its targets are
                     // unknown); its last readable facts stay too.
                     cluster |= facts
@@ -663,7 +685,7 @@ async fn watch_backends<K, P>(
                 }
                 Event::InitApply(obj) => {
                     let key = key_of(&obj);
-                    let body = decoded(&metrics, kind, &key, obj);
+                    let body = decoded(&metrics, kind, &key, obj).ok();
                     facts
                         .backends
                         .set_readable(backend, &key, body.is_some(), true);
@@ -721,6 +743,129 @@ async fn watch_backends<K, P>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::Key;
+    use std::time::Duration;
+
+    /// A mock API server: every kind lists empty but Pods (one readable, privileged bare Pod
+    /// `ok` and one whose spec no Pod has, `bad`); the first watch of Pods turns `ok` into an
+    /// undecodable object and deletes `bad`; other watches stay open and quiet.
+    fn api_server() -> Client {
+        use axum::{
+            body::Bytes,
+            http::{Request, Response},
+        };
+        use http_body_util::Full;
+        use serde_json::json;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let pod = |name: &str, rv: &str, spec: serde_json::Value| {
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": name, "namespace": "shop", "resourceVersion": rv},
+                   "spec": spec})
+        };
+        let privileged = json!({"containers": [
+            {"name": "app", "image": "app", "securityContext": {"privileged": true}}]});
+        let list = json!({"apiVersion": "v1", "kind": "PodList",
+            "metadata": {"resourceVersion": "10"},
+            "items": [pod("ok", "9", privileged), pod("bad", "8", json!({"containers": "oops"}))]});
+        // As the API server writes them: "type" first (the objects are taken as raw JSON,
+        // which serde can do when the tag comes before the content).
+        let events = [
+            ("MODIFIED", pod("ok", "11", json!({"containers": 7}))),
+            ("DELETED", pod("bad", "12", json!({"containers": "oops"}))),
+        ]
+        .iter()
+        .map(|(kind, object)| format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"))
+        .collect::<String>();
+        let watched = Arc::new(AtomicBool::new(false));
+        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
+            let uri = request.uri().to_string();
+            let (list, events, watched) = (list.clone(), events.clone(), watched.clone());
+            async move {
+                let pods = uri.starts_with("/api/v1/pods");
+                let body = if uri.starts_with("/version") {
+                    json!({"major": "1", "minor": "37", "gitVersion": "v1.37.2",
+                           "gitCommit": "", "gitTreeState": "", "buildDate": "",
+                           "goVersion": "", "compiler": "", "platform": ""})
+                    .to_string()
+                } else if uri.contains("watch=") {
+                    if pods && !watched.swap(true, Ordering::SeqCst) {
+                        events
+                    } else {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        String::new()
+                    }
+                } else if pods {
+                    list.to_string()
+                } else {
+                    json!({"apiVersion": "v1", "kind": "List",
+                           "metadata": {"resourceVersion": "10"}, "items": []})
+                    .to_string()
+                };
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .map_err(tower::BoxError::from)
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    /// Polls the index until `done` holds (5 s at most).
+    async fn until(index: &Arc<RwLock<Index>>, what: &str, done: impl Fn(&Index) -> bool) {
+        for _ in 0..500 {
+            if done(&super::super::read(index)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}: {:#?}", super::super::read(index).undecodable);
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_object_is_recorded_until_it_goes_and_keeps_its_last_facts() {
+        let index = Arc::new(RwLock::new(Index::default()));
+        let watch = Watch::new(
+            api_server(),
+            index.clone(),
+            Arc::new(Changes::default()),
+            Metrics::new(),
+        );
+        let watching = tokio::spawn(watch_all(watch));
+        let names = |i: &Index| -> Vec<(String, String)> {
+            i.undecodable
+                .iter()
+                .map(|(kind, key, _)| (kind.to_string(), key.name.clone()))
+                .collect()
+        };
+        let pod = |i: &Index, name: &str| {
+            i.workloads
+                .get(&WorkloadKind::Pod)
+                .and_then(|m| m.get(&Key::new(Some("shop"), name)).cloned())
+        };
+        // The list: `bad` is recorded with why, `ok` is a fact; then the watch turns `ok`
+        // undecodable (its last facts stay: privileged) and deletes `bad`.
+        until(&index, "bad, then ok, undecodable", |i| {
+            names(i) == [("Pod".to_string(), "ok".to_string())]
+        })
+        .await;
+        let i = super::super::read(&index);
+        let why: Vec<&str> = i.undecodable.iter().map(|(_, _, why)| why).collect();
+        assert!(why[0].contains("invalid type"), "{why:?}");
+        let ok = pod(&i, "ok").expect("the last readable facts of ok stay");
+        assert!(
+            ok.failing_controls(
+                crate::crd::PodSecurityLevel::Baseline,
+                crate::podsecurity::Version::Latest
+            )
+            .contains("WKL-03"),
+            "{ok:?}"
+        );
+        assert!(pod(&i, "bad").is_none());
+        drop(i);
+        watching.abort();
+    }
 
     #[tokio::test]
     async fn changes_coalesce_and_a_cluster_wide_change_covers_all() {

@@ -6,7 +6,7 @@ use std::{
     net::IpAddr,
 };
 
-use super::{FactMap, Key};
+use super::{FactMap, Key, Undecodable};
 use crate::facts::backends::{BackendFact, BackendKind};
 
 /// Backend facts of the four kinds, and what each namespace backs.
@@ -18,16 +18,7 @@ pub struct Backends {
     /// Per IP address called by URL, what calls it, sorted.
     by_ip: BTreeMap<IpAddr, Vec<String>>,
     /// Objects the watches saw but could not decode, per kind: where they call is unknown.
-    unreadable: BTreeMap<BackendKind, Unreadable>,
-}
-
-/// The undecodable objects of one kind, and those of a list in progress.
-#[derive(Debug, Default)]
-struct Unreadable {
-    now: BTreeSet<Key>,
-    /// Filled while a (re)list runs; replaces `now` when it is complete (until then the
-    /// objects known unreadable stay so).
-    listing: Option<BTreeSet<Key>>,
+    unreadable: Undecodable<BackendKind>,
 }
 
 impl Backends {
@@ -93,38 +84,19 @@ impl Backends {
         readable: bool,
         listing: bool,
     ) -> bool {
-        let entry = self.unreadable.entry(kind).or_default();
-        if listing {
-            if let Some(list) = entry.listing.as_mut()
-                && !readable
-            {
-                list.insert(key.clone());
-            }
-            return false;
-        }
-        if readable {
-            entry.now.remove(key)
-        } else {
-            entry.now.insert(key.clone())
-        }
+        let error = (!readable).then_some("undecodable");
+        self.unreadable.set(kind, key, error, listing)
     }
 
     /// A (re)list of `kind` starts.
     pub fn unreadable_list_start(&mut self, kind: BackendKind) {
-        self.unreadable.entry(kind).or_default().listing = Some(BTreeSet::new());
+        self.unreadable.list_start(kind);
     }
 
     /// The (re)list of `kind` is complete. Returns whether the set of unreadable objects
     /// changed.
     pub fn unreadable_list_done(&mut self, kind: BackendKind) -> bool {
-        let entry = self.unreadable.entry(kind).or_default();
-        match entry.listing.take() {
-            Some(listed) if listed != entry.now => {
-                entry.now = listed;
-                true
-            }
-            _ => false,
-        }
+        self.unreadable.list_done(kind)
     }
 
     /// The objects that could not be decoded, e.g. `webhook broken-hook`, sorted: while there
@@ -132,7 +104,7 @@ impl Backends {
     pub fn unreadable(&self) -> Vec<String> {
         self.unreadable
             .iter()
-            .flat_map(|(kind, u)| u.now.iter().map(|key| kind.describe(&key.name)))
+            .map(|(kind, key, _)| kind.describe(&key.name))
             .collect()
     }
 
