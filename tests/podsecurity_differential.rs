@@ -1,6 +1,9 @@
 //! Differential test: onus's Pod Security evaluation against the real PodSecurity admission of a
 //! kube-apiserver v1.37.2. Every corpus pod is dry-run created in namespaces enforcing each
-//! (level, version); onus must admit exactly what the server admits.
+//! (level, version); onus must admit exactly what the server admits, both the evaluation the
+//! controller runs and `onus check` on the same pods written as files.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
@@ -21,6 +24,79 @@ struct Case {
     pod: Value,
     /// Added through the ephemeralcontainers subresource: Pod create rejects them.
     ephemeral: Option<Value>,
+}
+
+/// `onus check` on the corpus written as files, once per (level, version) target with a
+/// policy at that level and version: the Pods it reports under the Pod Security controls must
+/// be exactly those the server rejected. (Same code as the controller; this proves the offline
+/// path, from YAML files through `check`'s decoding, agrees with the admission too.)
+fn check_disagreements(
+    corpus: &[Case],
+    rejected: &BTreeMap<(String, String), BTreeSet<usize>>,
+    server_minor: Option<u32>,
+) -> Vec<String> {
+    let dir = std::env::temp_dir().join(format!("onus-psa-check-{}", std::process::id()));
+    let pods = dir.join("pods");
+    std::fs::create_dir_all(&pods).expect("temp dir");
+    for (i, case) in corpus.iter().enumerate() {
+        let mut pod = serde_json::to_value(pod_of(case)).expect("pod");
+        pod["metadata"]["name"] = json!(format!("p{i}"));
+        pod["metadata"]["namespace"] = json!("psa");
+        pod["apiVersion"] = json!("v1");
+        pod["kind"] = json!("Pod");
+        std::fs::write(pods.join(format!("p{i}.json")), pod.to_string()).expect("write pod");
+    }
+    let kube_version = server_minor.map(|m| format!("v1.{m}"));
+    let mut failures = Vec::new();
+    for ((level, version), server_rejected) in rejected {
+        let policy = dir.join(format!("policy-{level}-{version}.json"));
+        let spec = json!({"apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+            "metadata": {"name": "psa"},
+            "spec": {"serviceModel": "PaaS",
+                     "controls": {"podSecurity": {"level": level, "version": version}}}});
+        std::fs::write(&policy, spec.to_string()).expect("write policy");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_onus"));
+        command
+            .args(["check", "-o", "json", "--policy"])
+            .arg(&policy)
+            .arg("-f")
+            .arg(&pods);
+        if let Some(v) = &kube_version {
+            command.args(["--kube-version", v]);
+        }
+        let output = command.output().expect("onus check runs");
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("onus check JSON ({e}): {output:?}"));
+        // The Pod Security Standards controls (WKL-01 is the namespace labels, WKL-10 the
+        // default namespace).
+        let reported: BTreeSet<usize> = report["controls"]
+            .as_array()
+            .expect("controls")
+            .iter()
+            .filter(|c| c["family"] == "podSecurity" && c["id"] != "WKL-01" && c["id"] != "WKL-10")
+            .flat_map(|c| c["offenders"].as_array().cloned().unwrap_or_default())
+            .filter_map(|o| {
+                o["object"]
+                    .as_str()?
+                    .strip_prefix("Pod/psa/p")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        for i in server_rejected.symmetric_difference(&reported) {
+            let who = if reported.contains(i) {
+                "onus check reports it, the server admits it"
+            } else {
+                "the server rejects it, onus check does not report it"
+            };
+            failures.push(format!(
+                "check {level} {version} {:?}: {who}",
+                corpus[*i].name
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    failures
 }
 
 /// RFC 7386 merge: objects merge recursively, `null` deletes, anything else replaces.
@@ -535,7 +611,19 @@ async fn onus_agrees_with_the_podsecurity_admission() {
     let info = client.apiserver_version().await.expect("server version");
     let server_minor = onus::podsecurity::server_minor(&info);
     let (mut admitted, mut rejected, mut failures) = (0, 0, Vec::new());
+    // Per target, the corpus indices the server rejected (for `onus check` below).
+    let mut results_by_target: BTreeMap<(String, String), BTreeSet<usize>> = BTreeMap::new();
     for (level, version, case, server) in results {
+        let index = corpus
+            .iter()
+            .position(|c| std::ptr::eq(c, case))
+            .expect("a corpus case");
+        let rejected_by_server = results_by_target
+            .entry((format!("{level:?}").to_lowercase(), version.to_string()))
+            .or_default();
+        if matches!(server, Ok(Outcome::Rejected(_))) {
+            rejected_by_server.insert(index);
+        }
         let pod = pod_of(case);
         let violations = evaluate(
             &pod.metadata,
@@ -556,6 +644,11 @@ async fn onus_agrees_with_the_podsecurity_admission() {
             }
         }
     }
+    failures.extend(check_disagreements(
+        &corpus,
+        &results_by_target,
+        server_minor,
+    ));
     println!(
         "podsecurity differential: {} specs x {} (level, version) targets: {admitted} admitted and {rejected} rejected by both, {} mismatches",
         corpus.len(),
