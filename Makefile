@@ -29,7 +29,8 @@ OLDEST_K8S ?= v1.34.4
 ONUS_CACHE_DIR := $(or $(ONUS_CACHE),$(HOME)/.cache/onus)
 test-oldest: tools
 	K8S_VERSION=$(OLDEST_K8S) bash hack/build-control-plane.sh >/dev/null
-	ONUS_K8S_BIN=$(ONUS_CACHE_DIR)/k8s-$(OLDEST_K8S)/bin cargo test --workspace --test '*'
+	ONUS_K8S_VERSION=$(OLDEST_K8S) ONUS_K8S_BIN=$(ONUS_CACHE_DIR)/k8s-$(OLDEST_K8S)/bin \
+	  cargo test --workspace --test '*'
 	bash hack/check-no-leaks.sh
 
 demo: tools

@@ -120,13 +120,19 @@ pub struct ControlPlane {
     ca: Ca,
 }
 
+/// The Kubernetes version the tests run against: `$ONUS_K8S_VERSION` (`make test-oldest` sets
+/// it with the binaries, `$ONUS_K8S_BIN`), else [`KUBERNETES_VERSION`].
+pub fn kubernetes_version() -> String {
+    std::env::var("ONUS_K8S_VERSION").unwrap_or_else(|_| KUBERNETES_VERSION.to_string())
+}
+
 /// Directory holding kube-apiserver, kube-controller-manager and kubectl.
 pub fn kubernetes_bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("ONUS_K8S_BIN") {
         return PathBuf::from(dir);
     }
     cache_dir()
-        .join(format!("k8s-{KUBERNETES_VERSION}"))
+        .join(format!("k8s-{}", kubernetes_version()))
         .join("bin")
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use onus_testenv::{ControlPlane, KUBERNETES_VERSION, Options};
+use onus_testenv::{ControlPlane, Options, kubernetes_version};
 
 const USAGE: &str = "usage: onus-testenv up [--kubeconfig PATH]
 
@@ -40,7 +40,8 @@ fn main() {
         std::process::exit(1);
     }
     eprintln!(
-        "onus-testenv: Kubernetes {KUBERNETES_VERSION} serving at {} (logs in {})",
+        "onus-testenv: Kubernetes {} serving at {} (logs in {})",
+        kubernetes_version(),
         cp.server(),
         cp.dir().display()
     );

@@ -7,7 +7,7 @@ use kube::{
     Api,
     api::{DeleteParams, PostParams},
 };
-use onus_testenv::{ControlPlane, KUBERNETES_VERSION, Options, shared};
+use onus_testenv::{ControlPlane, Options, kubernetes_version, shared};
 use std::time::{Duration, Instant};
 
 fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
@@ -18,7 +18,7 @@ fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
 async fn server_reports_the_pinned_version() {
     let client = shared().client().await;
     let info = client.apiserver_version().await.expect("GET /version");
-    assert_eq!(info.git_version, KUBERNETES_VERSION);
+    assert_eq!(info.git_version, kubernetes_version());
 }
 
 #[tokio::test]
