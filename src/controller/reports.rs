@@ -249,7 +249,12 @@ fn report(
                 "properties": properties,
             })
         };
-        if let Some(objects) = failing.get(&i) {
+        // Only a failing control fails: the violations of a control that is disabled, the
+        // provider's or unobservable are not the policy's to report.
+        let objects = failing
+            .get(&i)
+            .filter(|_| outcome.result == ControlResult::Fail);
+        if let Some(objects) = objects {
             for ((kind, name), examples) in objects {
                 fail += 1;
                 if fails.len() >= max_results {
@@ -806,6 +811,25 @@ mod tests {
         assert_eq!(
             results(cluster, "fail")[0]["resources"],
             json!([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "name": "ops"}])
+        );
+    }
+
+    #[test]
+    fn a_control_that_is_not_checked_is_skipped_whatever_it_would_flag() {
+        let eval = evaluation(vec![outcome(
+            "IAM-09",
+            ControlResult::Disabled,
+            vec![violation(Some("shop"), "ServiceAccount", "default")],
+        )]);
+        let reports = desired("p", &eval, &governed(&["shop"]), 1000);
+        let shop = &reports[&Some("shop".to_string())];
+        assert_eq!(
+            shop["summary"],
+            json!({"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 1})
+        );
+        assert_eq!(
+            results(shop, "skip")[0]["message"],
+            "Default ServiceAccount token not mounted: disabled by the policy"
         );
     }
 

@@ -87,7 +87,7 @@ pub fn install_crd(cp: &ControlPlane) {
 impl TestEnv {
     /// Starts (or reuses) the control plane, installs the CRD and runs an operator for this test.
     pub async fn start(name: &str) -> TestEnv {
-        TestEnv::start_with(name, None, None, false).await
+        TestEnv::start_with(name, None, None, false, None).await
     }
 
     /// Like [`TestEnv::start`], with the generated ValidatingAdmissionPolicies on. They are
@@ -95,20 +95,25 @@ impl TestEnv {
     /// test operators leave them off: `Settings::admission_policies`).
     /// The operator acts as `user` (no group), when given.
     pub async fn start_admission(name: &str, user: Option<&str>) -> TestEnv {
-        TestEnv::start_with(name, user.map(|u| (u, None)), None, true).await
+        TestEnv::start_with(name, user.map(|u| (u, None)), None, true, None).await
     }
 
     /// Like [`TestEnv::start`], but the operator runs "in" namespace `own_namespace` (as
     /// `$POD_NAMESPACE` says in a cluster).
     pub async fn start_in(name: &str, own_namespace: &str) -> TestEnv {
-        TestEnv::start_with(name, None, Some(own_namespace.to_string()), false).await
+        TestEnv::start_with(name, None, Some(own_namespace.to_string()), false, None).await
     }
 
     /// Like [`TestEnv::start`], but the operator acts as `user` (in `group`, if any) with a
     /// client certificate of its own, so the API server's audit log tells its writes apart
     /// from the test's (which stay the admin's).
     pub async fn start_as(name: &str, user: &str, group: Option<&str>) -> TestEnv {
-        TestEnv::start_with(name, Some((user, group)), None, false).await
+        TestEnv::start_with(name, Some((user, group)), None, false, None).await
+    }
+
+    /// Like [`TestEnv::start`], with policy reports on.
+    pub async fn start_reports(name: &str, reports: controller::ReportSettings) -> TestEnv {
+        TestEnv::start_with(name, None, None, false, Some(reports)).await
     }
 
     /// The control plane, the CRD and a client, but no operator: the test runs its own (e.g.
@@ -129,6 +134,7 @@ impl TestEnv {
         operator: Option<(&str, Option<&str>)>,
         own_namespace: Option<String>,
         admission_policies: bool,
+        reports: Option<controller::ReportSettings>,
     ) -> TestEnv {
         // Operator logs show in a failing test's output.
         let _ = tracing_subscriber::fmt()
@@ -154,6 +160,7 @@ impl TestEnv {
             metrics: metrics.clone(),
             own_namespace,
             admission_policies,
+            reports,
             ..Settings::default()
         };
         tokio::spawn(controller::run(operator, settings, std::future::pending()));

@@ -1,0 +1,426 @@
+//! PolicyReports against the real API server, with the report CRDs as their projects publish
+//! them (fetched from their Go modules by hack/fetch-report-crds.sh, which `make tools` runs):
+//! openreports.io/v1alpha1 from github.com/openreports/reports-api, wgpolicyk8s.io/v1alpha2
+//! from github.com/kyverno/kyverno. One scenario per API (the two groups are independent, so
+//! they run in parallel on the shared API server):
+//!
+//! - before the CRDs exist: the policy says so (condition PolicyReports=False,
+//!   ReportApiMissing) and an Event says it once;
+//! - once they are installed: one report per governed namespace and one cluster report, their
+//!   summaries exactly what the status counts, results capped;
+//! - nothing is written while nothing changes (the audit log);
+//! - a fix rewrites the report; a namespace leaving the policy loses its report;
+//! - a report of onus's name that onus did not create is neither updated nor deleted, and the
+//!   refusal shows in status;
+//! - deleting the policy deletes its reports.
+
+mod common;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use common::{OPERATOR_USER_PREFIX, TestEnv, deployment, hardened, kubectl_ok};
+use k8s_openapi::api::{core::v1::Namespace, events::v1::Event};
+use kube::{
+    Api, ResourceExt,
+    api::{DynamicObject, ListParams, Patch, PatchParams},
+};
+use onus::{
+    controller::{ReportApi, ReportSettings, report_name},
+    crd::{ControlResult, ResponsibilityPolicy, ResponsibilityPolicyStatus},
+    status::{POLICY_REPORTS, condition},
+};
+use serde_json::{Value, json};
+
+/// Where hack/fetch-report-crds.sh leaves the CRDs.
+fn crd_files(api: ReportApi) -> Vec<PathBuf> {
+    let cache = std::env::var_os("ONUS_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/onus")))
+        .expect("ONUS_CACHE or HOME");
+    let (dir, files) = match api {
+        ReportApi::OpenReports => (
+            "openreports-v0.2.1",
+            [
+                "openreports.io_reports.yaml",
+                "openreports.io_clusterreports.yaml",
+            ],
+        ),
+        ReportApi::WgPolicyK8s => (
+            "kyverno-v1.13.4",
+            [
+                "wgpolicyk8s.io_policyreports.yaml",
+                "wgpolicyk8s.io_clusterpolicyreports.yaml",
+            ],
+        ),
+    };
+    let dir = cache.join("report-crds").join(dir);
+    files
+        .iter()
+        .map(|f| {
+            let path = dir.join(f);
+            assert!(
+                path.is_file(),
+                "{} missing: run `make tools` (hack/fetch-report-crds.sh)",
+                path.display()
+            );
+            path
+        })
+        .collect()
+}
+
+fn install_crds(env: &TestEnv, api: ReportApi) {
+    for file in crd_files(api) {
+        let file = file.to_string_lossy().into_owned();
+        kubectl_ok(env.cp, &["apply", "--server-side", "-f", &file]);
+    }
+    let (_, plural) = api.kind(false);
+    let (_, cluster_plural) = api.kind(true);
+    let group = api.api_version();
+    let group = group.split('/').next().expect("group");
+    kubectl_ok(
+        env.cp,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            &format!("crd/{plural}.{group}"),
+            &format!("crd/{cluster_plural}.{group}"),
+        ],
+    );
+}
+
+fn reports_api(env: &TestEnv, api: ReportApi, namespace: Option<&str>) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(env.client.clone(), ns, &api.resource(false)),
+        None => Api::all_with(env.client.clone(), &api.resource(true)),
+    }
+}
+
+async fn report(
+    env: &TestEnv,
+    api: ReportApi,
+    namespace: Option<&str>,
+    name: &str,
+) -> Option<DynamicObject> {
+    reports_api(env, api, namespace)
+        .get_opt(name)
+        .await
+        .expect("get report")
+}
+
+/// Waits until the report satisfies `ready` (or is absent, for `None`); panics with it if not.
+async fn wait_report(
+    env: &TestEnv,
+    api: ReportApi,
+    namespace: Option<&str>,
+    name: &str,
+    what: &str,
+    ready: impl Fn(Option<&DynamicObject>) -> bool,
+) -> Option<DynamicObject> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let found = report(env, api, namespace, name).await;
+        if ready(found.as_ref()) {
+            return found;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "report {namespace:?}/{name}: {what} not reached in 40s; it is:\n{}",
+                serde_yaml::to_string(&found).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn policy(env: &TestEnv, name: &str) -> ResponsibilityPolicy {
+    Api::<ResponsibilityPolicy>::all(env.client.clone())
+        .get(name)
+        .await
+        .expect("get policy")
+}
+
+/// The summary a namespace report must have, from the policy's status (one governed
+/// namespace holds every namespaced violation; the RBAC family is off, so nothing is
+/// cluster-scoped).
+fn expected_summary(status: &ResponsibilityPolicyStatus) -> Value {
+    let checked = |c: &&onus::crd::ControlStatus| {
+        matches!(c.result, ControlResult::Pass | ControlResult::Fail)
+    };
+    let fail: u64 = status
+        .controls
+        .iter()
+        .filter(|c| c.result == ControlResult::Fail)
+        .map(|c| c.violations)
+        .sum();
+    let pass = status
+        .controls
+        .iter()
+        .filter(|c| c.result == ControlResult::Pass)
+        .count();
+    let skip = status.controls.iter().filter(|c| !checked(c)).count();
+    json!({"pass": pass, "fail": fail, "warn": 0, "error": 0, "skip": skip})
+}
+
+/// Waits until the namespace's report summarises what the policy's status counts (the report
+/// is written just before the status, by the same reconcile); returns both.
+async fn consistent(
+    env: &TestEnv,
+    api: ReportApi,
+    policy_name: &str,
+    namespace: &str,
+    name: &str,
+) -> (DynamicObject, Value) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = policy(env, policy_name).await.status.unwrap_or_default();
+        let expected = expected_summary(&status);
+        let found = report(env, api, Some(namespace), name).await;
+        if let Some(found) = found.clone().filter(|r| r.data["summary"] == expected) {
+            return (found, expected);
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "report {namespace}/{name} does not summarise the status ({expected}) in 30s; \
+                 it is:\n{}",
+                serde_yaml::to_string(&found).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn privileged() -> Value {
+    let mut sc = hardened();
+    sc["privileged"] = json!(true);
+    sc.as_object_mut()
+        .map(|o| o.remove("allowPrivilegeEscalation"));
+    sc
+}
+
+/// The operator's writes of reports in the audit log.
+fn report_writes(env: &TestEnv, api: ReportApi) -> Vec<onus_testenv::AuditEvent> {
+    let group = api.api_version();
+    let group = group.split('/').next().unwrap_or_default().to_string();
+    let user = format!("{OPERATOR_USER_PREFIX}{}", env.id);
+    env.cp
+        .audit_events()
+        .into_iter()
+        .filter(|e| e.user == user && e.api_group == group)
+        .filter(|e| !["get", "list", "watch"].contains(&e.verb.as_str()))
+        .collect()
+}
+
+async fn label_namespace(env: &TestEnv, ns: &str, labels: Value) {
+    Api::<Namespace>::all(env.client.clone())
+        .patch(
+            ns,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": labels}})),
+        )
+        .await
+        .expect("label namespace");
+}
+
+async fn scenario(api: ReportApi, test: &str) {
+    let env = TestEnv::start_reports(
+        test,
+        ReportSettings {
+            api,
+            max_results: 3,
+        },
+    )
+    .await;
+    // Pod Security labels on both: `lab` fails nothing, `shop` only through its workloads.
+    let psa = [
+        ("pod-security.kubernetes.io/enforce", "restricted"),
+        ("pod-security.kubernetes.io/warn", "restricted"),
+        ("pod-security.kubernetes.io/audit", "restricted"),
+    ];
+    let shop = env.namespace("shop", &psa).await;
+    let lab = env.namespace("lab", &psa).await;
+    for name in ["a", "b", "c", "d"] {
+        env.create(Some(&shop), deployment(name, privileged(), json!({})))
+            .await;
+    }
+    // Only Pod Security is checked: every failing object of the policy is in `shop`, and the
+    // status counts are those the report must show.
+    let policy_name = env
+        .apply_policy(
+            "reports",
+            json!({"serviceModel": "PaaS", "controls": {
+                "rbac": {"enabled": false}, "network": {"enabled": false},
+                "serviceAccounts": {"enabled": false}, "data": {"enabled": false},
+                "audit": {"enabled": false}}}),
+        )
+        .await;
+
+    // 1. No CRDs yet: said in status, and once with an Event.
+    env.wait_status(&policy_name, "PolicyReports=False ReportApiMissing", |s| {
+        condition(s, POLICY_REPORTS)
+            .is_some_and(|c| c.status == "False" && c.reason == "ReportApiMissing")
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = Api::<Event>::all(env.client.clone())
+            .list(&ListParams::default().fields(&format!(
+                "regarding.name={policy_name},reason=ReportApiMissing"
+            )))
+            .await
+            .expect("list events")
+            .items;
+        if !events.is_empty() {
+            assert_eq!(events.len(), 1, "one Event: {events:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ReportApiMissing Event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 2. The CRDs arrive: the reports follow (discovery looks again).
+    install_crds(&env, api);
+    let p = env
+        .wait_status(&policy_name, "PolicyReports=True", |s| {
+            condition(s, POLICY_REPORTS).is_some_and(|c| c.status == "True")
+        })
+        .await;
+    let uid = p.uid().expect("uid");
+    let name = report_name(&policy_name, &uid);
+    let (shop_report, expected) = consistent(&env, api, &policy_name, &shop, &name).await;
+    assert!(expected["fail"].as_u64() > Some(4), "{expected}");
+    let results = shop_report.data["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3, "capped at 3: {results:?}");
+    assert!(results.iter().all(|r| r["result"] == "fail"), "{results:?}");
+    assert!(results.iter().all(|r| r["policy"] == policy_name.as_str()));
+    assert!(
+        results
+            .iter()
+            .all(|r| r["resources"][0]["namespace"] == shop.as_str()),
+        "{results:?}"
+    );
+    let labels = shop_report.labels();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("onus")
+    );
+    assert_eq!(
+        shop_report.owner_references()[0].uid,
+        uid,
+        "owned by the policy"
+    );
+    // `lab` has nothing failing: every checked control passes there.
+    let lab_report = report(&env, api, Some(&lab), &name)
+        .await
+        .expect("lab's report");
+    assert_eq!(lab_report.data["summary"]["fail"], 0);
+    assert_eq!(lab_report.data["summary"]["skip"], expected["skip"]);
+    // The cluster report: the eight cluster-scoped RBAC controls, off in this policy.
+    let cluster = report(&env, api, None, &name)
+        .await
+        .expect("cluster report");
+    assert_eq!(
+        cluster.data["summary"],
+        json!({"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 8})
+    );
+
+    // 3. Idle: a change that concerns the policy but alters nothing writes no report.
+    let writes = report_writes(&env, api).len();
+    assert!(writes >= 3, "the three reports were written");
+    label_namespace(&env, &lab, json!({"unrelated": "change"})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = report_writes(&env, api);
+    assert_eq!(
+        after.len(),
+        writes,
+        "writes while idle: {:?}",
+        &after[writes..]
+    );
+    for e in &after {
+        assert!(
+            ["patch", "delete"].contains(&e.verb.as_str()) && e.name == name,
+            "onus writes only its reports, by name: {e}"
+        );
+    }
+
+    // 4. A fix rewrites the report with the new counts.
+    env.delete(Some(&shop), "apps/v1", "Deployment", "a").await;
+    env.wait_status(&policy_name, "one privileged Deployment fewer", |s| {
+        expected_summary(s)["fail"].as_u64() < expected["fail"].as_u64()
+    })
+    .await;
+    consistent(&env, api, &policy_name, &shop, &name).await;
+
+    // 5. A namespace leaving the policy loses its report.
+    label_namespace(&env, &lab, json!({"onus.dev/test-ns": "elsewhere"})).await;
+    wait_report(&env, api, Some(&lab), &name, "deleted", |r| r.is_none()).await;
+
+    // 6. A report of onus's name that onus did not create: left alone, and status says so.
+    let taken = env.cp.namespace(&env.client, "taken", &[]).await;
+    let (kind, _) = api.kind(false);
+    let foreign = env
+        .create(
+            Some(&taken),
+            json!({"apiVersion": api.api_version(), "kind": kind,
+                   "metadata": {"name": name, "namespace": taken},
+                   "summary": {"pass": 7}}),
+        )
+        .await;
+    label_namespace(&env, &taken, json!({"onus.dev/test-ns": env.id})).await;
+    env.wait_status(&policy_name, "PolicyReports=False ReportWriteFailed", |s| {
+        condition(s, POLICY_REPORTS).is_some_and(|c| {
+            c.status == "False" && c.reason == "ReportWriteFailed" && c.message.contains(&taken)
+        })
+    })
+    .await;
+    label_namespace(&env, &taken, json!({"onus.dev/test-ns": "elsewhere"})).await;
+    env.wait_status(&policy_name, "PolicyReports=True again", |s| {
+        condition(s, POLICY_REPORTS).is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let still = report(&env, api, Some(&taken), &name)
+        .await
+        .expect("the foreign report stays");
+    assert_eq!(
+        still.resource_version(),
+        foreign["metadata"]["resourceVersion"]
+            .as_str()
+            .map(String::from),
+        "the foreign report is untouched"
+    );
+
+    // 7. Deleting the policy deletes its reports (and only them).
+    Api::<ResponsibilityPolicy>::all(env.client.clone())
+        .delete(&policy_name, &Default::default())
+        .await
+        .expect("delete policy");
+    wait_report(
+        &env,
+        api,
+        Some(&shop),
+        &name,
+        "deleted with the policy",
+        |r| r.is_none(),
+    )
+    .await;
+    wait_report(&env, api, None, &name, "deleted with the policy", |r| {
+        r.is_none()
+    })
+    .await;
+    assert!(report(&env, api, Some(&taken), &name).await.is_some());
+}
+
+#[tokio::test]
+async fn openreports_reports_follow_the_policy() {
+    scenario(ReportApi::OpenReports, "openreports").await;
+}
+
+#[tokio::test]
+async fn wgpolicyk8s_reports_follow_the_policy() {
+    scenario(ReportApi::WgPolicyK8s, "wgpolicyk8s").await;
+}
