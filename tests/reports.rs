@@ -16,12 +16,9 @@
 
 mod common;
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::{OPERATOR_USER_PREFIX, TestEnv, deployment, hardened, kubectl_ok};
+use common::{OPERATOR_USER_PREFIX, TestEnv, deployment, hardened, install_report_crds};
 use k8s_openapi::api::{core::v1::Namespace, events::v1::Event};
 use kube::{
     Api, ResourceExt,
@@ -33,64 +30,6 @@ use onus::{
     status::{POLICY_REPORTS, condition},
 };
 use serde_json::{Value, json};
-
-/// Where hack/fetch-report-crds.sh leaves the CRDs.
-fn crd_files(api: ReportApi) -> Vec<PathBuf> {
-    let cache = std::env::var_os("ONUS_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/onus")))
-        .expect("ONUS_CACHE or HOME");
-    let (dir, files) = match api {
-        ReportApi::OpenReports => (
-            "openreports-v0.2.1",
-            [
-                "openreports.io_reports.yaml",
-                "openreports.io_clusterreports.yaml",
-            ],
-        ),
-        ReportApi::WgPolicyK8s => (
-            "kyverno-v1.13.4",
-            [
-                "wgpolicyk8s.io_policyreports.yaml",
-                "wgpolicyk8s.io_clusterpolicyreports.yaml",
-            ],
-        ),
-    };
-    let dir = cache.join("report-crds").join(dir);
-    files
-        .iter()
-        .map(|f| {
-            let path = dir.join(f);
-            assert!(
-                path.is_file(),
-                "{} missing: run `make tools` (hack/fetch-report-crds.sh)",
-                path.display()
-            );
-            path
-        })
-        .collect()
-}
-
-fn install_crds(env: &TestEnv, api: ReportApi) {
-    for file in crd_files(api) {
-        let file = file.to_string_lossy().into_owned();
-        kubectl_ok(env.cp, &["apply", "--server-side", "-f", &file]);
-    }
-    let (_, plural) = api.kind(false);
-    let (_, cluster_plural) = api.kind(true);
-    let group = api.api_version();
-    let group = group.split('/').next().expect("group");
-    kubectl_ok(
-        env.cp,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            &format!("crd/{plural}.{group}"),
-            &format!("crd/{cluster_plural}.{group}"),
-        ],
-    );
-}
 
 fn reports_api(env: &TestEnv, api: ReportApi, namespace: Option<&str>) -> Api<DynamicObject> {
     match namespace {
@@ -282,7 +221,7 @@ async fn scenario(api: ReportApi, test: &str) {
     }
 
     // 2. The CRDs arrive: the reports follow (discovery looks again).
-    install_crds(&env, api);
+    install_report_crds(env.cp, api);
     let p = env
         .wait_status(&policy_name, "PolicyReports=True", |s| {
             condition(s, POLICY_REPORTS).is_some_and(|c| c.status == "True")

@@ -3,7 +3,10 @@
 
 pub mod enforce;
 
-use std::time::{Duration, Instant};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use kube::{
     Api, Client, Resource,
@@ -84,6 +87,66 @@ pub fn install_crd(cp: &ControlPlane) {
     );
 }
 
+/// The policy report CRDs of `api`, where hack/fetch-report-crds.sh (`make tools`) leaves them:
+/// copies of what their projects publish, never hand-written.
+pub fn report_crd_files(api: onus::controller::ReportApi) -> Vec<PathBuf> {
+    let cache = std::env::var_os("ONUS_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/onus")))
+        .expect("ONUS_CACHE or HOME");
+    let (dir, files) = match api {
+        onus::controller::ReportApi::OpenReports => (
+            "openreports-v0.2.1",
+            [
+                "openreports.io_reports.yaml",
+                "openreports.io_clusterreports.yaml",
+            ],
+        ),
+        onus::controller::ReportApi::WgPolicyK8s => (
+            "kyverno-v1.13.4",
+            [
+                "wgpolicyk8s.io_policyreports.yaml",
+                "wgpolicyk8s.io_clusterpolicyreports.yaml",
+            ],
+        ),
+    };
+    let dir = cache.join("report-crds").join(dir);
+    files
+        .iter()
+        .map(|f| {
+            let path = dir.join(f);
+            assert!(
+                path.is_file(),
+                "{} missing: run `make tools` (hack/fetch-report-crds.sh)",
+                path.display()
+            );
+            path
+        })
+        .collect()
+}
+
+/// Installs the report CRDs of `api` (idempotent) and waits until they are established.
+pub fn install_report_crds(cp: &ControlPlane, api: onus::controller::ReportApi) {
+    for file in report_crd_files(api) {
+        let file = file.to_string_lossy().into_owned();
+        kubectl_ok(cp, &["apply", "--server-side", "-f", &file]);
+    }
+    let (_, plural) = api.kind(false);
+    let (_, cluster_plural) = api.kind(true);
+    let group = api.api_version();
+    let group = group.split('/').next().expect("group");
+    kubectl_ok(
+        cp,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            &format!("crd/{plural}.{group}"),
+            &format!("crd/{cluster_plural}.{group}"),
+        ],
+    );
+}
+
 impl TestEnv {
     /// Starts (or reuses) the control plane, installs the CRD and runs an operator for this test.
     pub async fn start(name: &str) -> TestEnv {
@@ -129,7 +192,8 @@ impl TestEnv {
         }
     }
 
-    async fn start_with(
+    /// The operator in full: its user (and group), own namespace, admission policies, reports.
+    pub async fn start_with(
         name: &str,
         operator: Option<(&str, Option<&str>)>,
         own_namespace: Option<String>,
