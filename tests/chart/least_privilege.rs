@@ -175,6 +175,93 @@ fn the_cluster_role_narrows_writes_by_name_and_enforce_disabled_makes_it_read_on
 }
 
 #[test]
+fn policy_reports_add_their_rules_and_flags_only_when_enabled() {
+    let report_groups = ["openreports.io", "wgpolicyk8s.io"];
+    // Off by default: no rule on any report, no flag.
+    let docs = render(&[], &[]);
+    let rules = rendered_rules(&docs);
+    assert!(
+        !rules.iter().any(|r| r
+            .api_groups
+            .iter()
+            .flatten()
+            .any(|g| report_groups.contains(&g.as_str()))),
+        "report rules without policyReports.enabled: {rules:?}"
+    );
+    assert!(!args(&docs).iter().any(|a| a.starts_with("--report-")));
+
+    for (api, group, resources) in [
+        (
+            "openreports",
+            "openreports.io",
+            ["reports", "clusterreports"],
+        ),
+        (
+            "wgpolicyk8s",
+            "wgpolicyk8s.io",
+            ["policyreports", "clusterpolicyreports"],
+        ),
+    ] {
+        let docs = render(
+            &[
+                "policyReports.enabled=true",
+                &format!("policyReports.api={api}"),
+                "policyReports.maxResults=250000",
+            ],
+            &[],
+        );
+        let rules = rendered_rules(&docs);
+        // Exactly the one API's reports: read, and written (never other groups').
+        let report_rules: Vec<(Vec<String>, Vec<String>, Vec<String>)> = rules
+            .iter()
+            .filter(|r| {
+                r.api_groups
+                    .iter()
+                    .flatten()
+                    .any(|g| report_groups.contains(&g.as_str()))
+            })
+            .map(|r| {
+                (
+                    r.api_groups.clone().unwrap_or_default(),
+                    r.resources.clone().unwrap_or_default(),
+                    r.verbs.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            report_rules,
+            [
+                (
+                    strings(&[group]),
+                    strings(&resources),
+                    strings(&["get", "list"])
+                ),
+                (
+                    strings(&[group]),
+                    strings(&resources),
+                    strings(&["create", "patch", "delete"])
+                ),
+            ],
+            "{api}"
+        );
+        let args = args(&docs);
+        assert!(args.contains(&format!("--report-api={api}")), "{args:?}");
+        assert!(
+            args.contains(&"--report-max-results=250000".to_string()),
+            "{args:?}"
+        );
+        // Everything else is as without reports.
+        let without = rendered_rules(&render(&[], &[]));
+        let others: Vec<_> = rules
+            .iter()
+            .filter(|r| !r.api_groups.iter().flatten().any(|g| g == group))
+            .cloned()
+            .collect();
+        assert_eq!(others, without, "{api}: other rules changed");
+    }
+}
+
+#[test]
 fn the_admission_policies_bind_the_charts_service_account_only_and_can_be_turned_off() {
     let vap = ["--api-versions", VAP_API];
     for (set, user) in [
