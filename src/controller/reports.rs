@@ -659,10 +659,15 @@ impl Reports {
             Published::Done(n) => (
                 None,
                 Ok(format!(
-                    "results published as {} ({n} {} in the governed namespaces, one {})",
+                    "results published as {}: a {} in each of {n} namespace(s) and a {}, \
+                     named {}",
                     api.api_version(),
                     api.kind(false).0,
-                    api.kind(true).0
+                    api.kind(true).0,
+                    report_name(
+                        &policy.name_any(),
+                        policy.meta().uid.as_deref().unwrap_or_default()
+                    )
                 )),
             ),
             Published::Missing(m) => (Some(REDISCOVER), Err(("ReportApiMissing", m))),
