@@ -12,21 +12,25 @@
 //! - a fix rewrites the report; a namespace leaving the policy loses its report;
 //! - a report of onus's name that onus did not create is neither updated nor deleted, and the
 //!   refusal shows in status;
+//! - a standby writes no report; the next leader does;
 //! - deleting the policy deletes its reports.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{OPERATOR_USER_PREFIX, TestEnv, deployment, hardened, install_report_crds};
+use common::{
+    OPERATOR_USER_PREFIX, TEST_LABEL, TestEnv, deployment, hardened, install_report_crds,
+};
 use k8s_openapi::api::{core::v1::Namespace, events::v1::Event};
 use kube::{
     Api, ResourceExt,
     api::{DynamicObject, ListParams, Patch, PatchParams},
 };
 use onus::{
-    controller::{ReportApi, ReportSettings, report_name},
+    controller::{self, ReportApi, ReportSettings, Settings, report_name},
     crd::{ControlResult, ResponsibilityPolicy, ResponsibilityPolicyStatus},
+    leader::Leadership,
     status::{POLICY_REPORTS, condition},
 };
 use serde_json::{Value, json};
@@ -165,14 +169,29 @@ async fn label_namespace(env: &TestEnv, ns: &str, labels: Value) {
 }
 
 async fn scenario(api: ReportApi, test: &str) {
-    let env = TestEnv::start_reports(
-        test,
-        ReportSettings {
+    // The operator leads through a campaign the test drives (a standby must write nothing).
+    let env = TestEnv::without_operator(test).await;
+    let (campaign, leadership) = Leadership::elected();
+    campaign.lead();
+    let operator = env
+        .cp
+        .client_as(
+            &format!("{OPERATOR_USER_PREFIX}{}", env.id),
+            Some("system:masters"),
+        )
+        .await;
+    let settings = Settings {
+        instance: env.id.clone(),
+        policy_selector: Some(format!("{TEST_LABEL}={}", env.id)),
+        admission_policies: false,
+        leadership,
+        reports: Some(ReportSettings {
             api,
             max_results: 3,
-        },
-    )
-    .await;
+        }),
+        ..Settings::default()
+    };
+    tokio::spawn(controller::run(operator, settings, std::future::pending()));
     // Pod Security labels on both: `lab` fails nothing, `shop` only through its workloads.
     let psa = [
         ("pod-security.kubernetes.io/enforce", "restricted"),
@@ -333,7 +352,36 @@ async fn scenario(api: ReportApi, test: &str) {
         "the foreign report is untouched"
     );
 
-    // 7. Deleting the policy deletes its reports (and only them).
+    // 7. A standby writes no report, however the results change; the next leader does.
+    campaign.stand_by();
+    let writes = report_writes(&env, api).len();
+    let failing = report(&env, api, Some(&shop), &name)
+        .await
+        .expect("shop's report")
+        .data["summary"]["fail"]
+        .as_u64();
+    env.delete(Some(&shop), "apps/v1", "Deployment", "b").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = report_writes(&env, api);
+    assert_eq!(
+        after.len(),
+        writes,
+        "a standby wrote reports: {:?}",
+        &after[writes..]
+    );
+    campaign.lead();
+    wait_report(
+        &env,
+        api,
+        Some(&shop),
+        &name,
+        "the new leader's update",
+        |r| r.is_some_and(|r| r.data["summary"]["fail"].as_u64() < failing),
+    )
+    .await;
+    consistent(&env, api, &policy_name, &shop, &name).await;
+
+    // 8. Deleting the policy deletes its reports (and only them).
     Api::<ResponsibilityPolicy>::all(env.client.clone())
         .delete(&policy_name, &Default::default())
         .await

@@ -174,11 +174,6 @@ impl TestEnv {
         TestEnv::start_with(name, Some((user, group)), None, false, None).await
     }
 
-    /// Like [`TestEnv::start`], with policy reports on.
-    pub async fn start_reports(name: &str, reports: controller::ReportSettings) -> TestEnv {
-        TestEnv::start_with(name, None, None, false, Some(reports)).await
-    }
-
     /// The control plane, the CRD and a client, but no operator: the test runs its own (e.g.
     /// the `onus` binary, which governs every policy).
     pub async fn without_operator(name: &str) -> TestEnv {
