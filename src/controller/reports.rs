@@ -12,7 +12,8 @@
 //! exact either way.
 //!
 //! Written only when their content changed (what was written is remembered per term of
-//! leadership; a new term lists once), only by the leader (they are written from the
+//! leadership; a new term lists once, and every [`RELIST`] a policy's reports are listed again
+//! so that one deleted or edited by someone else is put back), only by the leader (they are written from the
 //! reconcile, which runs under [`crate::leader::Leadership::run`]), and only objects onus
 //! created: one of onus's names without its labels, or of another policy, is never taken over,
 //! updated or deleted (the refusal shows in the policy's status). A report goes when its
@@ -134,6 +135,10 @@ pub const REDISCOVER: Duration = Duration::from_secs(15);
 
 /// When a refused report write is retried.
 pub const RETRY: Duration = Duration::from_secs(10);
+
+/// How long what onus wrote is trusted without listing the reports again: a report someone
+/// else deleted or edited is put back then (one list per policy, no write unless it differs).
+pub const RELIST: Duration = Duration::from_secs(300);
 
 /// The name of each of a policy's reports: `onus-<policy>` (shortened with the uid when that
 /// would be longer than an object name may be).
@@ -334,8 +339,9 @@ struct Written {
 struct State {
     /// Whether the API is served (an error message when not), and when that was learned.
     served: Option<(Result<(), String>, Instant)>,
-    /// Per policy uid, its reports by scope. A policy absent is listed on its next sync.
-    written: HashMap<String, BTreeMap<Scope, Written>>,
+    /// Per policy uid, when its reports were last listed and what they hold, by scope. A
+    /// policy absent, or listed more than [`RELIST`] ago, is listed on its next sync.
+    written: HashMap<String, (Instant, BTreeMap<Scope, Written>)>,
 }
 
 /// The reports of every policy, kept by the leader.
@@ -486,10 +492,10 @@ impl Reports {
         };
         let policy_name = policy.name_any();
         let name = report_name(&policy_name, &uid);
-        let mut written = match state.written.remove(&uid) {
-            Some(w) => w,
-            None => match self.list(client, &uid, &name).await {
-                Ok(w) => w,
+        let (listed, mut written) = match state.written.remove(&uid) {
+            Some((at, w)) if at.elapsed() < RELIST => (at, w),
+            _ => match self.list(client, &uid, &name).await {
+                Ok(w) => (Instant::now(), w),
                 Err(m) => return self.failed(&mut state, m),
             },
         };
@@ -503,9 +509,11 @@ impl Reports {
                 .apply(client, policy, &uid, &name, scope, content, before)
                 .await
             {
-                Ok(w) => {
+                Ok(Some(w)) => {
                     written.insert(scope.clone(), w);
                 }
+                // A namespace on its way out: its report goes with it.
+                Ok(None) => {}
                 Err(m) => errors.push(m),
             }
         }
@@ -531,7 +539,7 @@ impl Reports {
             return self.failed(&mut state, errors.join("; "));
         }
         let reports = written.keys().filter(|s| s.is_some()).count();
-        state.written.insert(uid, written);
+        state.written.insert(uid, (listed, written));
         Published::Done(reports)
     }
 
@@ -553,7 +561,7 @@ impl Reports {
         scope: &Scope,
         content: &Value,
         before: Option<&Written>,
-    ) -> Result<Written, String> {
+    ) -> Result<Option<Written>, String> {
         let api = self.api(client, scope);
         let what = self.describe(name, scope);
         // The object as last seen (onus's own), else as it is now: never one onus did not make.
@@ -598,20 +606,32 @@ impl Reports {
         if let (Some(body), Some(content)) = (body.as_object_mut(), content.as_object()) {
             body.extend(content.clone());
         }
-        let obj = api
+        let obj = match api
             .patch(
                 name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&body),
             )
             .await
-            .map_err(|e| message(&what, &e))?;
+        {
+            Ok(obj) => obj,
+            // Nothing new may be created in a namespace being deleted (its report goes with
+            // it); not a refusal worth reporting.
+            Err(kube::Error::Api(s))
+                if resource_version.is_none()
+                    && s.code == 403
+                    && s.message.contains("because it is being terminated") =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(message(&what, &e)),
+        };
         info!(policy = %policy.name_any(), "Policy reports: wrote {what}");
-        Ok(Written {
+        Ok(Some(Written {
             uid: obj.uid().unwrap_or_default(),
             resource_version: obj.resource_version().unwrap_or_default(),
             content: content.clone(),
-        })
+        }))
     }
 
     /// Deletes exactly the report that was read (its uid).
