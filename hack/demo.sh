@@ -45,7 +45,13 @@ typed() {
   eval "$1"
 }
 run kubectl apply --server-side -f crds/responsibilitypolicy.yaml
-run kubectl wait --for=condition=Established crd/responsibilitypolicies.onus.dev --timeout=60s >/dev/null
+# (Polled: `kubectl wait --for=condition=Established` fails at once when it reads the CRD before
+# the API server has written any condition.)
+for _ in $(seq 1 600); do
+  [ "$(kubectl get crd responsibilitypolicies.onus.dev \
+    -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ] && break
+  sleep 0.1
+done
 
 echo "+ onus   (logs: $work/onus.log)"
 "$onus" --no-leader-election --http-addr 127.0.0.1:0 >"$work/onus.log" 2>&1 &

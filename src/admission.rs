@@ -364,13 +364,44 @@ fn check(control: &str) -> Check {
             unchanged: "request.operation == 'UPDATE' && \
                         object.spec.?externalIPs.orValue([]) == oldObject.spec.?externalIPs.orValue([])",
         },
+        // A ClusterRole's aggregationRule decides its rules too (see [`violation`]).
         _ => Check {
             rules: json!([rule(&[RBAC], &["roles", "clusterroles"], &create_update)]),
             unchanged: "request.operation == 'UPDATE' && \
-                        object.?rules.orValue([]) == oldObject.?rules.orValue([])",
+                        object.?rules.orValue([]) == oldObject.?rules.orValue([]) && \
+                        object.?aggregationRule.?clusterRoleSelectors.orValue([]) == \
+                        oldObject.?aggregationRule.?clusterRoleSelectors.orValue([])",
         },
     }
 }
+
+/// The rules of a Role or ClusterRole. Null-safe: the API server hands a role without rules to
+/// CEL with `rules: null` (the field has no `omitempty`), on which `.exists` is an error, and
+/// an error fails closed (a role without rules would be refused with an evaluation error).
+const RULES: &str = "(object.?rules.orValue([]) == null ? [] : object.?rules.orValue([]))";
+
+/// A ClusterRole with an `aggregationRule` that selects anything. Its `rules` are not its
+/// author's: kube-controller-manager fills them with the rules of every ClusterRole its
+/// selectors match, now and later (`cluster-admin`'s `*` among them, for a selector on
+/// `kubernetes.io/bootstrapping: rbac-defaults`). Which roles match, and what they grant, is
+/// decided by other objects' labels the request does not show, so the only safe answer at
+/// admission is to treat it as granting everything: IAM-02 and IAM-05 deny it unless the
+/// requester is allow-listed or an exception names the role. The aggregation controller itself
+/// is exempt (kube-system / kube-controller-manager), and detection judges the aggregated rules
+/// it writes like any others.
+pub const AGGREGATES: &str = "size(object.?aggregationRule.?clusterRoleSelectors.orValue([])) > 0";
+
+/// A mirror Pod a kubelet creates for a static Pod: a Pod carrying the annotation
+/// `kubernetes.io/config.mirror`, requested by a node (user `system:node:<name>` in group
+/// `system:nodes`). The static Pod runs whatever the API server says (its manifest is on the
+/// node), so denying its mirror would only hide it from the API and detection, and make the
+/// kubelet retry forever; the mirror cannot be changed through the API either. Only the
+/// kubelet's identity counts: anyone else's Pod with the annotation is judged as usual (with
+/// the NodeRestriction admission plugin a node can create nothing but its own mirror Pods).
+pub const MIRROR_POD: &str = "request.kind.kind == 'Pod' && \
+     request.userInfo.?username.orValue('').startsWith('system:node:') && \
+     request.userInfo.?groups.orValue([]).exists(g, g == 'system:nodes') && \
+     'kubernetes.io/config.mirror' in object.metadata.?annotations.orValue({})";
 
 /// The violation of `control` under `spec`, as CEL on `object` (true: violates).
 pub fn violation(spec: &ResponsibilityPolicySpec, control: &str) -> String {
@@ -387,24 +418,27 @@ pub fn violation(spec: &ResponsibilityPolicySpec, control: &str) -> String {
              (s.kind == 'User' && s.name == 'system:anonymous'))"
             .into(),
         // As status counts it: `*`, and `*/<subresource>` (every resource's subresource).
+        // An aggregating ClusterRole (see [`AGGREGATES`]) counts too.
         "IAM-02" => format!(
-            "!{} && object.?rules.orValue([]).exists(r, \
+            "!{} && ({AGGREGATES} || {RULES}.exists(r, \
              r.verbs.exists(v, v == '*' || v.startsWith('*/')) || \
              r.?resources.orValue([]).exists(x, x == '*' || x.startsWith('*/')) || \
-             r.?apiGroups.orValue([]).exists(g, g == '*' || g.startsWith('*/')))",
+             r.?apiGroups.orValue([]).exists(g, g == '*' || g.startsWith('*/'))))",
             requester_allowed(spec)
         ),
-        // The verb `*` grants escalate, bind and impersonate too.
+        // The verb `*` grants escalate, bind and impersonate too. An aggregating ClusterRole
+        // may be given any of them.
         "IAM-05" => format!(
-            "!{} && object.?rules.orValue([]).exists(r, \
+            "!{} && ({AGGREGATES} || {RULES}.exists(r, \
              (r.verbs.exists(v, v in ['escalate', 'bind', '*']) && \
               r.?resources.orValue([]).exists(x, x in ['roles', 'clusterroles', '*'])) || \
              r.verbs.exists(v, v == 'impersonate') || \
              (r.verbs.exists(v, v == '*') && r.?resources.orValue([]).exists(x, \
-              x in ['users', 'groups', 'serviceaccounts', 'uids'] || x.startsWith('userextras'))))",
+              x in ['users', 'groups', 'serviceaccounts', 'uids'] || x.startsWith('userextras')))))",
             requester_allowed(spec)
         ),
-        "WKL-10" => "request.?namespace.orValue('') == 'default'".into(),
+        // A kubelet's mirror Pod (of a static Pod) is admitted: see [`MIRROR_POD`].
+        "WKL-10" => format!("request.?namespace.orValue('') == 'default' && !({MIRROR_POD})"),
         "NET-05" => "size(object.spec.?externalIPs.orValue([])) > 0".into(),
         _ => "false".into(),
     }
@@ -543,6 +577,61 @@ pub fn generate<'a>(
         );
     }
     out
+}
+
+/// The API server's limit on one CEL expression, in code points (it refuses a
+/// ValidatingAdmissionPolicy with a longer one as invalid).
+pub const MAX_EXPRESSION_CHARS: usize = 100_000;
+
+/// onus's cap on a generated object's serialized size: well under what the API server and
+/// etcd accept in one request (1.5 MiB by default), so a write is never refused for its size
+/// halfway through a pass.
+pub const MAX_OBJECT_BYTES: usize = 1024 * 1024;
+
+/// Why `g` cannot be written as it is, if it is too large: an expression longer than the API
+/// server accepts (a long allow-list or many exceptions of one policy), or the whole object
+/// (many policies) over [`MAX_OBJECT_BYTES`]. onus then writes nothing for it: the
+/// ValidatingAdmissionPolicy already in place (the one before the list grew, stricter) stays,
+/// and the refusal is reported like one of the API server's.
+pub fn too_large(g: &Generated) -> Option<String> {
+    let spec = &g.policy["spec"];
+    let validations = spec["validations"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (i, v) in validations.iter().enumerate() {
+        let chars = v["expression"].as_str().unwrap_or_default().chars().count();
+        if chars > MAX_EXPRESSION_CHARS {
+            let policy = g.policies.get(i).map_or("?", String::as_str);
+            return Some(format!(
+                "the check for ResponsibilityPolicy {policy} is a CEL expression of {chars} \
+                 characters, the API server accepts at most {MAX_EXPRESSION_CHARS}: shorten its \
+                 allow-list (spec.controls.rbac.clusterAdminSubjects) or its exceptions for \
+                 {control}, or allow a group instead of its members",
+                control = g.control
+            ));
+        }
+    }
+    let others = ["matchConditions", "variables"]
+        .iter()
+        .flat_map(|k| spec[*k].as_array().cloned().unwrap_or_default());
+    for v in others {
+        let chars = v["expression"].as_str().unwrap_or_default().chars().count();
+        if chars > MAX_EXPRESSION_CHARS {
+            return Some(format!(
+                "a generated CEL expression has {chars} characters, the API server accepts at \
+                 most {MAX_EXPRESSION_CHARS}"
+            ));
+        }
+    }
+    let bytes = g.policy.to_string().len();
+    (bytes > MAX_OBJECT_BYTES).then(|| {
+        format!(
+            "the ValidatingAdmissionPolicy would be {bytes} bytes, onus writes at most \
+             {MAX_OBJECT_BYTES}: shorten the allow-lists or exceptions of {}",
+            g.policies.join(", ")
+        )
+    })
 }
 
 /// The names of the objects `policy` contributes to.

@@ -493,3 +493,5 @@ mod tests {
 
 #[cfg(test)]
 mod ownership_tests;
+#[cfg(test)]
+mod proptests;

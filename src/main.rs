@@ -234,13 +234,47 @@ async fn when_set(mut flag: watch::Receiver<bool>) {
     let _ = flag.wait_for(|set| *set).await;
 }
 
+/// The usage of the binary installed as `kubectl-onus` (a kubectl plugin: `kubectl onus ...`).
+const PLUGIN_USAGE: &str =
+    "usage: kubectl onus check -f PATH... [--policy FILE] [--output table|json|sarif|junit]
+       kubectl onus report [POLICY] [--format markdown|html|json] [-o FILE] [--from FILE]
+                           [--kubeconfig FILE] [--context NAME]
+       kubectl onus --version
+
+The onus binary installed as the kubectl plugin kubectl-onus: the offline check of manifests
+(kubectl onus check --help) and the responsibility report (kubectl onus report --help). The
+operator itself runs in the cluster (the Helm chart), never as a plugin.";
+
+/// Whether this process was started under the kubectl plugin name (`kubectl-onus`, a copy or a
+/// link of the onus binary, found by kubectl on PATH).
+fn invoked_as_plugin(program: Option<&std::ffi::OsStr>) -> bool {
+    program
+        .and_then(|p| std::path::Path::new(p).file_stem())
+        .is_some_and(|stem| stem == "kubectl-onus")
+}
+
 fn main() -> anyhow::Result<()> {
+    let plugin = invoked_as_plugin(std::env::args_os().next().as_deref());
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("check") {
         std::process::exit(onus::check::cli::main(args.skip(1)));
     }
     if args.peek().map(String::as_str) == Some("report") {
         std::process::exit(onus::report::cli::main(args.skip(1)));
+    }
+    if plugin {
+        // `kubectl onus` with anything else: help, the version, or a usage error. Starting the
+        // operator from a user's kubectl (with the user's credentials) is never what was meant.
+        match args.next().as_deref() {
+            Some("-h" | "--help" | "help") => println!("{PLUGIN_USAGE}"),
+            Some("-V" | "--version" | "version") => println!("onus {VERSION}"),
+            other => {
+                let what = other.map_or("a command".to_string(), |o| format!("{o:?}"));
+                eprintln!("kubectl onus: expected check or report, not {what}\n\n{PLUGIN_USAGE}");
+                std::process::exit(2);
+            }
+        }
+        return Ok(());
     }
     operator(args)
 }
@@ -379,6 +413,28 @@ async fn operator(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kubectl_plugin_name_is_recognised_by_its_file_name() {
+        use std::ffi::OsStr;
+        for plugin in [
+            "kubectl-onus",
+            "/usr/local/bin/kubectl-onus",
+            "kubectl-onus.exe",
+        ] {
+            assert!(invoked_as_plugin(Some(OsStr::new(plugin))), "{plugin}");
+        }
+        for operator in [
+            "onus",
+            "/usr/local/bin/onus",
+            "kubectl-onus-x",
+            "kubectl",
+            "",
+        ] {
+            assert!(!invoked_as_plugin(Some(OsStr::new(operator))), "{operator}");
+        }
+        assert!(!invoked_as_plugin(None));
+    }
 
     fn run(args: &[&str]) -> Result<Cli, String> {
         match parse(args.iter().map(|a| a.to_string()))? {

@@ -23,8 +23,8 @@ use serde_json::Value;
 use crate::{
     catalog::{self, Family},
     crd::{
-        ControlResult, ControlStatus, Exception, Mode, Owner, OwnerSource, ResponsibilityPolicy,
-        ResponsibilityPolicySpec, ServiceModel,
+        AdmissionAction, ControlResult, ControlStatus, Exception, Mode, Owner, OwnerSource,
+        ResponsibilityPolicy, ResponsibilityPolicySpec, ServiceModel,
     },
     evaluate::Evaluation,
     status,
@@ -106,6 +106,26 @@ pub struct ControlRow {
     pub offenders: Vec<Offender>,
     pub offenders_complete: bool,
     pub frameworks: Vec<String>,
+    /// `Deny`: prevented at admission (a generated ValidatingAdmissionPolicy the API server
+    /// accepted); `Warn`: warned there; absent: only detected after the fact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionAction>,
+}
+
+impl ControlRow {
+    /// Where the control is enforced: `prevented` or `warned` at admission, `detected` after
+    /// the fact, or `-` for a control this policy does not check (provider-owned, not
+    /// observable, disabled).
+    pub fn checked_at(&self) -> &'static str {
+        match (self.admission, self.result) {
+            (Some(AdmissionAction::Deny), _) => "prevented",
+            (Some(AdmissionAction::Warn), _) => "warned",
+            (None, ControlResult::Pass | ControlResult::Fail | ControlResult::Excepted) => {
+                "detected"
+            }
+            (None, _) => "-",
+        }
+    }
 }
 
 /// One offending object, with its namespace (none for cluster-scoped objects) and, from
@@ -223,6 +243,7 @@ fn row(
         offenders,
         offenders_complete: complete,
         frameworks: c.frameworks.clone(),
+        admission: c.admission,
     }
 }
 

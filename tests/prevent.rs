@@ -12,12 +12,13 @@ use common::{TestEnv, control, kubectl_ok};
 use k8s_openapi::api::{
     admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
     apps::v1::Deployment,
-    core::v1::Service,
+    core::v1::{Pod, Service},
+    events::v1::Event,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use onus::{
     admission::{self, Generated},
@@ -27,6 +28,21 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The shared control plane, its controller-manager also running the ClusterRole aggregation
+/// controller (an aggregating ClusterRole gets its rules from it).
+fn control_plane() -> &'static onus_testenv::ControlPlane {
+    let mut controllers: Vec<String> = onus_testenv::DEFAULT_CONTROLLERS
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    controllers.push("clusterrole-aggregation-controller".into());
+    onus_testenv::configure_shared(onus_testenv::Options {
+        controllers,
+        ..onus_testenv::Options::default()
+    });
+    onus_testenv::shared()
+}
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -190,7 +206,7 @@ async fn an_enforce_policy_prevents_cluster_admin_bindings_at_admission() {
     let _serial = SERIAL.lock().await;
     let suffix = &onus_testenv::random_suffix()[..6];
     let operator_user = format!("onus-operator-{suffix}");
-    let cp = onus_testenv::shared();
+    let cp = control_plane();
     let admin = cp.client().await;
     grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
     let env = TestEnv::start_admission("prevent", Some(&operator_user)).await;
@@ -448,7 +464,7 @@ fn rules(rules: Value) -> Value {
 #[tokio::test]
 async fn each_generated_expression_admits_and_denies_on_the_api_server() {
     let _serial = SERIAL.lock().await;
-    let cp = onus_testenv::shared();
+    let cp = control_plane();
     common::install_crd(cp);
     let admin = cp.client().await;
     let id = onus_testenv::random_suffix()[..6].to_string();
@@ -475,7 +491,11 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
                "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": ["shop"]}]},
                "controls": {"rbac": {"clusterAdminSubjects": [
                    {"kind": "Group", "name": "platform-admins"},
-                   {"kind": "ServiceAccount", "name": "deployer", "namespace": "ci"}]}},
+                   {"kind": "ServiceAccount", "name": "deployer", "namespace": "ci"},
+                   // User-controlled strings are CEL literals, never code: were either
+                   // spliced in, every subject below would be admitted.
+                   {"kind": "User", "name": "x\" || true || \""},
+                   {"kind": "Group", "name": "x' || true || '\\\n\u{2028}]) || true || (["}]}},
                "exceptions": [
                    {"controls": ["IAM-07"], "namespaces": [excepted_ns], "reason": "public docs"},
                    {"controls": ["IAM-01"], "resources": [{"kind": "ClusterRoleBinding", "name": "break-glass"}],
@@ -483,7 +503,11 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
                    {"controls": ["IAM-01"], "namespaces": [other], "reason": "expired",
                     "expires": "2020-01-01T00:00:00Z"},
                    {"controls": ["IAM-02"], "resources": [{"kind": "ClusterRole", "name": "star-verbs"}],
-                    "reason": "only IAM-05 judges it"}]}),
+                    "reason": "only IAM-05 judges it"},
+                   {"controls": ["IAM-05"], "resources": [{"kind": "ClusterRole", "name": "agg"}],
+                    "reason": "only IAM-02 judges it"},
+                   {"controls": ["IAM-07"], "resources": [{"kind": "RoleBinding", "name": "e\") || true || (\""}],
+                    "reason": "\" || true || \"'"}]}),
     )
     .await;
     assert_eq!(names.len(), 6);
@@ -667,6 +691,75 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
     dry_run_cluster::<ClusterRole>(&bob, &l(rules(fine.clone())))
         .await
         .expect("explicit verbs");
+    // An aggregating ClusterRole gets its rules from whatever its selectors match (here the
+    // bootstrap roles, cluster-admin among them): denied by IAM-02 and IAM-05 whatever its own
+    // rules say, unless the requester is allow-listed.
+    let aggregating = |name: &str| {
+        l(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                 "metadata": {"name": name},
+                 "aggregationRule": {"clusterRoleSelectors": [
+                     {"matchLabels": {"kubernetes.io/bootstrapping": "rbac-defaults"}}]}}),
+        )
+    };
+    // A role without rules reaches CEL as `rules: null`: judged, not an evaluation error.
+    let empty = l(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                         "metadata": {"name": "empty"}}),
+    );
+    dry_run_cluster::<ClusterRole>(&bob, &empty)
+        .await
+        .expect("a ClusterRole without rules");
+    for rules in [Value::Null, json!([])] {
+        let mut role = aggregating("agg");
+        role["rules"] = rules;
+        let refusal = dry_run_cluster::<ClusterRole>(&bob, &role)
+            .await
+            .expect_err("an aggregating ClusterRole");
+        assert!(
+            refusal.contains("403") && refusal.contains("IAM-02"),
+            "{refusal}"
+        );
+    }
+    // IAM-05 too (IAM-02 is excepted for this name; IAM-05 for "agg").
+    let refusal = dry_run_cluster::<ClusterRole>(&bob, &aggregating("star-verbs"))
+        .await
+        .expect_err("an aggregating ClusterRole, IAM-05");
+    assert!(refusal.contains("IAM-05"), "{refusal}");
+    dry_run_cluster::<ClusterRole>(&platform, &aggregating("agg"))
+        .await
+        .expect("an allow-listed requester may aggregate");
+    // One made by the exempt admin: relabelling it is admitted, changing its selectors not.
+    let agg_name = format!("agg-{id}");
+    Api::<ClusterRole>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(aggregating(&agg_name)).expect("role"),
+        )
+        .await
+        .expect("create as admin");
+    Api::<ClusterRole>::all(bob.clone())
+        .patch(
+            &agg_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"note": "kept"}}})),
+        )
+        .await
+        .expect("an update that leaves rules and selectors alone");
+    let widened = Api::<ClusterRole>::all(bob.clone())
+        .patch(
+            &agg_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"aggregationRule": {"clusterRoleSelectors": [
+                {"matchLabels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+                {"matchLabels": {"team": "any"}}]}})),
+        )
+        .await;
+    assert!(widened.is_err(), "an update of the selectors was admitted");
+    Api::<ClusterRole>::all(admin.clone())
+        .delete(&agg_name, &DeleteParams::default())
+        .await
+        .expect("delete");
     let mut role = l(rules(
         json!([{"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}]),
     ));
@@ -725,6 +818,34 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
     dry_run::<Deployment>(&bob, Some(&governed), &in_default)
         .await
         .expect("a workload outside default");
+    // A kubelet's mirror Pod of a static Pod in default is admitted (its static Pod runs
+    // anyway); anyone else's Pod there, with the annotation or not, is denied, and so is a
+    // node's Pod that is no mirror.
+    let node_user = format!("system:node:n1-{id}");
+    grant_cluster_admin(&admin, &format!("node-{id}"), "User", &node_user).await;
+    let node = cp.client_as(&node_user, Some("system:nodes")).await;
+    let pod = |mirror: bool| {
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "static-web", "labels": {"onus.dev/cel": everywhere}},
+               "spec": {"nodeName": format!("n1-{id}"),
+                        "containers": [{"name": "c", "image": "nginx"}]}});
+        if mirror {
+            pod["metadata"]["annotations"] = json!({"kubernetes.io/config.mirror": "0123abcd"});
+        }
+        pod
+    };
+    dry_run::<Pod>(&node, Some("default"), &pod(true))
+        .await
+        .expect("a kubelet's mirror Pod");
+    for (what, client, mirror) in [
+        ("a node's Pod that is no mirror", &node, false),
+        ("a user's Pod with the mirror annotation", &bob, true),
+    ] {
+        let refusal = dry_run::<Pod>(client, Some("default"), &pod(mirror))
+            .await
+            .expect_err(what);
+        assert!(refusal.contains("WKL-10"), "{what}: {refusal}");
+    }
 
     // An object already in violation (made by the exempt admin) can still be relabelled.
     let existing = crb(&format!("existing-{id}"), user("zed"));
@@ -785,7 +906,7 @@ async fn an_invalid_policy_stops_admitting_at_its_held_exceptions_expiry() {
     let _serial = SERIAL.lock().await;
     let suffix = &onus_testenv::random_suffix()[..6];
     let operator_user = format!("onus-operator-{suffix}");
-    let cp = onus_testenv::shared();
+    let cp = control_plane();
     let admin = cp.client().await;
     grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
     let env = TestEnv::start_admission("held-expiry", Some(&operator_user)).await;
@@ -853,4 +974,279 @@ async fn an_invalid_policy_stops_admitting_at_its_held_exceptions_expiry() {
         async || dry_run_cluster::<ClusterRoleBinding>(&erin, &zed).await,
     )
     .await;
+}
+
+/// IAM-02 through aggregation: an aggregating ClusterRole is denied at admission by what onus
+/// generated, and one the exempt admin makes is detected once the controller-manager has
+/// aggregated cluster-admin's rules into it. Then an allow-list too long for a CEL expression:
+/// onus writes nothing for it, keeps the stricter ValidatingAdmissionPolicy in place, and says
+/// so (status naming the control and the reason, a Warning Event, a metric).
+#[tokio::test]
+async fn aggregation_is_denied_and_detected_and_a_too_large_policy_fails_visibly() {
+    let _serial = SERIAL.lock().await;
+    let suffix = &onus_testenv::random_suffix()[..6];
+    let operator_user = format!("onus-operator-{suffix}");
+    let cp = control_plane();
+    let admin = cp.client().await;
+    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
+    let env = TestEnv::start_admission("aggregate", Some(&operator_user)).await;
+    let tester = format!("frank-{suffix}");
+    grant_cluster_admin(&admin, &tester, "User", &tester).await;
+    let frank = cp.client_as(&tester, None).await;
+    let spec = |subjects: Vec<Value>| {
+        json!({"serviceModel": "PaaS", "mode": "Enforce",
+               "controls": {"rbac": {"clusterAdminSubjects": subjects}}})
+    };
+    let policy = env
+        .apply_policy(
+            "agg",
+            spec(vec![json!({"kind": "Group", "name": "platform-admins"})]),
+        )
+        .await;
+    let aggregating = |name: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": name},
+               "aggregationRule": {"clusterRoleSelectors": [
+                   {"matchLabels": {"kubernetes.io/bootstrapping": "rbac-defaults"}}]}})
+    };
+    let refusal = until_refused("an aggregating ClusterRole", async || {
+        dry_run_cluster::<ClusterRole>(&frank, &aggregating("agg")).await
+    })
+    .await;
+    // Denied by IAM-02 and IAM-05 both; the API server names the first it evaluates.
+    assert!(
+        refusal.contains("403")
+            && (refusal.contains("IAM-02") || refusal.contains("IAM-05"))
+            && refusal.contains(&policy),
+        "{refusal}"
+    );
+
+    // Detection: made by the exempt admin and bound, its aggregated rules are reported.
+    let role = format!("aggregated-{suffix}");
+    let roles = Api::<ClusterRole>::all(admin.clone());
+    roles
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(aggregating(&role)).expect("role"),
+        )
+        .await
+        .expect("create as admin");
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [user("zed")],
+    });
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(binding).expect("binding"),
+        )
+        .await
+        .expect("bind as admin");
+    common::enforce::until("the controller-manager aggregates", async || {
+        roles
+            .get(&role)
+            .await
+            .expect("role")
+            .rules
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r.verbs.iter().any(|v| v == "*"))
+    })
+    .await;
+    env.wait_status(&policy, "IAM-02 reports the aggregated role", |s| {
+        s.controls.iter().any(|c| {
+            c.id == "IAM-02" && c.violations > 0 && c.examples.iter().any(|e| e.contains(&role))
+        })
+    })
+    .await;
+
+    // Too large: 10,000 allow-listed groups make IAM-01's check (and IAM-02's, IAM-05's)
+    // longer than the API server accepts.
+    let many: Vec<Value> = (0..10_000)
+        .map(|i| json!({"kind": "Group", "name": format!("team-{i:05}")}))
+        .collect();
+    env.apply_policy("agg", spec(many)).await;
+    let rp = env
+        .wait_status(&policy, "TooLarge reported", |s| {
+            onus::status::condition(s, onus::status::ENFORCED).is_some_and(|c| {
+                c.message
+                    .contains("IAM-01 admission (Deny) failed, reason TooLarge")
+            })
+        })
+        .await;
+    let status = rp.status.expect("status");
+    for id in ["IAM-01", "IAM-02", "IAM-05"] {
+        assert_eq!(control(&status, id).admission, None, "{id} claimed");
+    }
+    assert_eq!(
+        control(&status, "IAM-07").admission,
+        Some(AdmissionAction::Deny)
+    );
+    // The stricter policy stays: a listed group is still denied, zed too.
+    let listed = cluster_admin_binding(&format!("t-{suffix}"), group("team-00042"));
+    let refusal = dry_run_cluster::<ClusterRoleBinding>(&frank, &listed)
+        .await
+        .expect_err("the previous (stricter) policy was not kept");
+    assert!(refusal.contains("IAM-01"), "{refusal}");
+    common::enforce::until("a Warning Event on the policy", async || {
+        Api::<Event>::all(admin.clone())
+            .list(&ListParams::default().fields(&format!("regarding.name={policy}")))
+            .await
+            .expect("events")
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("AdmissionPolicyFailed")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note.as_deref().is_some_and(|n| n.contains("TooLarge"))
+            })
+    })
+    .await;
+    assert!(
+        env.metrics
+            .render()
+            .contains("onus_remediation_failures_total{kind=\"ValidatingAdmissionPolicy\"}"),
+        "{}",
+        env.metrics.render()
+    );
+
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .delete(&role, &DeleteParams::default())
+        .await
+        .expect("delete binding");
+    roles
+        .delete(&role, &DeleteParams::default())
+        .await
+        .expect("delete role");
+    Api::<ResponsibilityPolicy>::all(admin.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    common::enforce::until("the generated objects removed", async || {
+        generated_names(&admin).await.is_empty()
+    })
+    .await;
+    let zed = cluster_admin_binding(&format!("x-{suffix}"), user("zed"));
+    until_admitted(
+        "cluster-admin for zed after the policy is gone",
+        async || dry_run_cluster::<ClusterRoleBinding>(&frank, &zed).await,
+    )
+    .await;
+}
+
+/// onus writes only over what it read: a look-alike created between its read and its write is
+/// not overwritten, an object of onus's changed in between is not overwritten blindly (the
+/// pass reads again), and one taken over in between (label removed) is not deleted.
+/// Deterministic: the test makes the change between onus's read and its write.
+#[tokio::test]
+async fn a_write_never_overwrites_or_deletes_what_changed_since_it_was_read() {
+    use onus::controller::prevent;
+    let cp = control_plane();
+    let admin = cp.client().await;
+    let id = onus_testenv::random_suffix()[..6].to_string();
+    let rp: ResponsibilityPolicy = serde_json::from_value(json!({
+        "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+        "metadata": {"name": format!("race-{id}")},
+        "spec": {"serviceModel": "PaaS", "mode": "Enforce"},
+    }))
+    .expect("policy");
+    let mut g = admission::generate([&rp], jiff::Timestamp::now(), None)
+        .remove("onus-iam-07")
+        .expect("IAM-07");
+    // Under a test's own name, bound to nothing else on the control plane.
+    let name = format!("race-{id}");
+    g.policy["metadata"]["name"] = name.clone().into();
+    g.binding["metadata"]["name"] = name.clone().into();
+    g.binding["spec"]["policyName"] = name.clone().into();
+    g.binding["spec"]["matchResources"]["objectSelector"] =
+        json!({"matchLabels": {"onus.dev/race": id}});
+    let api = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
+    const KIND: &str = "ValidatingAdmissionPolicy";
+
+    // 1. Absent when read; a look-alike (no label) appears before the write.
+    let read = prevent::observe(&api, KIND, &name).await.expect("read");
+    assert!(read.is_none());
+    let look_alike = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["configmaps"]}]},
+            "validations": [{"expression": "true"}],
+        },
+    });
+    api.patch(
+        &name,
+        &PatchParams::apply("someone-else").force(),
+        &Patch::Apply(&look_alike),
+    )
+    .await
+    .expect("look-alike");
+    let refused = prevent::write(&api, KIND, &name, &g.policy, read.as_ref())
+        .await
+        .expect_err("a look-alike created meanwhile was overwritten");
+    assert_eq!(refused.reason, "Conflict", "{refused:?}");
+    let refused = prevent::apply(&admin, &name, &g)
+        .await
+        .expect_err("a look-alike was taken over");
+    assert_eq!(refused.reason, "NotOurs", "{refused:?}");
+    let kept = api.get(&name).await.expect("look-alike");
+    assert!(kept.metadata.labels.unwrap_or_default().is_empty());
+    assert_eq!(
+        kept.spec.expect("spec").validations.expect("validations")[0].expression,
+        "true"
+    );
+    api.delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete look-alike");
+
+    // 2. onus's when read; weakened by someone else before the write.
+    prevent::apply(&admin, &name, &g)
+        .await
+        .expect("created")
+        .expect("a change");
+    let read = prevent::observe(&api, KIND, &name).await.expect("read");
+    assert!(read.is_some());
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"validations": [{"expression": "true"}]}})),
+    )
+    .await
+    .expect("weaken");
+    let refused = prevent::write(&api, KIND, &name, &g.policy, read.as_ref())
+        .await
+        .expect_err("written over a change it never read");
+    assert_eq!(refused.reason, "Conflict", "{refused:?}");
+    // A pass reads again and puts the generated checks back.
+    prevent::apply(&admin, &name, &g).await.expect("repaired");
+    let repaired = api.get(&name).await.expect("get");
+    assert_eq!(
+        serde_json::to_value(repaired.spec.expect("spec").validations).expect("json"),
+        g.policy["spec"]["validations"]
+    );
+
+    // 3. onus's when read; taken over (label removed) before the delete: left alone.
+    let read = api.get(&name).await.expect("get");
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}})),
+    )
+    .await
+    .expect("take over");
+    prevent::delete(&api, &name, &read.metadata)
+        .await
+        .expect_err("deleted an object changed since it was read");
+    assert!(api.get_opt(&name).await.expect("get").is_some());
+
+    api.delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete binding");
 }

@@ -37,6 +37,52 @@ fn json_of(output: &Output) -> Value {
     })
 }
 
+/// Headless Chromium (Debian's package; `make tools` installs it), with the flags that keep it
+/// off the network: the report must render from the file alone.
+fn chromium(args: &[&str]) -> Output {
+    let bin = std::env::var("ONUS_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let profile = std::env::temp_dir().join(format!("onus-chromium-{}", std::process::id()));
+    let output = Command::new(&bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{bin}: {e} (make tools installs Debian's chromium)"));
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(output.status.success(), "{bin} {args:?}: {output:?}");
+    output
+}
+
+/// The DOM a real browser builds from the HTML file.
+fn rendered_dom(html: &std::path::Path) -> String {
+    let url = format!("file://{}", html.display());
+    String::from_utf8(chromium(&["--dump-dom", &url]).stdout).expect("UTF-8 DOM")
+}
+
+/// The HTML file printed to PDF by the browser.
+fn printed(html: &std::path::Path) -> Vec<u8> {
+    let pdf = html.with_extension("pdf");
+    let url = format!("file://{}", html.display());
+    chromium(&[
+        &format!("--print-to-pdf={}", pdf.display()),
+        "--no-pdf-header-footer",
+        &url,
+    ]);
+    let bytes = std::fs::read(&pdf).expect("PDF written");
+    let _ = std::fs::remove_file(&pdf);
+    bytes
+}
+
 fn row<'a>(policy: &'a Value, id: &str) -> &'a Value {
     policy["controls"]
         .as_array()
@@ -146,6 +192,8 @@ async fn the_report_of_a_cluster_names_it_and_lists_every_offender() {
     );
     assert!(written.status.success(), "{written:?}");
     let html = std::fs::read_to_string(&html_path).expect("report written");
+    let dom = rendered_dom(&html_path);
+    let pdf = printed(&html_path);
     let _ = std::fs::remove_file(&html_path);
     let failing_cells: usize = p["controls"]
         .as_array()
@@ -171,6 +219,21 @@ async fn the_report_of_a_cluster_names_it_and_lists_every_offender() {
         cluster["kubeSystemUid"].as_str().unwrap()
     )));
     assert!(!html.contains("<script") && !html.contains("src=\"http"));
+    // As a real browser parses it: the same failing cells (a cell the parser had to move out
+    // of a broken table would not be counted in place), the same cluster id, and a PDF when
+    // printed.
+    assert_eq!(
+        dom.matches("<td class=\"cell-fail\"").count(),
+        failing_cells,
+        "{dom}"
+    );
+    assert!(dom.contains(cluster["kubeSystemUid"].as_str().unwrap()));
+    assert!(dom.contains("<title>onus responsibility report</title>"));
+    assert!(
+        pdf.starts_with(b"%PDF-") && pdf.len() > 1000,
+        "{} bytes",
+        pdf.len()
+    );
 
     // Offline, from exported status: the examples only, and the report says so.
     let exported = env
@@ -205,7 +268,7 @@ async fn the_report_of_a_cluster_names_it_and_lists_every_offender() {
     let md = String::from_utf8_lossy(&md.stdout);
     assert!(
         md.contains(
-            "| WKL-03 | No privileged containers | Customer | ServiceModel | Audit | Fail | 12 |"
+            "| WKL-03 | No privileged containers | Customer | ServiceModel | Audit | Fail | detected | 12 |"
         ),
         "{md}"
     );
@@ -333,4 +396,118 @@ async fn the_controller_and_check_agree_on_the_same_manifests() {
             &format!("{dir}/namespaces.yaml"),
         ],
     );
+}
+
+/// `kubectl onus ...`: the onus binary on PATH as `kubectl-onus` is a kubectl plugin that runs
+/// `check` and `report` exactly as `onus` does, takes kubectl's `--kubeconfig`/`--context`, and
+/// never starts the operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_runs_check_and_report_as_its_onus_plugin() {
+    let env = TestEnv::start("plugin").await;
+    let ns = env.namespace("plug", &[]).await;
+    env.create(
+        Some(&ns),
+        deployment("web", json!({"privileged": true}), json!({})),
+    )
+    .await;
+    let policy = env
+        .apply_policy("plug", json!({"serviceModel": "PaaS"}))
+        .await;
+    env.wait_status(&policy, "the privileged Deployment", |s| {
+        common::is(s, "WKL-03", ControlResult::Fail, 1)
+    })
+    .await;
+
+    let plugins = std::env::temp_dir().join(format!("onus-plugin-{}", env.id));
+    std::fs::create_dir_all(&plugins).expect("plugin directory");
+    let link = plugins.join("kubectl-onus");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_onus"), &link).expect("symlink");
+    let path = format!(
+        "{}:{}",
+        plugins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubectl = |args: &[&str]| {
+        let mut command = env.cp.kubectl();
+        command
+            .args(args)
+            .env("PATH", &path)
+            .env_remove("KUBECONFIG")
+            .current_dir(FIXTURES)
+            .output()
+            .expect("kubectl runs")
+    };
+
+    let listed = kubectl(&["plugin", "list"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("kubectl-onus"),
+        "{listed:?}"
+    );
+
+    // check: the same report and exit code as `onus check` on the same files.
+    let by_plugin = kubectl(&["onus", "check", "-f", "cluster", "-o", "json"]);
+    let direct = Command::new(env!("CARGO_BIN_EXE_onus"))
+        .args(["check", "-f", "cluster", "-o", "json"])
+        .current_dir(FIXTURES)
+        .output()
+        .expect("onus runs");
+    assert_eq!(
+        by_plugin.status.code(),
+        Some(1),
+        "violations: {by_plugin:?}"
+    );
+    assert_eq!(by_plugin.status.code(), direct.status.code());
+    assert_eq!(json_of(&by_plugin), json_of(&direct));
+
+    // report: with kubectl's flags (KUBECONFIG is unset for the plugin), the same document as
+    // `onus report` with KUBECONFIG, but for the time it was generated.
+    let kubeconfig = env.cp.kubeconfig_path().to_str().expect("utf-8 path");
+    let context = String::from_utf8(
+        kubectl(&["config", "current-context", "--kubeconfig", kubeconfig]).stdout,
+    )
+    .expect("utf-8");
+    let mut by_plugin = json_of(&kubectl(&[
+        "onus",
+        "report",
+        &policy,
+        "--format",
+        "json",
+        "--kubeconfig",
+        kubeconfig,
+        "--context",
+        context.trim(),
+    ]));
+    let mut direct = json_of(&onus(&env, &["report", &policy, "--format", "json"]));
+    for document in [&mut by_plugin, &mut direct] {
+        document
+            .as_object_mut()
+            .expect("object")
+            .remove("generatedAt");
+    }
+    assert_eq!(by_plugin["policies"][0]["name"], policy.as_str());
+    assert_eq!(by_plugin, direct);
+    let unknown = kubectl(&[
+        "onus",
+        "report",
+        "--kubeconfig",
+        kubeconfig,
+        "--context",
+        "nope",
+    ]);
+    assert_eq!(unknown.status.code(), Some(2), "{unknown:?}");
+
+    // Anything else: usage and exit code 2, and no operator (it would serve /metrics and
+    // watch the cluster with the user's credentials).
+    let bare = kubectl(&["onus", "--kubeconfig", kubeconfig]);
+    assert_eq!(bare.status.code(), Some(2), "{bare:?}");
+    let stderr = String::from_utf8_lossy(&bare.stderr);
+    assert!(stderr.contains("expected check or report"), "{stderr}");
+    assert!(!stderr.contains("Serving /metrics"), "{stderr}");
+    let version = kubectl(&["onus", "--version"]);
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("onus "),
+        "{version:?}"
+    );
+    let _ = std::fs::remove_dir_all(&plugins);
 }

@@ -306,3 +306,48 @@ fn admission_counts_what_status_counts_for_iam_01_02_05() {
     assert!(iam05.contains("['escalate', 'bind', '*']"), "{iam05}");
     assert!(iam05.contains("'serviceaccounts'"), "{iam05}");
 }
+
+/// A long allow-list makes a check longer than the API server accepts: onus refuses to write
+/// it (naming the policy), rather than have the write refused; a short one is written.
+#[test]
+fn a_check_longer_than_the_api_server_accepts_is_too_large() {
+    let subjects = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"kind": "Group", "name": format!("team-{i:05}")}))
+            .collect()
+    };
+    let small = policy(
+        "small",
+        json!({"serviceModel": "PaaS", "mode": "Enforce",
+               "controls": {"rbac": {"clusterAdminSubjects": subjects(100)}}}),
+    );
+    let huge = policy(
+        "huge",
+        json!({"serviceModel": "PaaS", "mode": "Enforce",
+               "controls": {"rbac": {"clusterAdminSubjects": subjects(10_000)}}}),
+    );
+    let generated = generate([&small], now(), None);
+    assert!(generated.values().all(|g| too_large(g).is_none()));
+    let generated = generate([&small, &huge], now(), None);
+    let why = too_large(&generated["onus-iam-01"]).expect("too large");
+    assert!(why.contains("ResponsibilityPolicy huge"), "{why}");
+    assert!(why.contains("100000"), "{why}");
+    // IAM-07 has no allow-list: it stays writable.
+    assert!(too_large(&generated["onus-iam-07"]).is_none());
+}
+
+#[test]
+fn aggregating_cluster_roles_and_mirror_pods_are_judged() {
+    let p = policy("p", json!({"serviceModel": "PaaS", "mode": "Enforce"}));
+    let generated = generate([&p], now(), None);
+    for control in ["iam-02", "iam-05"] {
+        let g = &generated[&format!("onus-{control}")];
+        assert!(expressions(g)[0].contains(AGGREGATES), "{control}");
+        let unchanged = g.policy["spec"]["variables"][0]["expression"]
+            .as_str()
+            .unwrap();
+        assert!(unchanged.contains("aggregationRule"), "{unchanged}");
+    }
+    let wkl = expressions(&generated["onus-wkl-10"]);
+    assert!(wkl[0].contains(&format!("!({MIRROR_POD})")), "{wkl:?}");
+}

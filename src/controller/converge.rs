@@ -200,7 +200,22 @@ pub(super) async fn converge(ctx: &Context) {
             (ctx.clock)(),
             ctx.own_user.as_deref(),
         );
-        state.prevention.converge(&ctx.client, wanted).await;
+        let refused = state.prevention.converge(&ctx.client, wanted).await;
+        // Announced once per refusal, not per retry, on every policy that asked for it: a
+        // control that is not prevented as asked is never silent (status says it too).
+        for (_, asked, line) in refused {
+            ctx.metrics.remediation_failure("ValidatingAdmissionPolicy");
+            for policy in policies.iter().filter(|p| asked.contains(&p.name_any())) {
+                super::events::publish(
+                    ctx,
+                    policy,
+                    EventType::Warning,
+                    ADMISSION_FAILED,
+                    format!("{line} (retrying)"),
+                )
+                .await;
+            }
+        }
     }
     let generation = read(&ctx.index).generation;
     // Once per change of inputs: the same inputs plan the same actions, all of them carried
@@ -326,6 +341,10 @@ pub(super) async fn retry_refused(ctx: Arc<Context>) {
         tokio::time::sleep(wait).await;
     }
 }
+
+/// The Event reason of a generated admission policy the API server refused or onus could not
+/// write (too large).
+pub(super) const ADMISSION_FAILED: &str = "AdmissionPolicyFailed";
 
 /// How often [`retry_refused`] looks for new refusals while none is due.
 const RETRY_POLL: Duration = Duration::from_secs(1);

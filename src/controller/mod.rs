@@ -43,7 +43,7 @@ use crate::{
 
 mod converge;
 mod events;
-mod prevent;
+pub mod prevent;
 mod reports;
 mod watch;
 

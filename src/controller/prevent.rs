@@ -5,7 +5,14 @@
 //! onus only ever touches objects with a name it generates ([`admission::all_names`]) AND its
 //! label `app.kubernetes.io/managed-by: onus`: a look-alike under another name is never seen,
 //! and an object with one of onus's names but without the label is neither taken over nor
-//! removed (the refusal is reported like any other).
+//! removed (the refusal is reported like any other). Every write is conditional on what was
+//! read ([`write`], [`delete`]): something that appeared or changed in between is never
+//! overwritten or deleted; the pass reads again.
+//!
+//! A refusal (the API server's, or onus's own `TooLarge`: [`admission::too_large`]) writes
+//! nothing and removes nothing: the object in place stays, the control is not claimed as
+//! prevented, and the refusal is reported with its control and reason (status, a Warning
+//! Event, a metric: see `converge`).
 //!
 //! Applied when what is wanted changes, when a refusal is due for its retry, and every
 //! [`REPAIR`] (an edit of a generated object by someone else is put back then).
@@ -24,6 +31,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::{
@@ -66,7 +74,13 @@ impl Prevention {
     }
 
     /// Brings the generated objects to `wanted`; records what is in place and what was refused.
-    pub async fn converge(&mut self, client: &Client, wanted: BTreeMap<String, Generated>) {
+    /// Returns the refusals that are new (or changed) in this pass, to be announced: name, the
+    /// policies that asked for it, and the status line.
+    pub async fn converge(
+        &mut self,
+        client: &Client,
+        wanted: BTreeMap<String, Generated>,
+    ) -> Vec<(String, Vec<String>, String)> {
         let now = Instant::now();
         let fresh = self.done.as_ref().is_some_and(|(done, at)| {
             done == &wanted
@@ -74,8 +88,9 @@ impl Prevention {
                 && (self.failures.is_empty() || now < *at + self.backoff())
         });
         if fresh {
-            return;
+            return Vec::new();
         }
+        let mut new_failures = Vec::new();
         for name in admission::all_names() {
             let result = match wanted.get(&name) {
                 Some(g) => apply(client, &name, g).await,
@@ -89,9 +104,18 @@ impl Prevention {
                 Ok(None) => {
                     self.failures.remove(&name);
                 }
-                Err(message) => {
-                    warn!(name, error = %message, "Admission policy write refused");
-                    self.failures.insert(name.clone(), message);
+                Err(refusal) => {
+                    let line = failure_line(&name, wanted.get(&name), &refusal);
+                    warn!(name, reason = refusal.reason, error = %refusal.message, "Admission policy write refused");
+                    if self.failures.get(&name) != Some(&line) {
+                        let policies = wanted.get(&name).map(|g| g.policies.clone());
+                        new_failures.push((
+                            name.clone(),
+                            policies.unwrap_or_default(),
+                            line.clone(),
+                        ));
+                    }
+                    self.failures.insert(name.clone(), line);
                 }
             }
             if wanted.contains_key(&name) && !self.failures.contains_key(&name) {
@@ -99,7 +123,8 @@ impl Prevention {
             } else if !wanted.contains_key(&name) {
                 self.in_place.remove(&name);
             } else {
-                // Refused: only what the API server holds counts, and that is unknown.
+                // Refused: only what the API server holds counts, and that is unknown (or
+                // what is wanted is not written at all: too large).
                 self.in_place.remove(&name);
             }
         }
@@ -109,6 +134,22 @@ impl Prevention {
             self.failed_passes.saturating_add(1)
         };
         self.done = Some((wanted, now));
+        new_failures
+    }
+}
+
+/// The status line of a refused write: the control, the action, the reason and the message,
+/// e.g. `IAM-01 admission (Deny) failed, reason TooLarge: ValidatingAdmissionPolicy …`.
+fn failure_line(name: &str, wanted: Option<&Generated>, refusal: &Refusal) -> String {
+    match wanted {
+        Some(g) => format!(
+            "{} admission ({:?}) failed, reason {}: {}",
+            g.control, g.action, refusal.reason, refusal.message
+        ),
+        None => format!(
+            "removing {name} failed, reason {}: {}",
+            refusal.reason, refusal.message
+        ),
     }
 }
 
@@ -127,36 +168,140 @@ fn message(kind: &str, name: &str, error: &kube::Error) -> String {
     format!("{kind} {name}: {why}")
 }
 
-/// The object of that name, refusing one onus did not create (never taken over).
-async fn existing<K>(api: &Api<K>, kind: &str, name: &str) -> Result<Option<K>, String>
+/// Why a write failed, as the status and Events name it: the API server's reason (e.g.
+/// `Invalid`, `Forbidden`, `AlreadyExists`, `Conflict`), or onus's own `TooLarge`, `NotOurs`.
+fn reason_of(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.reason.is_empty() => status.reason.clone(),
+        kube::Error::Api(status) => format!("HTTP {}", status.code),
+        _ => "Unreachable".into(),
+    }
+}
+
+/// A refused write: the reason and the message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    pub reason: String,
+    pub message: String,
+}
+
+impl Refusal {
+    fn api(kind: &str, name: &str, error: &kube::Error) -> Self {
+        Refusal {
+            reason: reason_of(error),
+            message: message(kind, name, error),
+        }
+    }
+
+    /// A write refused because what onus read changed before its write landed.
+    fn is_conflict(&self) -> bool {
+        self.reason == "Conflict"
+    }
+}
+
+/// The object of that name as read before a write: absent, or onus's (one onus did not create
+/// is refused: never taken over).
+pub async fn observe<K>(api: &Api<K>, kind: &str, name: &str) -> Result<Option<K>, Refusal>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     match api.get_opt(name).await {
-        Ok(Some(obj)) if !ours(obj.meta()) => Err(format!(
-            "{kind} {name}: exists without the label {}={}; onus does not take it over \
-             (rename or remove it to let onus check this control at admission)",
-            MANAGED_BY.0, MANAGED_BY.1
-        )),
+        Ok(Some(obj)) if !ours(obj.meta()) => Err(Refusal {
+            reason: "NotOurs".into(),
+            message: format!(
+                "{kind} {name}: exists without the label {}={}; onus does not take it over \
+                 (rename or remove it to let onus check this control at admission)",
+                MANAGED_BY.0, MANAGED_BY.1
+            ),
+        }),
         Ok(obj) => Ok(obj),
-        Err(e) => Err(message(kind, name, &e)),
+        Err(e) => Err(Refusal::api(kind, name, &e)),
     }
 }
 
-async fn apply(client: &Client, name: &str, g: &Generated) -> Result<Option<String>, String> {
+/// The resourceVersion a write of an object read as absent carries: the API server creates
+/// the object when there is none (an apply may create) and refuses the write as a conflict
+/// when there is one (no object written since the store's first revision has it). So a
+/// look-alike created between onus's read and its write is never overwritten, and the create
+/// stays an apply to one of onus's names (the ClusterRole allows `create` for those names
+/// only, which a POST, naming no object, could not use).
+const ABSENT: &str = "1";
+
+/// Writes `desired` only over what was read (`before`), never blindly: applied under onus's
+/// field manager with the resourceVersion read as a precondition ([`ABSENT`] when there was
+/// none). Refused as a `Conflict` when the object changed meanwhile: a look-alike created,
+/// or onus's object taken over, relabelled or recreated by someone else, is never
+/// overwritten; [`apply`] reads again and retries.
+pub async fn write<K>(
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+    desired: &Value,
+    before: Option<&K>,
+) -> Result<K, Refusal>
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let read = before.and_then(|b| b.meta().resource_version.clone());
+    let mut desired = desired.clone();
+    desired["metadata"]["resourceVersion"] = read.as_deref().unwrap_or(ABSENT).into();
+    // Forced: a field someone else set on onus's object is put back (the repair).
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(name, &params, &Patch::Apply(&desired))
+        .await
+        .map_err(|e| Refusal::api(kind, name, &e))
+}
+
+/// How often a write that met a concurrent change is read and tried again within one pass.
+const ATTEMPTS: usize = 3;
+
+/// Reads, then writes over what was read (see [`write`]); again from the read when someone
+/// else's change came in between.
+async fn converge_one<K>(
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+    desired: &Value,
+) -> Result<(Option<K>, K), Refusal>
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let before = observe(api, kind, name).await?;
+        match write(api, kind, name, desired, before.as_ref()).await {
+            Ok(after) => return Ok((before, after)),
+            Err(refusal) if refusal.is_conflict() && attempt < ATTEMPTS => continue,
+            Err(refusal) => return Err(refusal),
+        }
+    }
+}
+
+/// Applies one generated policy and its binding; the policy first, so a binding never points
+/// at a policy onus could not write. Nothing is written when the policy is too large
+/// ([`admission::too_large`]): whatever is in place stays.
+pub async fn apply(client: &Client, name: &str, g: &Generated) -> Result<Option<String>, Refusal> {
+    if let Some(why) = admission::too_large(g) {
+        return Err(Refusal {
+            reason: "TooLarge".into(),
+            message: format!(
+                "ValidatingAdmissionPolicy {name}: not written, {why}; the one in place (if \
+                 any) stays"
+            ),
+        });
+    }
     let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
     let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
-    let before = existing(&policies, "ValidatingAdmissionPolicy", name).await?;
-    let binding_before = existing(&bindings, "ValidatingAdmissionPolicyBinding", name).await?;
-    let after = policies
-        .patch(name, &params, &Patch::Apply(&g.policy))
-        .await
-        .map_err(|e| message("ValidatingAdmissionPolicy", name, &e))?;
-    let binding_after = bindings
-        .patch(name, &params, &Patch::Apply(&g.binding))
-        .await
-        .map_err(|e| message("ValidatingAdmissionPolicyBinding", name, &e))?;
+    let (before, after) =
+        converge_one(&policies, "ValidatingAdmissionPolicy", name, &g.policy).await?;
+    let (binding_before, binding_after) = converge_one(
+        &bindings,
+        "ValidatingAdmissionPolicyBinding",
+        name,
+        &g.binding,
+    )
+    .await?;
     let changed = before.and_then(|b| b.metadata.resource_version)
         != after.metadata.resource_version
         || binding_before.and_then(|b| b.metadata.resource_version)
@@ -170,30 +315,32 @@ async fn apply(client: &Client, name: &str, g: &Generated) -> Result<Option<Stri
     }))
 }
 
-async fn remove(client: &Client, name: &str) -> Result<Option<String>, String> {
+async fn remove(client: &Client, name: &str) -> Result<Option<String>, Refusal> {
     let mut removed = Vec::new();
     let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
+    let kind = "ValidatingAdmissionPolicyBinding";
     if let Some(b) = bindings
         .get_opt(name)
         .await
-        .map_err(|e| message("ValidatingAdmissionPolicyBinding", name, &e))?
+        .map_err(|e| Refusal::api(kind, name, &e))?
         .filter(|b| ours(&b.metadata))
     {
-        delete(&bindings, name, b.metadata.uid)
+        delete(&bindings, name, &b.metadata)
             .await
-            .map_err(|e| message("ValidatingAdmissionPolicyBinding", name, &e))?;
+            .map_err(|e| Refusal::api(kind, name, &e))?;
         removed.push("binding");
     }
     let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
+    let kind = "ValidatingAdmissionPolicy";
     if let Some(p) = policies
         .get_opt(name)
         .await
-        .map_err(|e| message("ValidatingAdmissionPolicy", name, &e))?
+        .map_err(|e| Refusal::api(kind, name, &e))?
         .filter(|p| ours(&p.metadata))
     {
-        delete(&policies, name, p.metadata.uid)
+        delete(&policies, name, &p.metadata)
             .await
-            .map_err(|e| message("ValidatingAdmissionPolicy", name, &e))?;
+            .map_err(|e| Refusal::api(kind, name, &e))?;
         removed.push("policy");
     }
     Ok((!removed.is_empty()).then(|| {
@@ -204,16 +351,21 @@ async fn remove(client: &Client, name: &str) -> Result<Option<String>, String> {
     }))
 }
 
-/// Deletes exactly the object that was read (its uid): one recreated meanwhile by someone
-/// else is left alone.
-async fn delete<K>(api: &Api<K>, name: &str, uid: Option<String>) -> Result<(), kube::Error>
+/// Deletes exactly the object that was read, as it was read (its uid and resourceVersion):
+/// one recreated, relabelled or otherwise changed meanwhile by someone else is left alone
+/// (the refusal is reported and the next pass looks again).
+pub async fn delete<K>(
+    api: &Api<K>,
+    name: &str,
+    read: &kube::api::ObjectMeta,
+) -> Result<(), kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let params = DeleteParams {
         preconditions: Some(kube::api::Preconditions {
-            uid,
-            resource_version: None,
+            uid: read.uid.clone(),
+            resource_version: read.resource_version.clone(),
         }),
         ..DeleteParams::default()
     };

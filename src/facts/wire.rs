@@ -235,12 +235,14 @@ macro_rules! typed_container {
 }
 
 impl SlimPodSpec {
-    /// The containers that take a Secret through an env var, every kind.
+    /// The containers that take a Secret through an env var, every kind: init, regular and
+    /// ephemeral (a `kubectl debug` container of a bare Pod reads a Secret as well as any).
     pub fn secret_env(&self) -> Vec<String> {
         self.init_containers
             .iter()
             .flatten()
             .chain(&self.containers)
+            .chain(self.ephemeral_containers.iter().flatten())
             .filter(|c| c.reads_secret_from_env())
             .map(|c| c.name.clone())
             .collect()

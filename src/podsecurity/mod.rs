@@ -7,7 +7,7 @@
 
 mod checks;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod verdicts;
 
 use std::fmt;

@@ -5,7 +5,7 @@ use std::io::Write;
 use super::{Document, cluster, from_file, render};
 
 pub const USAGE: &str = "usage: onus report [POLICY] [--format markdown|html|json] [-o FILE]
-                   [--from FILE]
+                   [--from FILE] [--kubeconfig FILE] [--context NAME]
 
 Writes the responsibility report of the current cluster (kubeconfig or in-cluster config):
 the cluster's identity (server URL, version, kube-system namespace UID), and for every policy
@@ -19,6 +19,9 @@ offenders from a live read evaluated with the controller's code.
   --from FILE       report offline from a file instead of a cluster: `onus check --output
                     json`, a ResponsibilityPolicy, or `kubectl get responsibilitypolicies
                     -o json|yaml` (status only: offenders are the capped examples)
+  --kubeconfig FILE the kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or the
+                    in-cluster configuration)
+  --context NAME    the kubeconfig context to use (default: its current context)
 
 Exit codes: 0 report written, 2 bad arguments, unreadable input or cluster unreachable.";
 
@@ -37,6 +40,10 @@ pub struct Args {
     pub format: Format,
     pub output: Option<String>,
     pub from: Option<String>,
+    /// `--kubeconfig`: the kubeconfig file instead of the inferred configuration.
+    pub kubeconfig: Option<String>,
+    /// `--context`: a context of the kubeconfig other than its current one.
+    pub context: Option<String>,
 }
 
 /// What the `report` command line asks for.
@@ -52,6 +59,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         format: Format::Markdown,
         output: None,
         from: None,
+        kubeconfig: None,
+        context: None,
     };
     let mut args = crate::args::Flags::new(args);
     while let Some((flag, inline)) = args.next_flag() {
@@ -73,6 +82,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             }
             "-o" | "--output" => out.output = Some(value()?),
             "--from" => out.from = Some(value()?),
+            "--kubeconfig" => out.kubeconfig = Some(value()?),
+            "--context" => out.context = Some(value()?),
             positional if !positional.starts_with('-') && inline.is_none() => {
                 if out.policy.replace(positional.to_string()).is_some() {
                     return Err("one POLICY at most".into());
@@ -93,8 +104,26 @@ pub fn render(document: &Document, format: Format) -> String {
     }
 }
 
-async fn from_cluster(policy: Option<&str>, now: jiff::Timestamp) -> anyhow::Result<Document> {
-    let config = kube::Config::infer().await?;
+/// The client configuration: `--kubeconfig` and `--context` as kubectl reads them, otherwise
+/// inferred ($KUBECONFIG, ~/.kube/config, in-cluster).
+async fn client_config(args: &Args) -> anyhow::Result<kube::Config> {
+    let options = kube::config::KubeConfigOptions {
+        context: args.context.clone(),
+        ..Default::default()
+    };
+    Ok(match (&args.kubeconfig, &args.context) {
+        (Some(path), _) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options).await?,
+        (None, None) => kube::Config::infer().await?,
+    })
+}
+
+async fn from_cluster(args: &Args, now: jiff::Timestamp) -> anyhow::Result<Document> {
+    let policy = args.policy.as_deref();
+    let config = client_config(args).await?;
     let server = config.cluster_url.to_string();
     let client = kube::Client::try_from(config)?;
     cluster::report(&client, server, policy, now).await
@@ -112,7 +141,7 @@ pub fn run(args: &Args) -> i32 {
             .build()
             .map_err(|e| e.to_string())
             .and_then(|rt| {
-                rt.block_on(from_cluster(args.policy.as_deref(), now))
+                rt.block_on(from_cluster(args, now))
                     .map_err(|e| format!("{e:#}"))
             }),
     };

@@ -88,9 +88,9 @@ fn policy_markdown(out: &mut String, p: &PolicyReport) {
     let _ = writeln!(out, "\n### Responsibility matrix\n");
     let _ = writeln!(
         out,
-        "| Control | Title | Owner | Owner from | Mode | Result | Violations | Excepted | Frameworks |"
+        "| Control | Title | Owner | Owner from | Mode | Result | Checked at | Violations | Excepted | Frameworks |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---:|---:|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---:|---:|---|");
     for c in &p.controls {
         let from = match &c.owner_reason {
             Some(reason) => format!("override: {}", cell(reason)),
@@ -98,13 +98,14 @@ fn policy_markdown(out: &mut String, p: &PolicyReport) {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:?} | {} | {:?} | {} | {} | {} | {} |",
+            "| {} | {} | {:?} | {} | {:?} | {} | {} | {} | {} | {} |",
             c.id,
             cell(&c.title),
             c.owner,
             from,
             c.mode,
             result_text(c),
+            c.checked_at(),
             c.violations,
             c.excepted,
             cell(&c.frameworks.join(", "))
@@ -237,6 +238,7 @@ th,td{border:1px solid #bbb;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#eee}
 .Pass{background:#c8e6c9}.Fail{background:#ffcdd2}.Excepted{background:#fff9c4}
 .ProviderOwned,.NotObservable,.Disabled{background:#eceff1;color:#555}
+.at-prevented{font-weight:600;color:#1b5e20}.at-warned{color:#e65100}
 .owner-Customer{color:#0d47a1;font-weight:600}.owner-Provider{color:#6a1b9a}
 .owner-Shared{color:#e65100}
 .bar{display:inline-block;height:12px}.bar.pass{background:#43a047}.bar.fail{background:#e53935}
@@ -285,7 +287,7 @@ fn policy_html(out: &mut String, p: &PolicyReport) {
     let _ = writeln!(
         out,
         "<section class=\"policy\" data-policy=\"{name}\"><h2>Policy {name}</h2>\
-         <p>Service model {:?}, mode {:?}, Pod Security version {}, {} namespaces governed. \
+         <p>Service model {:?}, mode {:?}, Pod Security version {}, namespaces governed: {}. \
          <strong>{}</strong></p>",
         p.service_model,
         p.mode,
@@ -344,8 +346,8 @@ fn policy_html(out: &mut String, p: &PolicyReport) {
     let _ = write!(
         out,
         "<h3>Responsibility matrix</h3><table class=\"matrix\"><tr><th>Control</th><th>Title</th>\
-         <th>Owner</th><th>Owner from</th><th>Mode</th><th>Result</th><th>Violations</th>\
-         <th>Excepted</th><th>Frameworks</th>"
+         <th>Owner</th><th>Owner from</th><th>Mode</th><th>Result</th><th>Checked at</th>\
+         <th>Violations</th><th>Excepted</th><th>Frameworks</th>"
     );
     for ns in &namespaces {
         let _ = write!(out, "<th class=\"ns\">{}</th>", html_escape(ns));
@@ -363,13 +365,15 @@ fn policy_html(out: &mut String, p: &PolicyReport) {
             out,
             "<tr data-control=\"{id}\" data-result=\"{result:?}\"><td>{id}</td><td>{}</td>\
              <td class=\"owner-{owner:?}\">{owner:?}</td><td>{from}</td><td>{:?}</td>\
-             <td class=\"{result:?}\">{result:?}</td><td>{}</td><td>{}</td><td>{}</td>",
+             <td class=\"{result:?}\">{result:?}</td><td class=\"at-{at}\">{at}</td><td>{}</td>\
+             <td>{}</td><td>{}</td>",
             html_escape(&c.title),
             c.mode,
             c.violations,
             c.excepted,
             html_escape(&c.frameworks.join(", ")),
             id = c.id,
+            at = c.checked_at(),
             owner = c.owner,
             result = c.result,
         );

@@ -57,7 +57,7 @@ fn a_policy_report_has_owners_modes_exceptions_and_says_when_offenders_are_a_sam
         "controls": [
             {"id": "WKL-03", "title": "No privileged containers", "family": "podSecurity",
              "owner": "Customer", "ownerSource": "ServiceModel", "result": "Fail",
-             "violations": 12, "examples": examples},
+             "violations": 12, "examples": examples, "admission": "Deny"},
             {"id": "NET-04", "title": "NetworkPolicy is enforced by the CNI", "family": "network",
              "owner": "Provider", "ownerSource": "Override", "result": "ProviderOwned",
              "violations": 0},
@@ -96,7 +96,11 @@ fn a_policy_report_has_owners_modes_exceptions_and_says_when_offenders_are_a_sam
         policies: vec![r],
     };
     let md = render::markdown(&document);
-    assert!(md.contains("| WKL-03 | No privileged containers | Customer | ServiceModel | Enforce | Fail | 12 | 0 |"), "{md}");
+    assert!(md.contains("| WKL-03 | No privileged containers | Customer | ServiceModel | Enforce | Fail | prevented | 12 | 0 |"), "{md}");
+    assert!(
+        md.contains("| ProviderOwned | - | 0 | 0 |"),
+        "a control the customer does not own is neither prevented nor detected: {md}"
+    );
     assert!(md.contains("override: the provider runs Calico"), "{md}");
     assert!(md.contains("(Fail, 10 of 12, a sample)"), "{md}");
     assert!(md.contains("| no: expired |"), "{md}");
@@ -112,6 +116,36 @@ fn a_policy_report_has_owners_modes_exceptions_and_says_when_offenders_are_a_sam
     );
     let back: serde_json::Value = serde_json::from_str(&render::json(&document)).expect("JSON");
     assert_eq!(back["policies"][0]["controls"][0]["violations"], 12);
+    assert_eq!(back["policies"][0]["controls"][0]["admission"], "Deny");
+    assert!(
+        back["policies"][0]["controls"][1]
+            .get("admission")
+            .is_none()
+    );
+    assert!(
+        html.contains("<td class=\"at-prevented\">prevented</td>"),
+        "{html}"
+    );
+}
+
+#[test]
+fn a_control_without_admission_is_detected_only_when_this_policy_checks_it() {
+    let mut p = policy(json!({
+        "observedGeneration": 2,
+        "controls": [
+            {"id": "WKL-03", "title": "t", "family": "podSecurity", "owner": "Customer",
+             "ownerSource": "ServiceModel", "result": "Pass", "violations": 0},
+            {"id": "IAM-01", "title": "t", "family": "rbac", "owner": "Customer",
+             "ownerSource": "ServiceModel", "result": "Fail", "violations": 1,
+             "admission": "Warn"},
+            {"id": "AUD-02", "title": "t", "family": "audit", "owner": "Customer",
+             "ownerSource": "ServiceModel", "result": "NotObservable", "violations": 0},
+        ],
+    }));
+    p.metadata.generation = Some(2);
+    let r = from_policy(&p, None, now());
+    let at: Vec<&str> = r.controls.iter().map(ControlRow::checked_at).collect();
+    assert_eq!(at, ["detected", "warned", "-"]);
 }
 
 #[test]
@@ -127,4 +161,25 @@ fn a_policy_without_status_is_not_reported_compliant() {
 fn a_file_that_is_neither_is_refused() {
     assert!(from_file("x.yaml", "kind: ConfigMap\n", None, now()).is_err());
     assert!(from_file("x.yaml", ": :\n  - [", None, now()).is_err());
+}
+
+#[test]
+fn the_command_line_takes_kubectls_kubeconfig_and_context_flags() {
+    let parse = |args: &[&str]| cli::parse(args.iter().map(|a| a.to_string()));
+    let Ok(cli::Command::Report(args)) = parse(&[
+        "prod",
+        "--kubeconfig",
+        "/tmp/k",
+        "--context=staging",
+        "--format",
+        "json",
+    ]) else {
+        panic!("parsed")
+    };
+    assert_eq!(args.policy.as_deref(), Some("prod"));
+    assert_eq!(args.kubeconfig.as_deref(), Some("/tmp/k"));
+    assert_eq!(args.context.as_deref(), Some("staging"));
+    assert_eq!(args.format, cli::Format::Json);
+    assert!(parse(&["--context"]).is_err(), "a flag without its value");
+    assert!(parse(&["--context="]).is_err(), "an empty value");
 }

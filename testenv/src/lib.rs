@@ -326,6 +326,30 @@ impl ControlPlane {
         cmd
     }
 
+    /// Waits until the CustomResourceDefinition `name` is Established; panics after `timeout`.
+    /// (`kubectl wait --for=condition=Established` fails at once, instead of waiting, when it
+    /// reads the CRD before the API server has written any condition.)
+    pub fn wait_crd_established(&self, name: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let jsonpath = r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#;
+        loop {
+            let out = self
+                .kubectl()
+                .args(["get", "crd", name, "-o", jsonpath])
+                .output()
+                .expect("kubectl runs");
+            if out.status.success() && out.stdout == b"True" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "CRD {name} not Established after {timeout:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Creates a namespace named `<prefix>-<random>` with the given labels and waits until
     /// its `default` ServiceAccount exists (so Pods can be created in it).
     pub async fn namespace(

@@ -1026,13 +1026,9 @@ fn install_openreports_crds(cp: &onus_testenv::ControlPlane) {
             .args(["apply", "--server-side", "-f"])
             .arg(&path));
     }
-    ok(cp.kubectl().args([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/reports.openreports.io",
-        "crd/clusterreports.openreports.io",
-    ]));
+    for crd in ["reports.openreports.io", "clusterreports.openreports.io"] {
+        cp.wait_crd_established(crd, Duration::from_secs(60));
+    }
 }
 
 /// With `policyReports.enabled`, the two report rules are each needed: with the full role the

@@ -81,12 +81,10 @@ pub fn install(cp: &ControlPlane, release: &str, namespace: &str, set: &[&str]) 
         cmd.args(["--set", s]);
     }
     ok(&mut cmd);
-    ok(cp.kubectl().args([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/responsibilitypolicies.onus.dev",
-    ]));
+    cp.wait_crd_established(
+        "responsibilitypolicies.onus.dev",
+        std::time::Duration::from_secs(60),
+    );
 }
 
 /// Parses a multi-document YAML stream, skipping empty documents.

@@ -76,15 +76,7 @@ pub fn kubectl_with_input(cp: &ControlPlane, args: &[&str], input: &[u8]) -> std
 /// Installs the committed CRD (idempotent) and waits until it is established.
 pub fn install_crd(cp: &ControlPlane) {
     kubectl_ok(cp, &["apply", "--server-side", "-f", CRD_FILE]);
-    kubectl_ok(
-        cp,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/responsibilitypolicies.onus.dev",
-        ],
-    );
+    cp.wait_crd_established("responsibilitypolicies.onus.dev", Duration::from_secs(60));
 }
 
 /// The policy report CRDs of `api`, where hack/fetch-report-crds.sh (`make tools`) leaves them:
@@ -135,16 +127,9 @@ pub fn install_report_crds(cp: &ControlPlane, api: onus::controller::ReportApi) 
     let (_, cluster_plural) = api.kind(true);
     let group = api.api_version();
     let group = group.split('/').next().expect("group");
-    kubectl_ok(
-        cp,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            &format!("crd/{plural}.{group}"),
-            &format!("crd/{cluster_plural}.{group}"),
-        ],
-    );
+    for plural in [plural, cluster_plural] {
+        cp.wait_crd_established(&format!("{plural}.{group}"), Duration::from_secs(60));
+    }
 }
 
 impl TestEnv {

@@ -81,7 +81,7 @@ fn every_field_a_check_reads_survives_decoding() {
         security_spec(&slim.clone().into_pod_spec()),
         security_spec(&typed)
     );
-    assert_eq!(slim.secret_env(), ["init", "app", "sidecar"]);
+    assert_eq!(slim.secret_env(), ["init", "app", "sidecar", "debugger"]);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 mod builders;
 mod cases;
-mod verdicts;
+pub(crate) mod verdicts;
 
 use super::*;
 use crate::crd::PodSecurityLevel::{Baseline, Restricted};

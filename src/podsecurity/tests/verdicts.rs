@@ -359,7 +359,9 @@ fn pod_from(bytes: &[u8]) -> (ObjectMeta, PodSpec) {
 /// Enough bytes for every choice of the largest pod.
 const ROLLS: usize = 256;
 
-fn pods() -> impl Strategy<Value = (ObjectMeta, PodSpec)> {
+/// Generated pods (metadata and spec) that can fail or pass every check; the facts projection's
+/// property tests use them too.
+pub(crate) fn pods() -> impl Strategy<Value = (ObjectMeta, PodSpec)> {
     proptest::collection::vec(any::<u8>(), ROLLS).prop_map(|bytes| pod_from(&bytes))
 }
 
