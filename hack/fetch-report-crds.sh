@@ -29,8 +29,10 @@ fetch() {
     return
   fi
   log "downloading $module@$version through the module proxy"
-  local json dir got
-  json="$(cd "$(mktemp -d)" && go mod download -json "$module@$version")"
+  local scratch json dir got
+  scratch="$(mktemp -d)"
+  json="$(cd "$scratch" && go mod download -json "$module@$version")"
+  rmdir "$scratch"
   dir="$(printf '%s' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
   got="$(printf '%s' "$json" | sed -n 's/^[[:space:]]*"Sum": "\(.*\)",$/\1/p')"
   if [ "$got" != "$sum" ]; then
