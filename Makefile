@@ -7,11 +7,13 @@ SHELL := /bin/bash
 
 # Builds (once, then cached under ~/.cache/onus) kube-apiserver, kube-controller-manager, kubectl,
 # helm, and promtool (the chart test runs the PrometheusRule's unit tests with it); installs
-# Debian's headless Chromium if missing (the report test renders the HTML report in it).
+# Debian's headless Chromium if missing (the report test renders the HTML report in it); fetches
+# the policy report CRDs from their Go modules (tests/reports.rs installs them).
 tools:
 	bash hack/build-control-plane.sh >/dev/null
 	bash hack/build-promtool.sh >/dev/null
 	bash hack/install-browser.sh
+	bash hack/fetch-report-crds.sh >/dev/null
 
 # Every control plane of the suite leaves its API server's audit log in AUDIT_LOGS; the last
 # step checks that onus wrote nothing outside its scope in any of them (tests/suite_write_scope.rs).

@@ -66,7 +66,38 @@ pub struct Check {
     pub gates: &'static str,
 }
 
+/// How grave a failure of a control is, in the words of the policy report APIs
+/// (`openreports.io`, `wgpolicyk8s.io`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Critical,
+    High,
+    Medium,
+    Low,
+    Info,
+}
+
+impl Severity {
+    /// The value of a report result's `severity`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+            Severity::Info => "info",
+        }
+    }
+}
+
 impl Control {
+    /// How grave a failure is: cluster takeover paths are critical, escalation and
+    /// container-escape paths high, missing hardening medium or low, what the API cannot show
+    /// info. A test keeps every control covered.
+    pub fn severity(&self) -> Severity {
+        severity_of(self.id).unwrap_or(Severity::Medium)
+    }
+
     /// The owner the service model assigns by default.
     pub fn default_owner(&self, model: ServiceModel) -> Owner {
         match model {
@@ -190,6 +221,21 @@ pub static CHECKS: &[Check] = &[
     Check { id: "AUD-02", checks: "not visible through the Kubernetes API: listed with its owner, result NotObservable", gates: "" },
 ];
 
+fn severity_of(id: &str) -> Option<Severity> {
+    use Severity::*;
+    Some(match id {
+        "IAM-01" | "IAM-07" | "IAM-08" | "WKL-03" => Critical,
+        "IAM-02" | "IAM-03" | "IAM-04" | "IAM-05" | "IAM-06" | "WKL-02" | "WKL-04" | "NET-03"
+        | "NET-04" | "NET-05" => High,
+        "IAM-09" | "WKL-01" | "WKL-05" | "WKL-06" | "WKL-07" | "WKL-09" | "NET-01" | "NET-02" => {
+            Medium
+        }
+        "WKL-08" | "WKL-10" | "DAT-01" | "AUD-01" => Low,
+        "DAT-02" | "AUD-02" => Info,
+        _ => return None,
+    })
+}
+
 /// Looks a control up by id.
 pub fn control_by_id(id: &str) -> Option<&'static Control> {
     CATALOG.iter().find(|c| c.id == id)
@@ -218,6 +264,21 @@ mod tests {
         let catalog: Vec<_> = CATALOG.iter().map(|c| c.id).collect();
         assert_eq!(ids, catalog);
         assert!(CHECKS.iter().all(|c| !c.checks.is_empty()));
+    }
+
+    #[test]
+    fn every_control_has_a_severity() {
+        for c in CATALOG {
+            assert!(severity_of(c.id).is_some(), "{} has no severity", c.id);
+        }
+        assert_eq!(
+            control_by_id("IAM-01").map(Control::severity),
+            Some(Severity::Critical)
+        );
+        assert_eq!(
+            control_by_id("AUD-02").map(Control::severity),
+            Some(Severity::Info)
+        );
     }
 
     #[test]

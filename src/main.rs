@@ -26,6 +26,7 @@ const USAGE: &str = "usage: onus [--version] [--log-format text|json] [--http-ad
             [--leader-election-namespace NS] [--leader-election-id NAME]
             [--no-leader-election] [--audit-only] [--null-evaluation]
             [--policy-selector SELECTOR]
+            [--report-api openreports|wgpolicyk8s] [--report-max-results N]
 
 Runs the onus operator against the cluster of the current kubeconfig (or in-cluster config).
 
@@ -42,6 +43,14 @@ Runs the onus operator against the cluster of the current kubeconfig (or in-clus
                                     report Enforced=False, reason EnforceUnavailable)
   --policy-selector SELECTOR        serve only the ResponsibilityPolicies matching this label
                                     selector (several onus installs in one cluster)
+  --report-api openreports|wgpolicyk8s
+                                    publish each policy's results as policy reports
+                                    (openreports.io/v1alpha1 Report/ClusterReport, or
+                                    wgpolicyk8s.io/v1alpha2 PolicyReport/ClusterPolicyReport),
+                                    one per governed namespace and one cluster-scoped, when
+                                    the API server serves them (default: no reports)
+  --report-max-results N            at most N results per report, failures first; the
+                                    summary counts stay exact (default 1000)
   --null-evaluation                 benchmark floor: watch everything, evaluate and write
                                     nothing (never use it to protect a cluster)
 
@@ -65,6 +74,8 @@ struct Cli {
     audit_only: bool,
     null_evaluation: bool,
     policy_selector: Option<String>,
+    report_api: Option<onus::controller::ReportApi>,
+    report_max_results: usize,
 }
 
 impl Default for Cli {
@@ -78,6 +89,8 @@ impl Default for Cli {
             audit_only: false,
             null_evaluation: false,
             policy_selector: None,
+            report_api: None,
+            report_max_results: onus::controller::DEFAULT_MAX_RESULTS,
         }
     }
 }
@@ -120,6 +133,19 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
             "--audit-only" if inline.is_none() => cli.audit_only = true,
             "--null-evaluation" if inline.is_none() => cli.null_evaluation = true,
             "--policy-selector" => cli.policy_selector = Some(non_empty(&flag, value()?)?),
+            "--report-api" => {
+                let api = value()?;
+                cli.report_api =
+                    Some(onus::controller::ReportApi::parse(&api).ok_or_else(|| {
+                        format!("--report-api: {api:?} is neither openreports nor wgpolicyk8s")
+                    })?)
+            }
+            "--report-max-results" => {
+                let n = value()?;
+                cli.report_max_results = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("--report-max-results: {n:?} is not a positive number")
+                })?
+            }
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
@@ -303,6 +329,10 @@ async fn operator(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
         audit_only: cli.audit_only,
         policy_selector: cli.policy_selector.clone(),
         leadership,
+        reports: cli.report_api.map(|api| onus::controller::ReportSettings {
+            api,
+            max_results: cli.report_max_results,
+        }),
         own_namespace: own_namespace(
             std::env::var("POD_NAMESPACE").ok(),
             std::path::Path::new(SERVICE_ACCOUNT_NAMESPACE),
@@ -438,6 +468,10 @@ mod tests {
             "--audit-only",
             "--policy-selector",
             "team=a",
+            "--report-api",
+            "wgpolicyk8s",
+            "--report-max-results",
+            "50",
         ])
         .expect("parses");
         assert_eq!(
@@ -451,6 +485,8 @@ mod tests {
                 audit_only: true,
                 null_evaluation: false,
                 policy_selector: Some("team=a".into()),
+                report_api: Some(onus::controller::ReportApi::WgPolicyK8s),
+                report_max_results: 50,
             }
         );
     }
@@ -471,6 +507,9 @@ mod tests {
         assert!(run(&["--no-leader-election=true"]).is_err());
         assert!(run(&["--audit-only=false"]).is_err());
         assert!(run(&["positional"]).is_err());
+        assert!(run(&["--report-api", "kyverno"]).is_err());
+        assert!(run(&["--report-max-results", "0"]).is_err());
+        assert!(run(&["--report-max-results", "many"]).is_err());
     }
 
     #[test]

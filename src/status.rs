@@ -594,6 +594,27 @@ fn truncated(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// Type of the condition on how the policy's results are published as policy reports (only
+/// when reports are on).
+pub const POLICY_REPORTS: &str = "PolicyReports";
+
+/// Sets the `PolicyReports` condition: true with `message` when every report is written,
+/// false with `reason` when the report API is missing or a write was refused.
+pub fn policy_reports(
+    status: &mut ResponsibilityPolicyStatus,
+    previous: Option<&ResponsibilityPolicyStatus>,
+    now: &Time,
+    published: Result<String, (&str, String)>,
+) {
+    let mut conditions = Conditions::new(previous, status.observed_generation, now);
+    match published {
+        Ok(message) => conditions.set(POLICY_REPORTS, true, "Published", message),
+        Err((reason, message)) => conditions.set(POLICY_REPORTS, false, reason, message),
+    }
+    status.conditions.retain(|c| c.type_ != POLICY_REPORTS);
+    status.conditions.append(&mut conditions.out);
+}
+
 /// A condition of a status, by type.
 pub fn condition<'a>(status: &'a ResponsibilityPolicyStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)

@@ -7,8 +7,9 @@
 //!
 //! The scope, whatever the test: its policies' status and finalizers, Events, its Lease, the
 //! `onus-default-deny` NetworkPolicies, the Namespaces (their Pod Security labels), the
-//! `default` ServiceAccounts (their token field), and its generated admission policies and
-//! bindings (named `onus-…`). The audit log is at Metadata level: it names the object, not the
+//! `default` ServiceAccounts (their token field), its generated admission policies and
+//! bindings (named `onus-…`), and, with policy reports on, its reports (named `onus-…`, written
+//! by server-side apply, so the audit log names each; deleted only after onus wrote them). The audit log is at Metadata level: it names the object, not the
 //! fields; which fields onus owns is proven per test (tests/enforce.rs, tests/write_scope.rs).
 
 use std::{collections::BTreeSet, path::Path};
@@ -56,6 +57,11 @@ fn out_of_scope(e: &AuditEvent, written: &BTreeSet<String>) -> Option<&'static s
             "validatingadmissionpolicies" | "validatingadmissionpolicybindings",
             "",
         ) => e.name.starts_with("onus-") && is(&["patch", "update", "delete"]),
+        // Policy reports: applied (a PATCH naming the report), never a plain create.
+        ("openreports.io", "reports" | "clusterreports", "")
+        | ("wgpolicyk8s.io", "policyreports" | "clusterpolicyreports", "") => {
+            e.name.starts_with("onus-") && is(&["patch", "delete"])
+        }
         _ => false,
     };
     if !allowed {
@@ -214,6 +220,52 @@ fn the_scope_rules_allow_onus_objects_and_nothing_else() {
         ),
     ];
     assert_eq!(violations(&ok), Vec::<String>::new());
+    // Policy reports: applied, then deleted (after onus wrote them).
+    let reports = [
+        event("patch", "openreports.io", "reports", "", "shop", "onus-p"),
+        event("delete", "openreports.io", "reports", "", "shop", "onus-p"),
+        event(
+            "patch",
+            "openreports.io",
+            "clusterreports",
+            "",
+            "",
+            "onus-p",
+        ),
+        event(
+            "delete",
+            "openreports.io",
+            "clusterreports",
+            "",
+            "",
+            "onus-p",
+        ),
+        event(
+            "patch",
+            "wgpolicyk8s.io",
+            "policyreports",
+            "",
+            "shop",
+            "onus-p",
+        ),
+        event(
+            "delete",
+            "wgpolicyk8s.io",
+            "policyreports",
+            "",
+            "shop",
+            "onus-p",
+        ),
+        event(
+            "patch",
+            "wgpolicyk8s.io",
+            "clusterpolicyreports",
+            "",
+            "",
+            "onus-p",
+        ),
+    ];
+    assert_eq!(violations(&reports), Vec::<String>::new());
 
     for bad in [
         event("delete", "onus.dev", "responsibilitypolicies", "", "", "p"),
@@ -234,6 +286,32 @@ fn the_scope_rules_allow_onus_objects_and_nothing_else() {
             "",
             "user-vap",
         ),
+        event(
+            "patch",
+            "openreports.io",
+            "reports",
+            "",
+            "shop",
+            "kyverno-p",
+        ),
+        event("create", "openreports.io", "reports", "", "shop", ""),
+        event(
+            "update",
+            "wgpolicyk8s.io",
+            "policyreports",
+            "",
+            "shop",
+            "onus-p",
+        ),
+        event(
+            "delete",
+            "wgpolicyk8s.io",
+            "policyreports",
+            "",
+            "shop",
+            "onus-q",
+        ),
+        event("patch", "openreports.io", "reportsx", "", "shop", "onus-p"),
     ] {
         assert_eq!(violations(std::slice::from_ref(&bad)).len(), 1, "{bad}");
     }

@@ -28,6 +28,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use onus::{
+    controller::{ReportApi, ReportSettings, report_name},
     crd::{ControlResult::*, ResponsibilityPolicy},
     status::{self, ENFORCED, READY},
 };
@@ -47,6 +48,8 @@ struct Scope {
     user: String,
     policy: String,
     namespaces: BTreeSet<String>,
+    /// Policy reports are on: the policy's reports (named after it) may be written too.
+    reports: bool,
 }
 
 impl Scope {
@@ -56,10 +59,12 @@ impl Scope {
 
     /// Whether onus may make this write at all: its policy's status and finalizers, its
     /// `onus-default-deny` NetworkPolicies, Pod Security labels on the selected Namespaces,
-    /// the `default` ServiceAccounts there, Events, and a leader Lease.
+    /// the `default` ServiceAccounts there, Events, and a leader Lease; with policy reports on,
+    /// the policy's reports in the governed namespaces and its cluster report.
     fn allows(&self, e: &AuditEvent) -> bool {
         let verb = |verbs: &[&str]| verbs.contains(&e.verb.as_str());
         let governed = self.namespaces.contains(&e.namespace);
+        let report = self.reports && e.name == report_name(&self.policy, "");
         match (
             e.api_group.as_str(),
             e.resource.as_str(),
@@ -78,6 +83,10 @@ impl Scope {
                 (governed || e.namespace == "default") && verb(&["create", "patch", "update"])
             }
             ("coordination.k8s.io", "leases", "") => verb(&["create", "update", "patch"]),
+            ("openreports.io", "reports", "") => report && governed && verb(&["patch", "delete"]),
+            ("openreports.io", "clusterreports", "") => {
+                report && e.namespace.is_empty() && verb(&["patch", "delete"])
+            }
             _ => false,
         }
     }
@@ -245,16 +254,30 @@ fn observed(rp: &ResponsibilityPolicy) -> bool {
 async fn no_write_without_a_change(
     mode: &str,
     spec: Value,
+    reports: bool,
     converged: impl AsyncFn(&TestEnv, &Scope) -> bool,
 ) -> (Vec<AuditEvent>, BTreeSet<String>) {
     let user = format!("onus-operator-{mode}");
-    let env = TestEnv::start_as(mode, &user, Some("system:masters")).await;
+    let report_settings = reports.then(|| {
+        let cp = onus_testenv::shared();
+        common::install_report_crds(cp, ReportApi::OpenReports);
+        ReportSettings::default()
+    });
+    let env = TestEnv::start_with(
+        mode,
+        Some((&user, Some("system:masters"))),
+        None,
+        false,
+        report_settings,
+    )
+    .await;
     let namespaces = governed_namespaces(&env).await;
     let policy = env.apply_policy("prod", spec).await;
     let scope = Scope {
         user,
         policy: policy.clone(),
         namespaces: namespaces.iter().cloned().collect(),
+        reports,
     };
 
     let api = Api::<ResponsibilityPolicy>::all(env.client.clone());
@@ -372,9 +395,13 @@ async fn no_write_without_a_change(
 #[tokio::test]
 async fn audit_mode_writes_nothing_while_only_compliant_workloads_change() {
     let _serial = SERIAL.lock().await;
-    let (before, _) =
-        no_write_without_a_change("audit", json!({"serviceModel": "PaaS"}), async |_, _| true)
-            .await;
+    let (before, _) = no_write_without_a_change(
+        "audit",
+        json!({"serviceModel": "PaaS"}),
+        false,
+        async |_, _| true,
+    )
+    .await;
     // Audit mode changes nothing in the cluster, converging or not.
     let changes: Vec<AuditEvent> = before
         .into_iter()
@@ -398,6 +425,7 @@ async fn enforce_mode_with_default_settings_writes_nothing_while_only_compliant_
     let (before, namespaces) = no_write_without_a_change(
         "enforce",
         json!({"serviceModel": "PaaS", "mode": "Enforce"}),
+        false,
         remediated,
     )
     .await;
@@ -431,6 +459,54 @@ async fn enforce_mode_with_default_settings_writes_nothing_while_only_compliant_
             list(&before)
         );
     }
+}
+
+#[tokio::test]
+async fn policy_reports_are_written_but_not_while_only_compliant_workloads_change() {
+    let _serial = SERIAL.lock().await;
+    let (before, namespaces) = no_write_without_a_change(
+        "reports",
+        json!({"serviceModel": "PaaS"}),
+        true,
+        async |env, scope| {
+            Api::<ResponsibilityPolicy>::all(env.client.clone())
+                .get(&scope.policy)
+                .await
+                .expect("get policy")
+                .status
+                .as_ref()
+                .and_then(|s| status::condition(s, status::POLICY_REPORTS))
+                .is_some_and(|c| c.status == "True")
+        },
+    )
+    .await;
+    // Audit mode with reports: status, Events, and the reports (one per governed namespace
+    // and the cluster's), nothing else.
+    let mut reports: Vec<String> = before
+        .iter()
+        .filter(|e| e.api_group == "openreports.io")
+        .map(|e| e.namespace.clone())
+        .collect();
+    reports.sort();
+    reports.dedup();
+    let mut expected: Vec<String> = namespaces.into_iter().collect();
+    expected.push(String::new());
+    expected.sort();
+    assert_eq!(reports, expected, "reports written:\n{}", list(&before));
+    let changes: Vec<AuditEvent> = before
+        .into_iter()
+        .filter(|e| {
+            !is_write_to(e, "onus.dev", "responsibilitypolicies", "status")
+                && !is_write_to(e, "onus.dev", "responsibilitypolicies", "")
+                && e.resource != "events"
+                && e.api_group != "openreports.io"
+        })
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "Audit mode with reports wrote more than status, its finalizer, Events and reports:\n{}",
+        list(&changes)
+    );
 }
 
 /// Every remediation is in place and the policy says so.
@@ -485,6 +561,7 @@ fn the_scope_allows_only_onus_objects_in_the_governed_namespaces() {
         user: "onus-operator-x".into(),
         policy: "x-prod".into(),
         namespaces: ["shop".to_string()].into(),
+        reports: true,
     };
     let write =
         |verb: &str, group: &str, resource: &str, sub: &str, ns: &str, name: &str| AuditEvent {
@@ -540,6 +617,30 @@ fn the_scope_allows_only_onus_objects_in_the_governed_namespaces() {
         write("create", "events.k8s.io", "events", "", "shop", ""),
         write(
             "patch",
+            "openreports.io",
+            "reports",
+            "",
+            "shop",
+            "onus-x-prod",
+        ),
+        write(
+            "delete",
+            "openreports.io",
+            "reports",
+            "",
+            "shop",
+            "onus-x-prod",
+        ),
+        write(
+            "patch",
+            "openreports.io",
+            "clusterreports",
+            "",
+            "",
+            "onus-x-prod",
+        ),
+        write(
+            "patch",
             "events.k8s.io",
             "events",
             "",
@@ -582,7 +683,54 @@ fn the_scope_allows_only_onus_objects_in_the_governed_namespaces() {
         write("create", "events.k8s.io", "events", "", "other", ""),
         write("patch", "apps", "deployments", "", "shop", "app"),
         write("create", "", "pods", "", "shop", ""),
+        write(
+            "patch",
+            "openreports.io",
+            "reports",
+            "",
+            "other",
+            "onus-x-prod",
+        ),
+        write(
+            "patch",
+            "openreports.io",
+            "reports",
+            "",
+            "shop",
+            "onus-y-prod",
+        ),
+        write(
+            "patch",
+            "openreports.io",
+            "reports",
+            "",
+            "shop",
+            "kyverno-x",
+        ),
+        write("create", "openreports.io", "reports", "", "shop", ""),
+        write("patch", "openreports.io", "clusterreports", "", "", "other"),
     ] {
         assert!(!scope.allows(&denied), "{denied}");
     }
+    // Without policy reports, not even onus's own.
+    let without = Scope {
+        reports: false,
+        ..scope
+    };
+    let report = |verb: &str, resource: &str, ns: &str| AuditEvent {
+        user: without.user.clone(),
+        groups: vec![],
+        verb: verb.into(),
+        api_group: "openreports.io".into(),
+        resource: resource.into(),
+        subresource: String::new(),
+        namespace: ns.into(),
+        name: "onus-x-prod".into(),
+        code: Some(200),
+        received: Timestamp::UNIX_EPOCH,
+        uri: String::new(),
+        user_agent: String::new(),
+    };
+    assert!(!without.allows(&report("patch", "reports", "shop")));
+    assert!(!without.allows(&report("patch", "clusterreports", "")));
 }

@@ -94,6 +94,19 @@ pub(super) async fn publish_transitions(
         };
         publish(ctx, policy, type_, reason, compliant.message.clone()).await;
     }
+    // Policy reports that cannot be published (the API is missing, a write refused): once per
+    // transition, as the condition says.
+    if let Some(reports) = changed(status::POLICY_REPORTS).filter(|c| c.status == "False") {
+        let reason = reports.reason.clone();
+        publish(
+            ctx,
+            policy,
+            EventType::Warning,
+            &reason,
+            reports.message.clone(),
+        )
+        .await;
+    }
 }
 
 /// At most this many new violation Events per reconcile; the rest follow on later ones.

@@ -44,7 +44,10 @@ use crate::{
 mod converge;
 mod events;
 pub mod prevent;
+mod reports;
 mod watch;
+
+pub use reports::{DEFAULT_MAX_RESULTS, POLICY_UID_LABEL, ReportApi, ReportSettings, report_name};
 
 use events::{announce_expired, announce_violations, publish_transitions};
 use watch::{Changes, Pending, Watch, watch_all};
@@ -109,6 +112,8 @@ pub struct Context {
     leadership: Leadership,
     /// What the policies were when a standby last pruned the evaluator's cache for them.
     standby_pruned: Mutex<u64>,
+    /// [`Settings::reports`]: the policy reports written, when on.
+    reports: Option<reports::Reports>,
 }
 
 impl Context {
@@ -170,6 +175,8 @@ pub struct Settings {
     /// Whether this instance leads: it watches and evaluates either way, and writes only while
     /// it leads. The default leads always (a single instance, `--no-leader-election`).
     pub leadership: Leadership,
+    /// Publish each policy's results as policy reports (`--report-api`); off by default.
+    pub reports: Option<ReportSettings>,
 }
 
 impl Default for Settings {
@@ -185,6 +192,7 @@ impl Default for Settings {
             own_namespace: None,
             admission_policies: true,
             leadership: Leadership::unelected(),
+            reports: None,
         }
     }
 }
@@ -317,6 +325,7 @@ pub async fn run(
         own_user,
         leadership: settings.leadership.clone(),
         standby_pruned: Mutex::new(0),
+        reports: settings.reports.clone().map(reports::Reports::new),
     });
     if settings.audit_only {
         info!("Audit-only: Enforce policies are evaluated and reported, nothing is remediated");
@@ -490,6 +499,9 @@ async fn stand_down_on_loss(ctx: Arc<Context>) {
             .clear();
         ctx.announced_violations.forget();
         *ctx.converging.lock().await = converge::Converger::default();
+        if let Some(reports) = &ctx.reports {
+            reports.forget().await;
+        }
         info!("Standing by: per-policy metrics cleared");
     }
 }
@@ -585,13 +597,26 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
     let enforcing = !ctx.audit_only
         && (remediate::enforced_spec(policy).is_some_and(|spec| spec.mode == Mode::Enforce)
             || (ctx.admission && crate::admission::wants_admission(policy)));
-    if enforcing && !deleting && !has_finalizer {
+    // With policy reports on, every policy holds it: its reports go with it.
+    let holds = enforcing || ctx.reports.is_some();
+    if holds && !deleting && !has_finalizer {
         // Added first, so a deletion can never outrun the clean-up; the update re-triggers us.
         return set_finalizer(&ctx.client, policy, true).await;
     }
     converge::converge(ctx).await;
-    if has_finalizer && (deleting || !enforcing) {
-        if ctx.audit_only {
+    if has_finalizer && (deleting || !holds) {
+        if deleting && let Some(reports) = &ctx.reports {
+            // Refused: the garbage collector removes them (their owner reference), and the
+            // log says why they lingered.
+            if let Err(error) = reports.remove_all(&ctx.client, policy).await {
+                warn!(%error, "Policy reports of a deleted policy not removed");
+            }
+        }
+        // (Under policy reports every policy holds it; only those an Enforce install would
+        // have remediated for lose something.)
+        let remediated = remediate::enforced_spec(policy).is_some_and(|s| s.mode == Mode::Enforce)
+            || crate::admission::wants_admission(policy);
+        if ctx.audit_only && (ctx.reports.is_none() || remediated) {
             // Nothing was released: whatever an Enforce install applied for this policy stays,
             // and nothing else will tell.
             events::publish(
@@ -653,7 +678,7 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
             )
         }
         Ok(()) => {
-            let (eval, preview, judged_at) = {
+            let (eval, preview, judged_at, governed) = {
                 let index = read(&ctx.index);
                 let version =
                     index.admission_version(crate::evaluate::pod_security_version(&policy.spec));
@@ -666,6 +691,9 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                     ctx.evaluator().evaluate(&policy.spec, &index, now),
                     preview,
                     crate::podsecurity::Version::Minor(version.effective_minor()),
+                    ctx.reports
+                        .as_ref()
+                        .map(|_| crate::evaluate::selected_namespaces(&policy.spec, &index)),
                 )
             };
             let (failures, admission) = {
@@ -726,6 +754,22 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
             };
             status::watches_refused(&mut status, previous, &now_time, &refused);
             status::undecodable_objects(&mut status, previous, &now_time, &undecodable);
+            let requeue = match (&ctx.reports, governed) {
+                (Some(reports), Some(governed)) => {
+                    let retry = reports
+                        .publish(
+                            &ctx.client,
+                            policy,
+                            &eval,
+                            &governed,
+                            &mut status,
+                            &now_time,
+                        )
+                        .await;
+                    requeue.into_iter().chain(retry).min()
+                }
+                _ => requeue,
+            };
             (status, requeue)
         }
     };

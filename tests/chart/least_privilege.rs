@@ -175,6 +175,93 @@ fn the_cluster_role_narrows_writes_by_name_and_enforce_disabled_makes_it_read_on
 }
 
 #[test]
+fn policy_reports_add_their_rules_and_flags_only_when_enabled() {
+    let report_groups = ["openreports.io", "wgpolicyk8s.io"];
+    // Off by default: no rule on any report, no flag.
+    let docs = render(&[], &[]);
+    let rules = rendered_rules(&docs);
+    assert!(
+        !rules.iter().any(|r| r
+            .api_groups
+            .iter()
+            .flatten()
+            .any(|g| report_groups.contains(&g.as_str()))),
+        "report rules without policyReports.enabled: {rules:?}"
+    );
+    assert!(!args(&docs).iter().any(|a| a.starts_with("--report-")));
+
+    for (api, group, resources) in [
+        (
+            "openreports",
+            "openreports.io",
+            ["reports", "clusterreports"],
+        ),
+        (
+            "wgpolicyk8s",
+            "wgpolicyk8s.io",
+            ["policyreports", "clusterpolicyreports"],
+        ),
+    ] {
+        let docs = render(
+            &[
+                "policyReports.enabled=true",
+                &format!("policyReports.api={api}"),
+                "policyReports.maxResults=250000",
+            ],
+            &[],
+        );
+        let rules = rendered_rules(&docs);
+        // Exactly the one API's reports: read, and written (never other groups').
+        let report_rules: Vec<(Vec<String>, Vec<String>, Vec<String>)> = rules
+            .iter()
+            .filter(|r| {
+                r.api_groups
+                    .iter()
+                    .flatten()
+                    .any(|g| report_groups.contains(&g.as_str()))
+            })
+            .map(|r| {
+                (
+                    r.api_groups.clone().unwrap_or_default(),
+                    r.resources.clone().unwrap_or_default(),
+                    r.verbs.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            report_rules,
+            [
+                (
+                    strings(&[group]),
+                    strings(&resources),
+                    strings(&["get", "list"])
+                ),
+                (
+                    strings(&[group]),
+                    strings(&resources),
+                    strings(&["create", "patch", "delete"])
+                ),
+            ],
+            "{api}"
+        );
+        let args = args(&docs);
+        assert!(args.contains(&format!("--report-api={api}")), "{args:?}");
+        assert!(
+            args.contains(&"--report-max-results=250000".to_string()),
+            "{args:?}"
+        );
+        // Everything else is as without reports.
+        let without = rendered_rules(&render(&[], &[]));
+        let others: Vec<_> = rules
+            .iter()
+            .filter(|r| !r.api_groups.iter().flatten().any(|g| g == group))
+            .cloned()
+            .collect();
+        assert_eq!(others, without, "{api}: other rules changed");
+    }
+}
+
+#[test]
 fn the_admission_policies_bind_the_charts_service_account_only_and_can_be_turned_off() {
     let vap = ["--api-versions", VAP_API];
     for (set, user) in [
@@ -912,4 +999,185 @@ async fn the_operator_enforces_under_its_admission_policies_and_writes_outside_t
             "can {user} {verb} {what}?"
         );
     }
+}
+
+/// The openreports CRDs as their project publishes them (hack/fetch-report-crds.sh, run by
+/// `make tools`), installed and established.
+fn install_openreports_crds(cp: &onus_testenv::ControlPlane) {
+    let cache = std::env::var_os("ONUS_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/onus"))
+        })
+        .expect("ONUS_CACHE or HOME");
+    let dir = cache.join("report-crds/openreports-v0.2.1");
+    for file in [
+        "openreports.io_reports.yaml",
+        "openreports.io_clusterreports.yaml",
+    ] {
+        let path = dir.join(file);
+        assert!(
+            path.is_file(),
+            "{} missing: run `make tools` (hack/fetch-report-crds.sh)",
+            path.display()
+        );
+        ok(cp
+            .kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(&path));
+    }
+    for crd in ["reports.openreports.io", "clusterreports.openreports.io"] {
+        cp.wait_crd_established(crd, Duration::from_secs(60));
+    }
+}
+
+/// With `policyReports.enabled`, the two report rules are each needed: with the full role the
+/// operator (the binary, under the chart's arguments) publishes a policy's reports; without
+/// either rule the policy says the API server refused (`PolicyReports=False`,
+/// `ReportWriteFailed`, forbidden), never silently nothing.
+#[tokio::test]
+async fn with_policy_reports_on_each_report_rule_is_needed() {
+    if !binary_has_operations_cli() {
+        eprintln!("the onus binary predates the chart's arguments; skipped");
+        return;
+    }
+    let started = Instant::now();
+    let _turn = OPERATOR_TURN.lock().await;
+    let cp = onus_testenv::shared();
+    let client = cp.client().await;
+    install_openreports_crds(cp);
+    let namespace = cp.namespace(&client, "reports", &[]).await;
+    let release = format!("onus-reports-{}", onus_testenv::random_suffix());
+    install(cp, &release, &namespace, &["policyReports.enabled=true"]);
+    let args = chart_args(&client, &namespace, &release).await;
+    assert!(
+        args.contains(&"--report-api=openreports".to_string()),
+        "{args:?}"
+    );
+    let full = cluster_role(&client, &release)
+        .await
+        .rules
+        .unwrap_or_default();
+    let reports: Vec<usize> = full
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.api_groups.iter().flatten().any(|g| g == "openreports.io"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(reports.len(), 2, "two report rules: {full:?}");
+    // Leader election is not under test: every ServiceAccount of the namespace may use Leases.
+    ok(cp.kubectl().args([
+        "create",
+        "role",
+        "leases",
+        "-n",
+        &namespace,
+        "--verb=get,create,update",
+        "--resource=leases.coordination.k8s.io",
+    ]));
+    ok(cp.kubectl().args([
+        "create",
+        "rolebinding",
+        "leases",
+        "-n",
+        &namespace,
+        "--role=leases",
+        &format!("--group=system:serviceaccounts:{namespace}"),
+    ]));
+    let roles = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone());
+    let bindings = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone());
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), &namespace);
+    let policies = Api::<ResponsibilityPolicy>::all(client.clone());
+    for strip in [None, Some(reports[0]), Some(reports[1])] {
+        let name = match strip {
+            None => format!("{release}-full"),
+            Some(i) => format!("{release}-without-{i}"),
+        };
+        let mut rules = full.clone();
+        if let Some(i) = strip {
+            rules.remove(i);
+        }
+        roles
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules}))
+                    .expect("role"),
+            )
+            .await
+            .expect("create ClusterRole");
+        accounts
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).expect("sa"),
+            )
+            .await
+            .expect("create ServiceAccount");
+        bindings
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                    "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+                }))
+                .expect("binding"),
+            )
+            .await
+            .expect("create ClusterRoleBinding");
+        super::workload_namespace(&client, &name).await;
+        let kubeconfig = service_account_kubeconfig(cp, &namespace, &name);
+        let mut operator = Operator::start(
+            cp,
+            &kubeconfig,
+            &name,
+            &namespace,
+            &operator_args(&args, Some(&name)),
+        );
+        policies
+            .create(&PostParams::default(), &policy(&name, &name))
+            .await
+            .expect("create policy");
+        let want = if strip.is_none() { "True" } else { "False" };
+        let status = poll_status(&client, &name, Duration::from_secs(30), |s| {
+            has_condition(s, "PolicyReports", want)
+        })
+        .await;
+        operator.assert_running();
+        let condition = status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "PolicyReports"))
+            .cloned();
+        match strip {
+            None => assert!(
+                condition.as_ref().is_some_and(|c| c.status == "True"),
+                "the full role: reports not published: {condition:?}; log:\n{}",
+                operator.log()
+            ),
+            Some(i) => assert!(
+                condition.as_ref().is_some_and(|c| c.status == "False"
+                    && c.reason == "ReportWriteFailed"
+                    && c.message.contains("forbidden")),
+                "without rule {:?} the operator still publishes, or hides the refusal: \
+                 {condition:?}; log:\n{}",
+                full[i],
+                operator.log()
+            ),
+        }
+        drop(operator);
+        // The operator that could have removed its clean-up finalizer is gone: drop it by hand
+        // (the reports go with the policy: their owner reference).
+        policies
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .expect("drop finalizer");
+        policies
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete policy");
+    }
+    eprintln!("policy report rules: {:?}", started.elapsed());
 }

@@ -43,6 +43,8 @@ fn chart_lints_strictly_with_defaults_and_with_every_option() {
         "replicas=3,leaderElection.enabled=false,networkPolicy.apiServer.cidrs={10.0.0.1/32}",
         "--set",
         "enforce.enabled=false,admissionPolicy.enabled=false",
+        "--set",
+        "policyReports.enabled=true,policyReports.api=wgpolicyk8s,policyReports.maxResults=50",
     ]));
 }
 
@@ -52,6 +54,8 @@ fn bad_values_are_refused_with_a_message_naming_the_field() {
         ("replicas=zero", "/replicas"),
         ("replicas=0", "/replicas"),
         ("logFormat=xml", "/logFormat"),
+        ("policyReports.api=kyverno", "/policyReports/api"),
+        ("policyReports.maxResults=0", "/policyReports/maxResults"),
         ("image.repository=", "/image/repository"),
         ("metrics.port=70000", "/metrics/port"),
         ("repliccas=2", "repliccas"),

@@ -3,7 +3,10 @@
 
 pub mod enforce;
 
-use std::time::{Duration, Instant};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use kube::{
     Api, Client, Resource,
@@ -76,10 +79,63 @@ pub fn install_crd(cp: &ControlPlane) {
     cp.wait_crd_established("responsibilitypolicies.onus.dev", Duration::from_secs(60));
 }
 
+/// The policy report CRDs of `api`, where hack/fetch-report-crds.sh (`make tools`) leaves them:
+/// copies of what their projects publish, never hand-written.
+pub fn report_crd_files(api: onus::controller::ReportApi) -> Vec<PathBuf> {
+    let cache = std::env::var_os("ONUS_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/onus")))
+        .expect("ONUS_CACHE or HOME");
+    let (dir, files) = match api {
+        onus::controller::ReportApi::OpenReports => (
+            "openreports-v0.2.1",
+            [
+                "openreports.io_reports.yaml",
+                "openreports.io_clusterreports.yaml",
+            ],
+        ),
+        onus::controller::ReportApi::WgPolicyK8s => (
+            "kyverno-v1.13.4",
+            [
+                "wgpolicyk8s.io_policyreports.yaml",
+                "wgpolicyk8s.io_clusterpolicyreports.yaml",
+            ],
+        ),
+    };
+    let dir = cache.join("report-crds").join(dir);
+    files
+        .iter()
+        .map(|f| {
+            let path = dir.join(f);
+            assert!(
+                path.is_file(),
+                "{} missing: run `make tools` (hack/fetch-report-crds.sh)",
+                path.display()
+            );
+            path
+        })
+        .collect()
+}
+
+/// Installs the report CRDs of `api` (idempotent) and waits until they are established.
+pub fn install_report_crds(cp: &ControlPlane, api: onus::controller::ReportApi) {
+    for file in report_crd_files(api) {
+        let file = file.to_string_lossy().into_owned();
+        kubectl_ok(cp, &["apply", "--server-side", "-f", &file]);
+    }
+    let (_, plural) = api.kind(false);
+    let (_, cluster_plural) = api.kind(true);
+    let group = api.api_version();
+    let group = group.split('/').next().expect("group");
+    for plural in [plural, cluster_plural] {
+        cp.wait_crd_established(&format!("{plural}.{group}"), Duration::from_secs(60));
+    }
+}
+
 impl TestEnv {
     /// Starts (or reuses) the control plane, installs the CRD and runs an operator for this test.
     pub async fn start(name: &str) -> TestEnv {
-        TestEnv::start_with(name, None, None, false).await
+        TestEnv::start_with(name, None, None, false, None).await
     }
 
     /// Like [`TestEnv::start`], with the generated ValidatingAdmissionPolicies on. They are
@@ -87,20 +143,20 @@ impl TestEnv {
     /// test operators leave them off: `Settings::admission_policies`).
     /// The operator acts as `user` (no group), when given.
     pub async fn start_admission(name: &str, user: Option<&str>) -> TestEnv {
-        TestEnv::start_with(name, user.map(|u| (u, None)), None, true).await
+        TestEnv::start_with(name, user.map(|u| (u, None)), None, true, None).await
     }
 
     /// Like [`TestEnv::start`], but the operator runs "in" namespace `own_namespace` (as
     /// `$POD_NAMESPACE` says in a cluster).
     pub async fn start_in(name: &str, own_namespace: &str) -> TestEnv {
-        TestEnv::start_with(name, None, Some(own_namespace.to_string()), false).await
+        TestEnv::start_with(name, None, Some(own_namespace.to_string()), false, None).await
     }
 
     /// Like [`TestEnv::start`], but the operator acts as `user` (in `group`, if any) with a
     /// client certificate of its own, so the API server's audit log tells its writes apart
     /// from the test's (which stay the admin's).
     pub async fn start_as(name: &str, user: &str, group: Option<&str>) -> TestEnv {
-        TestEnv::start_with(name, Some((user, group)), None, false).await
+        TestEnv::start_with(name, Some((user, group)), None, false, None).await
     }
 
     /// The control plane, the CRD and a client, but no operator: the test runs its own (e.g.
@@ -116,11 +172,13 @@ impl TestEnv {
         }
     }
 
-    async fn start_with(
+    /// The operator in full: its user (and group), own namespace, admission policies, reports.
+    pub async fn start_with(
         name: &str,
         operator: Option<(&str, Option<&str>)>,
         own_namespace: Option<String>,
         admission_policies: bool,
+        reports: Option<controller::ReportSettings>,
     ) -> TestEnv {
         // Operator logs show in a failing test's output.
         let _ = tracing_subscriber::fmt()
@@ -146,6 +204,7 @@ impl TestEnv {
             metrics: metrics.clone(),
             own_namespace,
             admission_policies,
+            reports,
             ..Settings::default()
         };
         tokio::spawn(controller::run(operator, settings, std::future::pending()));
