@@ -200,8 +200,12 @@ async fn each_service_model_assigns_its_default_owners() {
     ];
     for (name, model, wkl02_owner, wkl02_result, net04_owner) in cases {
         let policy = env.apply_policy(name, json!({"serviceModel": model})).await;
+        // The DaemonSet was created just before: the first evaluation may come before the
+        // operator's watch delivers it (WKL-02 passing for a moment is no error).
         let rp = env
-            .wait_status(&policy, model, |s| s.summary.is_some())
+            .wait_status(&policy, model, |s| {
+                s.summary.is_some() && control(s, "WKL-02").result == wkl02_result
+            })
             .await;
         let s = rp.status.expect("status");
         let wkl02 = control(&s, "WKL-02");
