@@ -273,8 +273,12 @@ async fn status_is_not_rewritten_while_nothing_changes() {
     let policy = env
         .apply_policy("steady", json!({"serviceModel": "PaaS"}))
         .await;
-    env.wait_status(&policy, "evaluated", |s| is(s, "NET-01", Fail, 1))
-        .await;
+    // Settled: the namespace and its `default` ServiceAccount (made by the controller-manager,
+    // watched apart from the namespace, so possibly seen a moment later) both in the status.
+    env.wait_status(&policy, "evaluated", |s| {
+        is(s, "NET-01", Fail, 1) && is(s, "IAM-09", Fail, 1)
+    })
+    .await;
     let before = resource_version(&env.client, &policy).await;
 
     // Changes the policy does not see must not cause writes either.
