@@ -182,7 +182,7 @@ async fn known_violations_are_reported_exactly_then_clear_when_fixed() {
         "onus_control_violations{{policy=\"{policy}\",control=\"NET-01\",owner=\"Customer\"}} 2"
     ));
     // The status is written inside the reconcile; its count follows when the reconcile returns.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !env.metrics.render().contains(&format!(
         "onus_reconciliations_total{{policy=\"{policy}\",result=\"ok\"}}"
     )) {
