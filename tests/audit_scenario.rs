@@ -258,15 +258,30 @@ async fn known_violations_are_reported_exactly_then_clear_when_fixed() {
     assert!(latency < Duration::from_secs(10), "{latency:?}");
     // The operator measured it too, for this policy: every fix above and this violation each
     // changed its status (the first status, written when the policy appeared, is no detection).
-    let text = env.metrics.render();
-    let observed = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!(
-                "onus_detection_latency_seconds_count{{policy=\"{policy}\"}} "
-            ))
-        })
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
-    assert!(observed >= 5, "{observed} detections observed:\n{text}");
+    // A detection is recorded after its status write (and its Events): poll.
+    let detections = || {
+        let text = env.metrics.render();
+        let observed = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "onus_detection_latency_seconds_count{{policy=\"{policy}\"}} "
+                ))
+            })
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        (observed, text)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (observed, text) = detections();
+        if observed >= 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{observed} detections observed:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
