@@ -288,22 +288,28 @@ async fn drift_is_repaired_and_weakened_labels_restored() {
         enforce_label(&env.client, &ns).await.as_deref() == Some("restricted")
     })
     .await;
-    let events = Api::<Event>::all(env.client.clone())
-        .list(&ListParams::default().fields(&format!("regarding.name={policy}")))
-        .await
-        .expect("events");
-    let restored: Vec<String> = events
-        .items
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some("PodSecurityLabelsRestored"))
-        .filter_map(|e| e.note.clone())
-        .collect();
-    assert!(
-        restored
-            .iter()
-            .any(|n| n.contains(&format!("restored Pod Security labels on namespace {ns}"))),
-        "{restored:?}"
-    );
+    // The Event follows the restoring write (published once it succeeded): wait for it too.
+    let note = format!("restored Pod Security labels on namespace {ns}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let restored: Vec<String> = Api::<Event>::all(env.client.clone())
+            .list(&ListParams::default().fields(&format!("regarding.name={policy}")))
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("PodSecurityLabelsRestored"))
+            .filter_map(|e| e.note)
+            .collect();
+        if restored.iter().any(|n| n.contains(&note)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no PodSecurityLabelsRestored Event for {ns} within 30s: {restored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
