@@ -388,8 +388,17 @@ async fn an_audit_policy_shows_what_enforce_would_change() {
     let policy = env
         .apply_policy("audit", json!({"serviceModel": "PaaS", "controls": {"network": {"defaultDeny": ["Ingress", "Egress"]}}}))
         .await;
+    let waiting = [format!(
+        "no enforce label in {a}; restricted waits for 1 workload (Deployment/{a}/old)"
+    )];
+    // The Deployment was created just before the policy (and is watched apart from it): the
+    // first preview may come before it is seen. Wait for the preview that names it.
     let rp = env
-        .wait_status(&policy, "preview", |s| s.remediation.is_some())
+        .wait_status(&policy, "preview", |s| {
+            s.remediation
+                .as_ref()
+                .is_some_and(|r| r.enforce_waiting == waiting)
+        })
         .await;
     let r = rp.status.and_then(|s| s.remediation).expect("remediation");
     assert_eq!(r.kind, RemediationKind::WouldApply);
@@ -401,12 +410,7 @@ async fn an_audit_policy_shows_what_enforce_would_change() {
         ),
         (2, 2, 2)
     );
-    assert_eq!(
-        r.enforce_waiting,
-        [format!(
-            "no enforce label in {a}; restricted waits for 1 workload (Deployment/{a}/old)"
-        )]
-    );
+    assert_eq!(r.enforce_waiting, waiting);
     assert!(
         deny_policy(&env.client, &a).await.is_none(),
         "Audit changes nothing"
