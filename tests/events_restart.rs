@@ -120,18 +120,31 @@ async fn violation_events(client: &Client, policy: &str) -> Vec<(String, i32)> {
     events
 }
 
-/// The policy's violation Events once the publisher is done: Events are published by their
-/// own task after the status write, so they are read until two reads a second apart agree.
-async fn settled_violation_events(client: &Client, policy: &str) -> Vec<(String, i32)> {
+/// The policy's violation Events once each violation its status counts has one: Events are
+/// published by their own task after the status write, one at a time (paced), so they are read
+/// until their number is the status's (two reads that agree can still fall between two
+/// publications on a loaded machine).
+async fn all_violation_events(client: &Client, policy: &str) -> Vec<(String, i32)> {
+    let policies = Api::<ResponsibilityPolicy>::all(client.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = violation_events(client, policy).await;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = violation_events(client, policy).await;
-        if (now == last && !now.is_empty()) || Instant::now() > deadline {
-            return now;
+        let violations = policies
+            .get(policy)
+            .await
+            .expect("get policy")
+            .status
+            .and_then(|s| s.summary)
+            .map(|s| s.violations);
+        let events = violation_events(client, policy).await;
+        if violations.is_some_and(|n| n > 0 && events.len() as u64 == n) {
+            return events;
         }
-        last = now;
+        assert!(
+            Instant::now() < deadline,
+            "{violations:?} violations in status, {} violation Events: {events:?}",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -169,7 +182,7 @@ async fn a_restarted_operator_does_not_announce_the_same_violations_again() {
 
     let first = Operator::start(&env.client, "onus-first", &selector);
     first.wait_reconciled(&policy).await;
-    let announced = settled_violation_events(&env.client, &policy).await;
+    let announced = all_violation_events(&env.client, &policy).await;
     assert!(
         announced.len() >= 3,
         "too few violation Events to test with: {announced:?}"
