@@ -209,21 +209,35 @@ async fn a_violation_that_comes_back_counts_again_on_its_event() {
     let policy = apply_policy(&env, &selector_value).await;
     let operator = Operator::start(&env.client, "onus", &selector);
     operator.wait_reconciled(&policy).await;
-    // Published by their own task: read once all are there (two reads a second apart agree).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut first = events_on_deployment(&env.client, &policy, &ns, "web").await;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = events_on_deployment(&env.client, &policy, &ns, "web").await;
-        let same = now.len() == first.len();
-        first = now;
-        if (same && !first.is_empty()) || Instant::now() > deadline {
-            break;
+    // Published by their own task after the status write: read once each control the status
+    // says the Deployment fails has its Event.
+    let offender = format!("Deployment/{ns}/web");
+    let failing = |s: &onus::crd::ResponsibilityPolicyStatus| {
+        s.controls
+            .iter()
+            .filter(|c| c.result == onus::crd::ControlResult::Fail)
+            .filter(|c| c.examples.contains(&offender))
+            .count()
+    };
+    let rp = env
+        .wait_status(&policy, "the Deployment's violations", |s| failing(s) > 0)
+        .await;
+    let expected = failing(rp.status.as_ref().expect("status"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let events = events_on_deployment(&env.client, &policy, &ns, "web").await;
+        if events.len() == expected {
+            break events;
         }
-    }
+        assert!(
+            Instant::now() < deadline,
+            "{} violation Events on the Deployment, {expected} failing controls",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(!first.is_empty(), "no violation Event on the Deployment");
 
-    let offender = format!("Deployment/{ns}/web");
     let lists_offender = |s: &onus::crd::ResponsibilityPolicyStatus| {
         s.controls.iter().any(|c| c.examples.contains(&offender))
     };
