@@ -250,7 +250,7 @@ async fn a_violation_that_comes_back_counts_again_on_its_event() {
     env.wait_status(&policy, "the Deployment's violations back", lists_offender)
         .await;
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let again = events_on_deployment(&env.client, &policy, &ns, "web").await;
         let names = |events: &[Event]| {
@@ -305,7 +305,7 @@ async fn a_violation_with_a_long_example_is_announced() {
             .any(|c| c.examples.iter().any(|e| e.starts_with(&offender)))
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let events = Api::<Event>::namespaced(env.client.clone(), &ns)
             .list(&ListParams::default().fields(
