@@ -125,8 +125,10 @@ async fn an_invalid_enforce_label_enforces_restricted_at_latest_and_passes_wkl01
             json!({"serviceModel": "PaaS", "controls": {"podSecurity": {"level": "restricted"}}}),
         )
         .await;
+    // Both namespaces evaluated (a first evaluation before the watch delivers them would pass
+    // WKL-01 without judging either).
     env.wait_status(&policy, "WKL-01 passing in both namespaces", |s| {
-        is(s, "WKL-01", Pass, 0)
+        is(s, "WKL-01", Pass, 0) && s.summary.as_ref().is_some_and(|s| s.namespaces == 2)
     })
     .await;
 }
@@ -158,9 +160,11 @@ async fn an_invalid_warn_label_warns_of_nothing_and_fails_aud01() {
     let policy = env
         .apply_policy("visibility", json!({"serviceModel": "PaaS"}))
         .await;
+    // Both namespaces evaluated with their labels: the watch may deliver the second namespace
+    // and the labels a moment after the policy's first evaluation.
     let rp = env
         .wait_status(&policy, "AUD-01 failing in one namespace", |s| {
-            is(s, "AUD-01", Fail, 1)
+            is(s, "AUD-01", Fail, 1) && s.summary.as_ref().is_some_and(|s| s.namespaces == 2)
         })
         .await;
     let status = rp.status.expect("status");
