@@ -177,16 +177,20 @@ async fn exactly_one_candidate_leads_and_a_standby_takes_over_on_shutdown() {
             .any(|l| l == "onus_leader 0")
     );
 
-    let stopped_at = Instant::now();
+    let leader_identity = leading.identity.clone();
     leading.stop().await;
-    let next = first_leader(&[&standby], Duration::from_secs(3)).await;
-    assert_eq!(next, standby.identity);
-    // The Lease was released, not left to expire (3 s).
-    assert!(
-        stopped_at.elapsed() < Duration::from_secs(3),
-        "handover took {:?}",
-        stopped_at.elapsed()
+    // The Lease was released, not left to expire (3 s): the moment the campaign has ended, it
+    // is no longer the former leader's (free, or the standby's already). Read, not timed: the
+    // standby's takeover after a release can take longer than a Lease duration on a loaded
+    // machine, without the former leader having kept it.
+    let holder = lease_holder(&client, &ns).await;
+    assert_ne!(
+        holder.as_deref(),
+        Some(leader_identity.as_str()),
+        "the Lease still names its former holder once it has stopped"
     );
+    let next = first_leader(&[&standby], Duration::from_secs(10)).await;
+    assert_eq!(next, standby.identity);
     assert_eq!(
         lease_holder(&client, &ns).await,
         Some(standby.identity.clone())
