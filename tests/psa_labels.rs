@@ -110,7 +110,14 @@ async fn an_invalid_enforce_label_enforces_restricted_at_latest_and_passes_wkl01
     .await;
 
     for ns in [&level, &version] {
-        let message = rejection(&env, ns).await;
+        // The admission reads namespaces from its informer: labels just written take effect a
+        // moment later.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut message = rejection(&env, ns).await;
+        while message.is_none() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            message = rejection(&env, ns).await;
+        }
         assert!(
             message
                 .as_deref()
@@ -136,8 +143,6 @@ async fn an_invalid_enforce_label_enforces_restricted_at_latest_and_passes_wkl01
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_warn_label_warns_of_nothing_and_fails_aud01() {
     let env = TestEnv::start("psa-warn").await;
-    let valid = env.namespace("warn-valid", &[]).await;
-    label_through_status(&env, &valid, &[(WARN, "restricted"), (AUDIT, "restricted")]).await;
     let invalid = env.namespace("warn-invalid", &[]).await;
     label_through_status(
         &env,
@@ -145,12 +150,20 @@ async fn an_invalid_warn_label_warns_of_nothing_and_fails_aud01() {
         &[(WARN, "Restricted"), (AUDIT, "restricted")],
     )
     .await;
+    let valid = env.namespace("warn-valid", &[]).await;
+    label_through_status(&env, &valid, &[(WARN, "restricted"), (AUDIT, "restricted")]).await;
 
-    let warned = kubectl_warnings(&env, &valid);
-    assert!(
-        warned.contains(r#"would violate PodSecurity "restricted:latest""#),
-        "warn=restricted: {warned}"
-    );
+    // The admission reads namespaces from its informer, which sees label changes a moment after
+    // they are written, in order: once the valid namespace's (written last) warn, the invalid
+    // one's labels are in effect too, and its silence means something.
+    let expected = r#"would violate PodSecurity "restricted:latest""#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut warned = kubectl_warnings(&env, &valid);
+    while !warned.contains(expected) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        warned = kubectl_warnings(&env, &valid);
+    }
+    assert!(warned.contains(expected), "warn=restricted: {warned}");
     let silent = kubectl_warnings(&env, &invalid);
     assert!(
         !silent.contains("PodSecurity"),
