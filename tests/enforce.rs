@@ -92,11 +92,21 @@ async fn enforce_applies_the_safe_remediations_and_admission_then_rejects_violat
     );
     assert_eq!(automount(&env.client, &ns).await, Some(false));
 
-    // The real PodSecurity admission now rejects a privileged pod there.
+    // The real PodSecurity admission now rejects a privileged pod there, once it has the label
+    // (it reads namespaces from its informer, a moment behind the write): dry runs until then.
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "root"},
         "spec": {"containers": [{"name": "x", "image": "busybox", "securityContext": privileged()}]}}))
     .expect("pod");
-    let err = Api::<Pod>::namespaced(env.client.clone(), &ns)
+    let pods = Api::<Pod>::namespaced(env.client.clone(), &ns);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    until("the admission rejects a privileged pod", async || {
+        pods.create(&dry_run, &pod).await.is_err()
+    })
+    .await;
+    let err = pods
         .create(&PostParams::default(), &pod)
         .await
         .expect_err("rejected");
