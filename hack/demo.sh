@@ -52,6 +52,11 @@ for _ in $(seq 1 600); do
     -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ] && break
   sleep 0.1
 done
+# Discovery follows the condition: until kubectl finds the kind, applying a policy fails.
+for _ in $(seq 1 300); do
+  kubectl get responsibilitypolicies.onus.dev -o name >/dev/null 2>&1 && break
+  sleep 0.2
+done
 
 echo "+ onus   (logs: $work/onus.log)"
 "$onus" --no-leader-election --http-addr 127.0.0.1:0 >"$work/onus.log" 2>&1 &
