@@ -52,6 +52,11 @@ for _ in $(seq 1 600); do
     -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ] && break
   sleep 0.1
 done
+# Discovery follows the condition: until kubectl finds the kind, applying a policy fails.
+for _ in $(seq 1 300); do
+  kubectl get responsibilitypolicies.onus.dev -o name >/dev/null 2>&1 && break
+  sleep 0.2
+done
 
 echo "+ onus   (logs: $work/onus.log)"
 "$onus" --no-leader-election --http-addr 127.0.0.1:0 >"$work/onus.log" 2>&1 &
@@ -59,9 +64,19 @@ pids+=($!)
 
 run kubectl apply -f examples/workloads.yaml
 run kubectl apply -f examples/policy.yaml
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   [ -n "$(kubectl get rp production -o jsonpath='{.status.summary}' 2>/dev/null)" ] && break
   sleep 0.1
+done
+# The first status can come before onus has seen every object just applied (each kind has a
+# watch of its own, and onus may have started watching before they were applied): wait until
+# the status holds still for a second.
+last=
+for _ in $(seq 1 30); do
+  now=$(kubectl get rp production -o jsonpath='{.metadata.resourceVersion}')
+  [ "$now" = "$last" ] && break
+  last=$now
+  sleep 1
 done
 echo
 run kubectl get rp
@@ -88,7 +103,7 @@ typed "kubectl get rp production -o jsonpath='$matrix' | column -t -s \$'\\t' -N
 echo
 echo "# Switch the policy to Enforce: onus applies the safe remediations."
 run kubectl patch rp production --type merge -p '{"spec":{"mode":"Enforce"}}'
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   [ "$(kubectl get rp production -o jsonpath='{.status.conditions[?(@.type=="Enforced")].reason}')" = EnforceWaiting ] && break
   sleep 0.1
 done
@@ -104,7 +119,7 @@ echo "# Prevention at admission: the ValidatingAdmissionPolicies onus generated 
 # The CI robot of examples/workloads.yaml (cluster-admin through ci-deployer-admin) tries to make
 # user zed cluster-admin too; the admin running the demo is in system:masters, which is exempt.
 # Until the API server has loaded the policies a request is not judged yet: wait for a denial.
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   kubectl --as=system:serviceaccount:shop:deployer create clusterrolebinding x \
     --clusterrole=cluster-admin --user=zed --dry-run=server >/dev/null 2>&1 || break
   sleep 0.1
@@ -116,7 +131,7 @@ typed "kubectl get rp production -o jsonpath='{range .status.controls[*]}{.id}{\
 echo
 echo "# Two more policies: one with an invalid spec, one that leaves a customer-owned family unchecked."
 run kubectl apply -f examples/more-policies.yaml
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   [ -n "$(kubectl get rp staging -o jsonpath='{.status.conditions}' 2>/dev/null)" ] \
     && [ -n "$(kubectl get rp sandbox -o jsonpath='{.status.summary}' 2>/dev/null)" ] && break
   sleep 0.1

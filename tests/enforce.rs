@@ -92,11 +92,21 @@ async fn enforce_applies_the_safe_remediations_and_admission_then_rejects_violat
     );
     assert_eq!(automount(&env.client, &ns).await, Some(false));
 
-    // The real PodSecurity admission now rejects a privileged pod there.
+    // The real PodSecurity admission now rejects a privileged pod there, once it has the label
+    // (it reads namespaces from its informer, a moment behind the write): dry runs until then.
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "root"},
         "spec": {"containers": [{"name": "x", "image": "busybox", "securityContext": privileged()}]}}))
     .expect("pod");
-    let err = Api::<Pod>::namespaced(env.client.clone(), &ns)
+    let pods = Api::<Pod>::namespaced(env.client.clone(), &ns);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    until("the admission rejects a privileged pod", async || {
+        pods.create(&dry_run, &pod).await.is_err()
+    })
+    .await;
+    let err = pods
         .create(&PostParams::default(), &pod)
         .await
         .expect_err("rejected");
@@ -288,22 +298,28 @@ async fn drift_is_repaired_and_weakened_labels_restored() {
         enforce_label(&env.client, &ns).await.as_deref() == Some("restricted")
     })
     .await;
-    let events = Api::<Event>::all(env.client.clone())
-        .list(&ListParams::default().fields(&format!("regarding.name={policy}")))
-        .await
-        .expect("events");
-    let restored: Vec<String> = events
-        .items
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some("PodSecurityLabelsRestored"))
-        .filter_map(|e| e.note.clone())
-        .collect();
-    assert!(
-        restored
-            .iter()
-            .any(|n| n.contains(&format!("restored Pod Security labels on namespace {ns}"))),
-        "{restored:?}"
-    );
+    // The Event follows the restoring write (published once it succeeded): wait for it too.
+    let note = format!("restored Pod Security labels on namespace {ns}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let restored: Vec<String> = Api::<Event>::all(env.client.clone())
+            .list(&ListParams::default().fields(&format!("regarding.name={policy}")))
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("PodSecurityLabelsRestored"))
+            .filter_map(|e| e.note)
+            .collect();
+        if restored.iter().any(|n| n.contains(&note)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no PodSecurityLabelsRestored Event for {ns} within 30s: {restored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -382,8 +398,17 @@ async fn an_audit_policy_shows_what_enforce_would_change() {
     let policy = env
         .apply_policy("audit", json!({"serviceModel": "PaaS", "controls": {"network": {"defaultDeny": ["Ingress", "Egress"]}}}))
         .await;
+    let waiting = [format!(
+        "no enforce label in {a}; restricted waits for 1 workload (Deployment/{a}/old)"
+    )];
+    // The Deployment was created just before the policy (and is watched apart from it): the
+    // first preview may come before it is seen. Wait for the preview that names it.
     let rp = env
-        .wait_status(&policy, "preview", |s| s.remediation.is_some())
+        .wait_status(&policy, "preview", |s| {
+            s.remediation
+                .as_ref()
+                .is_some_and(|r| r.enforce_waiting == waiting)
+        })
         .await;
     let r = rp.status.and_then(|s| s.remediation).expect("remediation");
     assert_eq!(r.kind, RemediationKind::WouldApply);
@@ -395,12 +420,7 @@ async fn an_audit_policy_shows_what_enforce_would_change() {
         ),
         (2, 2, 2)
     );
-    assert_eq!(
-        r.enforce_waiting,
-        [format!(
-            "no enforce label in {a}; restricted waits for 1 workload (Deployment/{a}/old)"
-        )]
-    );
+    assert_eq!(r.enforce_waiting, waiting);
     assert!(
         deny_policy(&env.client, &a).await.is_none(),
         "Audit changes nothing"

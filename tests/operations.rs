@@ -177,16 +177,20 @@ async fn exactly_one_candidate_leads_and_a_standby_takes_over_on_shutdown() {
             .any(|l| l == "onus_leader 0")
     );
 
-    let stopped_at = Instant::now();
+    let leader_identity = leading.identity.clone();
     leading.stop().await;
-    let next = first_leader(&[&standby], Duration::from_secs(3)).await;
-    assert_eq!(next, standby.identity);
-    // The Lease was released, not left to expire (3 s).
-    assert!(
-        stopped_at.elapsed() < Duration::from_secs(3),
-        "handover took {:?}",
-        stopped_at.elapsed()
+    // The Lease was released, not left to expire (3 s): the moment the campaign has ended, it
+    // is no longer the former leader's (free, or the standby's already). Read, not timed: the
+    // standby's takeover after a release can take longer than a Lease duration on a loaded
+    // machine, without the former leader having kept it.
+    let holder = lease_holder(&client, &ns).await;
+    assert_ne!(
+        holder.as_deref(),
+        Some(leader_identity.as_str()),
+        "the Lease still names its former holder once it has stopped"
     );
+    let next = first_leader(&[&standby], Duration::from_secs(10)).await;
+    assert_eq!(next, standby.identity);
     assert_eq!(
         lease_holder(&client, &ns).await,
         Some(standby.identity.clone())
@@ -750,15 +754,14 @@ async fn a_warm_standby_writes_nothing_and_takes_over_a_killed_leader_at_once() 
     .await;
     net01_violations(&policies, &policy, 2).await;
     // The audit log records a request when it completes, which may come just after the client
-    // saw the result: give it a moment.
+    // saw the result: give it a moment (as long as the harness waits for a status).
     let mut writes = writes_by(cp, &users[1], killed);
-    for _ in 0..50 {
-        if writes
-            .iter()
-            .any(|e| e.resource == "responsibilitypolicies" && e.subresource == "status")
-        {
-            break;
-        }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !writes
+        .iter()
+        .any(|e| e.resource == "responsibilitypolicies" && e.subresource == "status")
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
         writes = writes_by(cp, &users[1], killed);
     }

@@ -110,7 +110,14 @@ async fn an_invalid_enforce_label_enforces_restricted_at_latest_and_passes_wkl01
     .await;
 
     for ns in [&level, &version] {
-        let message = rejection(&env, ns).await;
+        // The admission reads namespaces from its informer: labels just written take effect a
+        // moment later.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut message = rejection(&env, ns).await;
+        while message.is_none() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            message = rejection(&env, ns).await;
+        }
         assert!(
             message
                 .as_deref()
@@ -125,8 +132,10 @@ async fn an_invalid_enforce_label_enforces_restricted_at_latest_and_passes_wkl01
             json!({"serviceModel": "PaaS", "controls": {"podSecurity": {"level": "restricted"}}}),
         )
         .await;
+    // Both namespaces evaluated (a first evaluation before the watch delivers them would pass
+    // WKL-01 without judging either).
     env.wait_status(&policy, "WKL-01 passing in both namespaces", |s| {
-        is(s, "WKL-01", Pass, 0)
+        is(s, "WKL-01", Pass, 0) && s.summary.as_ref().is_some_and(|s| s.namespaces == 2)
     })
     .await;
 }
@@ -134,8 +143,6 @@ async fn an_invalid_enforce_label_enforces_restricted_at_latest_and_passes_wkl01
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_warn_label_warns_of_nothing_and_fails_aud01() {
     let env = TestEnv::start("psa-warn").await;
-    let valid = env.namespace("warn-valid", &[]).await;
-    label_through_status(&env, &valid, &[(WARN, "restricted"), (AUDIT, "restricted")]).await;
     let invalid = env.namespace("warn-invalid", &[]).await;
     label_through_status(
         &env,
@@ -143,12 +150,20 @@ async fn an_invalid_warn_label_warns_of_nothing_and_fails_aud01() {
         &[(WARN, "Restricted"), (AUDIT, "restricted")],
     )
     .await;
+    let valid = env.namespace("warn-valid", &[]).await;
+    label_through_status(&env, &valid, &[(WARN, "restricted"), (AUDIT, "restricted")]).await;
 
-    let warned = kubectl_warnings(&env, &valid);
-    assert!(
-        warned.contains(r#"would violate PodSecurity "restricted:latest""#),
-        "warn=restricted: {warned}"
-    );
+    // The admission reads namespaces from its informer, which sees label changes a moment after
+    // they are written, in order: once the valid namespace's (written last) warn, the invalid
+    // one's labels are in effect too, and its silence means something.
+    let expected = r#"would violate PodSecurity "restricted:latest""#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut warned = kubectl_warnings(&env, &valid);
+    while !warned.contains(expected) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        warned = kubectl_warnings(&env, &valid);
+    }
+    assert!(warned.contains(expected), "warn=restricted: {warned}");
     let silent = kubectl_warnings(&env, &invalid);
     assert!(
         !silent.contains("PodSecurity"),
@@ -158,9 +173,11 @@ async fn an_invalid_warn_label_warns_of_nothing_and_fails_aud01() {
     let policy = env
         .apply_policy("visibility", json!({"serviceModel": "PaaS"}))
         .await;
+    // Both namespaces evaluated with their labels: the watch may deliver the second namespace
+    // and the labels a moment after the policy's first evaluation.
     let rp = env
         .wait_status(&policy, "AUD-01 failing in one namespace", |s| {
-            is(s, "AUD-01", Fail, 1)
+            is(s, "AUD-01", Fail, 1) && s.summary.as_ref().is_some_and(|s| s.namespaces == 2)
         })
         .await;
     let status = rp.status.expect("status");

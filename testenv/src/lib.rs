@@ -332,7 +332,8 @@ impl ControlPlane {
         cmd
     }
 
-    /// Waits until the CustomResourceDefinition `name` is Established; panics after `timeout`.
+    /// Waits until the CustomResourceDefinition `name` (`<plural>.<group>`) is Established and
+    /// kubectl finds its kind in discovery; panics after `timeout`.
     /// (`kubectl wait --for=condition=Established` fails at once, instead of waiting, when it
     /// reads the CRD before the API server has written any condition.)
     pub fn wait_crd_established(&self, name: &str, timeout: Duration) {
@@ -345,11 +346,29 @@ impl ControlPlane {
                 .output()
                 .expect("kubectl runs");
             if out.status.success() && out.stdout == b"True" {
-                return;
+                break;
             }
             assert!(
                 Instant::now() < deadline,
                 "CRD {name} not Established after {timeout:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The API server updates discovery after the condition: until then kubectl finds no
+        // mapping for the kind (a miss makes it read discovery afresh; its cache is per server).
+        loop {
+            let out = self
+                .kubectl()
+                .args(["get", name, "-o", "name"])
+                .output()
+                .expect("kubectl runs");
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "CRD {name} not in discovery after {timeout:?}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
             std::thread::sleep(Duration::from_millis(100));
