@@ -209,9 +209,41 @@ pub fn ingest_for(
     default_namespace: &str,
     kube_minor: Option<u32>,
 ) -> Ingested {
-    let mut out = Ingested::default();
-    out.index.server_minor = kube_minor;
-    for Object { source, mut value } in objects {
+    let mut ingester = Ingester::new(default_namespace, kube_minor);
+    for object in objects {
+        ingester.push(object);
+    }
+    ingester.finish()
+}
+
+/// [`ingest_for`] one object at a time, as the reader parses them: each object is projected
+/// into the index's facts when it is pushed and then dropped, so memory holds the facts, not
+/// the manifests. What needs every object (namespaces only named by objects, Kubernetes'
+/// default roles, the evaluation across objects) waits for [`Ingester::finish`] and the
+/// evaluation of the index it returns.
+#[derive(Debug)]
+pub struct Ingester {
+    out: Ingested,
+    default_namespace: String,
+    kube_minor: Option<u32>,
+}
+
+impl Ingester {
+    pub fn new(default_namespace: &str, kube_minor: Option<u32>) -> Self {
+        let mut out = Ingested::default();
+        out.index.server_minor = kube_minor;
+        Ingester {
+            out,
+            default_namespace: default_namespace.to_string(),
+            kube_minor,
+        }
+    }
+
+    /// Puts one object into the index the way its watch does.
+    pub fn push(&mut self, object: Object) {
+        let Object { source, mut value } = object;
+        let out = &mut self.out;
+        let default_namespace = self.default_namespace.as_str();
         let api_version = str_at(&value, &["apiVersion"]).unwrap_or_default();
         let kind_name = str_at(&value, &["kind"]).unwrap_or_default().to_string();
         if api_version.is_empty() || kind_name.is_empty() {
@@ -220,7 +252,7 @@ pub fn ingest_for(
                 line: Some(source.line),
                 reason: "object without apiVersion or kind".into(),
             });
-            continue;
+            return;
         }
         let Some(kind) = Kind::recognise(api_version, &kind_name) else {
             let label = if api_version.contains('.') && !api_version.contains("k8s.io/") {
@@ -236,7 +268,7 @@ pub fn ingest_for(
                     .entry(ns.to_string())
                     .or_insert(source);
             }
-            continue;
+            return;
         };
         let name = str_at(&value, &["metadata", "name"])
             .or_else(|| str_at(&value, &["metadata", "generateName"]))
@@ -248,7 +280,7 @@ pub fn ingest_for(
                 line: Some(source.line),
                 reason: format!("{kind_name} without metadata.name"),
             });
-            continue;
+            return;
         }
         if kind == Kind::Namespace
             && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
@@ -283,7 +315,7 @@ pub fn ingest_for(
                 line: Some(source.line),
                 reason: format!("{kind_name} {name}: {reason}"),
             });
-            continue;
+            return;
         }
         out.evaluated += 1;
         let id = (kind_name, key.namespace, key.name);
@@ -291,45 +323,55 @@ pub fn ingest_for(
             out.duplicates.push((id, before, source));
         }
     }
-    // A namespace the objects only name exists with no label but the one the API server sets
-    // on every namespace; one whose Namespace object is in the input is that object.
-    let declared: Vec<String> = out
-        .index
-        .namespaces
-        .iter()
-        .map(|(k, _)| k.name.clone())
-        .collect();
-    for ns in declared {
-        out.implied_namespaces.remove(&ns);
-    }
-    for ns in out.implied_namespaces.keys() {
-        let fact = NamespaceFact {
-            labels: [(NAME_LABEL.to_string(), ns.clone())].into(),
-            ..NamespaceFact::default()
-        };
-        out.index.namespaces.apply(Key::new(None, ns), Some(fact));
-    }
-    // Kubernetes' default roles exist in every cluster (those of its version): bindings to
-    // them grant their rules.
-    let (cluster_roles, roles) = crate::rbac::defaults::for_minor(kube_minor).bootstrap_roles();
-    for role in cluster_roles {
-        let key = Key::new(None, role.metadata.name.as_deref().unwrap_or_default());
-        if out.index.cluster_roles.get(&key).is_none() {
-            out.index
-                .cluster_roles
-                .apply(key, facts::cluster_role(&role));
+
+    /// The index of every object pushed, with the namespaces they imply and Kubernetes'
+    /// default roles.
+    pub fn finish(self) -> Ingested {
+        let Ingester {
+            mut out,
+            kube_minor,
+            ..
+        } = self;
+        // A namespace the objects only name exists with no label but the one the API server sets
+        // on every namespace; one whose Namespace object is in the input is that object.
+        let declared: Vec<String> = out
+            .index
+            .namespaces
+            .iter()
+            .map(|(k, _)| k.name.clone())
+            .collect();
+        for ns in declared {
+            out.implied_namespaces.remove(&ns);
         }
-    }
-    for role in roles {
-        let key = Key::new(
-            role.metadata.namespace.as_deref(),
-            role.metadata.name.as_deref().unwrap_or_default(),
-        );
-        if out.index.roles.get(&key).is_none() {
-            out.index.roles.apply(key, facts::role(&role));
+        for ns in out.implied_namespaces.keys() {
+            let fact = NamespaceFact {
+                labels: [(NAME_LABEL.to_string(), ns.clone())].into(),
+                ..NamespaceFact::default()
+            };
+            out.index.namespaces.apply(Key::new(None, ns), Some(fact));
         }
+        // Kubernetes' default roles exist in every cluster (those of its version): bindings to
+        // them grant their rules.
+        let (cluster_roles, roles) = crate::rbac::defaults::for_minor(kube_minor).bootstrap_roles();
+        for role in cluster_roles {
+            let key = Key::new(None, role.metadata.name.as_deref().unwrap_or_default());
+            if out.index.cluster_roles.get(&key).is_none() {
+                out.index
+                    .cluster_roles
+                    .apply(key, facts::cluster_role(&role));
+            }
+        }
+        for role in roles {
+            let key = Key::new(
+                role.metadata.namespace.as_deref(),
+                role.metadata.name.as_deref().unwrap_or_default(),
+            );
+            if out.index.roles.get(&key).is_none() {
+                out.index.roles.apply(key, facts::role(&role));
+            }
+        }
+        out
     }
-    out
 }
 
 /// The label the API server sets on every namespace, to its name.

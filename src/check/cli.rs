@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 
 use serde_json::Value;
 
-use super::{EXIT_BAD_INPUT, check, default_policy, exit_code, ingest_for, load, output};
+use super::{EXIT_BAD_INPUT, Ingester, check, default_policy, exit_code, load, output};
 use crate::{crd::ResponsibilityPolicySpec, podsecurity::Version, validate};
 
 pub const USAGE: &str =
@@ -208,6 +208,26 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
+/// The reader's [`load::Sink`] for `onus check`: objects go straight into the index.
+struct Streaming {
+    ingester: Ingester,
+    /// The reader's errors (the ingester keeps its own, added after these as before).
+    errors: Vec<load::InputError>,
+    files: usize,
+}
+
+impl load::Sink for Streaming {
+    fn object(&mut self, object: load::Object) {
+        self.ingester.push(object);
+    }
+    fn error(&mut self, error: load::InputError) {
+        self.errors.push(error);
+    }
+    fn file(&mut self) {
+        self.files += 1;
+    }
+}
+
 /// Runs `onus check`; returns the exit code.
 pub fn run(args: &Args, stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let (spec, source) = match &args.policy {
@@ -220,12 +240,22 @@ pub fn run(args: &Args, stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn
         },
         None => (default_policy(), PolicySource::Default),
     };
-    let loaded = load::load_paths(&args.paths, stdin);
-    let files = loaded.files;
-    let mut errors = loaded.errors;
+    // Each object is projected into the index's facts as soon as it is parsed and then
+    // dropped (streaming); the cross-object analyses run on the facts once all are read.
     // The server's PodSecurity admission judges `latest` (and newer pins) as its own version,
     // and its default roles are its version's.
-    let ingested = ingest_for(loaded.objects, &args.namespace, args.kube_minor);
+    let mut reading = Streaming {
+        ingester: Ingester::new(&args.namespace, args.kube_minor),
+        errors: Vec::new(),
+        files: 0,
+    };
+    load::read_paths(&args.paths, stdin, &mut reading);
+    let Streaming {
+        ingester,
+        mut errors,
+        files,
+    } = reading;
+    let ingested = ingester.finish();
     errors.extend(ingested.errors.iter().cloned());
     errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     let report = check(&spec, &ingested, jiff::Timestamp::now());

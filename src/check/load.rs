@@ -59,6 +59,27 @@ pub struct Loaded {
     pub files: usize,
 }
 
+/// Where the reader puts what it reads, in input order: each object as soon as its document
+/// is parsed (so a caller can project it and drop it: `onus check` streams), each error, and
+/// each file opened.
+pub trait Sink {
+    fn object(&mut self, object: Object);
+    fn error(&mut self, error: InputError);
+    fn file(&mut self);
+}
+
+impl Sink for Loaded {
+    fn object(&mut self, object: Object) {
+        self.objects.push(object);
+    }
+    fn error(&mut self, error: InputError) {
+        self.errors.push(error);
+    }
+    fn file(&mut self) {
+        self.files += 1;
+    }
+}
+
 /// The name stdin's objects are shown with.
 pub const STDIN: &str = "<stdin>";
 
@@ -66,39 +87,145 @@ pub const STDIN: &str = "<stdin>";
 /// (sorted, so the output is stable), anything else is read as a file.
 pub fn load_paths(paths: &[String], stdin: &mut dyn Read) -> Loaded {
     let mut loaded = Loaded::default();
+    read_paths(paths, stdin, &mut loaded);
+    loaded
+}
+
+/// [`load_paths`] into a [`Sink`]: every object is handed over as soon as its file is parsed,
+/// in input order. Files are parsed on up to [`READERS`] threads (parsing YAML is most of a
+/// check's time); the sink still receives everything in the order of the input, so the
+/// result does not depend on the number of threads.
+pub fn read_paths(paths: &[String], stdin: &mut dyn Read, loaded: &mut dyn Sink) {
+    let readers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(READERS);
+    read_paths_on(paths, stdin, loaded, readers)
+}
+
+/// [`read_paths`] on at most `readers` threads.
+pub fn read_paths_on(
+    paths: &[String],
+    stdin: &mut dyn Read,
+    loaded: &mut dyn Sink,
+    readers: usize,
+) {
+    let inputs = inputs(paths);
+    let files: Vec<&Path> = inputs
+        .iter()
+        .filter_map(|input| match input {
+            Input::File(path) => Some(path.as_path()),
+            _ => None,
+        })
+        .collect();
+    let readers = readers.min(files.len());
+    if readers <= 1 {
+        return replay(&inputs, stdin, loaded, |path, sink| load_file(path, sink));
+    }
+    std::thread::scope(|scope| {
+        // Reader `r` parses the files r, r + readers, r + 2 × readers, …; a bounded channel
+        // each keeps at most a few parsed files waiting, so memory does not grow with the input.
+        let receivers: Vec<_> = (0..readers)
+            .map(|r| {
+                let (send, receive) = std::sync::mpsc::sync_channel::<Loaded>(4);
+                let mine: Vec<&Path> = files.iter().skip(r).step_by(readers).copied().collect();
+                scope.spawn(move || {
+                    for path in mine {
+                        let mut parsed = Loaded::default();
+                        load_file(path, &mut parsed);
+                        if send.send(parsed).is_err() {
+                            return;
+                        }
+                    }
+                });
+                receive
+            })
+            .collect();
+        let mut next = 0usize;
+        replay(&inputs, stdin, loaded, |_, sink| {
+            let parsed = receivers[next % readers]
+                .recv()
+                .expect("a reader thread parses every file it is given");
+            next += 1;
+            let Loaded {
+                objects,
+                errors,
+                files,
+            } = parsed;
+            for _ in 0..files {
+                sink.file();
+            }
+            for error in errors {
+                sink.error(error);
+            }
+            for object in objects {
+                sink.object(object);
+            }
+        });
+    });
+}
+
+/// The most threads that parse files at once.
+pub const READERS: usize = 4;
+
+/// One input, in the order of the command line (a directory's files sorted).
+enum Input {
+    Stdin,
+    File(PathBuf),
+    /// A directory that could not be read (whole or in part).
+    Error(InputError),
+}
+
+fn inputs(paths: &[String]) -> Vec<Input> {
+    let mut inputs = Vec::new();
     for path in paths {
         if path == "-" {
-            let mut text = String::new();
-            loaded.files += 1;
-            match stdin.read_to_string(&mut text) {
-                Ok(_) => load_text(STDIN, &text, sniff_json(&text), &mut loaded),
-                Err(e) => loaded.errors.push(InputError {
-                    file: STDIN.into(),
-                    line: None,
-                    reason: format!("cannot read: {e}"),
-                }),
-            }
+            inputs.push(Input::Stdin);
             continue;
         }
         let path = Path::new(path);
         if path.is_dir() {
             let mut files = Vec::new();
             if let Err(e) = walk(path, &mut files) {
-                loaded.errors.push(InputError {
+                inputs.push(Input::Error(InputError {
                     file: path.display().to_string(),
                     line: None,
                     reason: format!("cannot read directory: {e}"),
-                });
+                }));
             }
             files.sort();
-            for file in files {
-                load_file(&file, &mut loaded);
-            }
+            inputs.extend(files.into_iter().map(Input::File));
         } else {
-            load_file(path, &mut loaded);
+            inputs.push(Input::File(path.to_path_buf()));
         }
     }
-    loaded
+    inputs
+}
+
+/// Hands the inputs to the sink in order; `file` delivers one file's objects and errors.
+fn replay(
+    inputs: &[Input],
+    stdin: &mut dyn Read,
+    loaded: &mut dyn Sink,
+    mut file: impl FnMut(&Path, &mut dyn Sink),
+) {
+    for input in inputs {
+        match input {
+            Input::Stdin => {
+                let mut text = String::new();
+                loaded.file();
+                match stdin.read_to_string(&mut text) {
+                    Ok(_) => read_text(STDIN, &text, sniff_json(&text), loaded),
+                    Err(e) => loaded.error(InputError {
+                        file: STDIN.into(),
+                        line: None,
+                        reason: format!("cannot read: {e}"),
+                    }),
+                }
+            }
+            Input::File(path) => file(path, loaded),
+            Input::Error(error) => loaded.error(error.clone()),
+        }
+    }
 }
 
 fn manifest_extension(path: &Path) -> Option<&str> {
@@ -123,22 +250,22 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn load_file(path: &Path, loaded: &mut Loaded) {
+fn load_file(path: &Path, loaded: &mut dyn Sink) {
     let name = path.display().to_string();
-    loaded.files += 1;
+    loaded.file();
     match std::fs::read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => {
                 let json = manifest_extension(path) == Some("json");
-                load_text(&name, &text, json, loaded)
+                read_text(&name, &text, json, loaded)
             }
-            Err(_) => loaded.errors.push(InputError {
+            Err(_) => loaded.error(InputError {
                 file: name,
                 line: None,
                 reason: "not UTF-8 text".into(),
             }),
         },
-        Err(e) => loaded.errors.push(InputError {
+        Err(e) => loaded.error(InputError {
             file: name,
             line: None,
             reason: format!("cannot read: {e}"),
@@ -153,6 +280,11 @@ fn sniff_json(text: &str) -> bool {
 
 /// Reads the objects of one file's text into `loaded`.
 pub fn load_text(file: &str, text: &str, json: bool, loaded: &mut Loaded) {
+    read_text(file, text, json, loaded)
+}
+
+/// [`load_text`] into a [`Sink`].
+pub fn read_text(file: &str, text: &str, json: bool, loaded: &mut dyn Sink) {
     let file: Arc<str> = file.into();
     if json {
         load_json(&file, text, loaded);
@@ -172,6 +304,38 @@ fn line_at(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// The 1-based lines of byte offsets, counted once over the text when the offsets increase
+/// (as a stream's values and a List's items do), so a long file costs one pass, not one per
+/// object.
+struct Lines<'a> {
+    text: &'a str,
+    offset: usize,
+    line: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        Lines {
+            text,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    fn at(&mut self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        if offset < self.offset {
+            return line_at(self.text, offset);
+        }
+        self.line += self.text.as_bytes()[self.offset..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.offset = offset;
+        self.line
+    }
+}
+
 /// The byte offset of `part` inside `whole` (`part` borrowed from it).
 fn offset_in(whole: &str, part: &str) -> usize {
     (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize)
@@ -184,18 +348,19 @@ struct RawList<'a> {
     items: Vec<&'a RawValue>,
 }
 
-fn load_json(file: &Arc<str>, text: &str, loaded: &mut Loaded) {
+fn load_json(file: &Arc<str>, text: &str, loaded: &mut dyn Sink) {
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+    let mut lines = Lines::new(text);
     loop {
         match stream.next() {
             None => break,
             Some(Ok(raw)) => {
                 let start = offset_in(text, raw.get());
-                let line = line_at(text, start);
+                let line = lines.at(start);
                 let value: Value = match serde_json::from_str(raw.get()) {
                     Ok(v) => v,
                     Err(e) => {
-                        loaded.errors.push(InputError {
+                        loaded.error(InputError {
                             file: file.to_string(),
                             line: Some(line + e.line().saturating_sub(1)),
                             reason: e.to_string(),
@@ -209,7 +374,7 @@ fn load_json(file: &Arc<str>, text: &str, loaded: &mut Loaded) {
                         .map(|list| {
                             list.items
                                 .iter()
-                                .map(|item| line_at(text, offset_in(text, item.get())))
+                                .map(|item| lines.at(offset_in(text, item.get())))
                                 .collect()
                         })
                 } else {
@@ -219,7 +384,7 @@ fn load_json(file: &Arc<str>, text: &str, loaded: &mut Loaded) {
             }
             Some(Err(e)) => {
                 // The stream cannot resume after a syntax error: the rest of this file is lost.
-                loaded.errors.push(InputError {
+                loaded.error(InputError {
                     file: file.to_string(),
                     line: Some(e.line()),
                     reason: e.to_string(),
@@ -246,7 +411,7 @@ fn push_object(
     line: usize,
     value: Value,
     item_lines: Option<Vec<usize>>,
-    loaded: &mut Loaded,
+    loaded: &mut dyn Sink,
 ) {
     if is_list(&value) {
         let Value::Object(mut map) = value else {
@@ -264,14 +429,14 @@ fn push_object(
         return;
     }
     if !value.is_object() {
-        loaded.errors.push(InputError {
+        loaded.error(InputError {
             file: file.to_string(),
             line: Some(line),
             reason: "not a Kubernetes object (expected a mapping with apiVersion and kind)".into(),
         });
         return;
     }
-    loaded.objects.push(Object {
+    loaded.object(Object {
         source: Source {
             file: file.clone(),
             line,
@@ -337,7 +502,7 @@ fn first_content_line(text: &str) -> Option<usize> {
     })
 }
 
-fn load_yaml_document(file: &Arc<str>, doc: &Document, loaded: &mut Loaded) {
+fn load_yaml_document(file: &Arc<str>, doc: &Document, loaded: &mut dyn Sink) {
     let content = first_content_line(&doc.text).unwrap_or(0);
     let line = doc.start + content;
     let value: Value = match serde_yaml::from_str(&doc.text) {
@@ -346,7 +511,7 @@ fn load_yaml_document(file: &Arc<str>, doc: &Document, loaded: &mut Loaded) {
             let at = e
                 .location()
                 .map_or(line, |l| doc.start + l.line().saturating_sub(1));
-            loaded.errors.push(InputError {
+            loaded.error(InputError {
                 file: file.to_string(),
                 line: Some(at),
                 reason: shift_lines(&e.to_string(), doc.start - 1),

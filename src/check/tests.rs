@@ -210,6 +210,92 @@ fn a_bad_file_among_good_ones_fails_alone_and_directories_are_walked() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn files_read_on_several_threads_arrive_in_input_order() {
+    let dir = temp_dir("threads");
+    std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    for i in 0..23 {
+        let text = match i {
+            7 => "kind: [unclosed\n".to_string(),
+            // A name defined twice: the later file's definition counts, so order matters.
+            11 | 17 => format!(
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: twice, namespace: n}}\n\
+                 # file {i}\n"
+            ),
+            _ => format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\n---\n\
+                 apiVersion: v1\nkind: Namespace\nmetadata: {{name: ns{i}}}\n"
+            ),
+        };
+        let sub = if i % 3 == 0 { "sub/" } else { "" };
+        std::fs::write(dir.join(format!("{sub}f{i:02}.yaml")), text).expect("write");
+    }
+    let missing = dir.join("missing.yaml").display().to_string();
+    let paths = [dir.display().to_string(), missing, "-".to_string()];
+    let read = |readers: usize| {
+        let mut loaded = Loaded::default();
+        let mut stdin = Cursor::new("apiVersion: v1\nkind: Namespace\nmetadata: {name: last}\n");
+        load::read_paths_on(&paths, &mut stdin, &mut loaded, readers);
+        loaded
+    };
+    let one = read(1);
+    assert_eq!(one.files, 25);
+    assert_eq!(one.objects.len(), 22 * 2 - 2 + 1);
+    assert_eq!(one.errors.len(), 2, "{:?}", one.errors);
+    for readers in [2, 3, 4, 30] {
+        let many = read(readers);
+        assert_eq!(many.files, one.files, "{readers}");
+        assert_eq!(many.objects, one.objects, "{readers}");
+        assert_eq!(many.errors, one.errors, "{readers}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn streaming_check_equals_reading_everything_first() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/check");
+    let paths: Vec<String> = ["cluster", "compliant", "broken", "agreement"]
+        .iter()
+        .map(|d| format!("{fixtures}/{d}"))
+        .collect();
+    let spec = default_policy();
+    let now = Timestamp::UNIX_EPOCH;
+    // Everything read first, then ingested (as onus check did before it streamed).
+    let loaded = load_paths(&paths, &mut std::io::empty());
+    let ingested = ingest(loaded.objects, "default");
+    let before = check(&spec, &ingested, now);
+    let mut errors = loaded.errors;
+    errors.extend(ingested.errors.iter().cloned());
+    errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    let context = output::Context {
+        policy: &cli::PolicySource::Default,
+        spec: &spec,
+        files: loaded.files,
+        ingested: &ingested,
+        errors: &errors,
+        exit_code: exit_code(&before, errors.len()),
+    };
+    let mut expected = Vec::new();
+    output::json(&mut expected, &context, &before).expect("json");
+    // The command, which streams.
+    let args = cli::Args {
+        paths,
+        policy: None,
+        format: cli::Format::Json,
+        namespace: "default".into(),
+        kube_minor: None,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::run(&args, &mut std::io::empty(), &mut out, &mut err);
+    assert_eq!(code, context.exit_code);
+    assert_eq!(code, EXIT_BAD_INPUT, "broken/ holds bad YAML");
+    assert_eq!(
+        String::from_utf8(out).expect("utf-8"),
+        String::from_utf8(expected).expect("utf-8")
+    );
+    assert!(!err.is_empty());
+}
+
 fn object(file: &str, line: usize, value: serde_json::Value) -> Object {
     Object {
         source: Source {
