@@ -7,6 +7,7 @@
 //! write while idle, fails the run; outside `--quick`, so does a missed goal.
 
 mod audit;
+mod failover;
 mod fixture;
 mod operator;
 mod policies;
@@ -29,7 +30,7 @@ use report::{Goal, Report};
 
 const USAGE: &str = "usage: onus-bench --onus PATH [--size S|M|L] [--runs N] [--quick]
                   [--owned-pods driver|controllers] [--allocators NAME=PATH,...]
-                  [--out DIR]
+                  [--failover-rounds N] [--out DIR]
        onus-bench manifests DIR [N]   (writes N fixture objects as YAML files, default 10000)
 
   --onus PATH         the onus binary to measure (release build)
@@ -42,6 +43,9 @@ const USAGE: &str = "usage: onus-bench --onus PATH [--size S|M|L] [--runs N] [--
   --allocators LIST   also measure cold start and RSS of these binaries, e.g.
                       system=target/bench/onus-system,jemalloc=target/bench/onus-jemalloc
   --allocators-only   measure only the allocators (not the main table)
+  --failover-rounds N fail-over phase (first run only): N rounds of one SIGKILL and one
+                      SIGTERM of the leader of two replicas (default 3, 1 with --quick;
+                      0: no fail-over phase)
   --out DIR           where results-<size>.md goes (default target/bench)";
 
 /// The operator's identity (its own, so the audit log tells its requests apart).
@@ -58,6 +62,7 @@ struct Args {
     owners: Owners,
     allocators: Vec<(String, PathBuf)>,
     allocators_only: bool,
+    failover_rounds: Option<usize>,
     out: PathBuf,
 }
 
@@ -70,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
         owners: Owners::Driver,
         allocators: Vec::new(),
         allocators_only: false,
+        failover_rounds: None,
         out: PathBuf::from("target/bench"),
     };
     let mut it = std::env::args().skip(1);
@@ -100,6 +106,13 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--allocators-only" => args.allocators_only = true,
+            "--failover-rounds" => {
+                args.failover_rounds = Some(
+                    value()?
+                        .parse()
+                        .map_err(|_| "--failover-rounds needs a number".to_string())?,
+                )
+            }
             "--out" => args.out = PathBuf::from(value()?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -176,7 +189,10 @@ fn main() {
     let cp = match ControlPlane::start(Options {
         controllers,
         base_dir: std::env::temp_dir().join("onus-bench"),
-        audit_users: vec![ONUS_USER.into()],
+        audit_users: std::iter::once(ONUS_USER)
+            .chain(failover::USERS)
+            .map(String::from)
+            .collect(),
     }) {
         Ok(cp) => cp,
         Err(e) => {
@@ -727,6 +743,14 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
         sizes.iter().copied().max().unwrap_or(0) as f64,
     );
     onus.stop();
+
+    // Fail-over between two replicas (once: it takes a Lease expiry per SIGKILL).
+    let rounds = args
+        .failover_rounds
+        .unwrap_or(if args.quick { 1 } else { 3 });
+    if run == 0 && rounds > 0 {
+        failover::measure(ctx, rounds, report).await?;
+    }
 
     // The null operator: the same watches, no evaluation.
     let log = args.out.join(format!("onus-r{run}-null.log"));
