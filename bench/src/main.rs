@@ -30,7 +30,7 @@ use report::{Goal, Report};
 
 const USAGE: &str = "usage: onus-bench --onus PATH [--size S|M|L] [--runs N] [--quick]
                   [--owned-pods driver|controllers] [--allocators NAME=PATH,...]
-                  [--failover-rounds N] [--out DIR]
+                  [--failover-rounds N] [--failover-only] [--out DIR]
        onus-bench manifests DIR [N]   (writes N fixture objects as YAML files, default 10000)
 
   --onus PATH         the onus binary to measure (release build)
@@ -46,6 +46,7 @@ const USAGE: &str = "usage: onus-bench --onus PATH [--size S|M|L] [--runs N] [--
   --failover-rounds N fail-over phase (first run only): N rounds of one SIGKILL and one
                       SIGTERM of the leader of two replicas (default 3, 1 with --quick;
                       0: no fail-over phase)
+  --failover-only     measure only the fail-over phase (not the main table)
   --out DIR           where results-<size>.md goes (default target/bench)";
 
 /// The operator's identity (its own, so the audit log tells its requests apart).
@@ -63,6 +64,7 @@ struct Args {
     allocators: Vec<(String, PathBuf)>,
     allocators_only: bool,
     failover_rounds: Option<usize>,
+    failover_only: bool,
     out: PathBuf,
 }
 
@@ -76,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         allocators: Vec::new(),
         allocators_only: false,
         failover_rounds: None,
+        failover_only: false,
         out: PathBuf::from("target/bench"),
     };
     let mut it = std::env::args().skip(1);
@@ -113,6 +116,7 @@ fn parse_args() -> Result<Args, String> {
                         .map_err(|_| "--failover-rounds needs a number".to_string())?,
                 )
             }
+            "--failover-only" => args.failover_only = true,
             "--out" => args.out = PathBuf::from(value()?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -265,6 +269,10 @@ async fn bench(cp: &ControlPlane, args: &Args) -> anyhow::Result<bool> {
         args,
     };
     let measured = async {
+        if args.failover_only {
+            failover::measure(&ctx, failover_rounds(args).max(1), &mut report).await?;
+            return anyhow::Ok(());
+        }
         for run in (0..args.runs).filter(|_| !args.allocators_only) {
             eprintln!("onus-bench: run {}/{}", run + 1, args.runs);
             measure_run(&ctx, run, &mut report).await?;
@@ -314,6 +322,8 @@ async fn bench(cp: &ControlPlane, args: &Args) -> anyhow::Result<bool> {
         args.size,
         if args.allocators_only {
             "-allocators"
+        } else if args.failover_only {
+            "-failover"
         } else {
             ""
         }
@@ -745,9 +755,7 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
     onus.stop();
 
     // Fail-over between two replicas (once: it takes a Lease expiry per SIGKILL).
-    let rounds = args
-        .failover_rounds
-        .unwrap_or(if args.quick { 1 } else { 3 });
+    let rounds = failover_rounds(args);
     if run == 0 && rounds > 0 {
         failover::measure(ctx, rounds, report).await?;
     }
@@ -769,6 +777,12 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
     null.stop();
     policies::ensure(ctx.client, 1).await?;
     Ok(())
+}
+
+/// Rounds of the fail-over phase: the flag, else 3 (1 with `--quick`).
+fn failover_rounds(args: &Args) -> usize {
+    args.failover_rounds
+        .unwrap_or(if args.quick { 1 } else { 3 })
 }
 
 fn churn_label(churn: u32) -> String {
