@@ -7,6 +7,7 @@
 //! write while idle, fails the run; outside `--quick`, so does a missed goal.
 
 mod audit;
+mod failover;
 mod fixture;
 mod operator;
 mod policies;
@@ -29,7 +30,7 @@ use report::{Goal, Report};
 
 const USAGE: &str = "usage: onus-bench --onus PATH [--size S|M|L] [--runs N] [--quick]
                   [--owned-pods driver|controllers] [--allocators NAME=PATH,...]
-                  [--out DIR]
+                  [--failover-rounds N] [--failover-only] [--out DIR]
        onus-bench manifests DIR [N]   (writes N fixture objects as YAML files, default 10000)
 
   --onus PATH         the onus binary to measure (release build)
@@ -42,6 +43,10 @@ const USAGE: &str = "usage: onus-bench --onus PATH [--size S|M|L] [--runs N] [--
   --allocators LIST   also measure cold start and RSS of these binaries, e.g.
                       system=target/bench/onus-system,jemalloc=target/bench/onus-jemalloc
   --allocators-only   measure only the allocators (not the main table)
+  --failover-rounds N fail-over phase (first run only): N rounds of one SIGKILL and one
+                      SIGTERM of the leader of two replicas (default 3, 1 with --quick;
+                      0: no fail-over phase)
+  --failover-only     measure only the fail-over phase (not the main table)
   --out DIR           where results-<size>.md goes (default target/bench)";
 
 /// The operator's identity (its own, so the audit log tells its requests apart).
@@ -58,6 +63,8 @@ struct Args {
     owners: Owners,
     allocators: Vec<(String, PathBuf)>,
     allocators_only: bool,
+    failover_rounds: Option<usize>,
+    failover_only: bool,
     out: PathBuf,
 }
 
@@ -70,6 +77,8 @@ fn parse_args() -> Result<Args, String> {
         owners: Owners::Driver,
         allocators: Vec::new(),
         allocators_only: false,
+        failover_rounds: None,
+        failover_only: false,
         out: PathBuf::from("target/bench"),
     };
     let mut it = std::env::args().skip(1);
@@ -100,6 +109,14 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--allocators-only" => args.allocators_only = true,
+            "--failover-rounds" => {
+                args.failover_rounds = Some(
+                    value()?
+                        .parse()
+                        .map_err(|_| "--failover-rounds needs a number".to_string())?,
+                )
+            }
+            "--failover-only" => args.failover_only = true,
             "--out" => args.out = PathBuf::from(value()?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -176,7 +193,10 @@ fn main() {
     let cp = match ControlPlane::start(Options {
         controllers,
         base_dir: std::env::temp_dir().join("onus-bench"),
-        audit_users: vec![ONUS_USER.into()],
+        audit_users: std::iter::once(ONUS_USER)
+            .chain(failover::USERS)
+            .map(String::from)
+            .collect(),
     }) {
         Ok(cp) => cp,
         Err(e) => {
@@ -249,6 +269,10 @@ async fn bench(cp: &ControlPlane, args: &Args) -> anyhow::Result<bool> {
         args,
     };
     let measured = async {
+        if args.failover_only {
+            failover::measure(&ctx, failover_rounds(args).max(1), &mut report).await?;
+            return anyhow::Ok(());
+        }
         for run in (0..args.runs).filter(|_| !args.allocators_only) {
             eprintln!("onus-bench: run {}/{}", run + 1, args.runs);
             measure_run(&ctx, run, &mut report).await?;
@@ -298,6 +322,8 @@ async fn bench(cp: &ControlPlane, args: &Args) -> anyhow::Result<bool> {
         args.size,
         if args.allocators_only {
             "-allocators"
+        } else if args.failover_only {
+            "-failover"
         } else {
             ""
         }
@@ -728,6 +754,12 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
     );
     onus.stop();
 
+    // Fail-over between two replicas (once: it takes a Lease expiry per SIGKILL).
+    let rounds = failover_rounds(args);
+    if run == 0 && rounds > 0 {
+        failover::measure(ctx, rounds, report).await?;
+    }
+
     // The null operator: the same watches, no evaluation.
     let log = args.out.join(format!("onus-r{run}-null.log"));
     let mut null = Operator::start(&args.onus, ctx.kubeconfig, true, log)?;
@@ -745,6 +777,12 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
     null.stop();
     policies::ensure(ctx.client, 1).await?;
     Ok(())
+}
+
+/// Rounds of the fail-over phase: the flag, else 3 (1 with `--quick`).
+fn failover_rounds(args: &Args) -> usize {
+    args.failover_rounds
+        .unwrap_or(if args.quick { 1 } else { 3 })
 }
 
 fn churn_label(churn: u32) -> String {

@@ -22,28 +22,59 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts `binary` against the cluster of `kubeconfig`, logging to `log`.
+    /// Starts `binary` against the cluster of `kubeconfig`, logging to `log`: a single instance
+    /// (no leader election).
     pub fn start(
         binary: &Path,
         kubeconfig: &Path,
         null_evaluation: bool,
         log: PathBuf,
     ) -> anyhow::Result<Operator> {
+        let mut args = vec!["--no-leader-election".to_string()];
+        if null_evaluation {
+            args.push("--null-evaluation".into());
+        }
+        Self::spawn(binary, kubeconfig, &args, &[], log)
+    }
+
+    /// Starts `binary` as one replica of an install with leader election, as the chart runs it:
+    /// `$POD_NAME` (its identity in the Lease) and `$POD_NAMESPACE` (where the Lease lives).
+    pub fn start_replica(
+        binary: &Path,
+        kubeconfig: &Path,
+        pod_name: &str,
+        pod_namespace: &str,
+        log: PathBuf,
+    ) -> anyhow::Result<Operator> {
+        Self::spawn(
+            binary,
+            kubeconfig,
+            &[],
+            &[("POD_NAME", pod_name), ("POD_NAMESPACE", pod_namespace)],
+            log,
+        )
+    }
+
+    fn spawn(
+        binary: &Path,
+        kubeconfig: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> anyhow::Result<Operator> {
         let port = free_port()?;
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(binary);
-        cmd.arg("--no-leader-election")
+        cmd.args(args)
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{port}"))
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        if null_evaluation {
-            cmd.arg("--null-evaluation");
-        }
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent. The driver
         // spawns from its main thread, which lives as long as the driver.
         unsafe {
@@ -145,6 +176,27 @@ impl Operator {
         Ok(Metrics::parse(&body))
     }
 
+    /// Sends `signal` (e.g. `libc::SIGKILL`) to the process.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: plain syscall on a pid we own and have not reaped.
+        unsafe { libc::kill(self.pid as libc::pid_t, signal) };
+    }
+
+    /// Waits until the process has exited; its exit status (None: still running after
+    /// `timeout`).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGTERM, then SIGKILL after 10 s.
     pub fn stop(mut self) {
         // SAFETY: plain syscall on a pid we own and have not reaped.
@@ -181,6 +233,10 @@ pub struct Metrics {
     /// `onus_reconcile_duration_seconds` sum and count.
     pub reconcile_seconds: f64,
     pub reconciles: f64,
+    /// `onus_standby_evaluations_total`: evaluations made while standing by.
+    pub standby_evaluations: f64,
+    /// `onus_leader`: 1 while this instance leads.
+    pub leader: f64,
 }
 
 impl Metrics {
@@ -198,6 +254,8 @@ impl Metrics {
                 "onus_watch_events_total" => m.watch_events += value,
                 "onus_reconcile_duration_seconds_sum" => m.reconcile_seconds += value,
                 "onus_reconcile_duration_seconds_count" => m.reconciles += value,
+                "onus_standby_evaluations_total" => m.standby_evaluations += value,
+                "onus_leader" => m.leader = value,
                 _ => {}
             }
         }
@@ -237,10 +295,14 @@ mod tests {
             onus_watch_events_total{kind=\"Namespace\"} 3\n\
             onus_reconcile_duration_seconds_sum 0.5\n\
             onus_reconcile_duration_seconds_count 10\n\
-            onus_reconcile_duration_seconds_bucket{le=\"0.001\"} 1\n";
+            onus_reconcile_duration_seconds_bucket{le=\"0.001\"} 1\n\
+            onus_standby_evaluations_total 7\n\
+            onus_leader 0\n";
         let m = Metrics::parse(text);
         assert_eq!(m.watch_events, 123.0);
         assert_eq!(m.reconcile_seconds, 0.5);
         assert_eq!(m.reconciles, 10.0);
+        assert_eq!(m.standby_evaluations, 7.0);
+        assert_eq!(m.leader, 0.0);
     }
 }

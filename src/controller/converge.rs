@@ -231,7 +231,11 @@ pub(super) async fn converge(ctx: &Context) {
     }
     state.converged = None;
     super::forget_deleted(ctx, &policies);
-    let (generation, mut actions) = {
+    // Its fields apart: the plan is lent by the planner while the rest is updated.
+    let state = &mut *state;
+    // The actions planned from scratch (a watch refused), when the planner's are not used.
+    let from_scratch: Vec<Action>;
+    let (generation, mut planned): (u64, Vec<&Action>) = {
         let index = read(&ctx.index);
         ctx.evaluator()
             .retain_policies(policies.iter().map(|p| &p.spec), &index);
@@ -262,31 +266,36 @@ pub(super) async fn converge(ctx: &Context) {
                             | Action::ReleaseDefaultToken { .. }
                     )
                 });
-                (index.generation, actions)
+                from_scratch = actions;
+                (index.generation, from_scratch.iter().collect())
             }
         }
     };
     match &mut state.done {
-        Some((done_at, done)) if *done_at == generation => actions.retain(|a| !done.contains(a)),
+        Some((done_at, done)) if *done_at == generation => planned.retain(|a| !done.contains(a)),
         _ => state.done = Some((generation, Vec::new())),
     }
     // A refusal of something no longer planned is over, whatever resolved it.
     state.failures.retain(|key, _| {
-        actions
+        planned
             .iter()
             .any(|a| (kind(a), a.namespace()) == (key.0, &key.1))
     });
     let now = Instant::now();
+    // Copied are only the actions due now: a refused one waits for its retry unless it
+    // changed (a changed action is tried at once).
+    let actions: Vec<Action> = planned
+        .into_iter()
+        .filter(|action| {
+            !state
+                .failures
+                .get(&(kind(action), action.namespace().to_string()))
+                .is_some_and(|f| f.action == **action && f.retry_at > now)
+        })
+        .cloned()
+        .collect();
     for action in actions {
         let key = (kind(&action), action.namespace().to_string());
-        if state
-            .failures
-            .get(&key)
-            .is_some_and(|f| f.action == action && f.retry_at > now)
-        {
-            // Not due yet (a changed action is tried at once).
-            continue;
-        }
         let previous = state.failures.remove(&key);
         let what = enforce::describe(&action);
         match enforce::execute(&ctx.client, &action).await {

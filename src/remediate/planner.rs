@@ -84,8 +84,10 @@ pub struct Planner {
 
 impl Planner {
     /// `plan(&wants(policies, index, false), index, PlanMode::Converge)`, reusing what did
-    /// not change since the last call.
-    pub fn plan(&mut self, policies: &[&ResponsibilityPolicy], index: &Index) -> Vec<Action> {
+    /// not change since the last call. The actions are the planner's own, lent: a caller
+    /// copies only those it carries out (a cluster that has not converged yet keeps every
+    /// pending action in the plan, each naming the policies that want it).
+    pub fn plan(&mut self, policies: &[&ResponsibilityPolicy], index: &Index) -> Vec<&Action> {
         let g = &index.generations;
         let same_policies = self.last.as_ref().is_some_and(|last| {
             last.policies.len() == policies.len()
@@ -170,7 +172,6 @@ impl Planner {
             .values()
             .chain(last.released.values())
             .flatten()
-            .cloned()
             .collect()
     }
 
