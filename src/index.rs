@@ -83,6 +83,18 @@ impl<F: PartialEq> FactMap<F> {
         }
     }
 
+    /// An object of the initial list that could not be decoded: its last readable facts, if
+    /// any, are carried into the new list (as a watch event keeps them), so a relist cannot
+    /// make its violations vanish.
+    pub fn reset_keep(&mut self, key: &Key)
+    where
+        F: Clone,
+    {
+        if let (Some(pending), Some(f)) = (self.pending.as_mut(), self.facts.get(key)) {
+            pending.insert(key.clone(), f.clone());
+        }
+    }
+
     /// The initial list is complete: it replaces what was known. Returns whether facts changed.
     pub fn reset_done(&mut self) -> bool {
         self.synced = true;

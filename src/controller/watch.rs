@@ -330,6 +330,8 @@ trait Sink<K>: Copy + Send + 'static {
     fn delete(self, index: &mut Index, key: &Key) -> bool;
     fn reset_start(self, index: &mut Index);
     fn reset_apply(self, index: &mut Index, key: &Key, obj: &K);
+    /// An object of the list that could not be decoded: its last readable facts stay.
+    fn reset_keep(self, index: &mut Index, key: &Key);
     /// Returns whether the facts changed.
     fn reset_done(self, index: &mut Index) -> bool;
 }
@@ -354,7 +356,7 @@ impl<K, F> Clone for Feed<K, F> {
 }
 impl<K, F> Copy for Feed<K, F> {}
 
-impl<K: 'static, F: PartialEq + Send + Sync + 'static> Sink<K> for Feed<K, F> {
+impl<K: 'static, F: PartialEq + Clone + Send + Sync + 'static> Sink<K> for Feed<K, F> {
     fn apply(self, index: &mut Index, key: &Key, obj: &K) -> bool {
         (self.map)(index).apply(key.clone(), (self.project)(obj))
     }
@@ -366,6 +368,9 @@ impl<K: 'static, F: PartialEq + Send + Sync + 'static> Sink<K> for Feed<K, F> {
     }
     fn reset_apply(self, index: &mut Index, key: &Key, obj: &K) {
         (self.map)(index).reset_apply(key.clone(), (self.project)(obj));
+    }
+    fn reset_keep(self, index: &mut Index, key: &Key) {
+        (self.map)(index).reset_keep(key);
     }
     fn reset_done(self, index: &mut Index) -> bool {
         (self.map)(index).reset_done()
@@ -387,6 +392,10 @@ impl<K, A: Sink<K>, B: Sink<K>> Sink<K> for (A, B) {
     fn reset_apply(self, index: &mut Index, key: &Key, obj: &K) {
         self.0.reset_apply(index, key, obj);
         self.1.reset_apply(index, key, obj);
+    }
+    fn reset_keep(self, index: &mut Index, key: &Key) {
+        self.0.reset_keep(index, key);
+        self.1.reset_keep(index, key);
     }
     fn reset_done(self, index: &mut Index) -> bool {
         self.0.reset_done(index) | self.1.reset_done(index)
@@ -573,6 +582,8 @@ where
                     match decoded(&metrics, kind, &key, obj) {
                         Ok(body) => sink.reset_apply(facts, &key, &body),
                         Err(error) => {
+                            // Its last readable facts stay, as after a watch event.
+                            sink.reset_keep(facts, &key);
                             facts.undecodable.set(kind, &key, Some(&error), true);
                         }
                     }
@@ -748,8 +759,14 @@ mod tests {
 
     /// A mock API server: every kind lists empty but Pods (one readable, privileged bare Pod
     /// `ok` and one whose spec no Pod has, `bad`); the first watch of Pods turns `ok` into an
-    /// undecodable object and deletes `bad`; other watches stay open and quiet.
+    /// undecodable object and deletes `bad`; other watches stay open and quiet. With `relist`,
+    /// the second watch of Pods is gone (410), and the relist finds `ok` still undecodable;
+    /// `pod_watches` counts the watches of Pods (the third starts once the relist is applied).
     fn api_server() -> Client {
+        mock_api_server(false, Default::default())
+    }
+
+    fn mock_api_server(relist: bool, pod_watches: Arc<std::sync::atomic::AtomicUsize>) -> Client {
         use axum::{
             body::Bytes,
             http::{Request, Response},
@@ -777,10 +794,20 @@ mod tests {
         .iter()
         .map(|(kind, object)| format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"))
         .collect::<String>();
+        let relisted = json!({"apiVersion": "v1", "kind": "PodList",
+            "metadata": {"resourceVersion": "20"},
+            "items": [pod("ok", "11", json!({"containers": 7}))]});
+        let gone = "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"apiVersion\":\"v1\",\
+                    \"status\":\"Failure\",\"reason\":\"Expired\",\"message\":\"too old\",\
+                    \"code\":410}}\n";
         let watched = Arc::new(AtomicBool::new(false));
+        let expired = Arc::new(AtomicBool::new(!relist));
+        let lists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let service = tower::service_fn(move |request: Request<kube::client::Body>| {
             let uri = request.uri().to_string();
             let (list, events, watched) = (list.clone(), events.clone(), watched.clone());
+            let (relisted, expired) = (relisted.clone(), expired.clone());
+            let (lists, pod_watches) = (lists.clone(), pod_watches.clone());
             async move {
                 let pods = uri.starts_with("/api/v1/pods");
                 let body = if uri.starts_with("/version") {
@@ -789,14 +816,23 @@ mod tests {
                            "goVersion": "", "compiler": "", "platform": ""})
                     .to_string()
                 } else if uri.contains("watch=") {
+                    if pods {
+                        pod_watches.fetch_add(1, Ordering::SeqCst);
+                    }
                     if pods && !watched.swap(true, Ordering::SeqCst) {
                         events
+                    } else if pods && !expired.swap(true, Ordering::SeqCst) {
+                        gone.to_string()
                     } else {
                         tokio::time::sleep(Duration::from_secs(60)).await;
                         String::new()
                     }
                 } else if pods {
-                    list.to_string()
+                    if lists.fetch_add(1, Ordering::SeqCst) == 0 {
+                        list.to_string()
+                    } else {
+                        relisted.to_string()
+                    }
                 } else {
                     json!({"apiVersion": "v1", "kind": "List",
                            "metadata": {"resourceVersion": "10"}, "items": []})
@@ -863,6 +899,53 @@ mod tests {
             "{ok:?}"
         );
         assert!(pod(&i, "bad").is_none());
+        drop(i);
+        watching.abort();
+    }
+
+    #[tokio::test]
+    async fn a_relist_keeps_the_last_readable_facts_of_an_object_still_undecodable() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let index = Arc::new(RwLock::new(Index::default()));
+        let watches = Arc::new(AtomicUsize::new(0));
+        let watch = Watch::new(
+            mock_api_server(true, watches.clone()),
+            index.clone(),
+            Arc::new(Changes::default()),
+            Metrics::new(),
+        );
+        let watching = tokio::spawn(watch_all(watch));
+        // The privileged `ok` turns undecodable, then the watch is gone and the relist finds
+        // it still undecodable: its last readable facts (privileged) must stay, as they do
+        // after the watch event; a relist must not make a violation vanish.
+        // The third watch of Pods starts once the relist's InitDone is applied.
+        for _ in 0..1000 {
+            if watches.load(Ordering::SeqCst) >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(watches.load(Ordering::SeqCst) >= 3, "no relist");
+        let i = super::super::read(&index);
+        let names: Vec<&str> = i
+            .undecodable
+            .iter()
+            .map(|(_, k, _)| k.name.as_str())
+            .collect();
+        assert_eq!(names, ["ok"]);
+        let ok = i
+            .workloads
+            .get(&WorkloadKind::Pod)
+            .and_then(|m| m.get(&Key::new(Some("shop"), "ok")).cloned())
+            .expect("the last readable facts of ok stay after the relist");
+        assert!(
+            ok.failing_controls(
+                crate::crd::PodSecurityLevel::Baseline,
+                crate::podsecurity::Version::Latest
+            )
+            .contains("WKL-03"),
+            "{ok:?}"
+        );
         drop(i);
         watching.abort();
     }
