@@ -553,6 +553,9 @@ pub(crate) fn namespace_verdicts(
             add(control, interner.namespaced("Pod", ns, pod));
         }
     }
+    for pod in index.pods_with_secret_env_beyond_templates(ns) {
+        add("DAT-01", interner.namespaced("Pod", ns, pod));
+    }
     for list in found.values_mut() {
         list.sort();
         list.dedup();

@@ -321,6 +321,22 @@ impl Index {
         beyond
     }
 
+    /// The owned Pods of a namespace that take a Secret through an env var (DAT-01) while
+    /// their template does not, in name order. A Pod whose template is not known (yet) is
+    /// judged alone.
+    pub fn pods_with_secret_env_beyond_templates(&self, namespace: &str) -> Vec<&str> {
+        self.owned_pods
+            .in_namespace(namespace)
+            .filter(|(_, pod)| {
+                pod.secret_env
+                    && self
+                        .template_of(namespace, &pod.controller)
+                        .is_none_or(|t| t.secret_env.is_empty())
+            })
+            .map(|(key, _)| key.name.as_str())
+            .collect()
+    }
+
     /// The RBAC objects as the rbac module takes them.
     pub fn rbac(&self) -> RbacSnapshot {
         RbacSnapshot {

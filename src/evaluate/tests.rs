@@ -283,6 +283,30 @@ fn owned_pods_report_only_what_their_template_does_not_fail() {
 }
 
 #[test]
+fn an_owned_pod_taking_a_secret_its_template_does_not_fails_dat01() {
+    // `kubectl debug` on a Deployment's Pod adds an ephemeral container with a Secret in its
+    // env (or a webhook injects one): the template takes none, the running Pod does.
+    use crate::index::testing::{deployment, deployment_pod, restricted_spec};
+    let mut index = cluster(&[("shop", &[])]);
+    deployment(&mut index, "shop", "web", restricted_spec());
+    let mut debugged = restricted_spec();
+    debugged["ephemeralContainers"] = json!([{"name": "debug", "env": [{"name": "TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]}]);
+    deployment_pod(&mut index, "shop", "web", "web-1", debugged);
+    deployment_pod(&mut index, "shop", "web", "web-2", restricted_spec());
+    let policy = spec(json!({"serviceModel": "PaaS"}));
+    let eval = evaluate(&policy, &index, now());
+    let dat01 = outcome(&eval, "DAT-01");
+    assert_eq!(dat01.result, ControlResult::Fail, "{dat01:?}");
+    let examples: Vec<&str> = dat01
+        .violations
+        .iter()
+        .map(|v| v.example.as_str())
+        .collect();
+    assert_eq!(examples, ["Pod/shop/web-1"]);
+}
+
+#[test]
 fn workloads_are_judged_at_the_servers_latest() {
     let mut index = cluster(&[("shop", &[])]);
     // A sysctl the admission allows from v1.27 on.

@@ -36,6 +36,10 @@ pub struct OwnedPodFact {
     pub controller: (WorkloadKind, String),
     /// Every Pod Security check's outcome for the Pod (see [`Verdicts`]).
     pub verdicts: Verdicts,
+    /// Whether a container of the Pod (init, regular or ephemeral) takes a Secret through an
+    /// env var (DAT-01): an ephemeral container added by `kubectl debug`, or a webhook's
+    /// injection, is in the running Pod and not in its template.
+    pub secret_env: bool,
 }
 
 impl OwnedPodFact {
@@ -63,7 +67,9 @@ pub fn owned_pod(p: &wire::PodObject) -> Option<OwnedPodFact> {
     }
     let owner = p.metadata.controller()?;
     let kind = controller_kind(&owner.kind)?;
-    let spec = p.spec.clone()?.into_pod_spec();
+    let slim = p.spec.clone()?;
+    let secret_env = !slim.secret_env().is_empty();
+    let spec = slim.into_pod_spec();
     let meta = ObjectMeta {
         annotations: p.metadata.annotations.as_ref().map(|a| {
             a.iter()
@@ -76,6 +82,7 @@ pub fn owned_pod(p: &wire::PodObject) -> Option<OwnedPodFact> {
     Some(OwnedPodFact {
         controller: (kind, owner.name.clone()),
         verdicts: Verdicts::of(&meta, &spec),
+        secret_env,
     })
 }
 
