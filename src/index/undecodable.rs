@@ -28,11 +28,38 @@ impl<K> Default for Undecodable<K> {
     }
 }
 
+/// At most this many bytes of an error are kept (the log has it whole): an error can quote a
+/// value of the object, up to its size.
+const MAX_REASON: usize = 300;
+
+/// The reason kept for an error: without serde's position (`at line 1 column 812`), which moves
+/// whenever anything before the bad field changes length (a label, an annotation, the
+/// resourceVersion's digits), so that an unchanged defect is no new reason and rewrites no
+/// status; cut to [`MAX_REASON`] bytes.
+fn reason(error: &str) -> &str {
+    let mut text = error;
+    if let Some((before, position)) = error.rsplit_once(" at line ")
+        && let Some((line, column)) = position.split_once(" column ")
+        && !line.is_empty()
+        && line.bytes().all(|b| b.is_ascii_digit())
+        && !column.is_empty()
+        && column.bytes().all(|b| b.is_ascii_digit())
+    {
+        text = before;
+    }
+    let mut end = text.len().min(MAX_REASON);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl<K: Ord + Copy> Undecodable<K> {
     /// Records an object of `kind` from a watch event: decodable (`error` none) or not
     /// (`listing`: from a list in progress, which changes nothing until the list is complete).
     /// Returns whether the set of undecodable objects changed.
     pub fn set(&mut self, kind: K, key: &Key, error: Option<&str>, listing: bool) -> bool {
+        let error = error.map(reason);
         let entry = self.kinds.entry(kind).or_default();
         if listing {
             if let (Some(list), Some(error)) = (entry.listing.as_mut(), error) {
@@ -110,6 +137,42 @@ mod tests {
         assert!(!u.set("Pod", &key("a"), None, false));
         assert!(u.delete("Pod", &key("b")));
         assert!(u.is_empty());
+    }
+
+    #[test]
+    fn the_same_defect_at_another_position_is_no_new_reason_and_a_reason_is_bounded() {
+        // serde_json's errors end with the position, which moves with every change of length
+        // before the bad field (an annotation, the resourceVersion): the status would be
+        // rewritten each time.
+        let at = |column: usize| {
+            let text = format!(
+                r#"{{"metadata": {{"annotations": {{"a": "{}"}}}}, "containers": 7}}"#,
+                "x".repeat(column)
+            );
+            #[derive(Debug, serde::Deserialize)]
+            #[allow(dead_code)]
+            struct Spec {
+                containers: Vec<String>,
+            }
+            serde_json::from_str::<Spec>(&text)
+                .expect_err("containers is no list")
+                .to_string()
+        };
+        let (first, second) = (at(1), at(20));
+        assert_ne!(first, second, "the positions differ");
+        let mut u = Undecodable::default();
+        assert!(u.set("Pod", &key("a"), Some(&first), false));
+        assert!(
+            !u.set("Pod", &key("a"), Some(&second), false),
+            "the same defect elsewhere: no change"
+        );
+        let (_, _, why) = u.iter().next().expect("recorded");
+        assert!(why.starts_with("invalid type: integer `7`"), "{why}");
+        assert!(!why.contains("column"), "{why}");
+        // An error quoting a huge value is kept cut.
+        let huge = format!("invalid type: string \"{}é\"", "x".repeat(10_000));
+        u.set("Pod", &key("b"), Some(&huge), false);
+        assert!(u.iter().all(|(_, _, why)| why.len() <= MAX_REASON));
     }
 
     #[test]
