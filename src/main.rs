@@ -245,12 +245,14 @@ The onus binary installed as the kubectl plugin kubectl-onus: the offline check 
 (kubectl onus check --help) and the responsibility report (kubectl onus report --help). The
 operator itself runs in the cluster (the Helm chart), never as a plugin.";
 
-/// Whether this process was started under the kubectl plugin name (`kubectl-onus`, a copy or a
-/// link of the onus binary, found by kubectl on PATH).
+/// Whether this process was started under a kubectl plugin name (`kubectl-onus`, a copy or a
+/// link of the onus binary, found by kubectl on PATH). Any `kubectl-` name counts: kubectl runs
+/// the longest matching plugin, so a link named `kubectl-onus-check` is run for `kubectl onus
+/// check` without the `check`, and must not start the operator with the user's credentials.
 fn invoked_as_plugin(program: Option<&std::ffi::OsStr>) -> bool {
     program
         .and_then(|p| std::path::Path::new(p).file_stem())
-        .is_some_and(|stem| stem == "kubectl-onus")
+        .is_some_and(|stem| stem.to_string_lossy().starts_with("kubectl-"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -421,16 +423,13 @@ mod tests {
             "kubectl-onus",
             "/usr/local/bin/kubectl-onus",
             "kubectl-onus.exe",
+            // What kubectl runs for `kubectl onus check` when such a link is on PATH.
+            "kubectl-onus-check",
+            "/usr/local/bin/kubectl-onus-x",
         ] {
             assert!(invoked_as_plugin(Some(OsStr::new(plugin))), "{plugin}");
         }
-        for operator in [
-            "onus",
-            "/usr/local/bin/onus",
-            "kubectl-onus-x",
-            "kubectl",
-            "",
-        ] {
+        for operator in ["onus", "/usr/local/bin/onus", "kubectl", ""] {
             assert!(!invoked_as_plugin(Some(OsStr::new(operator))), "{operator}");
         }
         assert!(!invoked_as_plugin(None));
