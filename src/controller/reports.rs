@@ -136,6 +136,15 @@ pub const REDISCOVER: Duration = Duration::from_secs(15);
 /// When a refused report write is retried.
 pub const RETRY: Duration = Duration::from_secs(10);
 
+/// How long one reconcile spends publishing a policy's reports before its status is written
+/// anyway: the status (and so every violation) must not wait for thousands of report writes,
+/// a slow API server or a slow webhook on the report API. The rest is written by the next
+/// reconciles, soon after ([`CONTINUE`]).
+pub const PUBLISH_BUDGET: Duration = Duration::from_secs(10);
+
+/// When publishing that ran out of [`PUBLISH_BUDGET`] continues.
+pub const CONTINUE: Duration = Duration::from_secs(1);
+
 /// How long what onus wrote is trusted without listing the reports again: a report someone
 /// else deleted or edited is put back then (one list per policy, no write unless it differs).
 pub const RELIST: Duration = Duration::from_secs(300);
@@ -325,6 +334,9 @@ pub enum Published {
     Missing(String),
     /// A write was refused: the messages.
     Failed(String),
+    /// [`PUBLISH_BUDGET`] ran out before every report was written (or the other policies'
+    /// publishing let this one start).
+    Pending,
 }
 
 /// One report onus wrote (or found it had written).
@@ -347,6 +359,8 @@ struct State {
 /// The reports of every policy, kept by the leader.
 pub struct Reports {
     pub settings: ReportSettings,
+    /// [`PUBLISH_BUDGET`] (shorter in tests).
+    budget: Duration,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -376,6 +390,7 @@ impl Reports {
     pub fn new(settings: ReportSettings) -> Reports {
         Reports {
             settings,
+            budget: PUBLISH_BUDGET,
             state: tokio::sync::Mutex::new(State::default()),
         }
     }
@@ -673,7 +688,10 @@ impl Reports {
             governed,
             self.settings.max_results,
         );
-        let published = self.sync(client, policy, contents).await;
+        // Cancelling a sync loses nothing: what it wrote is listed again by the next one.
+        let published = tokio::time::timeout(self.budget, self.sync(client, policy, contents))
+            .await
+            .unwrap_or(Published::Pending);
         let api = self.settings.api;
         let (retry, outcome) = match published {
             Published::Done(n) => (
@@ -692,6 +710,17 @@ impl Reports {
             ),
             Published::Missing(m) => (Some(REDISCOVER), Err(("ReportApiMissing", m))),
             Published::Failed(m) => (Some(RETRY), Err(("ReportWriteFailed", m))),
+            Published::Pending => (
+                Some(CONTINUE),
+                Err((
+                    "ReportsPending",
+                    format!(
+                        "the reports are still being written ({}s at a time, so that the \
+                         status is not held up); continuing",
+                        self.budget.as_secs()
+                    ),
+                )),
+            ),
         };
         let previous = policy.status.as_ref();
         crate::status::policy_reports(status, previous, now, outcome);
@@ -908,6 +937,96 @@ mod tests {
         )]);
         let reports = desired("p", &eval, &governed(&["shop"]), 1000);
         assert!(reports.contains_key(&Some("elsewhere".to_string())));
+    }
+
+    /// An API server serving the report API where every write takes 10 s (a slow webhook
+    /// on reports, an overloaded server): discovery, lists (empty) and reads (none) answer.
+    fn slow_report_api() -> Client {
+        use axum::{
+            body::Bytes,
+            http::{Request, Response},
+        };
+        use http_body_util::Full;
+        let service = tower::service_fn(move |request: Request<kube::client::Body>| async move {
+            let uri = request.uri().path().to_string();
+            let list = request.uri().path().ends_with("reports");
+            let (status, body) = if request.method() == "PATCH" {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let name = uri.rsplit('/').next().unwrap_or_default().to_string();
+                (
+                    200,
+                    json!({"apiVersion": "openreports.io/v1alpha1", "kind": "Report",
+                           "metadata": {"name": name, "uid": "r", "resourceVersion": "2"}}),
+                )
+            } else if uri == "/apis/openreports.io/v1alpha1" {
+                (
+                    200,
+                    json!({"kind": "APIResourceList", "groupVersion": "openreports.io/v1alpha1",
+                        "resources": [
+                            {"name": "reports", "singularName": "report", "namespaced": true,
+                             "kind": "Report", "verbs": ["get", "list", "patch", "delete"]},
+                            {"name": "clusterreports", "singularName": "clusterreport",
+                             "namespaced": false, "kind": "ClusterReport",
+                             "verbs": ["get", "list", "patch", "delete"]}]}),
+                )
+            } else if list {
+                (
+                    200,
+                    json!({"apiVersion": "openreports.io/v1alpha1", "kind": "ReportList",
+                           "metadata": {"resourceVersion": "1"}, "items": []}),
+                )
+            } else {
+                (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "NotFound", "code": 404, "message": "not found"}),
+                )
+            };
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .map_err(tower::BoxError::from)
+        });
+        Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn slow_report_writes_do_not_hold_the_status_up() {
+        let mut reports = Reports::new(ReportSettings::default());
+        reports.budget = Duration::from_millis(300);
+        let policy: ResponsibilityPolicy = serde_json::from_value(json!({
+            "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+            "metadata": {"name": "p", "uid": "0b5e3c1a-0000-4000-8000-000000000001"},
+            "spec": {"serviceModel": "PaaS"}}))
+        .expect("policy");
+        let eval = evaluation(vec![outcome("NET-05", ControlResult::Pass, vec![])]);
+        let mut status = ResponsibilityPolicyStatus::default();
+        let now = Time(jiff::Timestamp::UNIX_EPOCH);
+        let started = Instant::now();
+        // Four reports (three namespaces and the cluster's): 40 s of writes.
+        let retry = reports
+            .publish(
+                &slow_report_api(),
+                &policy,
+                &eval,
+                &governed(&["a", "b", "c"]),
+                &mut status,
+                &now,
+            )
+            .await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(20),
+            "the status waited {took:?} for the reports"
+        );
+        assert_eq!(retry, Some(CONTINUE));
+        let c = crate::status::condition(&status, crate::status::POLICY_REPORTS)
+            .expect("PolicyReports condition");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "ReportsPending")
+        );
     }
 
     #[test]
