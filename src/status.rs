@@ -568,7 +568,9 @@ pub fn undecodable_objects(
         false,
         UNDECODABLE,
         format!(
-            "{} object(s) it governs could not be decoded, so the controls could not judge them              as they are (their last readable state counts): {}{}; see onus's log and              onus_undecodable_objects_total",
+            "{} object(s) it governs could not be decoded, so the controls could not judge them \
+             as they are (their last readable state counts): {}{}; see onus's log and \
+             onus_undecodable_objects_total",
             objects.len(),
             named.join("; "),
             if more > 0 {
@@ -675,6 +677,11 @@ mod tests {
             ready.message
         );
         assert!(ready.message.contains("and 2 more"), "{}", ready.message);
+        assert!(
+            ready.message.contains("could not judge them as they are"),
+            "one sentence, no runs of blanks: {}",
+            ready.message
+        );
         // Every control is still evaluated and listed.
         assert_eq!(status.controls, before.controls);
         // A refused watch is the wider blind spot: it keeps its reason.
