@@ -755,7 +755,19 @@ impl Reports {
         let policy_name = policy.name_any();
         let name = report_name(&policy_name, &uid);
         let found = self.list(client, &uid, &name).await?;
-        for (scope, w) in found {
+        // Within the budget too: this holds every other policy's publishing (and so its
+        // status), and what is left goes with the policy anyway (the owner reference).
+        let deadline = Instant::now() + self.budget;
+        let total = found.len();
+        for (done, (scope, w)) in found.into_iter().enumerate() {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} of {total} report(s) not removed within {}s: left to the garbage \
+                     collector (their owner reference is the policy)",
+                    total - done,
+                    self.budget.as_secs()
+                ));
+            }
             self.delete(client, &name, &scope, &w.uid).await?;
             info!(policy = %policy_name, "Policy reports: removed {}", self.describe(&name, &scope));
         }
@@ -952,6 +964,12 @@ mod tests {
     /// An API server serving the report API where every write takes half a second (a slow webhook
     /// on reports, an overloaded server): discovery, lists (empty) and reads (none) answer.
     fn slow_report_api() -> Client {
+        slow_report_api_holding(0)
+    }
+
+    /// [`slow_report_api`] where policy `p` has `reports` namespaced reports (namespaces
+    /// `n0`...), each deleted in half a second too.
+    fn slow_report_api_holding(reports: usize) -> Client {
         use axum::{
             body::Bytes,
             http::{Request, Response},
@@ -960,7 +978,13 @@ mod tests {
         let service = tower::service_fn(move |request: Request<kube::client::Body>| async move {
             let uri = request.uri().path().to_string();
             let list = request.uri().path().ends_with("reports");
-            let (status, body) = if request.method() == "PATCH" {
+            let (status, body) = if request.method() == "DELETE" {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                (
+                    200,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                )
+            } else if request.method() == "PATCH" {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let name = uri.rsplit('/').next().unwrap_or_default().to_string();
                 (
@@ -980,10 +1004,20 @@ mod tests {
                              "verbs": ["get", "list", "patch", "delete"]}]}),
                 )
             } else if list {
+                let items: Vec<Value> = (0..reports)
+                    .filter(|_| uri.ends_with("/reports"))
+                    .map(|i| {
+                        json!({"apiVersion": "openreports.io/v1alpha1", "kind": "Report",
+                            "metadata": {"name": "onus-p", "namespace": format!("n{i}"),
+                                "uid": format!("r{i}"), "resourceVersion": "1",
+                                "labels": {MANAGED_BY.0: MANAGED_BY.1,
+                                           POLICY_UID_LABEL: POLICY_UID}}})
+                    })
+                    .collect();
                 (
                     200,
                     json!({"apiVersion": "openreports.io/v1alpha1", "kind": "ReportList",
-                           "metadata": {"resourceVersion": "1"}, "items": []}),
+                           "metadata": {"resourceVersion": "1"}, "items": items}),
                 )
             } else {
                 (
@@ -1001,13 +1035,35 @@ mod tests {
         Client::new(service, "default")
     }
 
+    const POLICY_UID: &str = "0b5e3c1a-0000-4000-8000-000000000001";
+
+    #[tokio::test]
+    async fn removing_many_reports_holds_no_one_up_and_leaves_the_rest_to_the_collector() {
+        let mut reports = Reports::new(ReportSettings::default());
+        reports.budget = Duration::from_millis(100);
+        let policy: ResponsibilityPolicy = serde_json::from_value(json!({
+            "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+            "metadata": {"name": "p", "uid": POLICY_UID},
+            "spec": {"serviceModel": "PaaS"}}))
+        .expect("policy");
+        let started = Instant::now();
+        // Four reports: 2 s of deletes, under the lock every policy's publishing takes.
+        let removed = reports
+            .remove_all(&slow_report_api_holding(4), &policy)
+            .await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1500), "held for {took:?}");
+        let error = removed.expect_err("some are left");
+        assert!(error.starts_with("3 of 4 report(s) not removed"), "{error}");
+    }
+
     #[tokio::test]
     async fn slow_report_writes_do_not_hold_the_status_up() {
         let mut reports = Reports::new(ReportSettings::default());
         reports.budget = Duration::from_millis(100);
         let policy: ResponsibilityPolicy = serde_json::from_value(json!({
             "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
-            "metadata": {"name": "p", "uid": "0b5e3c1a-0000-4000-8000-000000000001"},
+            "metadata": {"name": "p", "uid": POLICY_UID},
             "spec": {"serviceModel": "PaaS"}}))
         .expect("policy");
         let eval = evaluation(vec![outcome("NET-05", ControlResult::Pass, vec![])]);
