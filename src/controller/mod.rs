@@ -940,12 +940,8 @@ mod tests {
         )
     }
 
-    fn names(refs: Vec<ObjectRef<ResponsibilityPolicy>>) -> Vec<String> {
-        refs.into_iter().map(|r| r.name).collect()
-    }
-
-    #[test]
-    fn a_namespaced_change_reconciles_only_the_policies_governing_it() {
+    /// Namespaces `shop` (env=prod) and `lab` (env=dev).
+    fn shop_and_lab() -> Index {
         let mut index = Index::default();
         for (ns, env) in [("shop", "prod"), ("lab", "dev")] {
             let labels = [("env".to_string(), env.to_string())].into();
@@ -957,6 +953,16 @@ mod tests {
                 }),
             );
         }
+        index
+    }
+
+    fn names(refs: Vec<ObjectRef<ResponsibilityPolicy>>) -> Vec<String> {
+        refs.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn a_namespaced_change_reconciles_only_the_policies_governing_it() {
+        let index = shop_and_lab();
         let policies = [
             policy("prod", serde_json::json!({"matchLabels": {"env": "prod"}})),
             policy("dev", serde_json::json!({"matchLabels": {"env": "dev"}})),
@@ -980,17 +986,7 @@ mod tests {
 
     #[test]
     fn a_policy_is_told_of_the_undecodable_objects_it_governs_and_of_no_others() {
-        let mut index = Index::default();
-        for (ns, env) in [("shop", "prod"), ("lab", "dev")] {
-            let labels = [("env".to_string(), env.to_string())].into();
-            index.namespaces.apply(
-                Key::new(None, ns),
-                Some(NamespaceFact {
-                    labels,
-                    ..Default::default()
-                }),
-            );
-        }
+        let mut index = shop_and_lab();
         let prod = policy("prod", serde_json::json!({"matchLabels": {"env": "prod"}}));
         assert!(undecodable_governed(&prod.spec, &index).is_empty());
         let u = &mut index.undecodable;

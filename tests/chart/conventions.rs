@@ -8,23 +8,10 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// `helm template` of the chart with `--set` values, as YAML documents.
+/// `helm template` of the chart with `--set` values, on an API server that serves
+/// ValidatingAdmissionPolicy.
 fn render(set: &[&str]) -> Vec<Value> {
-    let mut cmd = helm(None);
-    cmd.args([
-        "template",
-        "--kube-version",
-        KUBE_VERSION,
-        "onus",
-        CHART,
-        "--namespace",
-        "onus-system",
-    ]);
-    cmd.args(["--api-versions", VAP_API]);
-    for value in set {
-        cmd.args(["--set", value]);
-    }
-    yaml_documents(&ok(&mut cmd))
+    crate::support::render(set, &["--api-versions", VAP_API])
 }
 
 /// `helm template` that must fail; its error output.

@@ -21,25 +21,6 @@ use super::{OPERATOR_TURN, chart_args, install_release, support::*};
 
 const READS: [&str; 3] = ["get", "list", "watch"];
 
-/// `helm template` with `--set` values and further arguments.
-fn render(set: &[&str], extra: &[&str]) -> Vec<Value> {
-    let mut cmd = helm(None);
-    cmd.args([
-        "template",
-        "--kube-version",
-        KUBE_VERSION,
-        "onus",
-        CHART,
-        "--namespace",
-        "onus-system",
-    ]);
-    for s in set {
-        cmd.args(["--set", s]);
-    }
-    cmd.args(extra);
-    yaml_documents(&ok(&mut cmd))
-}
-
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
 }

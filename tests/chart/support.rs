@@ -87,6 +87,25 @@ pub fn install(cp: &ControlPlane, release: &str, namespace: &str, set: &[&str]) 
     );
 }
 
+/// `helm template` of the chart (release onus in onus-system) with `--set` values and further arguments.
+pub fn render(set: &[&str], extra: &[&str]) -> Vec<Value> {
+    let mut cmd = helm(None);
+    cmd.args([
+        "template",
+        "--kube-version",
+        KUBE_VERSION,
+        "onus",
+        CHART,
+        "--namespace",
+        "onus-system",
+    ]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    cmd.args(extra);
+    yaml_documents(&ok(&mut cmd))
+}
+
 /// Parses a multi-document YAML stream, skipping empty documents.
 pub fn yaml_documents(text: &str) -> Vec<Value> {
     use serde::Deserialize;
