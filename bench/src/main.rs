@@ -484,7 +484,9 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
         mib(hwm),
     );
     for churn in churns {
+        let m0 = onus.metrics().await?;
         let lat = probe_batch(ctx, 1, probes, churn, &format!("r{run}-p1-c{churn}")).await?;
+        let m1 = onus.metrics().await?;
         let quiet = churn == 0;
         report.latency(
             &format!("change → status, 1 policy, {}", churn_label(churn)),
@@ -501,6 +503,36 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
                 &format!("  churn achieved (changes/s), 1 policy, {churn}/s asked"),
                 Goal::None,
                 lat.churn_rate,
+            );
+        }
+        // Where the time goes: onus's own part (the change reaching its index → its status
+        // write), against the end-to-end figure above, which also holds the probe's create,
+        // the watch deliveries and the status write's round trip.
+        let detections = m1.detections - m0.detections;
+        if detections > 0.0 {
+            report.number(
+                &format!(
+                    "  onus's part: change in its index → status write, mean (ms), 1 policy, {}",
+                    churn_label(churn)
+                ),
+                Goal::None,
+                (m1.detection_seconds - m0.detection_seconds) * 1000.0 / detections,
+            );
+        }
+        let reconciles = m1.reconciles - m0.reconciles;
+        if reconciles > 0.0 {
+            report.number(
+                &format!(
+                    "  one reconcile, wall time, mean (ms), 1 policy, {}",
+                    churn_label(churn)
+                ),
+                Goal::None,
+                (m1.reconcile_seconds - m0.reconcile_seconds) * 1000.0 / reconciles,
+            );
+            report.number(
+                &format!("  reconciles per probe, 1 policy, {}", churn_label(churn)),
+                Goal::None,
+                reconciles / lat.all.len().max(1) as f64,
             );
         }
     }

@@ -70,7 +70,10 @@ impl Operator {
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{port}"))
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("ONUS_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
@@ -233,6 +236,10 @@ pub struct Metrics {
     /// `onus_reconcile_duration_seconds` sum and count.
     pub reconcile_seconds: f64,
     pub reconciles: f64,
+    /// `onus_detection_latency_seconds` sum and count: a watched change reaching the index →
+    /// the status write that reflects it, as onus itself sees it.
+    pub detection_seconds: f64,
+    pub detections: f64,
     /// `onus_standby_evaluations_total`: evaluations made while standing by.
     pub standby_evaluations: f64,
     /// `onus_leader`: 1 while this instance leads.
@@ -254,6 +261,8 @@ impl Metrics {
                 "onus_watch_events_total" => m.watch_events += value,
                 "onus_reconcile_duration_seconds_sum" => m.reconcile_seconds += value,
                 "onus_reconcile_duration_seconds_count" => m.reconciles += value,
+                "onus_detection_latency_seconds_sum" => m.detection_seconds += value,
+                "onus_detection_latency_seconds_count" => m.detections += value,
                 "onus_standby_evaluations_total" => m.standby_evaluations += value,
                 "onus_leader" => m.leader = value,
                 _ => {}
@@ -296,12 +305,16 @@ mod tests {
             onus_reconcile_duration_seconds_sum 0.5\n\
             onus_reconcile_duration_seconds_count 10\n\
             onus_reconcile_duration_seconds_bucket{le=\"0.001\"} 1\n\
+            onus_detection_latency_seconds_sum{policy=\"a\"} 0.25\n\
+            onus_detection_latency_seconds_count{policy=\"a\"} 5\n\
             onus_standby_evaluations_total 7\n\
             onus_leader 0\n";
         let m = Metrics::parse(text);
         assert_eq!(m.watch_events, 123.0);
         assert_eq!(m.reconcile_seconds, 0.5);
         assert_eq!(m.reconciles, 10.0);
+        assert_eq!(m.detection_seconds, 0.25);
+        assert_eq!(m.detections, 5.0);
         assert_eq!(m.standby_evaluations, 7.0);
         assert_eq!(m.leader, 0.0);
     }
