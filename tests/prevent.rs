@@ -366,6 +366,19 @@ async fn an_enforce_policy_prevents_cluster_admin_bindings_at_admission() {
         .await;
     let status = rp.status.expect("status");
     assert_eq!(control(&status, "IAM-05").admission, None);
+    // ... and says so in status, as an Enforce policy would in Enforced (not only an Event).
+    let rp = env
+        .wait_status(&policy, "the refused IAM-05 warning in Warned", |s| {
+            onus::status::condition(s, onus::status::WARNED).is_some_and(|c| {
+                c.status == "False"
+                    && c.reason == "RemediationFailed"
+                    && c.message
+                        .contains("IAM-05 admission (Warn) failed, reason NotOurs")
+            })
+        })
+        .await;
+    let status = rp.status.expect("status");
+    assert!(onus::status::condition(&status, onus::status::ENFORCED).is_none());
     assert_eq!(
         generated_names(&admin).await,
         [
@@ -1077,7 +1090,7 @@ async fn aggregation_is_denied_and_detected_and_a_too_large_policy_fails_visibly
     let many: Vec<Value> = (0..10_000)
         .map(|i| json!({"kind": "Group", "name": format!("team-{i:05}")}))
         .collect();
-    env.apply_policy("agg", spec(many)).await;
+    env.apply_policy("agg", spec(many.clone())).await;
     let rp = env
         .wait_status(&policy, "TooLarge reported", |s| {
             onus::status::condition(s, onus::status::ENFORCED).is_some_and(|c| {
@@ -1120,6 +1133,33 @@ async fn aggregation_is_denied_and_detected_and_a_too_large_policy_fails_visibly
             .contains("onus_remediation_failures_total{kind=\"ValidatingAdmissionPolicy\"}"),
         "{}",
         env.metrics.render()
+    );
+    // The same list in Audit with `admission: Warn`: the warnings are too large too, and the
+    // status says so in Warned, the way Enforced said it.
+    env.apply_policy(
+        "agg",
+        json!({"serviceModel": "PaaS", "admission": "Warn",
+               "controls": {"rbac": {"clusterAdminSubjects": many}}}),
+    )
+    .await;
+    let rp = env
+        .wait_status(&policy, "TooLarge warning reported", |s| {
+            onus::status::condition(s, onus::status::WARNED).is_some_and(|c| {
+                c.status == "False"
+                    && c.reason == "RemediationFailed"
+                    && c.message
+                        .contains("IAM-01 admission (Warn) failed, reason TooLarge")
+            })
+        })
+        .await;
+    let status = rp.status.expect("status");
+    assert!(onus::status::condition(&status, onus::status::ENFORCED).is_none());
+    for id in ["IAM-01", "IAM-02", "IAM-05"] {
+        assert_eq!(control(&status, id).admission, None, "{id} claimed");
+    }
+    assert_eq!(
+        control(&status, "IAM-07").admission,
+        Some(AdmissionAction::Warn)
     );
 
     Api::<ClusterRoleBinding>::all(admin.clone())
@@ -1616,6 +1656,10 @@ async fn a_secret_read_through_an_env_var_is_prevented_at_admission() {
                 .any(|c| c.id == "DAT-01" && c.admission == Some(AdmissionAction::Warn))
         })
         .await;
+    let status = rp.status.as_ref().expect("status");
+    let c = onus::status::condition(status, onus::status::WARNED).expect("Warned");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "InPlace"));
+    assert!(c.message.contains("DAT-01"), "{}", c.message);
     let report = onus::report::from_policy(&rp, None, jiff::Timestamp::now());
     let row = report
         .controls
