@@ -124,6 +124,11 @@ for _ in $(seq 1 300); do
     --clusterrole=cluster-admin --user=zed --dry-run=server >/dev/null 2>&1 || break
   sleep 0.1
 done
+# onus writes them one after another and then the status: wait for the last one (DAT-01's).
+for _ in $(seq 1 300); do
+  [ "$(kubectl get rp production -o jsonpath='{.status.controls[?(@.id=="DAT-01")].admission}')" = Deny ] && break
+  sleep 0.1
+done
 run kubectl get validatingadmissionpolicy -l app.kubernetes.io/managed-by=onus
 typed "kubectl --as=system:serviceaccount:shop:deployer create clusterrolebinding x --clusterrole=cluster-admin --user=zed 2>&1 || true"
 typed "kubectl get rp production -o jsonpath='{range .status.controls[*]}{.id}{\"\\t\"}{.result}{\"\\t\"}{.admission}{\"\\n\"}{end}' | sed -n 1,8p"

@@ -11,8 +11,9 @@
 //!   request passes only if every validation does (the strictest wins).
 //! - Only new violations are stopped: an update that leaves the checked fields (subjects and
 //!   roleRef of a binding, rules of a role, a Service's externalIPs) as they were is admitted
-//!   (WKL-10, workloads in `default`, matches creation only), so an object that is
-//!   already in violation can still be relabelled or cleaned up; status keeps reporting it.
+//!   (WKL-10, workloads in `default`, matches creation only; DAT-01 admits an update that adds
+//!   no Secret env var to a container), so an object that is already in violation can still be
+//!   relabelled, scaled or cleaned up; status keeps reporting it.
 //! - It never locks the cluster or onus out: requests by `system:masters` (the API server's own
 //!   bootstrap among them), `system:apiserver`, `system:kube-controller-manager`,
 //!   `system:kube-scheduler`, every ServiceAccount of kube-system (the controllers) and onus's own
@@ -46,8 +47,11 @@ use crate::{
 };
 
 /// The controls checked at admission: IAM-01, IAM-02, IAM-05, IAM-07 (RBAC), WKL-10
-/// (workloads in `default`) and NET-05 (Service externalIPs).
-pub const PREVENTABLE: [&str; 6] = ["IAM-01", "IAM-02", "IAM-05", "IAM-07", "WKL-10", "NET-05"];
+/// (workloads in `default`), NET-05 (Service externalIPs) and DAT-01 (a Secret read through an
+/// env var).
+pub const PREVENTABLE: [&str; 7] = [
+    "IAM-01", "IAM-02", "IAM-05", "IAM-07", "WKL-10", "NET-05", "DAT-01",
+];
 
 /// Annotation on generated objects: the policies that contributed, sorted, comma-separated.
 pub const POLICIES_ANNOTATION: &str = crate::facts::POLICIES_ANNOTATION;
@@ -323,6 +327,8 @@ fn requester_allowed(spec: &ResponsibilityPolicySpec) -> String {
 struct Check {
     /// The resource rules it matches.
     rules: Value,
+    /// Variables the checks read (before `unchanged`, which may read them too).
+    variables: Vec<(&'static str, String)>,
     /// The fields an update must leave alone to be admitted as it is.
     unchanged: &'static str,
 }
@@ -342,6 +348,7 @@ fn check(control: &str) -> Check {
                 &["rolebindings", "clusterrolebindings"],
                 &create_update
             )]),
+            variables: Vec::new(),
             unchanged: "request.operation == 'UPDATE' && object.roleRef == oldObject.roleRef && \
                         object.?subjects.orValue([]) == oldObject.?subjects.orValue([])",
         },
@@ -357,16 +364,49 @@ fn check(control: &str) -> Check {
                 ),
                 rule(&["batch"], &["jobs", "cronjobs"], &["CREATE"]),
             ]),
+            variables: Vec::new(),
             unchanged: "false",
         },
         "NET-05" => Check {
             rules: json!([rule(&[""], &["services"], &create_update)]),
+            variables: Vec::new(),
             unchanged: "request.operation == 'UPDATE' && \
                         object.spec.?externalIPs.orValue([]) == oldObject.spec.?externalIPs.orValue([])",
+        },
+        // Every pod template kind detection covers and bare Pods, created or updated, and the
+        // ephemeral containers `kubectl debug` adds through their own subresource; an update
+        // is judged by what it adds (see [`SECRET_ENV_ADDED`]).
+        "DAT-01" => Check {
+            rules: json!([
+                rule(
+                    &[""],
+                    &["pods", "pods/ephemeralcontainers", "replicationcontrollers"],
+                    &create_update
+                ),
+                rule(
+                    &["apps"],
+                    &["deployments", "statefulsets", "daemonsets", "replicasets"],
+                    &create_update
+                ),
+                rule(&["batch"], &["jobs", "cronjobs"], &create_update),
+            ]),
+            variables: vec![
+                ("containers", containers_of("object")),
+                (
+                    "oldContainers",
+                    format!(
+                        "request.operation == 'UPDATE' ? {} : []",
+                        containers_of("oldObject")
+                    ),
+                ),
+                ("secretEnvAdded", SECRET_ENV_ADDED.into()),
+            ],
+            unchanged: "request.operation == 'UPDATE' && !variables.secretEnvAdded",
         },
         // A ClusterRole's aggregationRule decides its rules too (see [`violation`]).
         _ => Check {
             rules: json!([rule(&[RBAC], &["roles", "clusterroles"], &create_update)]),
+            variables: Vec::new(),
             unchanged: "request.operation == 'UPDATE' && \
                         object.?rules.orValue([]) == oldObject.?rules.orValue([]) && \
                         object.?aggregationRule.?clusterRoleSelectors.orValue([]) == \
@@ -374,6 +414,46 @@ fn check(control: &str) -> Check {
         },
     }
 }
+
+/// A list field of an object as CEL, absent or null read as empty (see [`RULES`] on null).
+fn list_at(path: &str) -> String {
+    format!("({path}.orValue([]) == null ? [] : {path}.orValue([]))")
+}
+
+/// Every container of `object` (or `oldObject`), init, regular and ephemeral, wherever its
+/// kind keeps the pod spec: a Pod's `spec`, a workload's `spec.template.spec`, a CronJob's
+/// `spec.jobTemplate.spec.template.spec`. Found by where they are, not by the request's kind:
+/// only the kinds matched reach the check, and each has its pod spec at exactly one of these
+/// places (a field a kind does not have is absent, never an error). Field names reach CEL as
+/// the API server decoded them, so casing in the request cannot hide one.
+fn containers_of(object: &str) -> String {
+    let mut lists = Vec::new();
+    for spec in [
+        format!("{object}.?spec"),
+        format!("{object}.?spec.?template.?spec"),
+        format!("{object}.?spec.?jobTemplate.?spec.?template.?spec"),
+    ] {
+        for list in ["initContainers", "containers", "ephemeralContainers"] {
+            lists.push(list_at(&format!("{spec}.?{list}")));
+        }
+    }
+    lists.join(" + ")
+}
+
+/// DAT-01: a container takes a Secret through an env var (`env[].valueFrom.secretKeyRef` or
+/// `envFrom[].secretRef`, as detection counts it) that the same container (by name: unique
+/// across init, regular and ephemeral containers) did not have before the request. On CREATE
+/// every such entry is new; an UPDATE that adds none (a scale, a new image, a relabel, a plain
+/// env var, a restart) is admitted, so workloads already in violation keep running and can be
+/// changed; status keeps reporting them. An entry is the same only if equal as a whole (its
+/// name, Secret, key, prefix).
+pub const SECRET_ENV_ADDED: &str = "variables.containers.exists(c, \
+     c.?env.orValue([]).exists(e, e.?valueFrom.?secretKeyRef.hasValue() && \
+       !variables.oldContainers.exists(o, o.name == c.name && \
+         o.?env.orValue([]).exists(x, x == e))) || \
+     c.?envFrom.orValue([]).exists(f, f.?secretRef.hasValue() && \
+       !variables.oldContainers.exists(o, o.name == c.name && \
+         o.?envFrom.orValue([]).exists(x, x == f))))";
 
 /// The rules of a Role or ClusterRole. Null-safe: the API server hands a role without rules to
 /// CEL with `rules: null` (the field has no `omitempty`), on which `.exists` is an error, and
@@ -440,6 +520,9 @@ pub fn violation(spec: &ResponsibilityPolicySpec, control: &str) -> String {
         // A kubelet's mirror Pod (of a static Pod) is admitted: see [`MIRROR_POD`].
         "WKL-10" => format!("request.?namespace.orValue('') == 'default' && !({MIRROR_POD})"),
         "NET-05" => "size(object.spec.?externalIPs.orValue([])) > 0".into(),
+        // As WKL-10, a kubelet's mirror Pod is admitted (the API server's ServiceAccount
+        // admission refuses mirror Pods that reference Secrets anyway).
+        "DAT-01" => format!("variables.secretEnvAdded && !({MIRROR_POD})"),
         _ => "false".into(),
     }
 }
@@ -536,7 +619,10 @@ pub fn generate<'a>(
                     "name": "onus-exempt-cluster-identities",
                     "expression": format!("!({})", exempt_expression(own_user)),
                 }],
-                "variables": [{"name": "unchanged", "expression": check.unchanged}],
+                "variables": check.variables.iter()
+                    .map(|(name, e)| json!({"name": name, "expression": e}))
+                    .chain([json!({"name": "unchanged", "expression": check.unchanged})])
+                    .collect::<Vec<_>>(),
                 "validations": validations.into_iter().map(|mut v| {
                     let e = v["expression"].as_str().unwrap_or_default().to_string();
                     v["expression"] = format!("variables.unchanged || {e}").into();

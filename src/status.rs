@@ -197,6 +197,27 @@ pub fn deny_kept_message(w: &DenyWaiting) -> String {
     )
 }
 
+/// Reason of `Enforced=False` (and `Warned=False`) while the API server refuses a write.
+pub const REMEDIATION_FAILED: &str = "RemediationFailed";
+
+/// The refused writes, as `Enforced` and `Warned` say them: the count and up to
+/// [`MAX_EXAMPLES`] lines.
+fn refused_message(failures: &[String]) -> String {
+    let mut shown: Vec<&str> = failures
+        .iter()
+        .take(MAX_EXAMPLES)
+        .map(String::as_str)
+        .collect();
+    if failures.len() > shown.len() {
+        shown.push("…");
+    }
+    format!(
+        "{} remediations refused (retrying): {}",
+        failures.len(),
+        shown.join("; ")
+    )
+}
+
 /// Up to [`MAX_EXAMPLES`] of `items`, and `…` when there are more.
 fn sample(mut items: Vec<String>) -> Vec<String> {
     if items.len() > MAX_EXAMPLES {
@@ -344,23 +365,11 @@ pub fn evaluated(
             );
         }
         if !failures.is_empty() {
-            let mut shown: Vec<&str> = failures
-                .iter()
-                .take(MAX_EXAMPLES)
-                .map(String::as_str)
-                .collect();
-            if failures.len() > shown.len() {
-                shown.push("…");
-            }
             conditions.set(
                 ENFORCED,
                 false,
-                "RemediationFailed",
-                format!(
-                    "{} remediations refused (retrying): {}",
-                    failures.len(),
-                    shown.join("; ")
-                ),
+                REMEDIATION_FAILED,
+                refused_message(failures),
             );
         } else if preview.is_done() {
             conditions.set(
@@ -617,6 +626,53 @@ pub fn policy_reports(
     status.conditions.append(&mut conditions.out);
 }
 
+/// Type of the condition of an Audit policy with `admission: Warn` (on an install that
+/// generates admission policies): whether the ValidatingAdmissionPolicies that warn for it are
+/// in place. An Enforce policy says the same in `Enforced`.
+pub const WARNED: &str = "Warned";
+
+/// Sets `Warned` from the policy's controls (their `admission`, already set) and the writes
+/// for it the API server (or onus: `TooLarge`, `NotOurs`) refused, each a line naming the
+/// control, the action and the reason: false with reason `RemediationFailed` while any is
+/// refused, as `Enforced` says it for an Enforce policy; true naming the controls warned at
+/// admission otherwise.
+pub fn warned(
+    status: &mut ResponsibilityPolicyStatus,
+    previous: Option<&ResponsibilityPolicyStatus>,
+    now: &Time,
+    refused: &[String],
+) {
+    let mut conditions = Conditions::new(previous, status.observed_generation, now);
+    let ids: Vec<&str> = status
+        .controls
+        .iter()
+        .filter(|c| c.admission == Some(crate::crd::AdmissionAction::Warn))
+        .map(|c| c.id.as_str())
+        .collect();
+    if !refused.is_empty() {
+        conditions.set(WARNED, false, REMEDIATION_FAILED, refused_message(refused));
+    } else if ids.is_empty() {
+        conditions.set(
+            WARNED,
+            false,
+            "Pending",
+            "no generated ValidatingAdmissionPolicy warns for this policy yet".into(),
+        );
+    } else {
+        conditions.set(
+            WARNED,
+            true,
+            "InPlace",
+            format!(
+                "the API server warns at admission (validationActions Warn, Audit) for {}",
+                ids.join(", ")
+            ),
+        );
+    }
+    status.conditions.retain(|c| c.type_ != WARNED);
+    status.conditions.append(&mut conditions.out);
+}
+
 /// A condition of a status, by type.
 pub fn condition<'a>(status: &'a ResponsibilityPolicyStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
@@ -778,6 +834,70 @@ mod tests {
             ("False", "RemediationFailed")
         );
         assert!(c.message.contains(&refused), "{}", c.message);
+    }
+
+    /// An Audit policy with `admission: Warn`: a refused warning says so in `Warned` (as a
+    /// refusal of an Enforce policy does in `Enforced`), never only in an Event.
+    #[test]
+    fn a_refused_warning_of_an_audit_policy_is_named_in_the_warned_condition() {
+        let eval = evaluation(1);
+        let at = "2026-11-28T12:00:00Z";
+        let mut s = audit_status(&eval, None, at);
+        assert!(condition(&s, WARNED).is_none(), "only set when asked for");
+        assert!(condition(&s, ENFORCED).is_none());
+        let refused = "IAM-01 admission (Warn) failed, reason TooLarge: ValidatingAdmissionPolicy \
+                       onus-iam-01-warn: not written"
+            .to_string();
+        warned(
+            &mut s,
+            None,
+            &time(at),
+            &[refused.clone(), refused.replace("IAM-01", "IAM-02")],
+        );
+        let c = condition(&s, WARNED).expect("Warned");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", REMEDIATION_FAILED)
+        );
+        assert!(
+            c.message.starts_with("2 remediations refused (retrying): ")
+                && c.message.contains(&refused),
+            "{}",
+            c.message
+        );
+        // The same shape as Enforced's.
+        let enforce = evaluated(
+            &eval,
+            &Preview::default(),
+            &[],
+            std::slice::from_ref(&refused),
+            Mode::Enforce,
+            Some(1),
+            None,
+            &time(at),
+        );
+        let e = condition(&enforce, ENFORCED).expect("Enforced");
+        let mut one = audit_status(&eval, None, at);
+        warned(&mut one, None, &time(at), std::slice::from_ref(&refused));
+        let w = condition(&one, WARNED).expect("Warned");
+        assert_eq!((&w.reason, &w.message), (&e.reason, &e.message));
+
+        // In place: true, naming the controls warned; set again, one condition of the type.
+        let mut ok = audit_status(&eval, Some(&s), "2026-11-28T12:05:00Z");
+        for c in &mut ok.controls {
+            if c.id == "DAT-01" || c.id == "IAM-07" {
+                c.admission = Some(crate::crd::AdmissionAction::Warn);
+            }
+        }
+        warned(&mut ok, Some(&s), &time("2026-11-28T12:05:00Z"), &[]);
+        warned(&mut ok, Some(&s), &time("2026-11-28T12:05:00Z"), &[]);
+        assert_eq!(
+            ok.conditions.iter().filter(|c| c.type_ == WARNED).count(),
+            1
+        );
+        let c = condition(&ok, WARNED).expect("Warned");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "InPlace"));
+        assert!(c.message.ends_with("for IAM-07, DAT-01"), "{}", c.message);
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, control, kubectl_ok};
+use common::{TestEnv, control, kubectl_ok, kubectl_with_input};
 use k8s_openapi::api::{
     admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
     apps::v1::Deployment,
@@ -18,7 +18,10 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+        PostParams,
+    },
 };
 use onus::{
     admission::{self, Generated},
@@ -290,7 +293,9 @@ async fn an_enforce_policy_prevents_cluster_admin_bindings_at_admission() {
         })
         .await;
     let status = rp.status.expect("status");
-    for id in ["IAM-01", "IAM-02", "IAM-05", "IAM-07", "WKL-10", "NET-05"] {
+    for id in [
+        "IAM-01", "IAM-02", "IAM-05", "IAM-07", "WKL-10", "NET-05", "DAT-01",
+    ] {
         assert_eq!(
             control(&status, id).admission,
             Some(AdmissionAction::Deny),
@@ -303,6 +308,7 @@ async fn an_enforce_policy_prevents_cluster_admin_bindings_at_admission() {
     assert_eq!(
         generated_names(&admin).await,
         [
+            "onus-dat-01",
             "onus-iam-01",
             "onus-iam-02",
             "onus-iam-05",
@@ -360,9 +366,23 @@ async fn an_enforce_policy_prevents_cluster_admin_bindings_at_admission() {
         .await;
     let status = rp.status.expect("status");
     assert_eq!(control(&status, "IAM-05").admission, None);
+    // ... and says so in status, as an Enforce policy would in Enforced (not only an Event).
+    let rp = env
+        .wait_status(&policy, "the refused IAM-05 warning in Warned", |s| {
+            onus::status::condition(s, onus::status::WARNED).is_some_and(|c| {
+                c.status == "False"
+                    && c.reason == "RemediationFailed"
+                    && c.message
+                        .contains("IAM-05 admission (Warn) failed, reason NotOurs")
+            })
+        })
+        .await;
+    let status = rp.status.expect("status");
+    assert!(onus::status::condition(&status, onus::status::ENFORCED).is_none());
     assert_eq!(
         generated_names(&admin).await,
         [
+            "onus-dat-01-warn",
             "onus-iam-01-warn",
             "onus-iam-02-warn",
             "onus-iam-07-warn",
@@ -510,7 +530,7 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
                     "reason": "\" || true || \"'"}]}),
     )
     .await;
-    assert_eq!(names.len(), 6);
+    assert_eq!(names.len(), 7);
     let l = |v: Value| labelled(v, &id);
 
     // IAM-01: cluster-admin only for allow-listed subjects.
@@ -1070,7 +1090,7 @@ async fn aggregation_is_denied_and_detected_and_a_too_large_policy_fails_visibly
     let many: Vec<Value> = (0..10_000)
         .map(|i| json!({"kind": "Group", "name": format!("team-{i:05}")}))
         .collect();
-    env.apply_policy("agg", spec(many)).await;
+    env.apply_policy("agg", spec(many.clone())).await;
     let rp = env
         .wait_status(&policy, "TooLarge reported", |s| {
             onus::status::condition(s, onus::status::ENFORCED).is_some_and(|c| {
@@ -1113,6 +1133,33 @@ async fn aggregation_is_denied_and_detected_and_a_too_large_policy_fails_visibly
             .contains("onus_remediation_failures_total{kind=\"ValidatingAdmissionPolicy\"}"),
         "{}",
         env.metrics.render()
+    );
+    // The same list in Audit with `admission: Warn`: the warnings are too large too, and the
+    // status says so in Warned, the way Enforced said it.
+    env.apply_policy(
+        "agg",
+        json!({"serviceModel": "PaaS", "admission": "Warn",
+               "controls": {"rbac": {"clusterAdminSubjects": many}}}),
+    )
+    .await;
+    let rp = env
+        .wait_status(&policy, "TooLarge warning reported", |s| {
+            onus::status::condition(s, onus::status::WARNED).is_some_and(|c| {
+                c.status == "False"
+                    && c.reason == "RemediationFailed"
+                    && c.message
+                        .contains("IAM-01 admission (Warn) failed, reason TooLarge")
+            })
+        })
+        .await;
+    let status = rp.status.expect("status");
+    assert!(onus::status::condition(&status, onus::status::ENFORCED).is_none());
+    for id in ["IAM-01", "IAM-02", "IAM-05"] {
+        assert_eq!(control(&status, id).admission, None, "{id} claimed");
+    }
+    assert_eq!(
+        control(&status, "IAM-07").admission,
+        Some(AdmissionAction::Warn)
     );
 
     Api::<ClusterRoleBinding>::all(admin.clone())
@@ -1252,4 +1299,536 @@ async fn a_write_never_overwrites_or_deletes_what_changed_since_it_was_read() {
         .delete(&name, &DeleteParams::default())
         .await
         .expect("delete binding");
+}
+
+/// A server-side dry-run create of any object in `ns` (its kind's plural guessed from the kind,
+/// as for every kind used here): Ok or the refusal's message.
+async fn dry_run_object(client: &Client, ns: &str, obj: &Value) -> Result<(), String> {
+    let api_version = obj["apiVersion"].as_str().expect("apiVersion");
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, obj["kind"].as_str().expect("kind"));
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
+    let obj: DynamicObject = serde_json::from_value(obj.clone()).expect("object");
+    let params = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    match api.create(&params, &obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) => Err(format!("{} {}", s.code, s.message)),
+        Err(e) => panic!("dry run: {e}"),
+    }
+}
+
+/// A container named `name` configured as `how`: reading Secret `db` through an env var
+/// (`secretKeyRef`, `secretRef`) or one of the look-alikes (`configMapKeyRef`, `configMapRef`,
+/// `fieldRef`, a plain value).
+fn container(name: &str, how: &str) -> Value {
+    let mut c = json!({"name": name, "image": "nginx"});
+    match how {
+        "secretKeyRef" => {
+            c["env"] =
+                json!([{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}])
+        }
+        "secretRef" => c["envFrom"] = json!([{"secretRef": {"name": "db"}}]),
+        "configMapKeyRef" => {
+            c["env"] =
+                json!([{"name": "C", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}])
+        }
+        "configMapRef" => c["envFrom"] = json!([{"configMapRef": {"name": "c"}}]),
+        "fieldRef" => {
+            c["env"] =
+                json!([{"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])
+        }
+        _ => c["env"] = json!([{"name": "A", "value": "plain"}]),
+    }
+    c
+}
+
+/// A pod spec whose container `app` (or, for `init`, its init container) is configured as `how`.
+fn pod_spec(how: &str, init: bool) -> Value {
+    if init {
+        json!({"initContainers": [container("init", how)], "containers": [container("app", "plain")]})
+    } else {
+        json!({"containers": [container("app", how)]})
+    }
+}
+
+/// An object of `kind` named `name` running `spec`: a bare Pod or a workload with it as its
+/// pod template (a CronJob's in its jobTemplate).
+fn workload(kind: &str, name: &str, mut spec: Value) -> Value {
+    let labels = json!({"app": name});
+    let meta = json!({"name": name, "labels": labels});
+    if matches!(kind, "Job" | "CronJob") {
+        spec["restartPolicy"] = "Never".into();
+    }
+    let template = json!({"metadata": {"labels": labels}, "spec": spec});
+    let (api_version, workload_spec) = match kind {
+        "Pod" => ("v1", spec),
+        "ReplicationController" => ("v1", json!({"selector": labels, "template": template})),
+        "Job" => ("batch/v1", json!({"template": template})),
+        "CronJob" => (
+            "batch/v1",
+            json!({"schedule": "@daily", "jobTemplate": {"spec": {"template": template}}}),
+        ),
+        "StatefulSet" => (
+            "apps/v1",
+            json!({"selector": {"matchLabels": labels}, "template": template, "serviceName": name}),
+        ),
+        _ => (
+            "apps/v1",
+            json!({"selector": {"matchLabels": labels}, "template": template}),
+        ),
+    };
+    json!({"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": workload_spec})
+}
+
+const POD_TEMPLATE_KINDS: [&str; 8] = [
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "ReplicationController",
+    "Job",
+    "CronJob",
+];
+
+/// `kubectl create --dry-run=server -f -` of `obj` in `ns` with `kubeconfig`: whether it was
+/// admitted, and what kubectl printed on stderr.
+fn kubectl_create_as(
+    cp: &onus_testenv::ControlPlane,
+    kubeconfig: &std::path::Path,
+    ns: &str,
+    obj: &Value,
+) -> (bool, String) {
+    use std::io::Write;
+    let mut child = cp
+        .kubectl()
+        .env("KUBECONFIG", kubeconfig)
+        .args(["create", "--dry-run=server", "-n", ns, "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(obj.to_string().as_bytes())
+        .expect("write kubectl input");
+    let out = child.wait_with_output().expect("kubectl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// DAT-01 at admission, through the operator: with `data` in Enforce, a new Secret read
+/// through an env var is denied in every container list of bare Pods and of every pod template
+/// kind, in the ephemeral containers `kubectl debug` adds too; look-alikes, the exception's
+/// object, other namespaces and updates that add no Secret env var are admitted. In Audit with
+/// `admission: Warn` the same is admitted with a warning. Status and the report say which.
+#[tokio::test]
+async fn a_secret_read_through_an_env_var_is_prevented_at_admission() {
+    let _serial = SERIAL.lock().await;
+    let suffix = &onus_testenv::random_suffix()[..6];
+    let operator_user = format!("onus-operator-{suffix}");
+    let cp = control_plane();
+    let admin = cp.client().await;
+    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
+    let env = TestEnv::start_admission("dat01", Some(&operator_user)).await;
+    let tester = format!("gina-{suffix}");
+    grant_cluster_admin(&admin, &tester, "User", &tester).await;
+    let gina = cp.client_as(&tester, None).await;
+    let governed = env.namespace("dat", &[]).await;
+    let free = cp.namespace(&admin, "dat-free", &[]).await;
+    // Only `data` in Enforce (Pod Security in Audit: only DAT-01 judges the Pods here).
+    let spec = |mode: &str| {
+        let mut spec = json!({"serviceModel": "PaaS", "mode": mode,
+               "controls": {"rbac": {"mode": "Audit"}, "podSecurity": {"mode": "Audit"},
+                            "network": {"mode": "Audit"}, "serviceAccounts": {"mode": "Audit"}},
+               "exceptions": [{"controls": ["DAT-01"], "reason": "moving to a volume",
+                               "resources": [{"kind": "Deployment", "name": "legacy"}]}]});
+        if mode == "Audit" {
+            spec["admission"] = "Warn".into();
+        }
+        spec
+    };
+    let policy = env.apply_policy("dat", spec("Enforce")).await;
+
+    // Denied: each way of reading a Secret through an env var, in each kind.
+    let refusal = until_refused("a Deployment reading a Secret through env", async || {
+        let d = workload("Deployment", "web", pod_spec("secretKeyRef", false));
+        dry_run_object(&gina, &governed, &d).await
+    })
+    .await;
+    for part in ["403", "onus-dat-01", "DAT-01", &policy, "exception"] {
+        assert!(refusal.contains(part), "{part:?} not in {refusal:?}");
+    }
+    for kind in POD_TEMPLATE_KINDS {
+        for how in ["secretKeyRef", "secretRef"] {
+            for init in [false, true] {
+                let w = workload(kind, "web", pod_spec(how, init));
+                let refusal = dry_run_object(&gina, &governed, &w)
+                    .await
+                    .expect_err(&format!("{kind} with {how} (init: {init}) admitted"));
+                assert!(refusal.contains("DAT-01"), "{kind}, {how}: {refusal}");
+            }
+        }
+        // Admitted: the look-alikes, and the same in a namespace the policy does not govern.
+        for how in ["plain", "configMapKeyRef", "configMapRef", "fieldRef"] {
+            let w = workload(kind, "web", pod_spec(how, false));
+            dry_run_object(&gina, &governed, &w)
+                .await
+                .unwrap_or_else(|e| panic!("{kind} with {how}: {e}"));
+        }
+        let w = workload(kind, "web", pod_spec("secretKeyRef", false));
+        dry_run_object(&gina, &free, &w)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} in an ungoverned namespace: {e}"));
+    }
+    // The exception's object is admitted; another kind of the same name is not.
+    let legacy = workload("Deployment", "legacy", pod_spec("secretRef", false));
+    dry_run_object(&gina, &governed, &legacy)
+        .await
+        .expect("the exception's Deployment");
+    let legacy_pod = workload("Pod", "legacy", pod_spec("secretRef", false));
+    assert!(
+        dry_run_object(&gina, &governed, &legacy_pod).await.is_err(),
+        "a Pod named as the excepted Deployment"
+    );
+
+    // Existing workloads (made by the exempt admin) can still be scaled, rolled out and
+    // restarted; an update adding a Secret env var is denied.
+    let existing = workload("Deployment", "existing", pod_spec("secretKeyRef", false));
+    Api::<Deployment>::namespaced(admin.clone(), &governed)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(existing).expect("deployment"),
+        )
+        .await
+        .expect("create as admin");
+    let deployments = Api::<Deployment>::namespaced(gina.clone(), &governed);
+    let patch = |p: Value| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .patch("existing", &PatchParams::default(), &Patch::Merge(p))
+                .await
+                .map(|_| ())
+        }
+    };
+    patch(json!({"spec": {"replicas": 3}}))
+        .await
+        .expect("scaling a Deployment that reads a Secret through env");
+    deployments
+        .patch_scale(
+            "existing",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .expect("its scale subresource");
+    let mut app = container("app", "secretKeyRef");
+    app["image"] = "nginx:1.27".into();
+    patch(
+        json!({"spec": {"template": {"metadata": {"annotations": {"restarted": "now"}},
+                                       "spec": {"containers": [app.clone()]}}}}),
+    )
+    .await
+    .expect("a new image and a restart");
+    let mut more = app.clone();
+    more["env"]
+        .as_array_mut()
+        .expect("env")
+        .push(json!({"name": "PLAIN", "value": "x"}));
+    patch(json!({"spec": {"template": {"spec": {"containers": [more.clone()]}}}}))
+        .await
+        .expect("a plain env var added");
+    for added in [
+        json!({"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "api", "key": "token"}}}),
+        // The same entry under another name is another env var.
+        json!({"name": "PW2", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}),
+    ] {
+        let mut c = more.clone();
+        c["env"].as_array_mut().expect("env").push(added.clone());
+        let refused = patch(json!({"spec": {"template": {"spec": {"containers": [c]}}}})).await;
+        assert!(refused.is_err(), "an update adding {added} was admitted");
+    }
+    let mut sidecar = container("sidecar", "secretRef");
+    sidecar["image"] = "busybox".into();
+    let refused =
+        patch(json!({"spec": {"template": {"spec": {"containers": [more, sidecar]}}}})).await;
+    assert!(
+        refused.is_err(),
+        "a new container reading a Secret was admitted"
+    );
+
+    // kubectl debug: ephemeral containers come through the Pod's subresource.
+    let debugged = workload("Pod", "debugged", pod_spec("secretKeyRef", false));
+    Api::<Pod>::namespaced(admin.clone(), &governed)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(debugged).expect("pod"),
+        )
+        .await
+        .expect("create as admin");
+    let pods = Api::<Pod>::namespaced(gina.clone(), &governed);
+    let debug = |how: &str| {
+        let mut c = container("debugger", how);
+        c["image"] = "busybox".into();
+        let pods = pods.clone();
+        async move {
+            let params = PatchParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            pods.patch_subresource(
+                "ephemeralcontainers",
+                "debugged",
+                &params,
+                &Patch::Strategic(json!({"spec": {"ephemeralContainers": [c]}})),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        }
+    };
+    for how in ["secretKeyRef", "secretRef"] {
+        let refusal = debug(how).await.expect_err(how);
+        assert!(refusal.contains("DAT-01"), "{how}: {refusal}");
+    }
+    debug("plain")
+        .await
+        .expect("a debug container without a Secret in its env");
+    pods.patch(
+        "debugged",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"note": "kept"}}})),
+    )
+    .await
+    .expect("relabelling a Pod that reads a Secret through env");
+
+    // Status and report: prevented at admission.
+    let rp = env
+        .wait_status(&policy, "DAT-01 prevented", |s| {
+            s.controls
+                .iter()
+                .any(|c| c.id == "DAT-01" && c.admission == Some(AdmissionAction::Deny))
+        })
+        .await;
+    assert_eq!(generated_names(&admin).await, ["onus-dat-01"]);
+    let report = onus::report::from_policy(&rp, None, jiff::Timestamp::now());
+    let row = report
+        .controls
+        .iter()
+        .find(|c| c.id == "DAT-01")
+        .expect("DAT-01 row");
+    assert_eq!(row.checked_at(), "prevented");
+
+    // Audit with `admission: Warn`: admitted, with the warning.
+    env.apply_policy("dat", spec("Audit")).await;
+    let web = workload("Deployment", "web", pod_spec("secretRef", false));
+    until_admitted("a Secret env var in Warn mode", async || {
+        dry_run_object(&gina, &governed, &web).await
+    })
+    .await;
+    let kubeconfig = cp.kubeconfig_as(&tester, None).expect("kubeconfig");
+    let deadline = Instant::now() + DEADLINE;
+    let warned = loop {
+        let (admitted, stderr) = kubectl_create_as(cp, &kubeconfig, &governed, &web);
+        assert!(admitted, "Warn mode denied: {stderr}");
+        if stderr.contains("Warning") || Instant::now() > deadline {
+            break stderr;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for part in ["Warning", "onus-dat-01-warn", "DAT-01", &policy] {
+        assert!(warned.contains(part), "{part:?} not in {warned:?}");
+    }
+    let rp = env
+        .wait_status(&policy, "DAT-01 warned", |s| {
+            s.controls
+                .iter()
+                .any(|c| c.id == "DAT-01" && c.admission == Some(AdmissionAction::Warn))
+        })
+        .await;
+    let status = rp.status.as_ref().expect("status");
+    let c = onus::status::condition(status, onus::status::WARNED).expect("Warned");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "InPlace"));
+    assert!(c.message.contains("DAT-01"), "{}", c.message);
+    let report = onus::report::from_policy(&rp, None, jiff::Timestamp::now());
+    let row = report
+        .controls
+        .iter()
+        .find(|c| c.id == "DAT-01")
+        .expect("DAT-01 row");
+    assert_eq!(row.checked_at(), "warned");
+    assert!(
+        !generated_names(&admin)
+            .await
+            .contains(&"onus-dat-01".to_string())
+    );
+
+    Api::<ResponsibilityPolicy>::all(admin.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    common::enforce::until("the generated objects removed", async || {
+        generated_names(&admin).await.is_empty()
+    })
+    .await;
+    until_admitted("a Secret env var after the policy is gone", async || {
+        let d = workload("Deployment", "web", pod_spec("secretKeyRef", false));
+        dry_run_object(&gina, &governed, &d).await
+    })
+    .await;
+    kubectl_ok(
+        cp,
+        &["delete", "namespace", &governed, &free, "--wait=false"],
+    );
+}
+
+/// DAT-01's generated expression, evaluated by the API server where no other admission gets
+/// in the way: a kubelet's mirror Pod (which the API server's ServiceAccount admission refuses
+/// when it references a Secret, so a real Pod cannot show it) through a look-alike kind `Pod`
+/// of another group the test retargets the expression at. And the policy as generated never
+/// judges that look-alike.
+#[tokio::test]
+async fn dat_01_admits_mirror_pods_and_never_judges_a_look_alike_kind() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    common::install_crd(cp);
+    let admin = cp.client().await;
+    let id = onus_testenv::random_suffix()[..6].to_string();
+    let tester = format!("hank-{id}");
+    grant_cluster_admin(&admin, &tester, "User", &tester).await;
+    let hank = cp.client_as(&tester, None).await;
+    let node_user = format!("system:node:n2-{id}");
+    grant_cluster_admin(&admin, &format!("node-{id}"), "User", &node_user).await;
+    let node = cp.client_as(&node_user, Some("system:nodes")).await;
+    const GROUP: &str = "lookalike.onus.dev";
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("pods.{GROUP}")},
+        "spec": {"group": GROUP, "scope": "Namespaced",
+                 "names": {"plural": "pods", "singular": "pod", "kind": "Pod", "listKind": "PodList"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object",
+                                   "x-kubernetes-preserve-unknown-fields": true}}}]},
+    });
+    let out = kubectl_with_input(
+        cp,
+        &["apply", "--server-side", "-f", "-"],
+        crd.to_string().as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cp.wait_crd_established(&format!("pods.{GROUP}"), Duration::from_secs(60));
+    let ns = cp.namespace(&admin, "dat-cel", &[]).await;
+    let only_data = json!({"serviceModel": "PaaS", "mode": "Enforce", "controls": {
+        "rbac": {"enabled": false}, "podSecurity": {"enabled": false},
+        "network": {"enabled": false}, "serviceAccounts": {"enabled": false}}});
+    let names = apply_for_test(&admin, &id, only_data.clone()).await;
+    assert_eq!(names, [format!("cel-{id}-onus-dat-01")]);
+    let pod = |api_version: &str, label: &str, mirror: bool| {
+        let mut pod = workload("Pod", "static-web", pod_spec("secretKeyRef", false));
+        pod["apiVersion"] = api_version.into();
+        pod["metadata"]["labels"] = json!({"onus.dev/cel": label});
+        pod["spec"]["nodeName"] = format!("n2-{id}").into();
+        if mirror {
+            pod["metadata"]["annotations"] = json!({"kubernetes.io/config.mirror": "0123abcd"});
+        }
+        pod
+    };
+    // The policy as generated judges Pods...
+    let refusal = until_refused("a Pod reading a Secret through env", async || {
+        dry_run_object(&hank, &ns, &pod("v1", &id, false)).await
+    })
+    .await;
+    assert!(refusal.contains("DAT-01"), "{refusal}");
+    // ... never a kind of the same name in another group.
+    let look_alike = format!("{GROUP}/v1");
+    dry_run_object(&hank, &ns, &pod(&look_alike, &id, false))
+        .await
+        .expect("a look-alike Pod of another group");
+    // A real mirror Pod that reads a Secret is the API server's to refuse, not onus's.
+    let refusal = dry_run_object(&node, &ns, &pod("v1", &id, true))
+        .await
+        .expect_err("a mirror Pod referencing a Secret");
+    assert!(
+        refusal.contains("mirror pod may not reference secrets") && !refusal.contains("DAT-01"),
+        "{refusal}"
+    );
+
+    // The same expression aimed at the look-alike kind: a kubelet's mirror Pod is admitted;
+    // anyone else's with the annotation, and a node's Pod that is no mirror, are denied.
+    let retargeted = format!("{id}-mirror");
+    let rp: ResponsibilityPolicy = serde_json::from_value(json!({
+        "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+        "metadata": {"name": format!("cel-{retargeted}")}, "spec": only_data,
+    }))
+    .expect("policy");
+    let g = admission::generate([&rp], jiff::Timestamp::now(), None)
+        .remove("onus-dat-01")
+        .expect("DAT-01");
+    let name = format!("cel-{retargeted}");
+    let mut policy = g.policy;
+    let mut binding = g.binding;
+    policy["metadata"]["name"] = name.clone().into();
+    policy["spec"]["matchConstraints"]["resourceRules"] = json!([{"apiGroups": [GROUP],
+        "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}]);
+    binding["metadata"]["name"] = name.clone().into();
+    binding["spec"]["policyName"] = name.clone().into();
+    binding["spec"]["matchResources"]["objectSelector"] =
+        json!({"matchLabels": {"onus.dev/cel": retargeted}});
+    let params = PatchParams::apply("onus-tests").force();
+    Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+        .patch(&name, &params, &Patch::Apply(&policy))
+        .await
+        .expect("retargeted policy");
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
+        .patch(&name, &params, &Patch::Apply(&binding))
+        .await
+        .expect("retargeted binding");
+    let refusal = until_refused(
+        "a user's look-alike Pod with the mirror annotation",
+        async || dry_run_object(&hank, &ns, &pod(&look_alike, &retargeted, true)).await,
+    )
+    .await;
+    assert!(refusal.contains("DAT-01"), "{refusal}");
+    dry_run_object(&node, &ns, &pod(&look_alike, &retargeted, true))
+        .await
+        .expect("a kubelet's mirror Pod");
+    let refusal = dry_run_object(&node, &ns, &pod(&look_alike, &retargeted, false))
+        .await
+        .expect_err("a node's Pod that is no mirror");
+    assert!(refusal.contains("DAT-01"), "{refusal}");
+
+    for name in names.into_iter().chain([name]) {
+        Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete binding");
+        Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete policy");
+    }
+    kubectl_ok(
+        cp,
+        &[
+            "delete",
+            "customresourcedefinition",
+            &format!("pods.{GROUP}"),
+            "--wait=false",
+        ],
+    );
+    kubectl_ok(cp, &["delete", "namespace", &ns, "--wait=false"]);
 }

@@ -35,6 +35,7 @@ fn an_enforce_policy_denies_and_an_audit_policy_generates_nothing_unless_it_warn
     assert_eq!(
         names(&[&enforce]),
         [
+            "onus-dat-01",
             "onus-iam-01",
             "onus-iam-02",
             "onus-iam-05",
@@ -47,6 +48,7 @@ fn an_enforce_policy_denies_and_an_audit_policy_generates_nothing_unless_it_warn
     assert_eq!(
         names(&[&warn]),
         [
+            "onus-dat-01-warn",
             "onus-iam-01-warn",
             "onus-iam-02-warn",
             "onus-iam-05-warn",
@@ -56,7 +58,7 @@ fn an_enforce_policy_denies_and_an_audit_policy_generates_nothing_unless_it_warn
         ]
     );
     let generated = generate([&enforce, &warn], now(), None);
-    assert_eq!(generated.len(), 12);
+    assert_eq!(generated.len(), 14);
     for g in generated.values() {
         let actions = &g.binding["spec"]["validationActions"];
         match g.action {
@@ -83,11 +85,12 @@ fn family_mode_disabled_family_and_provider_ownership_are_respected() {
         json!({"serviceModel": "PaaS", "mode": "Enforce", "controls": {"rbac": {"mode": "Audit"}}}),
     );
     let names: Vec<_> = generate([&rbac_audit], now(), None).into_keys().collect();
-    assert_eq!(names, ["onus-net-05", "onus-wkl-10"]);
+    assert_eq!(names, ["onus-dat-01", "onus-net-05", "onus-wkl-10"]);
     let disabled = policy(
         "b",
         json!({"serviceModel": "PaaS", "mode": "Enforce", "controls": {
-            "rbac": {"enabled": false}, "network": {"enabled": false}, "podSecurity": {"mode": "Audit"}}}),
+            "rbac": {"enabled": false}, "network": {"enabled": false}, "podSecurity": {"mode": "Audit"},
+            "data": {"mode": "Audit"}}}),
     );
     assert!(generate([&disabled], now(), None).is_empty());
     let provider = policy(
@@ -99,6 +102,7 @@ fn family_mode_disabled_family_and_provider_ownership_are_respected() {
     assert_eq!(
         names,
         [
+            "onus-dat-01",
             "onus-iam-01",
             "onus-iam-02",
             "onus-iam-05",
@@ -288,7 +292,8 @@ fn a_deleted_policy_wants_nothing_and_an_invalid_one_keeps_its_last_enforced_spe
             "onus-iam-05",
             "onus-iam-07",
             "onus-wkl-10",
-            "onus-net-05"
+            "onus-net-05",
+            "onus-dat-01"
         ]
     );
 }
@@ -350,4 +355,123 @@ fn aggregating_cluster_roles_and_mirror_pods_are_judged() {
     }
     let wkl = expressions(&generated["onus-wkl-10"]);
     assert!(wkl[0].contains(&format!("!({MIRROR_POD})")), "{wkl:?}");
+}
+
+/// DAT-01 follows the `data` family's mode, covers every container list of bare Pods and of
+/// every pod template kind (and the ephemeral containers subresource), judges an update by what
+/// it adds, and admits kubelets' mirror Pods as WKL-10 does.
+#[test]
+fn secret_env_is_checked_in_every_container_list_of_every_pod_template_kind() {
+    let enforce = policy("p", json!({"serviceModel": "PaaS", "mode": "Enforce"}));
+    assert_eq!(
+        action_for(&enforce.spec, "DAT-01"),
+        Some(AdmissionAction::Deny)
+    );
+    let data_audit = policy(
+        "q",
+        json!({"serviceModel": "PaaS", "mode": "Enforce", "controls": {"data": {"mode": "Audit"}}}),
+    );
+    assert_eq!(action_for(&data_audit.spec, "DAT-01"), None);
+    let warned = policy(
+        "r",
+        json!({"serviceModel": "PaaS", "mode": "Enforce", "admission": "Warn",
+               "controls": {"data": {"mode": "Audit"}}}),
+    );
+    assert_eq!(
+        action_for(&warned.spec, "DAT-01"),
+        Some(AdmissionAction::Warn)
+    );
+    let disabled = policy(
+        "s",
+        json!({"serviceModel": "PaaS", "mode": "Enforce", "controls": {"data": {"enabled": false}}}),
+    );
+    assert_eq!(action_for(&disabled.spec, "DAT-01"), None);
+
+    let generated = generate([&enforce], now(), None);
+    let g = &generated["onus-dat-01"];
+    let rules = &g.policy["spec"]["matchConstraints"]["resourceRules"];
+    let matched: BTreeSet<(String, String)> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            assert_eq!(r["operations"], json!(["CREATE", "UPDATE"]));
+            let groups: Vec<String> = serde_json::from_value(r["apiGroups"].clone()).unwrap();
+            let resources: Vec<String> = serde_json::from_value(r["resources"].clone()).unwrap();
+            assert_eq!(groups.len(), 1, "one group per rule: {r}");
+            resources.into_iter().map(move |x| (groups[0].clone(), x))
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("", "pods"),
+        ("", "pods/ephemeralcontainers"),
+        ("", "replicationcontrollers"),
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("apps", "replicasets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+    ]
+    .iter()
+    .map(|(g, r)| (g.to_string(), r.to_string()))
+    .collect();
+    assert_eq!(matched, expected);
+
+    let variables = g.policy["spec"]["variables"].as_array().unwrap();
+    let names: Vec<&str> = variables
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    // Each variable only reads those before it.
+    assert_eq!(
+        names,
+        ["containers", "oldContainers", "secretEnvAdded", "unchanged"]
+    );
+    let containers = variables[0]["expression"].as_str().unwrap();
+    for path in [
+        "object.?spec.?containers",
+        "object.?spec.?initContainers",
+        "object.?spec.?ephemeralContainers",
+        "object.?spec.?template.?spec.?containers",
+        "object.?spec.?template.?spec.?initContainers",
+        "object.?spec.?jobTemplate.?spec.?template.?spec.?containers",
+        "object.?spec.?jobTemplate.?spec.?template.?spec.?initContainers",
+    ] {
+        assert!(containers.contains(path), "{path} not in {containers}");
+    }
+    assert!(!containers.contains("oldObject"));
+    let old = variables[1]["expression"].as_str().unwrap();
+    assert!(
+        old.starts_with("request.operation == 'UPDATE' ? ") && old.ends_with(" : []"),
+        "{old}"
+    );
+    assert_eq!(old.matches("oldObject").count(), 18, "{old}");
+    let added = variables[2]["expression"].as_str().unwrap();
+    for part in [
+        "e.?valueFrom.?secretKeyRef.hasValue()",
+        "f.?secretRef.hasValue()",
+        "o.name == c.name",
+    ] {
+        assert!(added.contains(part), "{part} not in {added}");
+    }
+    let e = expressions(g);
+    assert!(e[0].contains("variables.secretEnvAdded"), "{e:?}");
+    assert!(e[0].contains(&format!("!({MIRROR_POD})")), "{e:?}");
+    assert!(message("DAT-01", "p").contains("DAT-01 (Secrets mounted as files, not env vars)"));
+
+    // Merged as the others: one validation per policy, each with its own exceptions.
+    let excepting = policy(
+        "e",
+        json!({"serviceModel": "PaaS", "mode": "Enforce", "exceptions": [
+            {"controls": ["DAT-01"], "resources": [{"kind": "Deployment", "name": "legacy"}],
+             "reason": "moving to a volume"}]}),
+    );
+    let merged = generate([&enforce, &excepting], now(), None);
+    let g = &merged["onus-dat-01"];
+    assert_eq!(g.policies, ["e", "p"]);
+    let e = expressions(g);
+    assert_eq!(e.len(), 2);
+    assert!(e[0].contains("\"deployment\"") && e[0].contains("\"legacy\""));
+    assert!(!e[1].contains("\"legacy\""));
 }

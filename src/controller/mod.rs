@@ -696,7 +696,7 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                         .map(|_| crate::evaluate::selected_namespaces(&policy.spec, &index)),
                 )
             };
-            let (failures, admission) = {
+            let (failures, admission, warn_refused) = {
                 let converger = ctx.converging.lock().await;
                 let mut failures = if policy.spec.mode == Mode::Enforce {
                     converge::failures_for(&converger, policy, &read(&ctx.index))
@@ -704,21 +704,25 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                     Vec::new()
                 };
                 // A generated admission policy the API server refused is an Enforce failure
-                // like any other, and its control is not reported as prevented.
+                // like any other, and its control is not reported as prevented. An Audit
+                // policy's (its warnings) is said in `Warned` the same way.
                 let prevention = &converger.prevention;
+                let refused: Vec<String> = crate::admission::names_for(policy)
+                    .iter()
+                    .filter_map(|n| prevention.failures.get(n).cloned())
+                    .collect();
+                let mut warn_refused = None;
                 if policy.spec.mode == Mode::Enforce {
-                    failures.extend(
-                        crate::admission::names_for(policy)
-                            .iter()
-                            .filter_map(|n| prevention.failures.get(n).cloned()),
-                    );
+                    failures.extend(refused);
+                } else if ctx.admission && crate::admission::wants_admission(policy) {
+                    warn_refused = Some(refused);
                 }
                 let admission = if ctx.admission {
                     crate::admission::status_of(policy, &prevention.in_place)
                 } else {
                     Default::default()
                 };
-                (failures, admission)
+                (failures, admission, warn_refused)
             };
             announce_expired(ctx, policy, &eval.expired_exceptions).await;
             // Queued for the publisher: Events never hold up this status write.
@@ -741,6 +745,9 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
             status.pod_security_version = Some(judged_at.to_string());
             for control in &mut status.controls {
                 control.admission = admission.get(control.id.as_str()).copied();
+            }
+            if let Some(refused) = &warn_refused {
+                status::warned(&mut status, previous, &now_time, refused);
             }
             if ctx.audit_only && policy.spec.mode == Mode::Enforce {
                 status::enforce_unavailable(&mut status, previous, &now_time);

@@ -99,7 +99,7 @@ The names of the ValidatingAdmissionPolicies (and bindings) the operator generat
 controls it checks at admission (onus::admission::all_names; a chart test keeps them equal).
 */}}
 {{- define "onus.generatedAdmissionNames" -}}
-onus-iam-01,onus-iam-01-warn,onus-iam-02,onus-iam-02-warn,onus-iam-05,onus-iam-05-warn,onus-iam-07,onus-iam-07-warn,onus-wkl-10,onus-wkl-10-warn,onus-net-05,onus-net-05-warn
+onus-iam-01,onus-iam-01-warn,onus-iam-02,onus-iam-02-warn,onus-iam-05,onus-iam-05-warn,onus-iam-07,onus-iam-07-warn,onus-wkl-10,onus-wkl-10-warn,onus-net-05,onus-net-05-warn,onus-dat-01,onus-dat-01-warn
 {{- end }}
 
 {{/*
