@@ -5,9 +5,11 @@
 //! projected by the same [`crate::facts`] functions into the same [`Index`] maps, and judged by
 //! [`evaluate::evaluate`]: there is no second evaluator. What differs from a cluster is only
 //! what the index holds: the objects of the files, no server version (Pod Security `latest` is
-//! the newest version onus knows), and a Namespace for every namespace the objects name (with
+//! the newest version onus knows), a Namespace for every namespace the objects name (with
 //! no labels when the files hold no Namespace object for it, as `kubectl create namespace`
-//! would make it).
+//! would make it), Kubernetes' default roles, and for each aggregated ClusterRole the rules
+//! kube-controller-manager would aggregate into it from the ClusterRoles at hand
+//! ([`crate::rbac::aggregation`]; the output notes each, since a cluster may hold more).
 
 pub mod cli;
 pub mod load;
@@ -188,6 +190,49 @@ pub struct Ingested {
     pub errors: Vec<InputError>,
     /// Objects defined more than once: the later definition counts, as with `kubectl apply`.
     pub duplicates: Vec<(ObjectId, Source, Source)>,
+    /// The aggregated ClusterRoles of the input, whose rules check computed.
+    pub aggregations: Vec<AggregationNote>,
+}
+
+/// An aggregated ClusterRole of the input: its rules are what the ClusterRoles its
+/// `aggregationRule` selects among the input and Kubernetes' defaults grant (see
+/// [`crate::rbac::aggregation`]). A cluster may hold more ClusterRoles with matching labels,
+/// which add to its grants: the output says so for each, rather than pass it silently.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AggregationNote {
+    pub name: String,
+    pub source: Source,
+    /// The ClusterRoles its selectors select, sorted by name.
+    pub selected: Vec<String>,
+}
+
+impl AggregationNote {
+    /// The note for people.
+    pub fn text(&self) -> String {
+        let Self {
+            name,
+            source,
+            selected,
+        } = self;
+        if selected.is_empty() {
+            format!(
+                "ClusterRole/{name} ({source}) aggregates no ClusterRole of the input or of \
+                 Kubernetes' defaults: judged on its own rules only; in a cluster, the \
+                 ClusterRoles whose labels its aggregationRule selects grant through it too"
+            )
+        } else {
+            let roles: Vec<String> = selected
+                .iter()
+                .map(|r| format!("ClusterRole/{r}"))
+                .collect();
+            format!(
+                "ClusterRole/{name} ({source}) aggregates {}: judged with their rules; in a \
+                 cluster, ClusterRoles outside the input whose labels its aggregationRule \
+                 selects grant more through it",
+                roles.join(", ")
+            )
+        }
+    }
 }
 
 fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -216,6 +261,22 @@ pub fn ingest_for(
     ingester.finish()
 }
 
+/// [`ingest_for`] for objects read from a cluster (`onus report`): aggregated ClusterRoles keep
+/// the rules the cluster's aggregation controller gave them, which is what the authorizer and
+/// the controller read.
+pub fn ingest_live(
+    objects: Vec<Object>,
+    default_namespace: &str,
+    kube_minor: Option<u32>,
+) -> Ingested {
+    let mut ingester = Ingester::new(default_namespace, kube_minor);
+    ingester.aggregate = false;
+    for object in objects {
+        ingester.push(object);
+    }
+    ingester.finish()
+}
+
 /// [`ingest_for`] one object at a time, as the reader parses them: each object is projected
 /// into the index's facts when it is pushed and then dropped, so memory holds the facts, not
 /// the manifests. What needs every object (namespaces only named by objects, Kubernetes'
@@ -226,6 +287,8 @@ pub struct Ingester {
     out: Ingested,
     default_namespace: String,
     kube_minor: Option<u32>,
+    /// Fill aggregated ClusterRoles' rules from the input (manifests; not a cluster's objects).
+    aggregate: bool,
 }
 
 impl Ingester {
@@ -236,6 +299,7 @@ impl Ingester {
             out,
             default_namespace: default_namespace.to_string(),
             kube_minor,
+            aggregate: true,
         }
     }
 
@@ -330,6 +394,7 @@ impl Ingester {
         let Ingester {
             mut out,
             kube_minor,
+            aggregate,
             ..
         } = self;
         // A namespace the objects only name exists with no label but the one the API server sets
@@ -370,6 +435,36 @@ impl Ingester {
                 out.index.roles.apply(key, facts::role(&role));
             }
         }
+        // In a cluster kube-controller-manager fills the rules of aggregated ClusterRoles (the
+        // controller reads them filled); here the ClusterRoles of the input and the defaults
+        // are all there is to fill them from.
+        let cluster_roles: Vec<_> = if aggregate {
+            let all = out.index.cluster_roles.iter();
+            all.map(|(_, role)| role.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        for aggregated in crate::rbac::aggregation::aggregate(cluster_roles.iter().map(|r| &**r)) {
+            let key = Key::new(None, &aggregated.name);
+            if let Some(role) = out.index.cluster_roles.get(&key)
+                && role.rules.as_deref() != Some(aggregated.rules.as_slice())
+            {
+                let mut filled = (**role).clone();
+                filled.rules = Some(aggregated.rules);
+                out.index
+                    .cluster_roles
+                    .apply(key, Some(std::sync::Arc::new(filled)));
+            }
+            let id = ("ClusterRole".to_string(), String::new(), aggregated.name);
+            if let Some(source) = out.locations.get(&id) {
+                out.aggregations.push(AggregationNote {
+                    name: id.2,
+                    source: source.clone(),
+                    selected: aggregated.selected,
+                });
+            }
+        }
+        out.aggregations.sort_by(|a, b| a.source.cmp(&b.source));
         out
     }
 }

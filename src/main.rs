@@ -27,6 +27,7 @@ const USAGE: &str = "usage: onus [--version] [--log-format text|json] [--http-ad
             [--no-leader-election] [--audit-only] [--null-evaluation]
             [--policy-selector SELECTOR]
             [--report-api openreports|wgpolicyk8s] [--report-max-results N]
+            [--report-relist-interval SECONDS]
 
 Runs the onus operator against the cluster of the current kubeconfig (or in-cluster config).
 
@@ -51,6 +52,9 @@ Runs the onus operator against the cluster of the current kubeconfig (or in-clus
                                     the API server serves them (default: no reports)
   --report-max-results N            at most N results per report, failures first; the
                                     summary counts stay exact (default 1000)
+  --report-relist-interval SECONDS  how often each policy's reports are listed again, so that
+                                    one deleted or edited by someone else is put back and a
+                                    stale one of onus's removed (10 to 86400; default 300)
   --null-evaluation                 benchmark floor: watch everything, evaluate and write
                                     nothing (never use it to protect a cluster)
 
@@ -76,6 +80,7 @@ struct Cli {
     policy_selector: Option<String>,
     report_api: Option<onus::controller::ReportApi>,
     report_max_results: usize,
+    report_relist: Duration,
 }
 
 impl Default for Cli {
@@ -91,6 +96,7 @@ impl Default for Cli {
             policy_selector: None,
             report_api: None,
             report_max_results: onus::controller::DEFAULT_MAX_RESULTS,
+            report_relist: onus::controller::REPORT_RELIST,
         }
     }
 }
@@ -145,6 +151,23 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
                 cli.report_max_results = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                     format!("--report-max-results: {n:?} is not a positive number")
                 })?
+            }
+            "--report-relist-interval" => {
+                let n = value()?;
+                let range = onus::controller::REPORT_RELIST_RANGE;
+                cli.report_relist = n
+                    .parse()
+                    .ok()
+                    .map(Duration::from_secs)
+                    .filter(|d| range.contains(d))
+                    .ok_or_else(|| {
+                        format!(
+                            "--report-relist-interval: {n:?} is not a number of seconds from {} \
+                             to {}",
+                            range.start().as_secs(),
+                            range.end().as_secs()
+                        )
+                    })?
             }
             _ => return Err(format!("unknown argument {flag:?}")),
         }
@@ -334,6 +357,7 @@ async fn operator(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
         reports: cli.report_api.map(|api| onus::controller::ReportSettings {
             api,
             max_results: cli.report_max_results,
+            relist: cli.report_relist,
         }),
         own_namespace: own_namespace(
             std::env::var("POD_NAMESPACE").ok(),
@@ -450,6 +474,7 @@ mod tests {
         assert_eq!(cli.http_addr.to_string(), "[::]:8080");
         assert_eq!(cli.lease_name, "onus-leader");
         assert!(cli.leader_election);
+        assert_eq!(cli.report_relist, Duration::from_secs(300));
     }
 
     #[test]
@@ -471,6 +496,8 @@ mod tests {
             "wgpolicyk8s",
             "--report-max-results",
             "50",
+            "--report-relist-interval",
+            "60",
         ])
         .expect("parses");
         assert_eq!(
@@ -486,6 +513,7 @@ mod tests {
                 policy_selector: Some("team=a".into()),
                 report_api: Some(onus::controller::ReportApi::WgPolicyK8s),
                 report_max_results: 50,
+                report_relist: Duration::from_secs(60),
             }
         );
     }
@@ -509,6 +537,10 @@ mod tests {
         assert!(run(&["--report-api", "kyverno"]).is_err());
         assert!(run(&["--report-max-results", "0"]).is_err());
         assert!(run(&["--report-max-results", "many"]).is_err());
+        assert!(run(&["--report-relist-interval", "9"]).is_err());
+        assert!(run(&["--report-relist-interval", "86401"]).is_err());
+        assert!(run(&["--report-relist-interval", "5m"]).is_err());
+        assert!(run(&["--report-relist-interval", "-1"]).is_err());
     }
 
     #[test]

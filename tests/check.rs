@@ -143,6 +143,88 @@ fn the_table_names_the_default_policy_and_the_verdict() {
 }
 
 #[test]
+fn a_binding_to_an_aggregated_cluster_role_is_judged_on_the_rules_it_aggregates() {
+    let output = onus_check(&["-f", "aggregated", "-o", "json"], None);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report = json_of(&output);
+    // widget-operator has no rules of its own: the wildcard comes from widget-operator-all,
+    // which its selectors pick; admin holds what is aggregated into view (through edit).
+    assert_eq!(control(&report, "IAM-02")["result"], "Fail");
+    assert_eq!(
+        offenders(&report, "IAM-02"),
+        pairs(&[
+            (
+                "RoleBinding/shop/devs-admin: Group/devs",
+                "aggregated/rbac.yaml:65"
+            ),
+            (
+                "RoleBinding/shop/widget-operator: ServiceAccount/shop/widget-operator",
+                "aggregated/rbac.yaml:39"
+            ),
+        ])
+    );
+    // Each aggregated ClusterRole of the input is named with what its rules came from: a
+    // cluster may hold more roles with matching labels.
+    let notes = report["input"]["aggregatedClusterRoles"]
+        .as_array()
+        .expect("aggregatedClusterRoles");
+    let summary: Vec<(String, String, Value)> = notes
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or_default().to_string(),
+                format!("{}:{}", n["file"].as_str().unwrap_or("?"), n["line"]),
+                n["selected"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "widget-operator".to_string(),
+                "aggregated/rbac.yaml:3".to_string(),
+                serde_json::json!(["widget-operator-all", "widget-operator-read"])
+            ),
+            (
+                "reporting".to_string(),
+                "aggregated/rbac.yaml:80".to_string(),
+                serde_json::json!([])
+            ),
+        ]
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "onus check: note: ClusterRole/reporting (aggregated/rbac.yaml:80) aggregates no \
+             ClusterRole of the input"
+        ),
+        "{stderr}"
+    );
+    let table = onus_check(&["-f", "aggregated"], None);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains(
+            "note: ClusterRole/widget-operator (aggregated/rbac.yaml:3) aggregates \
+             ClusterRole/widget-operator-all, ClusterRole/widget-operator-read: judged with \
+             their rules"
+        ),
+        "{text}"
+    );
+    let sarif = json_of(&onus_check(&["-f", "aggregated", "-o", "sarif"], None));
+    assert_sarif_shape(&sarif);
+    let notifications = sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+        .as_array()
+        .expect("notifications");
+    assert_eq!(notifications.len(), 2);
+    assert!(notifications.iter().all(|n| n["level"] == "note"));
+    assert_eq!(
+        sarif["runs"][0]["invocations"][0]["executionSuccessful"],
+        true
+    );
+}
+
+#[test]
 fn compliant_manifests_exit_0() {
     let output = onus_check(&["-f", "compliant/shop.yaml"], None);
     assert_eq!(

@@ -10,6 +10,9 @@
 //!   summaries exactly what the status counts, results capped;
 //! - nothing is written while nothing changes (the audit log);
 //! - a fix rewrites the report; a namespace leaving the policy loses its report;
+//! - the periodic re-list (every 2 s here, 5 min by default) puts back a report deleted or
+//!   edited with kubectl and removes a report of onus's that its memory misses (a former
+//!   leader's late write) in a namespace the policy no longer reports on;
 //! - a report of onus's name that onus did not create is neither updated nor deleted, and the
 //!   refusal shows in status;
 //! - a standby writes no report; the next leader does;
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     OPERATOR_USER_PREFIX, TEST_LABEL, TestEnv, deployment, hardened, install_report_crds,
+    kubectl_ok,
 };
 use k8s_openapi::api::{core::v1::Namespace, events::v1::Event};
 use kube::{
@@ -168,6 +172,9 @@ async fn label_namespace(env: &TestEnv, ns: &str, labels: Value) {
         .expect("label namespace");
 }
 
+/// How often the scenario's operator lists its reports again.
+const RELIST: Duration = Duration::from_secs(2);
+
 async fn scenario(api: ReportApi, test: &str) {
     // The operator leads through a campaign the test drives (a standby must write nothing).
     let env = TestEnv::without_operator(test).await;
@@ -185,13 +192,19 @@ async fn scenario(api: ReportApi, test: &str) {
         policy_selector: Some(format!("{TEST_LABEL}={}", env.id)),
         admission_policies: false,
         leadership,
+        // Re-listed every 2 s (5 min by default), so that step 6 sees it.
         reports: Some(ReportSettings {
             api,
             max_results: 3,
+            relist: RELIST,
         }),
         ..Settings::default()
     };
-    tokio::spawn(controller::run(operator, settings, std::future::pending()));
+    tokio::spawn(controller::run(
+        operator.clone(),
+        settings,
+        std::future::pending(),
+    ));
     // Pod Security labels on both: `lab` fails nothing, `shop` only through its workloads.
     let psa = [
         ("pod-security.kubernetes.io/enforce", "restricted"),
@@ -318,7 +331,71 @@ async fn scenario(api: ReportApi, test: &str) {
     label_namespace(&env, &lab, json!({"onus.dev/test-ns": "elsewhere"})).await;
     wait_report(&env, api, Some(&lab), &name, "deleted", |r| r.is_none()).await;
 
-    // 6. A report of onus's name that onus did not create: left alone, and status says so.
+    // 6. Out of band: nothing tells onus of a change to its reports, so it lists them again
+    // every `relist`. A report deleted with kubectl comes back, one edited is put back.
+    let (kind, plural) = api.kind(false);
+    let group = api.api_version();
+    let resource = format!("{plural}.{}", group.split('/').next().unwrap_or_default());
+    kubectl_ok(env.cp, &["delete", &resource, &name, "-n", &shop]);
+    wait_report(
+        &env,
+        api,
+        Some(&shop),
+        &name,
+        "put back after a kubectl delete",
+        |r| r.is_some(),
+    )
+    .await;
+    consistent(&env, api, &policy_name, &shop, &name).await;
+    kubectl_ok(
+        env.cp,
+        &[
+            "patch",
+            &resource,
+            &name,
+            "-n",
+            &shop,
+            "--type=merge",
+            "-p",
+            r#"{"summary": {"fail": 0}, "results": []}"#,
+        ],
+    );
+    let (restored, _) = consistent(&env, api, &policy_name, &shop, &name).await;
+    assert_eq!(
+        restored.data["results"].as_array().map(Vec::len),
+        Some(3),
+        "the results are put back too"
+    );
+    // A report of onus's it does not remember writing, in a namespace that left the policy
+    // (step 5): as a former leader's late write leaves it, written by onus's identity and
+    // field manager. The re-list finds it and removes it.
+    Api::<DynamicObject>::namespaced_with(operator.clone(), &lab, &api.resource(false))
+        .patch(
+            &name,
+            &PatchParams::apply(onus::FIELD_MANAGER).force(),
+            &Patch::Apply(&json!({
+                "apiVersion": api.api_version(), "kind": kind,
+                "metadata": {"name": name, "namespace": lab,
+                    "labels": {"app.kubernetes.io/managed-by": "onus",
+                               (controller::POLICY_UID_LABEL): uid},
+                    "ownerReferences": [{"apiVersion": "onus.dev/v1alpha1",
+                        "kind": "ResponsibilityPolicy", "name": policy_name, "uid": uid}]},
+                "summary": {"pass": 0, "fail": 1, "warn": 0, "error": 0, "skip": 0},
+            })),
+        )
+        .await
+        .expect("a former leader's late write");
+    wait_report(
+        &env,
+        api,
+        Some(&lab),
+        &name,
+        "the stale report removed",
+        |r| r.is_none(),
+    )
+    .await;
+
+    // 7. A report of onus's name that onus did not create: left alone, and status says so.
     let taken = env.cp.namespace(&env.client, "taken", &[]).await;
     let (kind, _) = api.kind(false);
     let foreign = env
@@ -352,7 +429,7 @@ async fn scenario(api: ReportApi, test: &str) {
         "the foreign report is untouched"
     );
 
-    // 7. A standby writes no report, however the results change; the next leader does.
+    // 8. A standby writes no report, however the results change; the next leader does.
     campaign.stand_by();
     let writes = report_writes(&env, api).len();
     let failing = report(&env, api, Some(&shop), &name)
@@ -381,7 +458,7 @@ async fn scenario(api: ReportApi, test: &str) {
     .await;
     consistent(&env, api, &policy_name, &shop, &name).await;
 
-    // 8. Deleting the policy deletes its reports (and only them).
+    // 9. Deleting the policy deletes its reports (and only them).
     Api::<ResponsibilityPolicy>::all(env.client.clone())
         .delete(&policy_name, &Default::default())
         .await

@@ -31,15 +31,16 @@ pub fn controls_markdown() -> String {
          controls also get a generated ValidatingAdmissionPolicy that denies new violations \
          (families in Enforce) or warns about them (Audit with `admission: Warn`). \
          **Settings** names the policy fields and Pod Security versions that change the \
-         check.\n\n\
+         check. **Severity** is how grave a failure is (critical, high, medium, low, info); \
+         policy reports carry it in each result's `severity`.\n\n\
          Workloads are Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs \
          and bare Pods; container checks cover init, regular and \
          ephemeral containers. `kube-system`, `kube-public` and `kube-node-lease` are never \
          governed unless a policy lists them in `includeSystemNamespaces`.\n\n",
     );
     out.push_str(
-        "| Id | Title | Family | Checks | Settings | Owner IaaS / PaaS / SaaS | Enforce | Frameworks |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| Id | Title | Family | Severity | Checks | Settings | Owner IaaS / PaaS / SaaS | Enforce | Frameworks |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for (control, check) in CATALOG.iter().zip(CHECKS) {
         let owners = [ServiceModel::IaaS, ServiceModel::PaaS, ServiceModel::SaaS]
@@ -70,10 +71,11 @@ pub fn controls_markdown() -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | `{}` | {} | {} | {} | {} | {} |",
+            "| {} | {} | `{}` | {} | {} | {} | {} | {} | {} |",
             control.id,
             control.title,
             control.family.field(),
+            control.severity().as_str(),
             check.checks,
             gates,
             owners,
@@ -94,5 +96,18 @@ mod tests {
             committed == super::controls_markdown(),
             "docs/controls.md is stale: run `make docs` and commit the result"
         );
+    }
+
+    #[test]
+    fn every_row_names_the_catalog_severity() {
+        let doc = super::controls_markdown();
+        for control in super::CATALOG {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| {} |", control.id)))
+                .unwrap_or_else(|| panic!("no row for {}", control.id));
+            let cells: Vec<&str> = row.split(" | ").collect();
+            assert_eq!(cells.get(3), Some(&control.severity().as_str()), "{row}");
+        }
     }
 }

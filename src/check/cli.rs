@@ -277,6 +277,12 @@ pub fn run(args: &Args, stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn
     for e in &errors {
         let _ = writeln!(err, "onus check: {e}");
     }
+    if args.format != Format::Table {
+        // The table shows them; the other formats hold them where tools may not look.
+        for note in &ingested.aggregations {
+            let _ = writeln!(err, "onus check: note: {}", note.text());
+        }
+    }
     if let Err(e) = written {
         // A reader that stopped early (`| head`) needs no message; the code still says the
         // report was not delivered whole.

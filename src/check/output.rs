@@ -139,6 +139,9 @@ pub fn table(out: &mut dyn Write, context: &Context<'_>, report: &Report) -> io:
             id.2
         )?;
     }
+    for note in &ingested.aggregations {
+        writeln!(out, "note: {}", note.text())?;
+    }
     if !report.gaps.is_empty() {
         writeln!(out)?;
         writeln!(out, "responsibility gaps:")?;
@@ -218,6 +221,13 @@ pub fn json(out: &mut dyn Write, context: &Context<'_>, report: &Report) -> io::
             "skipped": ingested.skipped,
             "errors": context.errors.iter().map(|e| json!({
                 "file": e.file, "line": e.line, "reason": e.reason,
+            })).collect::<Vec<_>>(),
+            "aggregatedClusterRoles": ingested.aggregations.iter().map(|a| json!({
+                "name": a.name,
+                "file": &*a.source.file,
+                "line": a.source.line,
+                "selected": a.selected,
+                "note": a.text(),
             })).collect::<Vec<_>>(),
         },
         "namespaces": report.namespaces,
@@ -344,7 +354,7 @@ pub fn sarif(out: &mut dyn Write, context: &Context<'_>, report: &Report) -> io:
             }));
         }
     }
-    let notifications: Vec<Value> = context
+    let mut notifications: Vec<Value> = context
         .errors
         .iter()
         .map(|e| {
@@ -359,6 +369,13 @@ pub fn sarif(out: &mut dyn Write, context: &Context<'_>, report: &Report) -> io:
             n
         })
         .collect();
+    notifications.extend(context.ingested.aggregations.iter().map(|a| {
+        json!({
+            "level": "note",
+            "message": {"text": a.text()},
+            "locations": [sarif_location(&a.source, None)],
+        })
+    }));
     let document = json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",

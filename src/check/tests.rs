@@ -490,6 +490,85 @@ fn a_binding_to_a_default_role_grants_what_it_grants_in_a_cluster() {
 }
 
 #[test]
+fn an_aggregated_cluster_role_grants_what_the_roles_it_selects_grant() {
+    // As a chart ships it: the aggregated role has no rules; kube-controller-manager would
+    // fill them from the roles its selector picks.
+    let rbac = |kind: &str, metadata: serde_json::Value, rest: serde_json::Value| {
+        let mut v = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+            "metadata": metadata});
+        for (k, x) in rest.as_object().expect("fields") {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let objects = vec![
+        object(
+            "r.yaml",
+            1,
+            rbac(
+                "ClusterRole",
+                json!({"name": "widgets"}),
+                json!({
+            "aggregationRule": {"clusterRoleSelectors": [
+                {"matchLabels": {"example.com/aggregate-to-widgets": "true"}}]}}),
+            ),
+        ),
+        object(
+            "r.yaml",
+            9,
+            rbac(
+                "ClusterRole",
+                json!({"name": "widgets-all",
+            "labels": {"example.com/aggregate-to-widgets": "true"}}),
+                json!({
+            "rules": [{"apiGroups": ["example.com"], "resources": ["*"], "verbs": ["*"]}]}),
+            ),
+        ),
+        object(
+            "r.yaml",
+            20,
+            rbac(
+                "RoleBinding",
+                json!({"name": "ops", "namespace": "shop"}),
+                json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                "name": "widgets"},
+            "subjects": [{"kind": "User", "name": "bob", "apiGroup": "rbac.authorization.k8s.io"}]}),
+            ),
+        ),
+    ];
+    let ingested = ingest(objects, "default");
+    let report = check(&default_policy(), &ingested, Timestamp::UNIX_EPOCH);
+    let iam02 = report
+        .controls
+        .iter()
+        .find(|c| c.control.id == "IAM-02")
+        .expect("IAM-02");
+    assert_eq!(iam02.result, ControlResult::Fail);
+    assert_eq!(
+        iam02.offenders,
+        [Offender {
+            object: "RoleBinding/shop/ops: User/bob".into(),
+            location: Location::Object(Source {
+                file: "r.yaml".into(),
+                line: 20
+            }),
+        }]
+    );
+    // The output says what the rules were computed from.
+    assert_eq!(
+        ingested.aggregations,
+        [AggregationNote {
+            name: "widgets".into(),
+            source: Source {
+                file: "r.yaml".into(),
+                line: 1
+            },
+            selected: vec!["widgets-all".into()],
+        }]
+    );
+}
+
+#[test]
 fn policies_are_read_from_an_object_or_a_bare_spec_and_typos_are_refused() {
     let spec = cli::parse_policy(
         "p.yaml",

@@ -47,7 +47,10 @@ pub mod prevent;
 mod reports;
 mod watch;
 
-pub use reports::{DEFAULT_MAX_RESULTS, POLICY_UID_LABEL, ReportApi, ReportSettings, report_name};
+pub use reports::{
+    DEFAULT_MAX_RESULTS, POLICY_UID_LABEL, RELIST as REPORT_RELIST,
+    RELIST_RANGE as REPORT_RELIST_RANGE, ReportApi, ReportSettings, report_name,
+};
 
 use events::{announce_expired, announce_violations, publish_transitions};
 use watch::{Changes, Pending, Watch, watch_all};

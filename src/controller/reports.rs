@@ -12,8 +12,10 @@
 //! exact either way.
 //!
 //! Written only when their content changed (what was written is remembered per term of
-//! leadership; a new term lists once, and every [`RELIST`] a policy's reports are listed again
-//! so that one deleted or edited by someone else is put back), only by the leader (they are written from the
+//! leadership; a new term lists once, and every [`ReportSettings::relist`] a policy's reports are
+//! listed again, so that one deleted or edited by someone else is put back and one of onus's
+//! that its memory misses, in a namespace the policy no longer reports on, goes; the policy is
+//! reconciled again by then), only by the leader (they are written from the
 //! reconcile, which runs under [`crate::leader::Leadership::run`]), and only objects onus
 //! created: one of onus's names without its labels, or of another policy, is never taken over,
 //! updated or deleted (the refusal shows in the policy's status). A report goes when its
@@ -116,6 +118,9 @@ pub struct ReportSettings {
     pub api: ReportApi,
     /// At most this many results per report (failures first); the summary stays exact.
     pub max_results: usize,
+    /// How long what onus wrote is trusted before a policy's reports are listed again
+    /// (`--report-relist-interval`; default [`RELIST`]).
+    pub relist: Duration,
 }
 
 impl Default for ReportSettings {
@@ -123,6 +128,7 @@ impl Default for ReportSettings {
         ReportSettings {
             api: ReportApi::OpenReports,
             max_results: DEFAULT_MAX_RESULTS,
+            relist: RELIST,
         }
     }
 }
@@ -145,9 +151,14 @@ pub const PUBLISH_BUDGET: Duration = Duration::from_secs(10);
 /// When publishing that ran out of [`PUBLISH_BUDGET`] continues.
 pub const CONTINUE: Duration = Duration::from_secs(1);
 
-/// How long what onus wrote is trusted without listing the reports again: a report someone
-/// else deleted or edited is put back then (one list per policy, no write unless it differs).
+/// The default of [`ReportSettings::relist`]: how long what onus wrote is trusted without
+/// listing the reports again; a report someone else deleted or edited is put back then (one
+/// list per policy, no write unless it differs).
 pub const RELIST: Duration = Duration::from_secs(300);
+
+/// The bounds of `--report-relist-interval`: each relist is two list requests per policy.
+pub const RELIST_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(10)..=Duration::from_secs(86_400);
 
 /// The name of each of a policy's reports: `onus-<policy>` (shortened with the uid when that
 /// would be longer than an object name may be).
@@ -351,7 +362,8 @@ struct State {
     /// Whether the API is served (an error message when not), and when that was learned.
     served: Option<(Result<(), String>, Instant)>,
     /// Per policy uid, when its reports were last listed and what they hold, by scope. A
-    /// policy absent, or listed more than [`RELIST`] ago, is listed on its next sync.
+    /// policy absent, or listed more than [`ReportSettings::relist`] ago, is listed on its next
+    /// sync.
     written: HashMap<String, (Instant, BTreeMap<Scope, Written>)>,
 }
 
@@ -507,7 +519,7 @@ impl Reports {
         let policy_name = policy.name_any();
         let name = report_name(&policy_name, &uid);
         let (listed, mut written) = match state.written.remove(&uid) {
-            Some((at, w)) if at.elapsed() < RELIST => (at, w),
+            Some((at, w)) if at.elapsed() < self.settings.relist => (at, w),
             _ => match self.list(client, &uid, &name).await {
                 Ok(w) => (Instant::now(), w),
                 Err(m) => return self.failed(&mut state, m),
@@ -685,7 +697,8 @@ impl Reports {
     }
 
     /// Writes the policy's reports from its evaluation and says how that went in `status`'s
-    /// `PolicyReports` condition; when to try again if it did not.
+    /// `PolicyReports` condition; when to reconcile the policy again for them (to try again,
+    /// to continue, or to list them again).
     pub async fn publish(
         &self,
         client: &Client,
@@ -704,8 +717,10 @@ impl Reports {
         let published = self.sync(client, policy, contents).await;
         let api = self.settings.api;
         let (retry, outcome) = match published {
+            // Reconciled again when the reports are due to be listed again: nothing else
+            // tells onus that one was deleted or edited.
             Published::Done(n) => (
-                None,
+                Some(self.settings.relist),
                 Ok(format!(
                     "results published as {}: a {} in each of {n} namespace(s) and a {}, \
                      named {}",
@@ -1108,9 +1123,11 @@ mod tests {
                 )
                 .await;
             syncs += 1;
-            if again.is_none() {
+            // Done: reconciled again when the reports are due to be listed again.
+            if again == Some(RELIST) {
                 break;
             }
+            assert_eq!(again, Some(CONTINUE));
             assert!(syncs < 4, "no progress: {status:?}");
         }
         let c = crate::status::condition(&status, crate::status::POLICY_REPORTS)
@@ -1120,6 +1137,117 @@ mod tests {
             ("True", "Published")
         );
         assert_eq!(syncs, 4, "one write per sync");
+    }
+
+    /// A report API holding one report of policy `p`'s, in namespace `gone`, that counts its
+    /// lists and records its deletes.
+    fn counting_report_api(
+        lists: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        deletes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> Client {
+        use axum::{
+            body::Bytes,
+            http::{Request, Response},
+        };
+        use http_body_util::Full;
+        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
+            let (lists, deletes) = (lists.clone(), deletes.clone());
+            async move {
+                let uri = request.uri().path().to_string();
+                let (status, body) = if request.method() == "DELETE" {
+                    deletes.lock().expect("deletes").push(uri);
+                    (
+                        200,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                    )
+                } else if request.method() == "PATCH" {
+                    (
+                        200,
+                        json!({"apiVersion": "openreports.io/v1alpha1", "kind": "ClusterReport",
+                               "metadata": {"name": "onus-p", "uid": "c", "resourceVersion": "2"}}),
+                    )
+                } else if uri == "/apis/openreports.io/v1alpha1" {
+                    (
+                        200,
+                        json!({"kind": "APIResourceList", "groupVersion": "openreports.io/v1alpha1",
+                            "resources": [
+                                {"name": "reports", "singularName": "report", "namespaced": true,
+                                 "kind": "Report", "verbs": ["get", "list", "patch", "delete"]},
+                                {"name": "clusterreports", "singularName": "clusterreport",
+                                 "namespaced": false, "kind": "ClusterReport",
+                                 "verbs": ["get", "list", "patch", "delete"]}]}),
+                    )
+                } else if uri.ends_with("reports") {
+                    lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let items: Vec<Value> = uri
+                        .ends_with("/reports")
+                        .then(|| {
+                            json!({"apiVersion": "openreports.io/v1alpha1", "kind": "Report",
+                                "metadata": {"name": "onus-p", "namespace": "gone",
+                                    "uid": "r-gone", "resourceVersion": "1",
+                                    "labels": {MANAGED_BY.0: MANAGED_BY.1,
+                                               POLICY_UID_LABEL: POLICY_UID}}})
+                        })
+                        .into_iter()
+                        .collect();
+                    (
+                        200,
+                        json!({"apiVersion": "openreports.io/v1alpha1", "kind": "ReportList",
+                               "metadata": {"resourceVersion": "1"}, "items": items}),
+                    )
+                } else {
+                    (
+                        404,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "reason": "NotFound", "code": 404, "message": "not found"}),
+                    )
+                };
+                Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body.to_string())))
+                    .map_err(tower::BoxError::from)
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn reports_are_listed_again_after_the_relist_interval_and_stale_ones_removed() {
+        use std::sync::{Arc, Mutex, atomic::AtomicUsize, atomic::Ordering};
+        let lists = Arc::new(AtomicUsize::new(0));
+        let deletes = Arc::new(Mutex::new(Vec::new()));
+        let client = counting_report_api(lists.clone(), deletes.clone());
+        let relist = Duration::from_millis(300);
+        let reports = Reports::new(ReportSettings {
+            relist,
+            ..ReportSettings::default()
+        });
+        let policy: ResponsibilityPolicy = serde_json::from_value(json!({
+            "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+            "metadata": {"name": "p", "uid": POLICY_UID},
+            "spec": {"serviceModel": "PaaS"}}))
+        .expect("policy");
+        // Only the cluster report is wanted: `gone`'s is stale.
+        let desired = || BTreeMap::from([(None, json!({"results": [], "summary": {}}))]);
+        let synced = |published: Published| assert!(matches!(published, Published::Done(0)));
+        // A new term lists (two lists: namespaced and cluster reports), removes the stale one
+        // and writes the missing one.
+        synced(reports.sync(&client, &policy, desired()).await);
+        assert_eq!(lists.load(Ordering::SeqCst), 2);
+        let gone = "/apis/openreports.io/v1alpha1/namespaces/gone/reports/onus-p".to_string();
+        assert_eq!(
+            *deletes.lock().expect("deletes"),
+            std::slice::from_ref(&gone)
+        );
+        // Within the interval what was written is trusted: no list, no write.
+        synced(reports.sync(&client, &policy, desired()).await);
+        assert_eq!(lists.load(Ordering::SeqCst), 2);
+        // Past it, listed again: the stale report (back, as the mock keeps it) goes again.
+        tokio::time::sleep(relist).await;
+        synced(reports.sync(&client, &policy, desired()).await);
+        assert_eq!(lists.load(Ordering::SeqCst), 4);
+        assert_eq!(*deletes.lock().expect("deletes"), [gone.clone(), gone]);
     }
 
     #[test]

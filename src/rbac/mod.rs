@@ -63,6 +63,7 @@ use crate::crd::{SubjectKind, SubjectRef};
 use capabilities::capability_items;
 use defaults::Scope;
 
+pub mod aggregation;
 mod capabilities;
 pub mod defaults;
 #[cfg(test)]
@@ -228,7 +229,8 @@ impl<'a> RoleIndex<'a> {
             };
             // Aggregated ClusterRoles: the aggregation controller fills `rules` (that is what
             // the authorizer reads); an aggregated role whose rules are still empty simply
-            // grants nothing yet.
+            // grants nothing yet. Without a controller (`onus check` on manifests) the caller
+            // fills them first ([`aggregation::aggregate`]).
             cluster_roles.entry(name).or_insert_with(|| {
                 let rules = cr.rules.as_deref().unwrap_or_default();
                 let aggregation = cr.aggregation_rule.as_ref();

@@ -118,7 +118,7 @@ pub async fn report(
         None => api.list(&ListParams::default()).await?.items,
     };
     let info = client.apiserver_version().await?;
-    let ingested = check::ingest_for(
+    let ingested = check::ingest_live(
         live_objects(client).await?,
         "default",
         podsecurity::server_minor(&info),
