@@ -306,6 +306,54 @@ async fn status_is_not_rewritten_while_nothing_changes() {
 }
 
 #[tokio::test]
+async fn a_status_edited_by_someone_else_is_rewritten_at_once() {
+    // onus skips the echo of its own status write (that exact resourceVersion); anyone else's
+    // edit of the status is a new version and must be rewritten at once, not at the periodic
+    // resync (5 minutes): hiding a violation by editing status must not last.
+    let env = TestEnv::start("edited").await;
+    let ns = env.namespace("app", &[]).await;
+    let policy = env
+        .apply_policy("edited", json!({"serviceModel": "PaaS"}))
+        .await;
+    env.create(Some(&ns), deployment("y", privileged(), json!({})))
+        .await;
+    env.wait_status(&policy, "evaluated", |s| {
+        is(s, "WKL-03", Fail, 1) && is(s, "NET-01", Fail, 1)
+    })
+    .await;
+    let api = Api::<onus::crd::ResponsibilityPolicy>::all(env.client.clone());
+    for round in 0..3 {
+        // Every control gone and the summary zeroed, as someone hiding the violations would.
+        let edited = api
+            .patch_status(
+                &policy,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"status": {"controls": [],
+                    "summary": {"violations": 0}}})),
+            )
+            .await
+            .expect("edit the status as someone else");
+        assert!(
+            edited
+                .status
+                .as_ref()
+                .is_some_and(|s| s.controls.is_empty()),
+            "round {round}: the edit took"
+        );
+        let started = Instant::now();
+        env.wait_status(&policy, "rewritten after someone else's edit", |s| {
+            is(s, "WKL-03", Fail, 1) && is(s, "NET-01", Fail, 1)
+        })
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "round {round}: rewritten only after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
 async fn violations_and_their_resolution_are_announced_as_events() {
     let env = TestEnv::start("events").await;
     let ns = env.namespace("app", &[]).await;

@@ -12,17 +12,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::{Recorder, Reporter},
-        reflector::{ObjectRef, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -117,6 +117,49 @@ pub struct Context {
     standby_pruned: Mutex<u64>,
     /// [`Settings::reports`]: the policy reports written, when on.
     reports: Option<reports::Reports>,
+    /// This instance's own status writes, so their echoes do not reconcile again.
+    echoes: Arc<StatusEchoes>,
+}
+
+/// The resourceVersion of each policy's last status write by this instance. The policy watch
+/// brings every write back; the echo of one's own write is that exact version, which holds
+/// nothing but what this instance just wrote from what it had evaluated, so it is not a change
+/// to reconcile (it used to cost a second, no-op reconcile per write, which a change arriving
+/// next had to wait for). Any other version triggers as before: someone else's edit of the
+/// status (rewritten at once), a spec, label or finalizer change, a deletion. The echo still
+/// reaches the store, so the next reconcile compares with what was written.
+#[derive(Default)]
+struct StatusEchoes(Mutex<HashMap<String, String>>);
+
+impl StatusEchoes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers the version the API server gave `written`, this instance's status write.
+    fn wrote(&self, written: &ResponsibilityPolicy) {
+        if let Some(version) = &written.metadata.resource_version {
+            self.lock().insert(written.name_any(), version.clone());
+        }
+    }
+
+    /// Whether `event` is exactly the object of this instance's last status write of it.
+    fn is_echo(&self, event: &ResponsibilityPolicy) -> bool {
+        event
+            .metadata
+            .resource_version
+            .as_ref()
+            .is_some_and(|version| {
+                self.lock()
+                    .get(&event.name_any())
+                    .is_some_and(|written| written == version)
+            })
+    }
+
+    /// Keeps only the policies named in `live`.
+    fn retain(&self, live: &BTreeSet<String>) {
+        self.lock().retain(|name, _| live.contains(name));
+    }
 }
 
 impl Context {
@@ -272,7 +315,16 @@ pub async fn run(
         Some(selector) => watcher::Config::default().labels(selector),
         None => watcher::Config::default(),
     };
-    let controller = Controller::new(Api::<ResponsibilityPolicy>::all(client.clone()), policies);
+    let echoes = Arc::new(StatusEchoes::default());
+    let (reader, writer) = reflector::store();
+    let not_echoes = echoes.clone();
+    let policy_events = reflector::reflector(
+        writer,
+        watcher(Api::<ResponsibilityPolicy>::all(client.clone()), policies),
+    )
+    .applied_objects()
+    .try_filter(move |policy| std::future::ready(!not_echoes.is_echo(policy)));
+    let controller = Controller::for_stream(policy_events, reader);
     let store = controller.store();
     let admission = settings.admission_policies && !settings.audit_only;
     let own_user = if admission {
@@ -329,6 +381,7 @@ pub async fn run(
         leadership: settings.leadership.clone(),
         standby_pruned: Mutex::new(0),
         reports: settings.reports.clone().map(reports::Reports::new),
+        echoes,
     });
     if settings.audit_only {
         info!("Audit-only: Enforce policies are evaluated and reported, nothing is remediated");
@@ -803,7 +856,8 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
     }
     let written = previous != Some(&desired);
     if written {
-        patch_status(&ctx.client, policy, &desired).await?;
+        let echo = patch_status(&ctx.client, policy, &desired).await?;
+        ctx.echoes.wrote(&echo);
         publish_transitions(ctx, policy, previous, &desired).await;
     }
     // The changes this reconcile saw are reflected now: written, or they did not alter the
@@ -871,13 +925,14 @@ fn forget_deleted(ctx: &Context, policies: &[Arc<ResponsibilityPolicy>]) {
         ctx.metrics.forget_policy(gone);
     }
     recorded.retain(|name| live.contains(name));
+    ctx.echoes.retain(&live);
 }
 
 async fn patch_status(
     client: &Client,
     policy: &ResponsibilityPolicy,
     status: &ResponsibilityPolicyStatus,
-) -> Result<(), Error> {
+) -> Result<ResponsibilityPolicy, Error> {
     let api = Api::<ResponsibilityPolicy>::all(client.clone());
     let patch = serde_json::json!({
         "apiVersion": ResponsibilityPolicy::api_version(&()),
@@ -890,8 +945,7 @@ async fn patch_status(
         &Patch::Apply(&patch),
     )
     .await
-    .map_err(Error::PatchStatus)?;
-    Ok(())
+    .map_err(Error::PatchStatus)
 }
 
 /// Whether the policy is still in the controller's store (not deleted meanwhile).
@@ -1022,5 +1076,40 @@ mod tests {
             undecodable_governed(&prod.spec, &index),
             ["ClusterRole ops: bad rules", "Pod shop/web: bad spec"]
         );
+    }
+
+    fn at(name: &str, version: &str) -> ResponsibilityPolicy {
+        let mut policy: ResponsibilityPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+            "metadata": {"name": name, "resourceVersion": version},
+            "spec": {"serviceModel": "PaaS"}
+        }))
+        .expect("policy");
+        policy.metadata.resource_version = Some(version.into());
+        policy
+    }
+
+    #[test]
+    fn only_the_exact_version_of_its_own_status_write_is_an_echo() {
+        let echoes = StatusEchoes::default();
+        // Nothing written yet: every event reconciles.
+        assert!(!echoes.is_echo(&at("a", "10")));
+        echoes.wrote(&at("a", "10"));
+        assert!(echoes.is_echo(&at("a", "10")));
+        // Someone else's later edit, an older version, another policy with that version.
+        assert!(!echoes.is_echo(&at("a", "11")));
+        assert!(!echoes.is_echo(&at("a", "9")));
+        assert!(!echoes.is_echo(&at("b", "10")));
+        // A later write replaces the earlier one.
+        echoes.wrote(&at("a", "12"));
+        assert!(!echoes.is_echo(&at("a", "10")));
+        assert!(echoes.is_echo(&at("a", "12")));
+        // A version-less object (never from the API server) is never an echo.
+        let mut bare = at("a", "12");
+        bare.metadata.resource_version = None;
+        assert!(!echoes.is_echo(&bare));
+        // A deleted policy is forgotten.
+        echoes.retain(&BTreeSet::from(["b".to_string()]));
+        assert!(!echoes.is_echo(&at("a", "12")));
     }
 }
