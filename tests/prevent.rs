@@ -1933,6 +1933,47 @@ async fn dat_01_admits_updates_of_a_workload_with_many_secret_env_vars() {
         refused.as_ref().is_err_and(|e| e.contains("DAT-01")),
         "{refused:?}"
     );
+    // Many containers, each with a few Secret env vars: a new image for all of them and a
+    // plain env var in the last one are admitted.
+    let mut wide = labelled(
+        workload("Deployment", "wide", pod_spec("plain", false)),
+        &id,
+    );
+    let containers: Vec<Value> = (0..60)
+        .map(|c| {
+            let env: Vec<Value> = (0..20)
+                .map(|i| json!({"name": format!("S{i}"), "valueFrom": {"secretKeyRef": {"name": format!("db{c}"), "key": format!("k{i}")}}}))
+                .collect();
+            json!({"name": format!("c{c}"), "image": "nginx", "env": env})
+        })
+        .collect();
+    wide["spec"]["template"]["spec"]["containers"] = containers.clone().into();
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(wide).expect("deployment"),
+        )
+        .await
+        .expect("create as the exempt admin");
+    let mut changed = containers;
+    for c in &mut changed {
+        c["image"] = "nginx:1.27".into();
+    }
+    let last = changed.last_mut().expect("a container");
+    last["env"]
+        .as_array_mut()
+        .expect("env")
+        .push(json!({"name": "PLAIN", "value": "x"}));
+    as_hal
+        .patch(
+            "wide",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": changed}}}})),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string().chars().take(300).collect::<String>())
+        .expect("a new image for 60 containers with Secret env vars");
     for name in names {
         Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
             .delete(&name, &DeleteParams::default())
