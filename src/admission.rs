@@ -447,13 +447,19 @@ fn containers_of(object: &str) -> String {
 /// env var, a restart) is admitted, so workloads already in violation keep running and can be
 /// changed; status keeps reporting them. An entry is the same only if equal as a whole (its
 /// name, Secret, key, prefix).
+///
+/// Within the API server's CEL cost limit for large containers too (an error would deny, and
+/// lock an existing workload with many Secret env vars out of every relabel, scale and
+/// rollout): a container whose `env` and `envFrom` are as they were adds nothing and is not
+/// looked into, and an entry is looked up with `in`, not a nested `exists`.
 pub const SECRET_ENV_ADDED: &str = "variables.containers.exists(c, \
-     c.?env.orValue([]).exists(e, e.?valueFrom.?secretKeyRef.hasValue() && \
-       !variables.oldContainers.exists(o, o.name == c.name && \
-         o.?env.orValue([]).exists(x, x == e))) || \
-     c.?envFrom.orValue([]).exists(f, f.?secretRef.hasValue() && \
-       !variables.oldContainers.exists(o, o.name == c.name && \
-         o.?envFrom.orValue([]).exists(x, x == f))))";
+     !variables.oldContainers.exists(o, o.name == c.name && \
+       o.?env.orValue([]) == c.?env.orValue([]) && \
+       o.?envFrom.orValue([]) == c.?envFrom.orValue([])) && \
+     (c.?env.orValue([]).exists(e, e.?valueFrom.?secretKeyRef.hasValue() && \
+       !variables.oldContainers.exists(o, o.name == c.name && e in o.?env.orValue([]))) || \
+      c.?envFrom.orValue([]).exists(f, f.?secretRef.hasValue() && \
+       !variables.oldContainers.exists(o, o.name == c.name && f in o.?envFrom.orValue([])))))";
 
 /// The rules of a Role or ClusterRole. Null-safe: the API server hands a role without rules to
 /// CEL with `rules: null` (the field has no `omitempty`), on which `.exists` is an error, and

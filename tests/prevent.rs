@@ -1832,3 +1832,156 @@ async fn dat_01_admits_mirror_pods_and_never_judges_a_look_alike_kind() {
     );
     kubectl_ok(cp, &["delete", "namespace", &ns, "--wait=false"]);
 }
+
+/// DAT-01 never locks out an existing workload by the cost of its check: an update that adds
+/// no Secret env var to a Deployment whose container already reads many Secret keys through
+/// env vars (made before enforcement, here by the exempt admin) is admitted, not refused with
+/// a CEL cost error (failurePolicy Fail would turn that into a denial of every relabel,
+/// restart and new image); adding one is still denied.
+#[tokio::test]
+async fn dat_01_admits_updates_of_a_workload_with_many_secret_env_vars() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    common::install_crd(cp);
+    let admin = cp.client().await;
+    let id = onus_testenv::random_suffix()[..6].to_string();
+    let tester = format!("hal-{id}");
+    grant_cluster_admin(&admin, &tester, "User", &tester).await;
+    let hal = cp.client_as(&tester, None).await;
+    let ns = cp.namespace(&admin, "dat-cost", &[]).await;
+    let names = apply_for_test(
+        &admin,
+        &id,
+        json!({"serviceModel": "PaaS", "mode": "Enforce",
+               "controls": {"rbac": {"mode": "Audit"}, "podSecurity": {"mode": "Audit"},
+                            "network": {"mode": "Audit"}, "serviceAccounts": {"mode": "Audit"}}}),
+    )
+    .await;
+    let mut big = labelled(workload("Deployment", "big", pod_spec("plain", false)), &id);
+    let env: Vec<Value> = (0..1000)
+        .map(|i| json!({"name": format!("S{i}"), "valueFrom": {"secretKeyRef": {"name": "db", "key": format!("k{i}")}}}))
+        .collect();
+    big["spec"]["template"]["spec"]["containers"][0]["env"] = env.into();
+    until_refused("DAT-01 for a new Deployment", async || {
+        dry_run::<Deployment>(&hal, Some(&ns), &big).await
+    })
+    .await;
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), &ns);
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(big.clone()).expect("deployment"),
+        )
+        .await
+        .expect("create as the exempt admin");
+    let as_hal = Api::<Deployment>::namespaced(hal.clone(), &ns);
+    let update = |p: Value| {
+        let as_hal = as_hal.clone();
+        async move {
+            as_hal
+                .patch("big", &PatchParams::default(), &Patch::Merge(p))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let mut results = Vec::new();
+    for (what, p) in [
+        (
+            "a relabel",
+            json!({"metadata": {"labels": {"onus.dev/cel": id, "note": "kept"}}}),
+        ),
+        ("a scale", json!({"spec": {"replicas": 2}})),
+        (
+            "a restart",
+            json!({"spec": {"template": {"metadata": {"annotations": {"restarted": "now"}}}}}),
+        ),
+    ] {
+        results.push((what, update(p).await));
+    }
+    let mut image = big["spec"]["template"]["spec"]["containers"][0].clone();
+    image["image"] = "nginx:1.27".into();
+    results.push((
+        "a new image",
+        update(json!({"spec": {"template": {"spec": {"containers": [image.clone()]}}}})).await,
+    ));
+    let mut plain = image.clone();
+    plain["env"]
+        .as_array_mut()
+        .expect("env")
+        .push(json!({"name": "PLAIN", "value": "x"}));
+    results.push((
+        "a plain env var added",
+        update(json!({"spec": {"template": {"spec": {"containers": [plain.clone()]}}}})).await,
+    ));
+    let failed: Vec<_> = results
+        .iter()
+        .filter_map(|(what, r)| {
+            r.as_ref()
+                .err()
+                .map(|e| (what, e.chars().take(300).collect::<String>()))
+        })
+        .collect();
+    assert!(failed.is_empty(), "refused: {failed:?}");
+    let mut added = plain;
+    added["env"]
+        .as_array_mut()
+        .expect("env")
+        .push(json!({"name": "T", "valueFrom": {"secretKeyRef": {"name": "api", "key": "t"}}}));
+    let refused = update(json!({"spec": {"template": {"spec": {"containers": [added]}}}})).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("DAT-01")),
+        "{refused:?}"
+    );
+    // Many containers, each with a few Secret env vars: a new image for all of them and a
+    // plain env var in the last one are admitted.
+    let mut wide = labelled(
+        workload("Deployment", "wide", pod_spec("plain", false)),
+        &id,
+    );
+    let containers: Vec<Value> = (0..60)
+        .map(|c| {
+            let env: Vec<Value> = (0..20)
+                .map(|i| json!({"name": format!("S{i}"), "valueFrom": {"secretKeyRef": {"name": format!("db{c}"), "key": format!("k{i}")}}}))
+                .collect();
+            json!({"name": format!("c{c}"), "image": "nginx", "env": env})
+        })
+        .collect();
+    wide["spec"]["template"]["spec"]["containers"] = containers.clone().into();
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(wide).expect("deployment"),
+        )
+        .await
+        .expect("create as the exempt admin");
+    let mut changed = containers;
+    for c in &mut changed {
+        c["image"] = "nginx:1.27".into();
+    }
+    let last = changed.last_mut().expect("a container");
+    last["env"]
+        .as_array_mut()
+        .expect("env")
+        .push(json!({"name": "PLAIN", "value": "x"}));
+    as_hal
+        .patch(
+            "wide",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": changed}}}})),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string().chars().take(300).collect::<String>())
+        .expect("a new image for 60 containers with Secret env vars");
+    for name in names {
+        Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete binding");
+        Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete policy");
+    }
+}
