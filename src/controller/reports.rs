@@ -982,23 +982,77 @@ mod tests {
         slow_report_api_holding(0)
     }
 
+    /// What the mock report APIs below share: discovery of openreports.io/v1alpha1, a list of
+    /// `items` for a path ending in `reports`, and 404 for anything else.
+    fn report_api_read(uri: &str, items: impl FnOnce() -> Vec<Value>) -> (u16, Value) {
+        if uri == "/apis/openreports.io/v1alpha1" {
+            (
+                200,
+                json!({"kind": "APIResourceList", "groupVersion": "openreports.io/v1alpha1",
+                    "resources": [
+                        {"name": "reports", "singularName": "report", "namespaced": true,
+                         "kind": "Report", "verbs": ["get", "list", "patch", "delete"]},
+                        {"name": "clusterreports", "singularName": "clusterreport",
+                         "namespaced": false, "kind": "ClusterReport",
+                         "verbs": ["get", "list", "patch", "delete"]}]}),
+            )
+        } else if uri.ends_with("reports") {
+            (
+                200,
+                json!({"apiVersion": "openreports.io/v1alpha1", "kind": "ReportList",
+                       "metadata": {"resourceVersion": "1"}, "items": items()}),
+            )
+        } else {
+            (
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "NotFound", "code": 404, "message": "not found"}),
+            )
+        }
+    }
+
+    /// Policy `p`'s report in `namespace`, as listed.
+    fn listed_report(namespace: &str, uid: &str) -> Value {
+        json!({"apiVersion": "openreports.io/v1alpha1", "kind": "Report",
+            "metadata": {"name": "onus-p", "namespace": namespace, "uid": uid,
+                "resourceVersion": "1",
+                "labels": {MANAGED_BY.0: MANAGED_BY.1, POLICY_UID_LABEL: POLICY_UID}}})
+    }
+
+    fn deleted() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+    }
+
+    /// A client of a mock API server answering each request with `answer`'s status and body.
+    fn mock_api<F, Fut>(answer: F) -> Client
+    where
+        F: Fn(axum::http::Request<kube::client::Body>) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = (u16, Value)> + Send + 'static,
+    {
+        let service = tower::service_fn(move |request| {
+            let answer = answer.clone();
+            async move {
+                let (status, body) = answer(request).await;
+                axum::http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(axum::body::Bytes::from(
+                        body.to_string(),
+                    )))
+                    .map_err(tower::BoxError::from)
+            }
+        });
+        Client::new(service, "default")
+    }
+
     /// [`slow_report_api`] where policy `p` has `reports` namespaced reports (namespaces
     /// `n0`...), each deleted in half a second too.
     fn slow_report_api_holding(reports: usize) -> Client {
-        use axum::{
-            body::Bytes,
-            http::{Request, Response},
-        };
-        use http_body_util::Full;
-        let service = tower::service_fn(move |request: Request<kube::client::Body>| async move {
+        mock_api(move |request| async move {
             let uri = request.uri().path().to_string();
-            let list = request.uri().path().ends_with("reports");
-            let (status, body) = if request.method() == "DELETE" {
+            if request.method() == "DELETE" {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                (
-                    200,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
-                )
+                (200, deleted())
             } else if request.method() == "PATCH" {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let name = uri.rsplit('/').next().unwrap_or_default().to_string();
@@ -1007,47 +1061,15 @@ mod tests {
                     json!({"apiVersion": "openreports.io/v1alpha1", "kind": "Report",
                            "metadata": {"name": name, "uid": "r", "resourceVersion": "2"}}),
                 )
-            } else if uri == "/apis/openreports.io/v1alpha1" {
-                (
-                    200,
-                    json!({"kind": "APIResourceList", "groupVersion": "openreports.io/v1alpha1",
-                        "resources": [
-                            {"name": "reports", "singularName": "report", "namespaced": true,
-                             "kind": "Report", "verbs": ["get", "list", "patch", "delete"]},
-                            {"name": "clusterreports", "singularName": "clusterreport",
-                             "namespaced": false, "kind": "ClusterReport",
-                             "verbs": ["get", "list", "patch", "delete"]}]}),
-                )
-            } else if list {
-                let items: Vec<Value> = (0..reports)
-                    .filter(|_| uri.ends_with("/reports"))
-                    .map(|i| {
-                        json!({"apiVersion": "openreports.io/v1alpha1", "kind": "Report",
-                            "metadata": {"name": "onus-p", "namespace": format!("n{i}"),
-                                "uid": format!("r{i}"), "resourceVersion": "1",
-                                "labels": {MANAGED_BY.0: MANAGED_BY.1,
-                                           POLICY_UID_LABEL: POLICY_UID}}})
-                    })
-                    .collect();
-                (
-                    200,
-                    json!({"apiVersion": "openreports.io/v1alpha1", "kind": "ReportList",
-                           "metadata": {"resourceVersion": "1"}, "items": items}),
-                )
             } else {
-                (
-                    404,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                           "reason": "NotFound", "code": 404, "message": "not found"}),
-                )
-            };
-            Response::builder()
-                .status(status)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body.to_string())))
-                .map_err(tower::BoxError::from)
-        });
-        Client::new(service, "default")
+                report_api_read(&uri, || {
+                    (0..reports)
+                        .filter(|_| uri.ends_with("/reports"))
+                        .map(|i| listed_report(&format!("n{i}"), &format!("r{i}")))
+                        .collect()
+                })
+            }
+        })
     }
 
     const POLICY_UID: &str = "0b5e3c1a-0000-4000-8000-000000000001";
@@ -1145,71 +1167,32 @@ mod tests {
         lists: std::sync::Arc<std::sync::atomic::AtomicUsize>,
         deletes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     ) -> Client {
-        use axum::{
-            body::Bytes,
-            http::{Request, Response},
-        };
-        use http_body_util::Full;
-        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
+        mock_api(move |request| {
             let (lists, deletes) = (lists.clone(), deletes.clone());
             async move {
                 let uri = request.uri().path().to_string();
-                let (status, body) = if request.method() == "DELETE" {
+                if request.method() == "DELETE" {
                     deletes.lock().expect("deletes").push(uri);
-                    (
-                        200,
-                        json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
-                    )
+                    (200, deleted())
                 } else if request.method() == "PATCH" {
                     (
                         200,
                         json!({"apiVersion": "openreports.io/v1alpha1", "kind": "ClusterReport",
                                "metadata": {"name": "onus-p", "uid": "c", "resourceVersion": "2"}}),
                     )
-                } else if uri == "/apis/openreports.io/v1alpha1" {
-                    (
-                        200,
-                        json!({"kind": "APIResourceList", "groupVersion": "openreports.io/v1alpha1",
-                            "resources": [
-                                {"name": "reports", "singularName": "report", "namespaced": true,
-                                 "kind": "Report", "verbs": ["get", "list", "patch", "delete"]},
-                                {"name": "clusterreports", "singularName": "clusterreport",
-                                 "namespaced": false, "kind": "ClusterReport",
-                                 "verbs": ["get", "list", "patch", "delete"]}]}),
-                    )
-                } else if uri.ends_with("reports") {
-                    lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let items: Vec<Value> = uri
-                        .ends_with("/reports")
-                        .then(|| {
-                            json!({"apiVersion": "openreports.io/v1alpha1", "kind": "Report",
-                                "metadata": {"name": "onus-p", "namespace": "gone",
-                                    "uid": "r-gone", "resourceVersion": "1",
-                                    "labels": {MANAGED_BY.0: MANAGED_BY.1,
-                                               POLICY_UID_LABEL: POLICY_UID}}})
-                        })
-                        .into_iter()
-                        .collect();
-                    (
-                        200,
-                        json!({"apiVersion": "openreports.io/v1alpha1", "kind": "ReportList",
-                               "metadata": {"resourceVersion": "1"}, "items": items}),
-                    )
                 } else {
-                    (
-                        404,
-                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                               "reason": "NotFound", "code": 404, "message": "not found"}),
-                    )
-                };
-                Response::builder()
-                    .status(status)
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body.to_string())))
-                    .map_err(tower::BoxError::from)
+                    if uri.ends_with("reports") {
+                        lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    report_api_read(&uri, || {
+                        uri.ends_with("/reports")
+                            .then(|| listed_report("gone", "r-gone"))
+                            .into_iter()
+                            .collect()
+                    })
+                }
             }
-        });
-        Client::new(service, "default")
+        })
     }
 
     #[tokio::test]
