@@ -203,14 +203,8 @@ pub const REMEDIATION_FAILED: &str = "RemediationFailed";
 /// The refused writes, as `Enforced` and `Warned` say them: the count and up to
 /// [`MAX_EXAMPLES`] lines.
 fn refused_message(failures: &[String]) -> String {
-    let mut shown: Vec<&str> = failures
-        .iter()
-        .take(MAX_EXAMPLES)
-        .map(String::as_str)
-        .collect();
-    if failures.len() > shown.len() {
-        shown.push("…");
-    }
+    // One more than shown is enough for `sample` to know there are more.
+    let shown = sample(failures.iter().take(MAX_EXAMPLES + 1).cloned().collect());
     format!(
         "{} remediations refused (retrying): {}",
         failures.len(),

@@ -1079,14 +1079,12 @@ mod tests {
     }
 
     fn at(name: &str, version: &str) -> ResponsibilityPolicy {
-        let mut policy: ResponsibilityPolicy = serde_json::from_value(serde_json::json!({
+        serde_json::from_value(serde_json::json!({
             "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
             "metadata": {"name": name, "resourceVersion": version},
             "spec": {"serviceModel": "PaaS"}
         }))
-        .expect("policy");
-        policy.metadata.resource_version = Some(version.into());
-        policy
+        .expect("policy")
     }
 
     #[test]
