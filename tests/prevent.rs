@@ -753,13 +753,11 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
         .expect("an allow-listed requester may aggregate");
     // One made by the exempt admin: relabelling it is admitted, changing its selectors not.
     let agg_name = format!("agg-{id}");
-    Api::<ClusterRole>::all(admin.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(aggregating(&agg_name)).expect("role"),
-        )
-        .await
-        .expect("create as admin");
+    create_as(
+        &Api::<ClusterRole>::all(admin.clone()),
+        aggregating(&agg_name),
+    )
+    .await;
     Api::<ClusterRole>::all(bob.clone())
         .patch(
             &agg_name,
@@ -873,10 +871,7 @@ async fn each_generated_expression_admits_and_denies_on_the_api_server() {
     // An object already in violation (made by the exempt admin) can still be relabelled.
     let existing = crb(&format!("existing-{id}"), user("zed"));
     let api = Api::<ClusterRoleBinding>::all(admin.clone());
-    let obj: ClusterRoleBinding = serde_json::from_value(existing.clone()).expect("crb");
-    api.create(&PostParams::default(), &obj)
-        .await
-        .expect("create as admin");
+    create_as(&api, existing.clone()).await;
     let name = format!("existing-{id}");
     Api::<ClusterRoleBinding>::all(bob.clone())
         .patch(
@@ -1047,13 +1042,7 @@ async fn aggregation_is_denied_and_detected_and_a_too_large_policy_fails_visibly
     // Detection: made by the exempt admin and bound, its aggregated rules are reported.
     let role = format!("aggregated-{suffix}");
     let roles = Api::<ClusterRole>::all(admin.clone());
-    roles
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(aggregating(&role)).expect("role"),
-        )
-        .await
-        .expect("create as admin");
+    create_as(&roles, aggregating(&role)).await;
     let binding = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": role},
@@ -1303,6 +1292,18 @@ async fn a_write_never_overwrites_or_deletes_what_changed_since_it_was_read() {
 
 /// A server-side dry-run create of any object in `ns` (its kind's plural guessed from the kind,
 /// as for every kind used here): Ok or the refusal's message.
+/// Creates `obj` (JSON of `K`) through `api`, as its client's user (the exempt admin, where
+/// a test needs an object already in violation).
+async fn create_as<K>(api: &Api<K>, obj: Value) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let typed: K = serde_json::from_value(obj).expect("the object's JSON");
+    api.create(&PostParams::default(), &typed)
+        .await
+        .expect("create as admin")
+}
+
 async fn dry_run_object(client: &Client, ns: &str, obj: &Value) -> Result<(), String> {
     let api_version = obj["apiVersion"].as_str().expect("apiVersion");
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -1504,13 +1505,11 @@ async fn a_secret_read_through_an_env_var_is_prevented_at_admission() {
     // Existing workloads (made by the exempt admin) can still be scaled, rolled out and
     // restarted; an update adding a Secret env var is denied.
     let existing = workload("Deployment", "existing", pod_spec("secretKeyRef", false));
-    Api::<Deployment>::namespaced(admin.clone(), &governed)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(existing).expect("deployment"),
-        )
-        .await
-        .expect("create as admin");
+    create_as(
+        &Api::<Deployment>::namespaced(admin.clone(), &governed),
+        existing,
+    )
+    .await;
     let deployments = Api::<Deployment>::namespaced(gina.clone(), &governed);
     let patch = |p: Value| {
         let deployments = deployments.clone();
@@ -1569,13 +1568,7 @@ async fn a_secret_read_through_an_env_var_is_prevented_at_admission() {
 
     // kubectl debug: ephemeral containers come through the Pod's subresource.
     let debugged = workload("Pod", "debugged", pod_spec("secretKeyRef", false));
-    Api::<Pod>::namespaced(admin.clone(), &governed)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(debugged).expect("pod"),
-        )
-        .await
-        .expect("create as admin");
+    create_as(&Api::<Pod>::namespaced(admin.clone(), &governed), debugged).await;
     let pods = Api::<Pod>::namespaced(gina.clone(), &governed);
     let debug = |how: &str| {
         let mut c = container("debugger", how);
@@ -1867,13 +1860,7 @@ async fn dat_01_admits_updates_of_a_workload_with_many_secret_env_vars() {
     })
     .await;
     let deployments = Api::<Deployment>::namespaced(admin.clone(), &ns);
-    deployments
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(big.clone()).expect("deployment"),
-        )
-        .await
-        .expect("create as the exempt admin");
+    create_as(&deployments, big.clone()).await;
     let as_hal = Api::<Deployment>::namespaced(hal.clone(), &ns);
     let update = |p: Value| {
         let as_hal = as_hal.clone();
@@ -1948,13 +1935,7 @@ async fn dat_01_admits_updates_of_a_workload_with_many_secret_env_vars() {
         })
         .collect();
     wide["spec"]["template"]["spec"]["containers"] = containers.clone().into();
-    deployments
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(wide).expect("deployment"),
-        )
-        .await
-        .expect("create as the exempt admin");
+    create_as(&deployments, wide).await;
     let mut changed = containers;
     for c in &mut changed {
         c["image"] = "nginx:1.27".into();
