@@ -291,9 +291,10 @@ impl ControlPlane {
                 .iter()
                 .any(|c| c == "serviceaccount-controller")
             {
+                let client = runtime.block_on(cp.admin_client())?;
                 runtime.block_on(cp.wait_default_service_account(
+                    &client,
                     "default",
-                    "kube-controller-manager",
                     Duration::from_secs(120),
                 ))?;
             }
@@ -396,9 +397,9 @@ impl ControlPlane {
             .create(&PostParams::default(), &ns)
             .await
             .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-        wait_for_service_account(client, &name, Duration::from_secs(60))
+        self.wait_default_service_account(client, &name, Duration::from_secs(60))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap_or_else(|e| panic!("namespace {name}: no default ServiceAccount: {e}"));
         name
     }
 
@@ -442,30 +443,31 @@ impl ControlPlane {
         }
     }
 
+    /// Waits for the controller-manager to create `namespace`'s default ServiceAccount; fails
+    /// at once if a component exited, and with the controller-manager's last log lines on
+    /// timeout (it is the one that creates it).
     async fn wait_default_service_account(
         &self,
+        client: &Client,
         namespace: &str,
-        component: &str,
         timeout: Duration,
     ) -> Result<(), Error> {
-        let client = self.admin_client().await?;
+        let api = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
         let deadline = Instant::now() + timeout;
         loop {
             self.lock().check_alive()?;
-            if wait_for_service_account(&client, namespace, Duration::ZERO)
-                .await
-                .is_ok()
-            {
+            if let Ok(Some(_)) = api.get_opt("default").await {
                 return Ok(());
             }
             if Instant::now() > deadline {
+                let component = "kube-controller-manager";
                 return Err(Error::Timeout {
                     component: component.into(),
                     seconds: timeout.as_secs(),
                     log: self.log_tail(component),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -473,26 +475,6 @@ impl ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-async fn wait_for_service_account(
-    client: &Client,
-    namespace: &str,
-    timeout: Duration,
-) -> Result<(), String> {
-    let api = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(_)) = api.get_opt("default").await {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "ServiceAccount {namespace}/default did not appear within {timeout:?}"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
