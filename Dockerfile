@@ -8,7 +8,8 @@
 # /etc/passwd, a CA bundle, tzdata and /tmp, for about 2 MB. No shell, no package manager.
 
 FROM rust:1.95-bookworm AS build
-# musl-tools: the C compiler ring's assembly and C parts are built with for the musl target.
+# musl-tools: the C compiler ring's assembly and C parts, and jemalloc (the binary's allocator,
+# built from source by tikv-jemalloc-sys), are built with for the musl target.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/*

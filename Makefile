@@ -95,11 +95,11 @@ bench-smoke: tools
 bench-allocators: tools
 	mkdir -p $(TARGET)/bench
 	cargo build --release -p onus-bench
-	cargo build --release --bin onus
+	cargo build --release --bin onus --no-default-features
 	cp $(RELEASE)/onus $(TARGET)/bench/onus-system
-	cargo build --release --bin onus --features jemalloc
+	cargo build --release --bin onus --no-default-features --features jemalloc
 	cp $(RELEASE)/onus $(TARGET)/bench/onus-jemalloc
-	cargo build --release --bin onus --features mimalloc
+	cargo build --release --bin onus --no-default-features --features mimalloc
 	cp $(RELEASE)/onus $(TARGET)/bench/onus-mimalloc
 	cargo build --release --bin onus
 	$(RELEASE)/onus-bench --onus $(TARGET)/bench/onus-system --size $(SIZE) --runs $(RUNS) \

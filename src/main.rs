@@ -1,8 +1,11 @@
 //! The onus operator binary: configuration and wiring only; the work is in the library.
 
-// The global allocator: the system's unless a feature picks another (`make bench-allocators`
-// measures them). Both features at once would be two global allocators: a compile error.
-#[cfg(feature = "jemalloc")]
+// The global allocator: jemalloc (the default feature), mimalloc when its feature is on, the
+// system's with `--no-default-features`. `make bench-allocators` measures the three. jemalloc
+// because it costs the operator nothing (same cold start and resident size at M as glibc's)
+// and takes a third off `onus check`, whose time is mostly allocating parsed YAML; the image's
+// libc is musl, whose allocator is slower still. Numbers in BENCHMARKS.md.
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[cfg(feature = "mimalloc")]

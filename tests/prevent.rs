@@ -1179,6 +1179,163 @@ async fn aggregation_is_denied_and_detected_and_a_too_large_policy_fails_visibly
 /// not overwritten, an object of onus's changed in between is not overwritten blindly (the
 /// pass reads again), and one taken over in between (label removed) is not deleted.
 /// Deterministic: the test makes the change between onus's read and its write.
+/// Waits up to `within` for `done`, polling; the time it took.
+async fn within(within: Duration, what: &str, done: impl AsyncFn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
+/// A generated object that someone else deletes or edits is put back at once (the leader
+/// watches them), not by the repair pass five minutes later: each step waits 15 s at most, and
+/// the audit log shows onus's identity writing it back. One relabelled (no longer onus's) is
+/// not taken back, and the status says at once that the control is no longer prevented; once
+/// it is gone, the retry writes onus's again.
+#[tokio::test]
+async fn a_generated_object_changed_by_someone_else_is_put_back_at_once() {
+    let _serial = SERIAL.lock().await;
+    let suffix = &onus_testenv::random_suffix()[..6];
+    let operator_user = format!("onus-operator-{suffix}");
+    let cp = control_plane();
+    let admin = cp.client().await;
+    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
+    let env = TestEnv::start_admission("repair", Some(&operator_user)).await;
+    let policy = env
+        .apply_policy("repair", json!({"serviceModel": "PaaS", "mode": "Enforce"}))
+        .await;
+    let prevented = |s: &onus::crd::ResponsibilityPolicyStatus| {
+        s.controls
+            .iter()
+            .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Deny))
+    };
+    env.wait_status(&policy, "IAM-01 prevented", prevented).await;
+    let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone());
+    let name = "onus-iam-01";
+    const QUICK: Duration = Duration::from_secs(15);
+    let written_back = |resource: &'static str, since: jiff::Timestamp| {
+        let user = operator_user.clone();
+        move || {
+            cp.audit_events().into_iter().any(|e| {
+                e.user == user
+                    && e.resource == resource
+                    && e.name == name
+                    && e.verb == "patch"
+                    && e.received >= since
+                    && e.code.is_some_and(|c| (200..300).contains(&c))
+            })
+        }
+    };
+
+    // Deleted: back, onus's, with a write by onus in the audit log.
+    let since = jiff::Timestamp::now();
+    bindings
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("delete binding");
+    let took = within(QUICK, "the deleted binding back", async || {
+        bindings
+            .get_opt(name)
+            .await
+            .expect("get")
+            .is_some_and(|b| b.metadata.labels.unwrap_or_default().contains_key("app.kubernetes.io/managed-by"))
+    })
+    .await;
+    let by_onus = written_back("validatingadmissionpolicybindings", since);
+    within(QUICK, "onus's write of the binding in the audit log", async || by_onus()).await;
+    eprintln!("deleted binding back in {took:?}");
+
+    // Edited (weakened: failures ignored, the check made to admit everything): put back.
+    let since = jiff::Timestamp::now();
+    let wanted = policies.get(name).await.expect("get").spec.expect("spec");
+    policies
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"failurePolicy": "Ignore",
+                                          "validations": [{"expression": "true"}]}})),
+        )
+        .await
+        .expect("weaken");
+    within(QUICK, "the weakened policy put back", async || {
+        let now = policies.get(name).await.expect("get").spec.expect("spec");
+        now.failure_policy == wanted.failure_policy && now.validations == wanted.validations
+    })
+    .await;
+    let by_onus = written_back("validatingadmissionpolicies", since);
+    within(QUICK, "onus's write of the policy in the audit log", async || by_onus()).await;
+    bindings
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"validationActions": ["Audit"]}})),
+        )
+        .await
+        .expect("weaken binding");
+    within(QUICK, "the binding denying again", async || {
+        let spec = bindings.get(name).await.expect("get").spec.expect("spec");
+        spec.validation_actions == Some(vec!["Deny".to_string()])
+    })
+    .await;
+
+    // Relabelled: no longer onus's, so not taken back; the status says so at once.
+    bindings
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}})),
+        )
+        .await
+        .expect("relabel");
+    let start = Instant::now();
+    let rp = env
+        .wait_status(&policy, "IAM-01 no longer prevented", |s| !prevented(s))
+        .await;
+    assert!(start.elapsed() < QUICK, "status took {:?}", start.elapsed());
+    let enforced = rp
+        .status
+        .as_ref()
+        .and_then(|s| onus::status::condition(s, onus::status::ENFORCED))
+        .expect("Enforced");
+    assert_eq!(enforced.status, "False", "{enforced:?}");
+    assert!(
+        enforced
+            .message
+            .contains("IAM-01 admission (Deny) failed, reason NotOurs"),
+        "{enforced:?}"
+    );
+    // Gone: the retry (every 5 s at first) writes onus's again, and the status follows.
+    bindings
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("delete the relabelled binding");
+    env.wait_status(&policy, "IAM-01 prevented again", prevented)
+        .await;
+    assert!(
+        bindings
+            .get(name)
+            .await
+            .expect("get")
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("app.kubernetes.io/managed-by")
+    );
+
+    // Removed with the policy, as before.
+    Api::<ResponsibilityPolicy>::all(admin.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    within(Duration::from_secs(30), "generated objects removed", async || {
+        generated_names(&admin).await.is_empty()
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_write_never_overwrites_or_deletes_what_changed_since_it_was_read() {
     use onus::controller::prevent;
@@ -1245,6 +1402,7 @@ async fn a_write_never_overwrites_or_deletes_what_changed_since_it_was_read() {
     prevent::apply(&admin, &name, &g)
         .await
         .expect("created")
+        .0
         .expect("a change");
     let read = prevent::observe(&api, KIND, &name).await.expect("read");
     assert!(read.is_some());

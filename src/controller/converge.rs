@@ -351,6 +351,130 @@ pub(super) async fn retry_refused(ctx: Arc<Context>) {
     }
 }
 
+/// Watches onus's generated ValidatingAdmissionPolicies and bindings (by its label) and has
+/// one that someone else deleted, relabelled or edited put back at once, rather than at the
+/// next repair pass (every 5 minutes): until then a control the status calls prevented would
+/// not be. `wake` gets the policies that asked for it, to reconcile: their reconcile runs the
+/// pass, and their status then says what holds. onus's own writes come back at the versions it
+/// recorded and wake nothing; a watch that starts again compares its list with them. A watch
+/// the API server refuses is logged and retried; the repair pass stays as the floor.
+pub(super) async fn repair_on_change(
+    ctx: Arc<Context>,
+    wake: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use kube::{
+        Api,
+        core::PartialObjectMeta,
+        runtime::{WatchStreamExt as _, watcher},
+    };
+
+    use super::prevent::{BINDING, POLICY, Seen};
+
+    /// A watch event, as far as repairs care: names and resourceVersions.
+    enum Change {
+        Listing,
+        Listed(String, String),
+        ListDone,
+        Applied(String, String),
+        Deleted(String),
+    }
+    fn change<K>(event: watcher::Event<PartialObjectMeta<K>>) -> Change {
+        let of = |o: PartialObjectMeta<K>| {
+            (
+                o.metadata.name.unwrap_or_default(),
+                o.metadata.resource_version.unwrap_or_default(),
+            )
+        };
+        match event {
+            watcher::Event::Init => Change::Listing,
+            watcher::Event::InitApply(o) => {
+                let (name, version) = of(o);
+                Change::Listed(name, version)
+            }
+            watcher::Event::InitDone => Change::ListDone,
+            watcher::Event::Apply(o) => {
+                let (name, version) = of(o);
+                Change::Applied(name, version)
+            }
+            watcher::Event::Delete(o) => Change::Deleted(of(o).0),
+        }
+    }
+
+    let config = watcher::Config::default().labels(&format!(
+        "{}={}",
+        crate::facts::MANAGED_BY.0,
+        crate::facts::MANAGED_BY.1
+    ));
+    let policies = watcher(
+        Api::<PartialObjectMeta<ValidatingAdmissionPolicy>>::all(ctx.client.clone()),
+        config.clone(),
+    )
+    .default_backoff()
+    .map(|e| (POLICY, e.map(change)));
+    let bindings = watcher(
+        Api::<PartialObjectMeta<ValidatingAdmissionPolicyBinding>>::all(ctx.client.clone()),
+        config,
+    )
+    .default_backoff()
+    .map(|e| (BINDING, e.map(change)));
+    let mut events = std::pin::pin!(futures::stream::select(policies, bindings));
+    let names = crate::admission::all_names();
+    let mut listing: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+    while let Some((kind, event)) = events.next().await {
+        let diverged: Vec<String> = match event {
+            Err(error) => {
+                warn!(kind, %error, "Watch of the generated admission objects failed (retrying); until it works, a change to one is put back by the next repair pass");
+                continue;
+            }
+            Ok(Change::Listing) => {
+                listing.insert(kind, BTreeMap::new());
+                continue;
+            }
+            Ok(Change::Listed(name, version)) => {
+                listing.entry(kind).or_default().insert(name, version);
+                continue;
+            }
+            Ok(Change::ListDone) => {
+                let listed = listing.remove(kind).unwrap_or_default();
+                let state = ctx.converging.lock().await;
+                state.prevention.diverged_from(kind, &listed)
+            }
+            Ok(Change::Applied(name, version)) => {
+                let state = ctx.converging.lock().await;
+                let diverged = names.contains(&name)
+                    && state
+                        .prevention
+                        .diverged(kind, &name, Seen::Version(&version));
+                diverged.then_some(name).into_iter().collect()
+            }
+            Ok(Change::Deleted(name)) => {
+                let state = ctx.converging.lock().await;
+                let diverged =
+                    names.contains(&name) && state.prevention.diverged(kind, &name, Seen::Gone);
+                diverged.then_some(name).into_iter().collect()
+            }
+        };
+        if diverged.is_empty() {
+            continue;
+        }
+        let asked = ctx.converging.lock().await.prevention.repair(&diverged);
+        warn!(
+            kind,
+            names = ?diverged,
+            "Generated admission objects changed by someone else: putting them back"
+        );
+        for policy in asked {
+            if wake.send(policy).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// The Event reason of a generated admission policy the API server refused or onus could not
 /// write (too large).
 pub(super) const ADMISSION_FAILED: &str = "AdmissionPolicyFailed";

@@ -354,7 +354,13 @@ pub async fn run(
         }
     })
     .flatten();
-    let triggers = futures::stream::select(triggers, gained);
+    // A generated admission object someone else changed: the policies that asked for it.
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let repairs = futures::stream::unfold(woken, |mut woken| async move {
+        let name = woken.recv().await?;
+        Some((ObjectRef::<ResponsibilityPolicy>::new(&name), woken))
+    });
+    let triggers = futures::stream::select(futures::stream::select(triggers, gained), repairs);
     let ctx = Arc::new(Context {
         client: client.clone(),
         index,
@@ -400,6 +406,20 @@ pub async fn run(
             () = stop => {}
         }
     }));
+    // Generated admission objects someone else changes are put back at once; by the leader.
+    let _repairs = admission.then(|| {
+        let repairs = leading_only(settings.leadership.clone(), {
+            let ctx = ctx.clone();
+            move || converge::repair_on_change(ctx.clone(), wake.clone())
+        });
+        let stop = shutdown.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            tokio::select! {
+                () = repairs => {}
+                () = stop => {}
+            }
+        }))
+    });
     // Violation Events are published by their own task, at its own pace, and stop with the
     // shutdown too; only while leading: a former leader publishes nothing.
     let publisher = events::publish_violations(ctx.clone());
@@ -434,9 +454,22 @@ pub async fn run(
 }
 
 /// Gives the heap's free pages back to the system. The first list of a large cluster decodes
-/// pages of whole objects that are freed as soon as they are projected; glibc's allocator keeps
-/// such memory in its arenas, and the resident size would otherwise stay near the list's peak.
+/// pages of whole objects that are freed as soon as they are projected; the allocator keeps
+/// such memory, and the resident size would otherwise stay near the list's peak (jemalloc
+/// returns it only as later allocations go by, and an idle operator makes few).
 fn release_free_heap() {
+    #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+    // SAFETY: a mallctl that takes and returns no value; `arena.4096.purge` (4096 is
+    // MALLCTL_ARENAS_ALL) purges every arena's unused pages. A failure only leaves them.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"arena.4096.purge".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns glibc's own free pages; it has no preconditions.
     unsafe {

@@ -14,8 +14,10 @@
 //! prevented, and the refusal is reported with its control and reason (status, a Warning
 //! Event, a metric: see `converge`).
 //!
-//! Applied when what is wanted changes, when a refusal is due for its retry, and every
-//! [`REPAIR`] (an edit of a generated object by someone else is put back then).
+//! Applied when what is wanted changes, when a refusal is due for its retry, when someone else
+//! deletes, relabels or edits a generated object (the leader watches them:
+//! `converge::repair_on_change`, which asks [`Prevention::diverged`]), and every [`REPAIR`]
+//! (in case that watch is refused or missed something).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -45,11 +47,29 @@ const REPAIR: Duration = Duration::from_secs(300);
 /// The first retry of a refused write; doubled per failed pass up to [`REPAIR`].
 const RETRY: Duration = Duration::from_secs(5);
 
+/// The generated kinds, as [`Prevention`] keys what it wrote.
+pub(super) const POLICY: &str = "ValidatingAdmissionPolicy";
+pub(super) const BINDING: &str = "ValidatingAdmissionPolicyBinding";
+
+/// What a watch saw of one of onus's generated objects.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Seen<'a> {
+    /// It exists at this resourceVersion.
+    Version(&'a str),
+    /// It was deleted, or lost onus's label.
+    Gone,
+}
+
 /// What was last carried out.
 #[derive(Default)]
 pub(super) struct Prevention {
     /// What was wanted at the last pass, and when it ran.
     done: Option<(BTreeMap<String, Generated>, Instant)>,
+    /// The resourceVersion of each object as onus last wrote it (or found it as wanted), by
+    /// kind and name: a watch event at any other version is someone else's change.
+    written: BTreeMap<(&'static str, String), String>,
+    /// Someone else changed a generated object: the next pass runs though nothing else did.
+    stale: bool,
     /// Names whose policy and binding the API server holds as generated.
     pub in_place: BTreeSet<String>,
     /// Refused writes by name: the message.
@@ -82,27 +102,34 @@ impl Prevention {
         wanted: BTreeMap<String, Generated>,
     ) -> Vec<(String, Vec<String>, String)> {
         let now = Instant::now();
-        let fresh = self.done.as_ref().is_some_and(|(done, at)| {
-            done == &wanted
-                && now < *at + REPAIR
-                && (self.failures.is_empty() || now < *at + self.backoff())
-        });
+        let fresh = !self.stale
+            && self.done.as_ref().is_some_and(|(done, at)| {
+                done == &wanted
+                    && now < *at + REPAIR
+                    && (self.failures.is_empty() || now < *at + self.backoff())
+            });
         if fresh {
             return Vec::new();
         }
+        self.stale = false;
         let mut new_failures = Vec::new();
         for name in admission::all_names() {
             let result = match wanted.get(&name) {
                 Some(g) => apply(client, &name, g).await,
-                None => remove(client, &name).await,
+                None => remove(client, &name).await.map(|what| (what, [None, None])),
             };
             match result {
-                Ok(Some(what)) => {
-                    info!(name, "Admission: {what}");
+                Ok((what, versions)) => {
+                    if let Some(what) = what {
+                        info!(name, "Admission: {what}");
+                    }
                     self.failures.remove(&name);
-                }
-                Ok(None) => {
-                    self.failures.remove(&name);
+                    for (kind, version) in [POLICY, BINDING].into_iter().zip(versions) {
+                        match version {
+                            Some(v) => self.written.insert((kind, name.clone()), v),
+                            None => self.written.remove(&(kind, name.clone())),
+                        };
+                    }
                 }
                 Err(refusal) => {
                     let line = failure_line(&name, wanted.get(&name), &refusal);
@@ -135,6 +162,60 @@ impl Prevention {
         };
         self.done = Some((wanted, now));
         new_failures
+    }
+
+    /// Whether what a watch saw of the generated object `kind`/`name` is someone else's
+    /// change to one that is wanted: deleted, relabelled, or at a version onus did not write.
+    /// Its own writes come back at the versions it recorded, and are not.
+    pub fn diverged(&self, kind: &str, name: &str, seen: Seen<'_>) -> bool {
+        let Some((wanted, _)) = &self.done else {
+            // No pass yet: the first one writes everything.
+            return false;
+        };
+        if !wanted.contains_key(name) {
+            // Not wanted: the pass that removed it (or the next one) takes care of it.
+            return false;
+        }
+        match seen {
+            Seen::Gone => true,
+            Seen::Version(v) => self.version_written(kind, name) != Some(v),
+        }
+    }
+
+    /// The wanted objects of `kind` that a fresh list (`listed`: name → resourceVersion,
+    /// onus's label only) does not show as onus left them: what a watch that was down missed.
+    pub fn diverged_from(&self, kind: &str, listed: &BTreeMap<String, String>) -> Vec<String> {
+        let Some((wanted, _)) = &self.done else {
+            return Vec::new();
+        };
+        wanted
+            .keys()
+            .filter(|name| {
+                self.version_written(kind, name) != listed.get(*name).map(String::as_str)
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn version_written(&self, kind: &str, name: &str) -> Option<&str> {
+        self.written
+            .iter()
+            .find(|((k, n), _)| *k == kind && n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The next pass runs whatever else it finds: a generated object was changed by someone
+    /// else. Returns the policies that asked for `names`, whose status a pass may change.
+    pub fn repair(&mut self, names: &[String]) -> BTreeSet<String> {
+        self.stale = true;
+        let Some((wanted, _)) = &self.done else {
+            return BTreeSet::new();
+        };
+        names
+            .iter()
+            .filter_map(|n| wanted.get(n))
+            .flat_map(|g| g.policies.iter().cloned())
+            .collect()
     }
 }
 
@@ -281,7 +362,13 @@ where
 /// Applies one generated policy and its binding; the policy first, so a binding never points
 /// at a policy onus could not write. Nothing is written when the policy is too large
 /// ([`admission::too_large`]): whatever is in place stays.
-pub async fn apply(client: &Client, name: &str, g: &Generated) -> Result<Option<String>, Refusal> {
+/// Returns what was done (nothing when both were in place as wanted) and the resourceVersions
+/// of the policy and the binding as they now are.
+pub async fn apply(
+    client: &Client,
+    name: &str,
+    g: &Generated,
+) -> Result<(Option<String>, [Option<String>; 2]), Refusal> {
     if let Some(why) = admission::too_large(g) {
         return Err(Refusal {
             reason: "TooLarge".into(),
@@ -293,26 +380,27 @@ pub async fn apply(client: &Client, name: &str, g: &Generated) -> Result<Option<
     }
     let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
     let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
-    let (before, after) =
-        converge_one(&policies, "ValidatingAdmissionPolicy", name, &g.policy).await?;
-    let (binding_before, binding_after) = converge_one(
-        &bindings,
-        "ValidatingAdmissionPolicyBinding",
-        name,
-        &g.binding,
-    )
-    .await?;
+    let (before, after) = converge_one(&policies, POLICY, name, &g.policy).await?;
+    let (binding_before, binding_after) =
+        converge_one(&bindings, BINDING, name, &g.binding).await?;
     let changed = before.and_then(|b| b.metadata.resource_version)
         != after.metadata.resource_version
         || binding_before.and_then(|b| b.metadata.resource_version)
             != binding_after.metadata.resource_version;
-    Ok(changed.then(|| {
+    let what = changed.then(|| {
         format!(
             "applied ValidatingAdmissionPolicy {name} ({:?}) for {}",
             g.action,
             g.policies.join(", ")
         )
-    }))
+    });
+    Ok((
+        what,
+        [
+            after.metadata.resource_version,
+            binding_after.metadata.resource_version,
+        ],
+    ))
 }
 
 async fn remove(client: &Client, name: &str) -> Result<Option<String>, Refusal> {
