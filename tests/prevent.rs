@@ -1211,7 +1211,8 @@ async fn a_generated_object_changed_by_someone_else_is_put_back_at_once() {
             .iter()
             .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Deny))
     };
-    env.wait_status(&policy, "IAM-01 prevented", prevented).await;
+    env.wait_status(&policy, "IAM-01 prevented", prevented)
+        .await;
     let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
     let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone());
     let name = "onus-iam-01";
@@ -1237,15 +1238,21 @@ async fn a_generated_object_changed_by_someone_else_is_put_back_at_once() {
         .await
         .expect("delete binding");
     let took = within(QUICK, "the deleted binding back", async || {
-        bindings
-            .get_opt(name)
-            .await
-            .expect("get")
-            .is_some_and(|b| b.metadata.labels.unwrap_or_default().contains_key("app.kubernetes.io/managed-by"))
+        bindings.get_opt(name).await.expect("get").is_some_and(|b| {
+            b.metadata
+                .labels
+                .unwrap_or_default()
+                .contains_key("app.kubernetes.io/managed-by")
+        })
     })
     .await;
     let by_onus = written_back("validatingadmissionpolicybindings", since);
-    within(QUICK, "onus's write of the binding in the audit log", async || by_onus()).await;
+    within(
+        QUICK,
+        "onus's write of the binding in the audit log",
+        async || by_onus(),
+    )
+    .await;
     eprintln!("deleted binding back in {took:?}");
 
     // Edited (weakened: failures ignored, the check made to admit everything): put back.
@@ -1266,7 +1273,32 @@ async fn a_generated_object_changed_by_someone_else_is_put_back_at_once() {
     })
     .await;
     let by_onus = written_back("validatingadmissionpolicies", since);
-    within(QUICK, "onus's write of the policy in the audit log", async || by_onus()).await;
+    within(
+        QUICK,
+        "onus's write of the policy in the audit log",
+        async || by_onus(),
+    )
+    .await;
+    // Added next to onus's fields by another field manager (server-side apply keeps both): a
+    // match condition that never matches switches the policy off; it goes.
+    policies
+        .patch(
+            name,
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": name},
+                "spec": {"matchConditions": [{"name": "bypass", "expression": "false"}]},
+            })),
+        )
+        .await
+        .expect("add a match condition");
+    within(QUICK, "the never-matching condition removed", async || {
+        let now = policies.get(name).await.expect("get").spec.expect("spec");
+        now.match_conditions == wanted.match_conditions
+    })
+    .await;
     bindings
         .patch(
             name,
@@ -1276,8 +1308,8 @@ async fn a_generated_object_changed_by_someone_else_is_put_back_at_once() {
         .await
         .expect("weaken binding");
     within(QUICK, "the binding denying again", async || {
-        let spec = bindings.get(name).await.expect("get").spec.expect("spec");
-        spec.validation_actions == Some(vec!["Deny".to_string()])
+        let spec = bindings.get(name).await.expect("get").spec;
+        spec.validation_actions == ["Deny"]
     })
     .await;
 
@@ -1330,9 +1362,11 @@ async fn a_generated_object_changed_by_someone_else_is_put_back_at_once() {
         .delete(&policy, &DeleteParams::default())
         .await
         .expect("delete policy");
-    within(Duration::from_secs(30), "generated objects removed", async || {
-        generated_names(&admin).await.is_empty()
-    })
+    within(
+        Duration::from_secs(30),
+        "generated objects removed",
+        async || generated_names(&admin).await.is_empty(),
+    )
     .await;
 }
 

@@ -336,11 +336,21 @@ pub(super) async fn converge(ctx: &Context) {
 }
 
 /// Converges whenever a refused action is due, whether or not a policy reconciles.
-pub(super) async fn retry_refused(ctx: Arc<Context>) {
+pub(super) async fn retry_refused(
+    ctx: Arc<Context>,
+    wake: tokio::sync::mpsc::UnboundedSender<String>,
+) {
     loop {
         let due = ctx.converging.lock().await.next_retry();
         if due.is_some_and(|at| at <= Instant::now()) {
             converge(&ctx).await;
+            // What holds now (a retry that went through, or failed anew) is in the statuses
+            // at once, not at the next resync.
+            for policy in ctx.policies.state() {
+                if wake.send(policy.name_any()).is_err() {
+                    return;
+                }
+            }
         }
         // Also a floor: a refusal that stays due can never spin.
         let wait = due.map_or(RETRY_POLL, |at| {

@@ -354,7 +354,8 @@ pub async fn run(
         }
     })
     .flatten();
-    // A generated admission object someone else changed: the policies that asked for it.
+    // Policies to reconcile at once: those that asked for a generated admission object someone
+    // else changed, and every policy after a retry of refused writes (their status follows).
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<String>();
     let repairs = futures::stream::unfold(woken, |mut woken| async move {
         let name = woken.recv().await?;
@@ -397,7 +398,8 @@ pub async fn run(
     // the shutdown, like the reconciles.
     let retries = leading_only(settings.leadership.clone(), {
         let ctx = ctx.clone();
-        move || converge::retry_refused(ctx.clone())
+        let wake = wake.clone();
+        move || converge::retry_refused(ctx.clone(), wake.clone())
     });
     let stop = shutdown.clone();
     let _retries = AbortOnDrop(tokio::spawn(async move {

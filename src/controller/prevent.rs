@@ -308,11 +308,17 @@ where
 /// only, which a POST, naming no object, could not use).
 const ABSENT: &str = "1";
 
-/// Writes `desired` only over what was read (`before`), never blindly: applied under onus's
-/// field manager with the resourceVersion read as a precondition ([`ABSENT`] when there was
-/// none). Refused as a `Conflict` when the object changed meanwhile: a look-alike created,
-/// or onus's object taken over, relabelled or recreated by someone else, is never
-/// overwritten; [`apply`] reads again and retries.
+/// Writes `desired` only over what was read (`before`), never blindly, with the
+/// resourceVersion read as a precondition: refused as a `Conflict` when the object changed
+/// meanwhile (a look-alike created, or onus's object taken over, relabelled or recreated by
+/// someone else is never overwritten; [`apply`] reads again and retries).
+///
+/// Absent when read: a server-side apply under onus's field manager with [`ABSENT`] as the
+/// version, which can only create. onus's when read: its whole `spec` replaced (a JSON
+/// Patch). A server-side apply would keep what other field managers added next to onus's
+/// fields (an element added to a set or a keyed list, or a field onus leaves unset: say a
+/// match condition that never matches, or `Audit` next to a binding's `Deny`), and the
+/// object would keep that bypass while the status called the control prevented.
 pub async fn write<K>(
     api: &Api<K>,
     kind: &str,
@@ -323,14 +329,28 @@ pub async fn write<K>(
 where
     K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    let read = before.and_then(|b| b.meta().resource_version.clone());
-    let mut desired = desired.clone();
-    desired["metadata"]["resourceVersion"] = read.as_deref().unwrap_or(ABSENT).into();
-    // Forced: a field someone else set on onus's object is put back (the repair).
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(name, &params, &Patch::Apply(&desired))
-        .await
-        .map_err(|e| Refusal::api(kind, name, &e))
+    let written = match before.and_then(|b| b.meta().resource_version.clone()) {
+        None => {
+            let mut desired = desired.clone();
+            desired["metadata"]["resourceVersion"] = ABSENT.into();
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            api.patch(name, &params, &Patch::Apply(&desired)).await
+        }
+        Some(read) => {
+            let ops = serde_json::json!([
+                {"op": "replace", "path": "/metadata/resourceVersion", "value": read},
+                {"op": "replace", "path": "/spec", "value": desired["spec"]},
+            ]);
+            let patch: json_patch::Patch =
+                serde_json::from_value(ops).expect("a JSON Patch of two replace operations");
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            api.patch(name, &params, &Patch::Json::<()>(patch)).await
+        }
+    };
+    written.map_err(|e| Refusal::api(kind, name, &e))
 }
 
 /// How often a write that met a concurrent change is read and tried again within one pass.
