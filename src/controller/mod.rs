@@ -111,6 +111,10 @@ pub struct Context {
     admission: bool,
     /// onus's own user name (exempt from the admission policies it generates), when known.
     own_user: Option<String>,
+    /// Policies to reconcile by name: those whose generated admission objects someone else
+    /// changed, or whose admission status a pass changed (a retry, or another policy's
+    /// reconcile, ran it), so their status follows.
+    wake: tokio::sync::mpsc::UnboundedSender<String>,
     /// Whether this instance may write.
     leadership: Leadership,
     /// What the policies were when a standby last pruned the evaluator's cache for them.
@@ -384,6 +388,7 @@ pub async fn run(
         audit_only: settings.audit_only,
         admission,
         own_user,
+        wake: wake.clone(),
         leadership: settings.leadership.clone(),
         standby_pruned: Mutex::new(0),
         reports: settings.reports.clone().map(reports::Reports::new),

@@ -54,7 +54,7 @@ pub(super) const BINDING: &str = "ValidatingAdmissionPolicyBinding";
 /// What a watch saw of one of onus's generated objects.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Seen<'a> {
-    /// It exists at this resourceVersion.
+    /// It exists at this [`version`].
     Version(&'a str),
     /// It was deleted, or lost onus's label.
     Gone,
@@ -65,8 +65,8 @@ pub(super) enum Seen<'a> {
 pub(super) struct Prevention {
     /// What was wanted at the last pass, and when it ran.
     done: Option<(BTreeMap<String, Generated>, Instant)>,
-    /// The resourceVersion of each object as onus last wrote it (or found it as wanted), by
-    /// kind and name: a watch event at any other version is someone else's change.
+    /// The [`version`] of each object as onus last wrote it (or found it as wanted), by kind
+    /// and name: a watch event at any other version is someone else's change.
     written: BTreeMap<(&'static str, String), String>,
     /// Someone else changed a generated object: the next pass runs though nothing else did.
     stale: bool,
@@ -178,11 +178,11 @@ impl Prevention {
         }
         match seen {
             Seen::Gone => true,
-            Seen::Version(v) => self.version_written(kind, name) != Some(v),
+            Seen::Version(v) => !at_or_before(v, self.version_written(kind, name)),
         }
     }
 
-    /// The wanted objects of `kind` that a fresh list (`listed`: name → resourceVersion,
+    /// The wanted objects of `kind` that a fresh list (`listed`: name → [`version`],
     /// onus's label only) does not show as onus left them: what a watch that was down missed.
     pub fn diverged_from(&self, kind: &str, listed: &BTreeMap<String, String>) -> Vec<String> {
         let Some((wanted, _)) = &self.done else {
@@ -208,6 +208,11 @@ impl Prevention {
     /// else. Returns the policies that asked for `names`, whose status a pass may change.
     pub fn repair(&mut self, names: &[String]) -> BTreeSet<String> {
         self.stale = true;
+        self.asking(names)
+    }
+
+    /// The policies that asked for `names` (those still wanted) at the last pass.
+    pub fn asking(&self, names: &[String]) -> BTreeSet<String> {
         let Some((wanted, _)) = &self.done else {
             return BTreeSet::new();
         };
@@ -216,6 +221,20 @@ impl Prevention {
             .filter_map(|n| wanted.get(n))
             .flat_map(|g| g.policies.iter().cloned())
             .collect()
+    }
+}
+
+/// Whether the [`version`] `seen` is the one onus wrote last (`written`) or one before it (the
+/// same object, an older generation): an event that comes late, of a state onus's last write
+/// already replaced (its writes are over what it read), is nobody's new change.
+fn at_or_before(seen: &str, written: Option<&str>) -> bool {
+    let generation = |v: &str| {
+        let (uid, generation) = v.rsplit_once('/')?;
+        Some((uid.to_string(), generation.parse::<i64>().ok()?))
+    };
+    match (generation(seen), written.and_then(generation)) {
+        (Some((seen_uid, seen)), Some((uid, written))) => seen_uid == uid && seen <= written,
+        _ => false,
     }
 }
 
@@ -351,7 +370,12 @@ where
     loop {
         attempt += 1;
         let before = observe(api, kind, name).await?;
-        match write(api, kind, name, desired, before.as_ref()).await {
+        let written = match write(api, kind, name, desired, before.as_ref()).await {
+            Ok(after) if !foreign_spec(after.meta()) => return Ok((before, after)),
+            Ok(after) => replace_spec(api, kind, name, desired, &after).await,
+            Err(refusal) => Err(refusal),
+        };
+        match written {
             Ok(after) => return Ok((before, after)),
             Err(refusal) if refusal.is_conflict() && attempt < ATTEMPTS => continue,
             Err(refusal) => return Err(refusal),
@@ -359,11 +383,107 @@ where
     }
 }
 
+/// Whether another manager owns a field of the object's spec that onus does not: one someone
+/// else added (e.g. a `matchConditions` entry that is always false, a binding's
+/// `matchResources.objectSelector` that matches nothing). A forced apply takes back the fields
+/// onus sets, not those it leaves out, so such a field would stay and weaken the check.
+pub(crate) fn foreign_spec(meta: &kube::api::ObjectMeta) -> bool {
+    let spec_of = |e: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+        e.fields_v1
+            .as_ref()
+            .and_then(|f| f.0.get("f:spec"))
+            .cloned()
+    };
+    let entries = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        // The status (the API server's type checking) is written through its subresource.
+        .filter(|e| e.subresource.as_deref().is_none_or(str::is_empty));
+    let (ours, theirs): (Vec<_>, Vec<_>) =
+        entries.partition(|e| e.manager.as_deref() == Some(FIELD_MANAGER));
+    let ours: Vec<Value> = ours.iter().filter_map(|e| spec_of(e)).collect();
+    let ours: Vec<&Value> = ours.iter().collect();
+    theirs
+        .iter()
+        .filter_map(|e| spec_of(e))
+        .any(|t| !covered(&t, &ours))
+}
+
+/// Whether every field in the managed-fields set `theirs` is in one of `ours` too.
+fn covered(theirs: &Value, ours: &[&Value]) -> bool {
+    theirs.as_object().into_iter().flatten().all(|(key, sub)| {
+        let ours: Vec<&Value> = ours.iter().filter_map(|o| o.get(key)).collect();
+        !ours.is_empty() && covered(sub, &ours)
+    })
+}
+
+/// A JSON merge patch that makes `current` exactly `desired`: what `desired` has, and every
+/// other key of an object removed (null); lists are replaced whole. Defaulted fields come back
+/// as the API server defaults them.
+pub(crate) fn replacing(current: &Value, desired: &Value) -> Value {
+    match (current, desired) {
+        (Value::Object(current), Value::Object(desired)) => {
+            let mut out = serde_json::Map::new();
+            for (key, d) in desired {
+                out.insert(
+                    key.clone(),
+                    replacing(current.get(key).unwrap_or(&Value::Null), d),
+                );
+            }
+            for key in current.keys().filter(|k| !desired.contains_key(*k)) {
+                out.insert(key.clone(), Value::Null);
+            }
+            Value::Object(out)
+        }
+        _ => desired.clone(),
+    }
+}
+
+/// Sets the spec of onus's object `after` (as just applied) to exactly the desired one,
+/// removing the fields someone else added ([`foreign_spec`]); conditional on `after`'s
+/// resourceVersion (a `Conflict` when it changed meanwhile).
+async fn replace_spec<K>(
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+    desired: &Value,
+    after: &K,
+) -> Result<K, Refusal>
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let current = serde_json::to_value(after).map_err(|e| Refusal {
+        reason: "Unreadable".into(),
+        message: format!("{kind} {name}: {e}"),
+    })?;
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": after.meta().resource_version},
+        "spec": replacing(&current["spec"], &desired["spec"]),
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let replaced = api
+        .patch(name, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|e| Refusal::api(kind, name, &e))?;
+    // Unchanged when what they set is what the API server defaults anyway (it stays theirs).
+    if replaced.meta().resource_version != after.meta().resource_version {
+        warn!(
+            kind,
+            name, "Generated admission object had spec fields someone else added: removed them"
+        );
+    }
+    Ok(replaced)
+}
+
 /// Applies one generated policy and its binding; the policy first, so a binding never points
 /// at a policy onus could not write. Nothing is written when the policy is too large
 /// ([`admission::too_large`]): whatever is in place stays.
-/// Returns what was done (nothing when both were in place as wanted) and the resourceVersions
-/// of the policy and the binding as they now are.
+/// Returns what was done (nothing when both were in place as wanted) and the [`version`]s of
+/// the policy and the binding as they now are.
 pub async fn apply(
     client: &Client,
     name: &str,
@@ -396,10 +516,22 @@ pub async fn apply(
     });
     Ok((
         what,
-        [
-            after.metadata.resource_version,
-            binding_after.metadata.resource_version,
-        ],
+        [version(&after.metadata), version(&binding_after.metadata)],
+    ))
+}
+
+/// What tells one state of a generated object's spec from another: its uid and generation. Not
+/// its resourceVersion: the API server's own type checking writes each policy's status after
+/// every change of its spec (kube-controller-manager's
+/// validatingadmissionpolicy-status-controller), which is no one's edit and would otherwise be
+/// taken for one (a needless pass, and a false warning of someone else's change, at each
+/// write). An edit of the spec changes the generation; deleting, relabelling or recreating the
+/// object is seen as such (or changes the uid).
+pub(super) fn version(meta: &kube::api::ObjectMeta) -> Option<String> {
+    Some(format!(
+        "{}/{}",
+        meta.uid.as_deref()?,
+        meta.generation.unwrap_or_default()
     ))
 }
 
@@ -479,5 +611,114 @@ pub(super) async fn own_user(client: &Client) -> Option<String> {
             warn!(%error, "Could not learn onus's own user name (SelfSubjectReview); it is not exempt from the admission policies onus generates");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    use serde_json::json;
+
+    use super::*;
+
+    fn entry(manager: &str, subresource: Option<&str>, fields: Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some("Update".into()),
+            subresource: subresource.map(String::from),
+            fields_v1: Some(FieldsV1(fields)),
+            ..ManagedFieldsEntry::default()
+        }
+    }
+
+    fn meta(entries: Vec<ManagedFieldsEntry>) -> kube::api::ObjectMeta {
+        kube::api::ObjectMeta {
+            managed_fields: Some(entries),
+            ..kube::api::ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn a_spec_field_only_someone_else_owns_is_foreign() {
+        let onus = entry(
+            FIELD_MANAGER,
+            None,
+            json!({"f:metadata": {"f:labels": {}}, "f:spec": {
+                "f:failurePolicy": {},
+                "f:validations": {},
+                "f:matchConditions": {"k:{\"name\":\"onus-exempt\"}": {".": {}, "f:name": {}, "f:expression": {}}},
+            }}),
+        );
+        // Their own field (a matchConditions entry onus does not set): foreign.
+        let added = entry(
+            "kubectl-patch",
+            None,
+            json!({"f:spec": {"f:matchConditions": {"k:{\"name\":\"bypass\"}": {".": {}, "f:name": {}, "f:expression": {}}}}}),
+        );
+        assert!(foreign_spec(&meta(vec![onus.clone(), added])));
+        let selector = entry(
+            "kubectl-edit",
+            None,
+            json!({"f:spec": {"f:matchConstraints": {"f:namespaceSelector": {}}}}),
+        );
+        assert!(foreign_spec(&meta(vec![onus.clone(), selector])));
+        // Fields onus owns too (the same value set by both), the status, or metadata: not.
+        let shared = entry(
+            "kubectl-patch",
+            None,
+            json!({"f:metadata": {"f:annotations": {"f:x": {}}}, "f:spec": {"f:failurePolicy": {}, "f:validations": {}}}),
+        );
+        let status = entry(
+            "kube-apiserver",
+            Some("status"),
+            json!({"f:status": {"f:typeChecking": {}}}),
+        );
+        assert!(!foreign_spec(&meta(vec![onus.clone(), shared, status])));
+        // onus's own entries, Apply and Update together, cover what either owns.
+        let mut update = entry(FIELD_MANAGER, None, json!({"f:spec": {"f:variables": {}}}));
+        update.operation = Some("Update".into());
+        let theirs = entry(
+            "other",
+            None,
+            json!({"f:spec": {"f:variables": {}, "f:failurePolicy": {}}}),
+        );
+        assert!(!foreign_spec(&meta(vec![onus, update, theirs])));
+        assert!(!foreign_spec(&meta(Vec::new())));
+    }
+
+    #[test]
+    fn a_late_event_of_a_state_onus_wrote_over_is_no_change() {
+        assert!(at_or_before("u/3", Some("u/3")));
+        assert!(at_or_before("u/2", Some("u/3")));
+        assert!(!at_or_before("u/4", Some("u/3")));
+        // Recreated (another uid), or never written by onus: a change.
+        assert!(!at_or_before("v/1", Some("u/3")));
+        assert!(!at_or_before("u/1", None));
+    }
+
+    #[test]
+    fn replacing_removes_every_key_not_desired_and_replaces_lists() {
+        let current = json!({
+            "failurePolicy": "Fail",
+            "matchPolicy": "Equivalent",
+            "matchConstraints": {"resourceRules": [1], "namespaceSelector": {"matchLabels": {"a": "b"}}},
+            "matchConditions": [{"name": "onus"}, {"name": "bypass"}],
+        });
+        let desired = json!({
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [1, 2]},
+            "matchConditions": [{"name": "onus"}],
+            "validations": [{"expression": "false"}],
+        });
+        assert_eq!(
+            replacing(&current, &desired),
+            json!({
+                "failurePolicy": "Fail",
+                "matchPolicy": null,
+                "matchConstraints": {"resourceRules": [1, 2], "namespaceSelector": null},
+                "matchConditions": [{"name": "onus"}],
+                "validations": [{"expression": "false"}],
+            })
+        );
     }
 }
