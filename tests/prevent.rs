@@ -1175,6 +1175,19 @@ async fn aggregation_is_denied_and_detected_and_a_too_large_policy_fails_visibly
     .await;
 }
 
+/// Waits until the generated objects are gone, then until the API server's admission has
+/// dropped them too (it reloads its policies about every second): the next test, whose onus
+/// writes objects of the same names, must not meet these.
+async fn all_removed(admin: &Client) {
+    within(
+        Duration::from_secs(30),
+        "generated objects removed",
+        async || generated_names(admin).await.is_empty(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
 /// Waits up to `within` for `done`, polling; the time it took.
 async fn within(within: Duration, what: &str, done: impl AsyncFn() -> bool) -> Duration {
     let start = Instant::now();
@@ -1338,12 +1351,7 @@ async fn a_generated_object_changed_by_someone_else_is_put_back_at_once() {
         .delete(&policy, &DeleteParams::default())
         .await
         .expect("delete policy");
-    within(
-        Duration::from_secs(30),
-        "generated objects removed",
-        async || generated_names(&admin).await.is_empty(),
-    )
-    .await;
+    all_removed(&admin).await;
 }
 
 /// A field someone else adds to a generated object, one onus does not set itself, is removed:
@@ -1411,12 +1419,7 @@ async fn a_field_someone_else_adds_to_a_generated_object_is_removed() {
         .delete(&policy, &DeleteParams::default())
         .await
         .expect("delete policy");
-    within(
-        Duration::from_secs(30),
-        "generated objects removed",
-        async || generated_names(&admin).await.is_empty(),
-    )
-    .await;
+    all_removed(&admin).await;
 }
 
 /// A write of a generated policy's status (the API server's type checking does one after every
@@ -1498,12 +1501,7 @@ async fn a_status_write_is_not_taken_for_someone_elses_change() {
         .delete(&policy, &DeleteParams::default())
         .await
         .expect("delete policy");
-    within(
-        Duration::from_secs(30),
-        "generated objects removed",
-        async || generated_names(&admin).await.is_empty(),
-    )
-    .await;
+    all_removed(&admin).await;
 }
 
 /// Another writer that weakens a generated policy again each time onus puts it back (a
@@ -1584,12 +1582,7 @@ async fn a_writer_fighting_onus_over_a_generated_object_gets_no_tight_loop() {
         .delete(&policy, &DeleteParams::default())
         .await
         .expect("delete policy");
-    within(
-        Duration::from_secs(30),
-        "generated objects removed",
-        async || generated_names(&admin).await.is_empty(),
-    )
-    .await;
+    all_removed(&admin).await;
 }
 
 /// onus writes only over what it read: a look-alike created between its read and its write is
