@@ -1175,10 +1175,19 @@ async fn aggregation_is_denied_and_detected_and_a_too_large_policy_fails_visibly
     .await;
 }
 
-/// onus writes only over what it read: a look-alike created between its read and its write is
-/// not overwritten, an object of onus's changed in between is not overwritten blindly (the
-/// pass reads again), and one taken over in between (label removed) is not deleted.
-/// Deterministic: the test makes the change between onus's read and its write.
+/// Waits until the generated objects are gone, then until the API server's admission has
+/// dropped them too (it reloads its policies about every second): the next test, whose onus
+/// writes objects of the same names, must not meet these.
+async fn all_removed(admin: &Client) {
+    within(
+        Duration::from_secs(30),
+        "generated objects removed",
+        async || generated_names(admin).await.is_empty(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
 /// Waits up to `within` for `done`, polling; the time it took.
 async fn within(within: Duration, what: &str, done: impl AsyncFn() -> bool) -> Duration {
     let start = Instant::now();
@@ -1362,14 +1371,244 @@ async fn a_generated_object_changed_by_someone_else_is_put_back_at_once() {
         .delete(&policy, &DeleteParams::default())
         .await
         .expect("delete policy");
-    within(
-        Duration::from_secs(30),
-        "generated objects removed",
-        async || generated_names(&admin).await.is_empty(),
-    )
-    .await;
+    all_removed(&admin).await;
 }
 
+/// A field someone else adds to a generated object, one onus does not set itself, is removed:
+/// a forced apply takes back only the fields onus sets, so an added `matchConditions` entry that
+/// is always false (the policy then matches nothing) would stay while the status says the
+/// control is prevented. (`matchConstraints` and a binding's `matchResources` are atomic: the
+/// forced apply replaces them whole.) Put back within 15 s, and the denial holds again.
+#[tokio::test]
+async fn a_field_someone_else_adds_to_a_generated_object_is_removed() {
+    let _serial = SERIAL.lock().await;
+    let suffix = &onus_testenv::random_suffix()[..6];
+    let operator_user = format!("onus-operator-{suffix}");
+    let cp = control_plane();
+    let admin = cp.client().await;
+    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
+    let env = TestEnv::start_admission("added", Some(&operator_user)).await;
+    let tester = format!("alice-{suffix}");
+    grant_cluster_admin(&admin, &tester, "User", &tester).await;
+    let alice = cp.client_as(&tester, None).await;
+    let policy = env
+        .apply_policy("added", json!({"serviceModel": "PaaS", "mode": "Enforce"}))
+        .await;
+    env.wait_status(&policy, "IAM-01 prevented", |s| {
+        s.controls
+            .iter()
+            .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Deny))
+    })
+    .await;
+    let zed = cluster_admin_binding(&format!("x-{suffix}"), user("zed"));
+    until_refused("cluster-admin for zed", async || {
+        dry_run_cluster::<ClusterRoleBinding>(&alice, &zed).await
+    })
+    .await;
+    let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
+    let name = "onus-iam-01";
+    const QUICK: Duration = Duration::from_secs(15);
+    let someone_else = PatchParams::apply("someone-else");
+
+    // A matchCondition that is always false: the policy would match no request.
+    policies
+        .patch(
+            name,
+            &someone_else,
+            &Patch::Apply(json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": name},
+                "spec": {"matchConditions": [{"name": "bypass", "expression": "false"}]},
+            })),
+        )
+        .await
+        .expect("add a matchCondition");
+    within(QUICK, "the added matchCondition removed", async || {
+        let spec = policies.get(name).await.expect("get").spec.expect("spec");
+        let conditions = spec.match_conditions.unwrap_or_default();
+        !conditions.is_empty() && conditions.iter().all(|c| c.name != "bypass")
+    })
+    .await;
+    until_refused("cluster-admin for zed, the policy put back", async || {
+        dry_run_cluster::<ClusterRoleBinding>(&alice, &zed).await
+    })
+    .await;
+
+    Api::<ResponsibilityPolicy>::all(admin.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    all_removed(&admin).await;
+}
+
+/// A write of a generated policy's status (the API server's type checking does one after every
+/// change of its spec: kube-controller-manager's validatingadmissionpolicy-status-controller,
+/// which the test environment does not run, so the test writes it as that controller would) is
+/// nobody's edit: onus writes nothing for it (3 s, per the audit log). A change of the spec
+/// right after is still put back at once, so the watch was live.
+#[tokio::test]
+async fn a_status_write_is_not_taken_for_someone_elses_change() {
+    let _serial = SERIAL.lock().await;
+    let suffix = &onus_testenv::random_suffix()[..6];
+    let operator_user = format!("onus-operator-{suffix}");
+    let cp = control_plane();
+    let admin = cp.client().await;
+    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
+    let env = TestEnv::start_admission("status", Some(&operator_user)).await;
+    let policy = env
+        .apply_policy("status", json!({"serviceModel": "PaaS", "mode": "Enforce"}))
+        .await;
+    env.wait_status(&policy, "IAM-01 prevented", |s| {
+        s.controls
+            .iter()
+            .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Deny))
+    })
+    .await;
+    let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
+    let name = "onus-iam-01";
+    let onus_writes = |since: jiff::Timestamp| {
+        cp.audit_events()
+            .into_iter()
+            .filter(|e| {
+                e.user == operator_user
+                    && e.resource == "validatingadmissionpolicies"
+                    && e.name == name
+                    && e.received >= since
+            })
+            .count()
+    };
+
+    let since = jiff::Timestamp::now();
+    let before = policies.get(name).await.expect("get");
+    let generation = before.metadata.generation.expect("generation");
+    let after = policies
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": generation,
+                                            "typeChecking": {"expressionWarnings": []}}})),
+        )
+        .await
+        .expect("status");
+    assert_ne!(
+        before.metadata.resource_version, after.metadata.resource_version,
+        "the status write changed nothing"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(onus_writes(since), 0, "onus wrote after a status write");
+
+    let wanted = after.spec.expect("spec");
+    policies
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"failurePolicy": "Ignore"}})),
+        )
+        .await
+        .expect("weaken");
+    within(
+        Duration::from_secs(15),
+        "the weakened policy put back",
+        async || {
+            let now = policies.get(name).await.expect("get").spec.expect("spec");
+            now.failure_policy == wanted.failure_policy
+        },
+    )
+    .await;
+
+    Api::<ResponsibilityPolicy>::all(admin.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    all_removed(&admin).await;
+}
+
+/// Another writer that weakens a generated policy again each time onus puts it back (a
+/// controller fighting onus over it) does not get onus into a tight loop of writes: over 4 s
+/// of that, onus writes the policy a handful of times (each repair waits twice as long as the
+/// last), not once per round. Once the other writer stops, the policy is put back.
+#[tokio::test]
+async fn a_writer_fighting_onus_over_a_generated_object_gets_no_tight_loop() {
+    let _serial = SERIAL.lock().await;
+    let suffix = &onus_testenv::random_suffix()[..6];
+    let operator_user = format!("onus-operator-{suffix}");
+    let cp = control_plane();
+    let admin = cp.client().await;
+    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
+    let env = TestEnv::start_admission("fight", Some(&operator_user)).await;
+    let policy = env
+        .apply_policy("fight", json!({"serviceModel": "PaaS", "mode": "Enforce"}))
+        .await;
+    env.wait_status(&policy, "IAM-01 prevented", |s| {
+        s.controls
+            .iter()
+            .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Deny))
+    })
+    .await;
+    let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
+    let name = "onus-iam-01";
+    let ignore = || Some("Ignore".to_string());
+
+    let since = jiff::Timestamp::now();
+    let start = Instant::now();
+    let mut rounds = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        let spec = policies.get(name).await.expect("get").spec.expect("spec");
+        if spec.failure_policy != ignore() {
+            rounds += 1;
+            policies
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"failurePolicy": "Ignore"}})),
+                )
+                .await
+                .expect("weaken");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let onus_writes = cp
+        .audit_events()
+        .into_iter()
+        .filter(|e| {
+            e.user == operator_user
+                && e.resource == "validatingadmissionpolicies"
+                && e.name == name
+                && e.verb == "patch"
+                && e.received >= since
+        })
+        .count();
+    eprintln!("fought {rounds} rounds; onus wrote the policy {onus_writes} times in 4 s");
+    assert!(
+        rounds >= 2,
+        "onus never put it back while fought over ({rounds} rounds)"
+    );
+    assert!(
+        onus_writes <= 6,
+        "onus wrote the policy {onus_writes} times in 4 s of a fight ({rounds} rounds)"
+    );
+    within(
+        Duration::from_secs(15),
+        "the policy put back after the fight",
+        async || {
+            let spec = policies.get(name).await.expect("get").spec.expect("spec");
+            spec.failure_policy == Some("Fail".to_string())
+        },
+    )
+    .await;
+
+    Api::<ResponsibilityPolicy>::all(admin.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    all_removed(&admin).await;
+}
+
+/// onus writes only over what it read: a look-alike created between its read and its write is
+/// not overwritten, an object of onus's changed in between is not overwritten blindly (the
+/// pass reads again), and one taken over in between (label removed) is not deleted.
+/// Deterministic: the test makes the change between onus's read and its write.
 #[tokio::test]
 async fn a_write_never_overwrites_or_deletes_what_changed_since_it_was_read() {
     use onus::controller::prevent;

@@ -200,7 +200,25 @@ pub(super) async fn converge(ctx: &Context) {
             (ctx.clock)(),
             ctx.own_user.as_deref(),
         );
+        let before = (
+            state.prevention.in_place.clone(),
+            state.prevention.failures.clone(),
+        );
         let refused = state.prevention.converge(&ctx.client, wanted).await;
+        // A control that became prevented, stopped being, or is refused otherwise: every policy
+        // that asked for it reconciles, so its status says so (a retry, or a pass that another
+        // policy's reconcile ran, changes theirs too).
+        let changed: Vec<String> = crate::admission::all_names()
+            .into_iter()
+            .filter(|n| {
+                before.0.contains(n) != state.prevention.in_place.contains(n)
+                    || before.1.get(n) != state.prevention.failures.get(n)
+            })
+            .collect();
+        for policy in state.prevention.asking(&changed) {
+            // Stopped: so are the reconciles.
+            let _ = ctx.wake.send(policy);
+        }
         // Announced once per refusal, not per retry, on every policy that asked for it: a
         // control that is not prevented as asked is never silent (status says it too).
         for (_, asked, line) in refused {
@@ -336,18 +354,15 @@ pub(super) async fn converge(ctx: &Context) {
 }
 
 /// Converges whenever a refused action is due, whether or not a policy reconciles.
-pub(super) async fn retry_refused(
-    ctx: Arc<Context>,
-    wake: tokio::sync::mpsc::UnboundedSender<String>,
-) {
+pub(super) async fn retry_refused(ctx: Arc<Context>) {
     loop {
         let due = ctx.converging.lock().await.next_retry();
         if due.is_some_and(|at| at <= Instant::now()) {
             converge(&ctx).await;
-            // What holds now (a retry that went through, or failed anew) is in the statuses
-            // at once, not at the next resync.
+            // What holds now (a retried remediation that went through, or failed anew) is in
+            // the statuses at once, not at the next resync.
             for policy in ctx.policies.state() {
-                if wake.send(policy.name_any()).is_err() {
+                if ctx.wake.send(policy.name_any()).is_err() {
                     return;
                 }
             }
@@ -366,8 +381,10 @@ pub(super) async fn retry_refused(
 /// next repair pass (every 5 minutes): until then a control the status calls prevented would
 /// not be. `wake` gets the policies that asked for it, to reconcile: their reconcile runs the
 /// pass, and their status then says what holds. onus's own writes come back at the versions it
-/// recorded and wake nothing; a watch that starts again compares its list with them. A watch
-/// the API server refuses is logged and retried; the repair pass stays as the floor.
+/// recorded and wake nothing; a watch that starts again compares its list with them. Someone
+/// writing one back right after each repair is answered at a growing pace ([`FIGHT_FIRST`] to
+/// [`FIGHT_MAX`]), not in a tight loop of writes. A watch the API server refuses is logged and
+/// retried; the repair pass stays as the floor.
 pub(super) async fn repair_on_change(
     ctx: Arc<Context>,
     wake: tokio::sync::mpsc::UnboundedSender<String>,
@@ -384,7 +401,7 @@ pub(super) async fn repair_on_change(
 
     use super::prevent::{BINDING, POLICY, Seen};
 
-    /// A watch event, as far as repairs care: names and resourceVersions.
+    /// A watch event, as far as repairs care: names and versions ([`super::prevent::version`]).
     enum Change {
         Listing,
         Listed(String, String),
@@ -395,8 +412,8 @@ pub(super) async fn repair_on_change(
     fn change<K>(event: watcher::Event<PartialObjectMeta<K>>) -> Change {
         let of = |o: PartialObjectMeta<K>| {
             (
-                o.metadata.name.unwrap_or_default(),
-                o.metadata.resource_version.unwrap_or_default(),
+                o.metadata.name.clone().unwrap_or_default(),
+                super::prevent::version(&o.metadata).unwrap_or_default(),
             )
         };
         match event {
@@ -434,6 +451,8 @@ pub(super) async fn repair_on_change(
     let mut events = std::pin::pin!(futures::stream::select(policies, bindings));
     let names = crate::admission::all_names();
     let mut listing: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+    // The last repair, and how long it waited.
+    let mut pace: Option<(Instant, Duration)> = None;
     while let Some((kind, event)) = events.next().await {
         let diverged: Vec<String> = match event {
             Err(error) => {
@@ -471,12 +490,33 @@ pub(super) async fn repair_on_change(
         if diverged.is_empty() {
             continue;
         }
+        // Someone writing them back right after each repair (another controller fighting onus
+        // over them) is not answered in a tight loop of writes: each repair then waits twice
+        // as long as the last, up to a minute; a quiet spell starts again at once.
+        let now = Instant::now();
+        let delay = match pace {
+            Some((last, delay)) if now < last + FIGHT_QUIET => {
+                (delay * 2).clamp(FIGHT_FIRST, FIGHT_MAX)
+            }
+            _ => Duration::ZERO,
+        };
+        if delay.is_zero() {
+            warn!(
+                kind,
+                names = ?diverged,
+                "Generated admission objects changed by someone else: putting them back"
+            );
+        } else {
+            warn!(
+                kind,
+                names = ?diverged,
+                ?delay,
+                "Generated admission objects changed by someone else again right after onus put them back (another controller writing them?): putting them back after a delay"
+            );
+            tokio::time::sleep(delay).await;
+        }
+        pace = Some((Instant::now(), delay));
         let asked = ctx.converging.lock().await.prevention.repair(&diverged);
-        warn!(
-            kind,
-            names = ?diverged,
-            "Generated admission objects changed by someone else: putting them back"
-        );
         for policy in asked {
             if wake.send(policy).is_err() {
                 return;
@@ -484,6 +524,12 @@ pub(super) async fn repair_on_change(
         }
     }
 }
+
+/// A repair this soon after the last one is someone fighting onus over its generated objects.
+const FIGHT_QUIET: Duration = Duration::from_secs(10);
+/// The first and the longest wait of a repair while fought over.
+const FIGHT_FIRST: Duration = Duration::from_secs(1);
+const FIGHT_MAX: Duration = Duration::from_secs(60);
 
 /// The Event reason of a generated admission policy the API server refused or onus could not
 /// write (too large).

@@ -111,6 +111,10 @@ pub struct Context {
     admission: bool,
     /// onus's own user name (exempt from the admission policies it generates), when known.
     own_user: Option<String>,
+    /// Policies to reconcile by name: those whose generated admission objects someone else
+    /// changed, or whose admission status a pass changed (a retry, or another policy's
+    /// reconcile, ran it), so their status follows.
+    wake: tokio::sync::mpsc::UnboundedSender<String>,
     /// Whether this instance may write.
     leadership: Leadership,
     /// What the policies were when a standby last pruned the evaluator's cache for them.
@@ -385,6 +389,7 @@ pub async fn run(
         audit_only: settings.audit_only,
         admission,
         own_user,
+        wake: wake.clone(),
         leadership: settings.leadership.clone(),
         standby_pruned: Mutex::new(0),
         reports: settings.reports.clone().map(reports::Reports::new),
@@ -398,8 +403,7 @@ pub async fn run(
     // the shutdown, like the reconciles.
     let retries = leading_only(settings.leadership.clone(), {
         let ctx = ctx.clone();
-        let wake = wake.clone();
-        move || converge::retry_refused(ctx.clone(), wake.clone())
+        move || converge::retry_refused(ctx.clone())
     });
     let stop = shutdown.clone();
     let _retries = AbortOnDrop(tokio::spawn(async move {

@@ -54,7 +54,7 @@ pub(super) const BINDING: &str = "ValidatingAdmissionPolicyBinding";
 /// What a watch saw of one of onus's generated objects.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Seen<'a> {
-    /// It exists at this resourceVersion.
+    /// It exists at this [`version`].
     Version(&'a str),
     /// It was deleted, or lost onus's label.
     Gone,
@@ -65,8 +65,8 @@ pub(super) enum Seen<'a> {
 pub(super) struct Prevention {
     /// What was wanted at the last pass, and when it ran.
     done: Option<(BTreeMap<String, Generated>, Instant)>,
-    /// The resourceVersion of each object as onus last wrote it (or found it as wanted), by
-    /// kind and name: a watch event at any other version is someone else's change.
+    /// The [`version`] of each object as onus last wrote it (or found it as wanted), by kind
+    /// and name: a watch event at any other version is someone else's change.
     written: BTreeMap<(&'static str, String), String>,
     /// Someone else changed a generated object: the next pass runs though nothing else did.
     stale: bool,
@@ -178,11 +178,11 @@ impl Prevention {
         }
         match seen {
             Seen::Gone => true,
-            Seen::Version(v) => self.version_written(kind, name) != Some(v),
+            Seen::Version(v) => !at_or_before(v, self.version_written(kind, name)),
         }
     }
 
-    /// The wanted objects of `kind` that a fresh list (`listed`: name → resourceVersion,
+    /// The wanted objects of `kind` that a fresh list (`listed`: name → [`version`],
     /// onus's label only) does not show as onus left them: what a watch that was down missed.
     pub fn diverged_from(&self, kind: &str, listed: &BTreeMap<String, String>) -> Vec<String> {
         let Some((wanted, _)) = &self.done else {
@@ -208,6 +208,11 @@ impl Prevention {
     /// else. Returns the policies that asked for `names`, whose status a pass may change.
     pub fn repair(&mut self, names: &[String]) -> BTreeSet<String> {
         self.stale = true;
+        self.asking(names)
+    }
+
+    /// The policies that asked for `names` (those still wanted) at the last pass.
+    pub fn asking(&self, names: &[String]) -> BTreeSet<String> {
         let Some((wanted, _)) = &self.done else {
             return BTreeSet::new();
         };
@@ -216,6 +221,20 @@ impl Prevention {
             .filter_map(|n| wanted.get(n))
             .flat_map(|g| g.policies.iter().cloned())
             .collect()
+    }
+}
+
+/// Whether the [`version`] `seen` is the one onus wrote last (`written`) or one before it (the
+/// same object, an older generation): an event that comes late, of a state onus's last write
+/// already replaced (its writes are over what it read), is nobody's new change.
+fn at_or_before(seen: &str, written: Option<&str>) -> bool {
+    let generation = |v: &str| {
+        let (uid, generation) = v.rsplit_once('/')?;
+        Some((uid.to_string(), generation.parse::<i64>().ok()?))
+    };
+    match (generation(seen), written.and_then(generation)) {
+        (Some((seen_uid, seen)), Some((uid, written))) => seen_uid == uid && seen <= written,
+        _ => false,
     }
 }
 
@@ -382,8 +401,8 @@ where
 /// Applies one generated policy and its binding; the policy first, so a binding never points
 /// at a policy onus could not write. Nothing is written when the policy is too large
 /// ([`admission::too_large`]): whatever is in place stays.
-/// Returns what was done (nothing when both were in place as wanted) and the resourceVersions
-/// of the policy and the binding as they now are.
+/// Returns what was done (nothing when both were in place as wanted) and the [`version`]s of
+/// the policy and the binding as they now are.
 pub async fn apply(
     client: &Client,
     name: &str,
@@ -416,10 +435,22 @@ pub async fn apply(
     });
     Ok((
         what,
-        [
-            after.metadata.resource_version,
-            binding_after.metadata.resource_version,
-        ],
+        [version(&after.metadata), version(&binding_after.metadata)],
+    ))
+}
+
+/// What tells one state of a generated object's spec from another: its uid and generation. Not
+/// its resourceVersion: the API server's own type checking writes each policy's status after
+/// every change of its spec (kube-controller-manager's
+/// validatingadmissionpolicy-status-controller), which is no one's edit and would otherwise be
+/// taken for one (a needless pass, and a false warning of someone else's change, at each
+/// write). An edit of the spec changes the generation; deleting, relabelling or recreating the
+/// object is seen as such (or changes the uid).
+pub(super) fn version(meta: &kube::api::ObjectMeta) -> Option<String> {
+    Some(format!(
+        "{}/{}",
+        meta.uid.as_deref()?,
+        meta.generation.unwrap_or_default()
     ))
 }
 
@@ -499,5 +530,20 @@ pub(super) async fn own_user(client: &Client) -> Option<String> {
             warn!(%error, "Could not learn onus's own user name (SelfSubjectReview); it is not exempt from the admission policies onus generates");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_event_of_a_state_onus_wrote_over_is_no_change() {
+        assert!(at_or_before("u/3", Some("u/3")));
+        assert!(at_or_before("u/2", Some("u/3")));
+        assert!(!at_or_before("u/4", Some("u/3")));
+        // Recreated (another uid), or never written by onus: a change.
+        assert!(!at_or_before("v/1", Some("u/3")));
+        assert!(!at_or_before("u/1", None));
     }
 }
