@@ -379,7 +379,8 @@ pub(super) async fn retry_refused(ctx: Arc<Context>) {
 /// Watches onus's generated ValidatingAdmissionPolicies and bindings (by its label) and has
 /// one that someone else deleted, relabelled or edited put back at once, rather than at the
 /// next repair pass (every 5 minutes): until then a control the status calls prevented would
-/// not be. `wake` gets the policies that asked for it, to reconcile: their reconcile runs the
+/// not be. Every replica watches (a standby that takes the Lease lists nothing); only the
+/// leader acts. `wake` gets the policies that asked for it, to reconcile: their reconcile runs the
 /// pass, and their status then says what holds. onus's own writes come back at the versions it
 /// recorded and wake nothing; a watch that starts again compares its list with them. Someone
 /// writing one back right after each repair is answered at a growing pace ([`FIGHT_FIRST`] to
@@ -487,7 +488,8 @@ pub(super) async fn repair_on_change(
                 diverged.then_some(name).into_iter().collect()
             }
         };
-        if diverged.is_empty() {
+        if diverged.is_empty() || !ctx.leadership.is_leading() {
+            // (A standby has carried out no pass: `diverged` finds nothing to compare with.)
             continue;
         }
         // Someone writing them back right after each repair (another controller fighting onus

@@ -412,12 +412,11 @@ pub async fn run(
             () = stop => {}
         }
     }));
-    // Generated admission objects someone else changes are put back at once; by the leader.
+    // Generated admission objects someone else changes are put back at once. Watched by every
+    // replica, as the other kinds are (a standby that takes the Lease lists nothing), and acted
+    // on by the leader only: a standby has carried out no pass to compare with.
     let _repairs = admission.then(|| {
-        let repairs = leading_only(settings.leadership.clone(), {
-            let ctx = ctx.clone();
-            move || converge::repair_on_change(ctx.clone(), wake.clone())
-        });
+        let repairs = converge::repair_on_change(ctx.clone(), wake);
         let stop = shutdown.clone();
         AbortOnDrop(tokio::spawn(async move {
             tokio::select! {

@@ -15,7 +15,7 @@
 //! Event, a metric: see `converge`).
 //!
 //! Applied when what is wanted changes, when a refusal is due for its retry, when someone else
-//! deletes, relabels or edits a generated object (the leader watches them:
+//! deletes, relabels or edits a generated object (every replica watches them, the leader acts:
 //! `converge::repair_on_change`, which asks [`Prevention::diverged`]), and every [`REPAIR`]
 //! (in case that watch is refused or missed something).
 
