@@ -1188,6 +1188,29 @@ async fn all_removed(admin: &Client) {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
+/// IAM-01 prevented at admission, as the status says.
+fn iam01_prevented(s: &onus::crd::ResponsibilityPolicyStatus) -> bool {
+    s.controls
+        .iter()
+        .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Deny))
+}
+
+/// An operator (its own identity, cluster-admin by RBAC) with an Enforce policy `name` whose
+/// IAM-01 is prevented: (operator, its user, the policy, a suffix for this test's names).
+async fn enforcing(name: &str) -> (TestEnv, String, String, String) {
+    let suffix = onus_testenv::random_suffix()[..6].to_string();
+    let operator_user = format!("onus-operator-{suffix}");
+    let admin = control_plane().client().await;
+    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
+    let env = TestEnv::start_admission(name, Some(&operator_user)).await;
+    let policy = env
+        .apply_policy(name, json!({"serviceModel": "PaaS", "mode": "Enforce"}))
+        .await;
+    env.wait_status(&policy, "IAM-01 prevented", iam01_prevented)
+        .await;
+    (env, operator_user, policy, suffix)
+}
+
 /// Waits up to `within` for `done`, polling; the time it took.
 async fn within(within: Duration, what: &str, done: impl AsyncFn() -> bool) -> Duration {
     let start = Instant::now();
@@ -1206,22 +1229,10 @@ async fn within(within: Duration, what: &str, done: impl AsyncFn() -> bool) -> D
 #[tokio::test]
 async fn a_generated_object_changed_by_someone_else_is_put_back_at_once() {
     let _serial = SERIAL.lock().await;
-    let suffix = &onus_testenv::random_suffix()[..6];
-    let operator_user = format!("onus-operator-{suffix}");
+    let (env, operator_user, policy, _) = enforcing("repair").await;
     let cp = control_plane();
     let admin = cp.client().await;
-    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
-    let env = TestEnv::start_admission("repair", Some(&operator_user)).await;
-    let policy = env
-        .apply_policy("repair", json!({"serviceModel": "PaaS", "mode": "Enforce"}))
-        .await;
-    let prevented = |s: &onus::crd::ResponsibilityPolicyStatus| {
-        s.controls
-            .iter()
-            .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Deny))
-    };
-    env.wait_status(&policy, "IAM-01 prevented", prevented)
-        .await;
+    let prevented = iam01_prevented;
     let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
     let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone());
     let name = "onus-iam-01";
@@ -1382,24 +1393,12 @@ async fn a_generated_object_changed_by_someone_else_is_put_back_at_once() {
 #[tokio::test]
 async fn a_field_someone_else_adds_to_a_generated_object_is_removed() {
     let _serial = SERIAL.lock().await;
-    let suffix = &onus_testenv::random_suffix()[..6];
-    let operator_user = format!("onus-operator-{suffix}");
+    let (_env, _, policy, suffix) = enforcing("added").await;
     let cp = control_plane();
     let admin = cp.client().await;
-    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
-    let env = TestEnv::start_admission("added", Some(&operator_user)).await;
     let tester = format!("alice-{suffix}");
     grant_cluster_admin(&admin, &tester, "User", &tester).await;
     let alice = cp.client_as(&tester, None).await;
-    let policy = env
-        .apply_policy("added", json!({"serviceModel": "PaaS", "mode": "Enforce"}))
-        .await;
-    env.wait_status(&policy, "IAM-01 prevented", |s| {
-        s.controls
-            .iter()
-            .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Deny))
-    })
-    .await;
     let zed = cluster_admin_binding(&format!("x-{suffix}"), user("zed"));
     until_refused("cluster-admin for zed", async || {
         dry_run_cluster::<ClusterRoleBinding>(&alice, &zed).await
@@ -1450,21 +1449,9 @@ async fn a_field_someone_else_adds_to_a_generated_object_is_removed() {
 #[tokio::test]
 async fn a_status_write_is_not_taken_for_someone_elses_change() {
     let _serial = SERIAL.lock().await;
-    let suffix = &onus_testenv::random_suffix()[..6];
-    let operator_user = format!("onus-operator-{suffix}");
+    let (_env, operator_user, policy, _) = enforcing("status").await;
     let cp = control_plane();
     let admin = cp.client().await;
-    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
-    let env = TestEnv::start_admission("status", Some(&operator_user)).await;
-    let policy = env
-        .apply_policy("status", json!({"serviceModel": "PaaS", "mode": "Enforce"}))
-        .await;
-    env.wait_status(&policy, "IAM-01 prevented", |s| {
-        s.controls
-            .iter()
-            .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Deny))
-    })
-    .await;
     let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
     let name = "onus-iam-01";
     let onus_writes = |since: jiff::Timestamp| {
@@ -1531,21 +1518,9 @@ async fn a_status_write_is_not_taken_for_someone_elses_change() {
 #[tokio::test]
 async fn a_writer_fighting_onus_over_a_generated_object_gets_no_tight_loop() {
     let _serial = SERIAL.lock().await;
-    let suffix = &onus_testenv::random_suffix()[..6];
-    let operator_user = format!("onus-operator-{suffix}");
+    let (_env, operator_user, policy, _) = enforcing("fight").await;
     let cp = control_plane();
     let admin = cp.client().await;
-    grant_cluster_admin(&admin, &operator_user, "User", &operator_user).await;
-    let env = TestEnv::start_admission("fight", Some(&operator_user)).await;
-    let policy = env
-        .apply_policy("fight", json!({"serviceModel": "PaaS", "mode": "Enforce"}))
-        .await;
-    env.wait_status(&policy, "IAM-01 prevented", |s| {
-        s.controls
-            .iter()
-            .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Deny))
-    })
-    .await;
     let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
     let name = "onus-iam-01";
     let ignore = || Some("Ignore".to_string());
