@@ -123,6 +123,124 @@ impl Requests {
     }
 }
 
+/// Where a probe's time goes, from the audit log's timestamps (the API server's clock, the same
+/// host's as the bench's): the Pod's create request (received → stored), then the first status
+/// write of the policy by onus received after it (received → stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeTimes {
+    pub create_received: i64,
+    pub create_done: i64,
+    pub status_received: i64,
+    pub status_done: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TimedLine {
+    stage: String,
+    verb: String,
+    user: User,
+    #[serde(default)]
+    object_ref: Option<NamedRef>,
+    request_received_timestamp: String,
+    stage_timestamp: String,
+}
+
+#[derive(Deserialize, Default)]
+struct NamedRef {
+    #[serde(default)]
+    resource: String,
+    #[serde(default)]
+    subresource: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// Microseconds since the Unix epoch of an audit timestamp (RFC 3339).
+fn micros(timestamp: &str) -> Option<i64> {
+    timestamp
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_microsecond())
+}
+
+/// For each probe Pod name, its [`ProbeTimes`] from the log between two offsets: the completed
+/// `create pods` of that name, and the first completed status patch of `policy` by `onus_user`
+/// received after that create was stored. Probes without both are left out.
+pub fn probe_times(
+    path: &Path,
+    from: u64,
+    to: u64,
+    probes: &[String],
+    policy: &str,
+    onus_user: &str,
+) -> anyhow::Result<BTreeMap<String, ProbeTimes>> {
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.take(to.saturating_sub(from)).read_to_end(&mut bytes)?;
+    Ok(parse_probe_times(
+        &String::from_utf8_lossy(&bytes),
+        probes,
+        policy,
+        onus_user,
+    ))
+}
+
+fn parse_probe_times(
+    text: &str,
+    probes: &[String],
+    policy: &str,
+    onus_user: &str,
+) -> BTreeMap<String, ProbeTimes> {
+    let wanted: HashSet<&str> = probes.iter().map(String::as_str).collect();
+    let mut creates: Vec<(String, i64, i64)> = Vec::new();
+    let mut writes: Vec<(i64, i64)> = Vec::new();
+    for line in text.lines() {
+        let Ok(e) = serde_json::from_str::<TimedLine>(line) else {
+            continue;
+        };
+        if e.stage != "ResponseComplete" {
+            continue;
+        }
+        let o = e.object_ref.unwrap_or_default();
+        let (Some(received), Some(done)) = (
+            micros(&e.request_received_timestamp),
+            micros(&e.stage_timestamp),
+        ) else {
+            continue;
+        };
+        if e.verb == "create" && o.resource == "pods" && wanted.contains(o.name.as_str()) {
+            creates.push((o.name, received, done));
+        } else if e.user.username == onus_user
+            && matches!(e.verb.as_str(), "patch" | "update")
+            && o.resource == "responsibilitypolicies"
+            && o.subresource == "status"
+            && o.name == policy
+        {
+            writes.push((received, done));
+        }
+    }
+    writes.sort_unstable();
+    creates
+        .into_iter()
+        .filter_map(|(name, create_received, create_done)| {
+            let &(status_received, status_done) = writes
+                .iter()
+                .find(|(received, _)| *received >= create_done)?;
+            Some((
+                name,
+                ProbeTimes {
+                    create_received,
+                    create_done,
+                    status_received,
+                    status_done,
+                },
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +265,31 @@ mod tests {
             r.writes.keys().collect::<Vec<_>>(),
             ["patch responsibilitypolicies/status"]
         );
+    }
+
+    #[test]
+    fn a_probe_is_timed_by_its_create_and_the_next_status_write_of_the_policy() {
+        let log = r#"{"stage":"ResponseComplete","verb":"patch","user":{"username":"onus"},"objectRef":{"resource":"responsibilitypolicies","subresource":"status","name":"p0"},"requestReceivedTimestamp":"2026-11-29T10:00:00.000000Z","stageTimestamp":"2026-11-29T10:00:00.005000Z"}
+{"stage":"ResponseComplete","verb":"create","user":{"username":"bench"},"objectRef":{"resource":"pods","name":"probe-1"},"requestReceivedTimestamp":"2026-11-29T10:00:01.000000Z","stageTimestamp":"2026-11-29T10:00:01.008000Z"}
+{"stage":"ResponseComplete","verb":"patch","user":{"username":"onus"},"objectRef":{"resource":"responsibilitypolicies","subresource":"status","name":"p1"},"requestReceivedTimestamp":"2026-11-29T10:00:01.010000Z","stageTimestamp":"2026-11-29T10:00:01.011000Z"}
+{"stage":"ResponseComplete","verb":"patch","user":{"username":"onus"},"objectRef":{"resource":"responsibilitypolicies","subresource":"status","name":"p0"},"requestReceivedTimestamp":"2026-11-29T10:00:01.030000Z","stageTimestamp":"2026-11-29T10:00:01.042000Z"}
+{"stage":"ResponseComplete","verb":"create","user":{"username":"bench"},"objectRef":{"resource":"pods","name":"probe-2"},"requestReceivedTimestamp":"2026-11-29T10:00:02.000000Z","stageTimestamp":"2026-11-29T10:00:02.001000Z"}
+{"stage":"ResponseComplete","verb":"create","user":{"username":"bench"},"objectRef":{"resource":"pods","name":"other"},"requestReceivedTimestamp":"2026-11-29T10:00:03.000000Z","stageTimestamp":"2026-11-29T10:00:03.001000Z"}
+"#;
+        let probes = ["probe-1".to_string(), "probe-2".to_string()];
+        let t = parse_probe_times(log, &probes, "p0", "onus");
+        let base = 1_795_946_400_000_000; // 2026-11-29T10:00:00Z
+        assert_eq!(
+            t.get("probe-1"),
+            Some(&ProbeTimes {
+                create_received: base + 1_000_000,
+                create_done: base + 1_008_000,
+                status_received: base + 1_030_000,
+                status_done: base + 1_042_000,
+            })
+        );
+        // No status write of the policy after it: left out.
+        assert!(!t.contains_key("probe-2"));
+        assert_eq!(t.len(), 1);
     }
 }

@@ -485,7 +485,9 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
     );
     for churn in churns {
         let m0 = onus.metrics().await?;
+        let log_from = audit::offset(&ctx.cp.audit_log_path());
         let lat = probe_batch(ctx, 1, probes, churn, &format!("r{run}-p1-c{churn}")).await?;
+        let log_to = audit::offset(&ctx.cp.audit_log_path());
         let m1 = onus.metrics().await?;
         let quiet = churn == 0;
         report.latency(
@@ -497,6 +499,13 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
             },
             &lat,
             false,
+        );
+        report.latency_from_request(
+            &format!(
+                "  from the probe's create request sent (its admission and storage included), 1 policy, {}",
+                churn_label(churn)
+            ),
+            &lat,
         );
         if churn > 0 {
             report.number(
@@ -518,6 +527,9 @@ async fn measure_run(ctx: &Ctx<'_>, run: usize, report: &mut Report) -> anyhow::
                 Goal::None,
                 (m1.detection_seconds - m0.detection_seconds) * 1000.0 / detections,
             );
+        }
+        if quiet {
+            report_probe_phases(ctx, &lat, log_from, log_to, report)?;
         }
         let reconciles = m1.reconciles - m0.reconciles;
         if reconciles > 0.0 {
@@ -823,6 +835,62 @@ fn churn_label(churn: u32) -> String {
     } else {
         format!("{churn} changes/s")
     }
+}
+
+/// The quiet probes' time split at the API server's audit timestamps, medians in ms: the
+/// probe's create reaching the API server, the create stored, onus's status write received
+/// (the Pod's watch event reaching onus, its evaluation and its write request), that write
+/// stored, and the bench's policy watch showing it.
+fn report_probe_phases(
+    ctx: &Ctx<'_>,
+    lat: &probes::Latencies,
+    from: u64,
+    to: u64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = lat.walls.iter().map(|(n, _, _)| n.clone()).collect();
+    let times = audit::probe_times(
+        &ctx.cp.audit_log_path(),
+        from,
+        to,
+        &names,
+        &policies::name(0),
+        ONUS_USER,
+    )?;
+    let mut phases: [Vec<Duration>; 5] = Default::default();
+    for (name, sent, seen) in &lat.walls {
+        let Some(t) = times.get(name) else { continue };
+        let points = [
+            *sent,
+            t.create_received,
+            t.create_done,
+            t.status_received,
+            t.status_done,
+            *seen,
+        ];
+        for (i, phase) in phases.iter_mut().enumerate() {
+            let us = (points[i + 1] - points[i]).max(0) as u64;
+            phase.push(Duration::from_micros(us));
+        }
+    }
+    const PHASES: [&str; 5] = [
+        "probe create sent → received by the API server",
+        "probe create received → stored",
+        "probe stored → onus's status write received (watch to onus, evaluation, request)",
+        "onus's status write received → stored",
+        "status stored → seen by the bench's watch",
+    ];
+    for (label, samples) in PHASES.iter().zip(&phases) {
+        if samples.is_empty() {
+            continue;
+        }
+        report.number(
+            &format!("  audit log split, quiet, 1 policy: {label}, p50 (ms)"),
+            Goal::None,
+            probes::quantile(samples, 0.5).as_secs_f64() * 1000.0,
+        );
+    }
+    Ok(())
 }
 
 async fn probe_batch(

@@ -25,16 +25,30 @@ use crate::{
 /// Latencies of one probe batch.
 #[derive(Clone, Debug, Default)]
 pub struct Latencies {
-    /// Create request sent → the first policy's status shows the probe.
+    /// The probe stored (its create request answered) → the first policy's status shows it.
     pub first: Vec<Duration>,
-    /// Create request sent → every policy's status shows it.
+    /// The probe stored → every policy's status shows it.
     pub all: Vec<Duration>,
+    /// Create request sent → the first policy's status shows it: [`Self::first`] plus the API
+    /// server's handling of the create (admission and storage), which is no part of onus.
+    pub sent_to_first: Vec<Duration>,
     /// Background changes per second actually made during the batch.
     pub churn_rate: f64,
     /// The last probe was not seen within its time budget (and the batch stopped there).
     pub timed_out: bool,
     /// That budget.
     pub probe_timeout: Duration,
+    /// Each probe seen: its Pod's name, and when (microseconds since the Unix epoch) its create
+    /// was sent and the first policy's status showed it, to line up with the audit log.
+    pub walls: Vec<(String, i64, i64)>,
+}
+
+/// Microseconds since the Unix epoch, `ago` before now.
+fn wall_micros(ago: Duration) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.saturating_sub(ago).as_micros() as i64
 }
 
 /// Background churn: `rate` changes per second, alternating creations and deletions of
@@ -198,6 +212,10 @@ pub async fn run(
         let _: Pod = fixture::create(client, pod)
             .await
             .with_context(|| format!("probe {name}"))?;
+        // The change exists from here on: detection latency counts from its storage, not from
+        // the request (the API server's admission of a Pod can take tens of ms on its own;
+        // BENCHMARKS.md, "where a quiet probe's time goes").
+        let stored = Instant::now();
         made.namespaces.push(i);
         let want = p as u64 + 1;
         let seen = watcher
@@ -221,8 +239,15 @@ pub async fn run(
             .await;
         match seen {
             Ok((first, all)) => {
-                out.first.push(first.saturating_duration_since(sent));
-                out.all.push(all.saturating_duration_since(sent));
+                out.walls.push((
+                    name.clone(),
+                    wall_micros(sent.elapsed()),
+                    wall_micros(first.elapsed()),
+                ));
+                out.first.push(first.saturating_duration_since(stored));
+                out.all.push(all.saturating_duration_since(stored));
+                out.sent_to_first
+                    .push(first.saturating_duration_since(sent));
             }
             Err(_) => {
                 eprintln!(
@@ -231,6 +256,7 @@ pub async fn run(
                 );
                 out.first.push(budget.probe);
                 out.all.push(budget.probe);
+                out.sent_to_first.push(budget.probe);
                 out.timed_out = true;
                 break;
             }

@@ -151,6 +151,16 @@ impl Report {
     /// A batch that timed out shows how far it got, and misses any goal.
     pub fn latency(&mut self, figure: &str, goal: Goal, lat: &Latencies, first: bool) {
         let samples = if first { &lat.first } else { &lat.all };
+        self.latency_of(figure, goal, lat, samples);
+    }
+
+    /// A probe batch's latencies counted from the create request being sent (the probe's own
+    /// admission and storage included), until the first policy shows it.
+    pub fn latency_from_request(&mut self, figure: &str, lat: &Latencies) {
+        self.latency_of(figure, Goal::None, lat, &lat.sent_to_first);
+    }
+
+    fn latency_of(&mut self, figure: &str, goal: Goal, lat: &Latencies, samples: &[Duration]) {
         let ms = |q| quantile(samples, q).as_secs_f64() * 1000.0;
         let mut q = [ms(0.50), ms(0.95), ms(0.99)];
         if lat.timed_out {
