@@ -447,9 +447,10 @@ fn push_object(
 
 /// One YAML document: its text and the 1-based line its text starts at.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Document {
+pub struct Document<'a> {
     pub start: usize,
-    pub text: String,
+    /// The file's own text when it holds one document (no copy), else the document's lines.
+    pub text: std::borrow::Cow<'a, str>,
 }
 
 fn is_marker(line: &str, marker: &str) -> bool {
@@ -460,11 +461,25 @@ fn is_marker(line: &str, marker: &str) -> bool {
 /// Splits a YAML stream at `---` and `...` lines. A document marker at column 0 cannot be
 /// content (YAML forbids it even inside block scalars), so the split is exact. Content after
 /// `--- ` on the marker line stays in its document (the marker is blanked, columns kept).
-pub fn split_yaml(text: &str) -> Vec<Document> {
+pub fn split_yaml(text: &str) -> Vec<Document<'_>> {
+    let marker = |raw: &str| {
+        let line = raw.strip_suffix('\n').unwrap_or(raw);
+        is_marker(line, "---") || is_marker(line, "...")
+    };
+    if !text.split_inclusive('\n').any(marker) {
+        // One document, every line of it: the text itself (most manifests are one per file).
+        return first_content_line(text)
+            .map(|_| Document {
+                start: 1,
+                text: text.into(),
+            })
+            .into_iter()
+            .collect();
+    }
     let mut docs = Vec::new();
     let mut current = Document {
         start: 1,
-        text: String::new(),
+        text: String::new().into(),
     };
     for (i, raw) in text.split_inclusive('\n').enumerate() {
         let number = i + 1;
@@ -474,7 +489,7 @@ pub fn split_yaml(text: &str) -> Vec<Document> {
                 &mut current,
                 Document {
                     start: number,
-                    text: format!("   {}\n", &line[3..]),
+                    text: format!("   {}\n", &line[3..]).into(),
                 },
             ));
         } else if is_marker(line, "...") {
@@ -482,11 +497,11 @@ pub fn split_yaml(text: &str) -> Vec<Document> {
                 &mut current,
                 Document {
                     start: number + 1,
-                    text: String::new(),
+                    text: String::new().into(),
                 },
             ));
         } else {
-            current.text.push_str(raw);
+            current.text.to_mut().push_str(raw);
         }
     }
     docs.push(current);

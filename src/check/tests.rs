@@ -77,6 +77,22 @@ fn a_document_marker_inside_text_is_not_a_split() {
     assert_eq!(docs[0].start, 1);
 }
 
+#[test]
+fn a_file_of_one_document_is_read_in_place() {
+    let text = "# header\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n";
+    let docs = split_yaml(text);
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].start, 1);
+    assert!(matches!(docs[0].text, std::borrow::Cow::Borrowed(t) if t == text));
+    // With a marker it is split (copied) as before, lines kept.
+    let docs = split_yaml("---\na: 1\n---\nb: 2\n");
+    assert_eq!(docs.len(), 2);
+    assert_eq!((docs[0].start, docs[1].start), (1, 3));
+    assert_eq!(docs[1].text, "   \nb: 2\n");
+    // Only comments: no document.
+    assert!(split_yaml("# nothing\n\n").is_empty());
+}
+
 const YAML_LIST: &str = "apiVersion: v1
 kind: List
 items:

@@ -53,8 +53,8 @@ struct Memo {
     /// [`Generations::current`](crate::index::Generations::current) it is up to date with.
     at: u64,
     server_minor: Option<u32>,
-    /// The namespaces it governs.
-    namespaces: BTreeSet<String>,
+    /// The namespaces it governs (held once for the memos that govern the same ones).
+    namespaces: Arc<BTreeSet<String>>,
     rbac: Arc<RbacVerdicts>,
     cni_observed: bool,
     /// Per outcome (in the same order): the violations exceptions cover, sorted.
@@ -207,7 +207,11 @@ impl Evaluator {
         now: Timestamp,
     ) -> Memo {
         self.prune_namespaces(index);
-        let namespaces = selected_namespaces(spec, index);
+        let selected = selected_namespaces(spec, index);
+        let namespaces = match self.memos.iter().find(|m| *m.namespaces == selected) {
+            Some(same) => same.namespaces.clone(),
+            None => Arc::new(selected),
+        };
         let params = Params::of(spec, index);
         let verdicts: Vec<_> = namespaces
             .iter()
@@ -224,7 +228,7 @@ impl Evaluator {
             }
         };
         let parts = Parts {
-            namespaces: &namespaces,
+            namespaces: namespaces.as_ref(),
             verdicts: &verdicts,
             rbac: &rbac,
             cni_observed: cni,
@@ -270,7 +274,14 @@ impl Evaluator {
             return verdicts.clone();
         }
         self.stats.namespaces_computed += 1;
-        let verdicts = Arc::new(namespace_verdicts(index, ns, params, &mut entry.interner));
+        let computed = namespace_verdicts(index, ns, params, &mut entry.interner);
+        // Most parameter sets judge a namespace alike (Pod Security versions rarely differ on
+        // real workloads): equal verdicts are held once, so memory grows with the distinct
+        // verdicts, not with the number of parameter sets the policies use.
+        let verdicts = match entry.by_params.values().find(|v| ***v == computed) {
+            Some(same) => same.clone(),
+            None => Arc::new(computed),
+        };
         entry.by_params.insert(params, verdicts.clone());
         verdicts
     }
@@ -334,6 +345,21 @@ impl Evaluator {
     /// How many namespace verdicts are held (for tests of the bound).
     pub fn cached_verdicts(&self) -> usize {
         self.namespaces.values().map(|e| e.by_params.len()).sum()
+    }
+
+    /// How many distinct namespace verdicts are held: equal ones under several parameter sets
+    /// count once (for tests of the sharing).
+    pub fn distinct_verdicts(&self) -> usize {
+        self.namespaces
+            .values()
+            .map(|e| {
+                let mut held: Vec<*const NamespaceVerdicts> =
+                    e.by_params.values().map(Arc::as_ptr).collect();
+                held.sort_unstable();
+                held.dedup();
+                held.len()
+            })
+            .sum()
     }
 
     /// How many whole evaluations are held (for tests of the bound).

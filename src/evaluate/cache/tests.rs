@@ -197,6 +197,43 @@ fn assert_same(
     }
 }
 
+#[test]
+fn equal_verdicts_under_different_parameters_are_held_once() {
+    let spec = |pod_security: Value| -> ResponsibilityPolicySpec {
+        from(json!({"serviceModel": "PaaS", "controls": {"podSecurity": pod_security}}))
+    };
+    let latest = spec(json!({"level": "restricted"}));
+    let older = spec(json!({"level": "restricted", "version": "v1.25"}));
+    let baseline = spec(json!({"level": "baseline"}));
+    let mut index = base();
+    // In "shop", a Deployment that sets runAsNonRoot only: it fails restricted, not baseline.
+    change(&mut index, 0, 1, 0, true);
+    let mut evaluator = Evaluator::default();
+    let restricted = evaluator.evaluate(&latest, &index, now(0));
+    evaluator.evaluate(&older, &index, now(0));
+    assert_ne!(Params::of(&latest, &index), Params::of(&older, &index));
+    let governed = evaluator.cached_verdicts() / 2;
+    assert!(governed > 1);
+    // Both versions judge every namespace alike: one verdict each.
+    assert_eq!(evaluator.distinct_verdicts(), governed);
+
+    let relaxed = evaluator.evaluate(&baseline, &index, now(0));
+    assert_eq!(evaluator.cached_verdicts(), 3 * governed);
+    // Baseline passes the Deployment in "shop": that namespace holds two verdicts.
+    assert_eq!(evaluator.distinct_verdicts(), governed + 1);
+    let failing = |e: &Evaluation| {
+        e.outcomes
+            .iter()
+            .flat_map(|o| o.violations.iter())
+            .filter(|v| v.kind == "Deployment")
+            .count()
+    };
+    assert!(failing(&restricted) > 0);
+    assert_eq!(failing(&relaxed), 0);
+    // Shared or not, each evaluation is the uncached one.
+    assert_same(&mut evaluator, &index, &[latest, older, baseline], 0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
