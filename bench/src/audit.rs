@@ -164,14 +164,17 @@ fn micros(timestamp: &str) -> Option<i64> {
         .map(|t| t.as_microsecond())
 }
 
-/// For each probe Pod name, its [`ProbeTimes`] from the log between two offsets: the completed
-/// `create pods` of that name, and the first completed status patch of `policy` by `onus_user`
-/// received after that create was stored. Probes without both are left out.
+/// For each probe (its Pod's name, and when the bench saw it in the policy's status, in
+/// microseconds since the Unix epoch), its [`ProbeTimes`] from the log between two offsets: the
+/// completed `create pods` of that name, and the status write of `policy` by `onus_user` that
+/// the bench saw: the last one received after the create was and stored by the time the bench
+/// saw it (onus may receive the Pod, and write, before the create's own answer is complete).
+/// Probes without both are left out.
 pub fn probe_times(
     path: &Path,
     from: u64,
     to: u64,
-    probes: &[String],
+    probes: &[(String, i64)],
     policy: &str,
     onus_user: &str,
 ) -> anyhow::Result<BTreeMap<String, ProbeTimes>> {
@@ -189,11 +192,11 @@ pub fn probe_times(
 
 fn parse_probe_times(
     text: &str,
-    probes: &[String],
+    probes: &[(String, i64)],
     policy: &str,
     onus_user: &str,
 ) -> BTreeMap<String, ProbeTimes> {
-    let wanted: HashSet<&str> = probes.iter().map(String::as_str).collect();
+    let seen: BTreeMap<&str, i64> = probes.iter().map(|(n, t)| (n.as_str(), *t)).collect();
     let mut creates: Vec<(String, i64, i64)> = Vec::new();
     let mut writes: Vec<(i64, i64)> = Vec::new();
     for line in text.lines() {
@@ -210,7 +213,7 @@ fn parse_probe_times(
         ) else {
             continue;
         };
-        if e.verb == "create" && o.resource == "pods" && wanted.contains(o.name.as_str()) {
+        if e.verb == "create" && o.resource == "pods" && seen.contains_key(o.name.as_str()) {
             creates.push((o.name, received, done));
         } else if e.user.username == onus_user
             && matches!(e.verb.as_str(), "patch" | "update")
@@ -225,9 +228,11 @@ fn parse_probe_times(
     creates
         .into_iter()
         .filter_map(|(name, create_received, create_done)| {
+            let by = *seen.get(name.as_str())?;
             let &(status_received, status_done) = writes
                 .iter()
-                .find(|(received, _)| *received >= create_done)?;
+                .rev()
+                .find(|(received, done)| *received >= create_received && *done <= by)?;
             Some((
                 name,
                 ProbeTimes {
@@ -276,9 +281,12 @@ mod tests {
 {"stage":"ResponseComplete","verb":"create","user":{"username":"bench"},"objectRef":{"resource":"pods","name":"probe-2"},"requestReceivedTimestamp":"2026-11-29T10:00:02.000000Z","stageTimestamp":"2026-11-29T10:00:02.001000Z"}
 {"stage":"ResponseComplete","verb":"create","user":{"username":"bench"},"objectRef":{"resource":"pods","name":"other"},"requestReceivedTimestamp":"2026-11-29T10:00:03.000000Z","stageTimestamp":"2026-11-29T10:00:03.001000Z"}
 "#;
-        let probes = ["probe-1".to_string(), "probe-2".to_string()];
-        let t = parse_probe_times(log, &probes, "p0", "onus");
         let base = 1_795_946_400_000_000; // 2026-11-29T10:00:00Z
+        let probes = [
+            ("probe-1".to_string(), base + 1_050_000),
+            ("probe-2".to_string(), base + 2_050_000),
+        ];
+        let t = parse_probe_times(log, &probes, "p0", "onus");
         assert_eq!(
             t.get("probe-1"),
             Some(&ProbeTimes {
@@ -291,5 +299,24 @@ mod tests {
         // No status write of the policy after it: left out.
         assert!(!t.contains_key("probe-2"));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_status_write_received_before_the_create_is_answered_is_the_probes_own() {
+        // onus has the Pod from its watch, and writes, while the create's answer is still on
+        // its way: that write, not the next probe's, is the one the bench saw.
+        let log = r#"{"stage":"ResponseComplete","verb":"create","user":{"username":"bench"},"objectRef":{"resource":"pods","name":"probe-1"},"requestReceivedTimestamp":"2026-11-29T10:00:01.000000Z","stageTimestamp":"2026-11-29T10:00:01.080000Z"}
+{"stage":"ResponseComplete","verb":"patch","user":{"username":"onus"},"objectRef":{"resource":"responsibilitypolicies","subresource":"status","name":"p0"},"requestReceivedTimestamp":"2026-11-29T10:00:01.079000Z","stageTimestamp":"2026-11-29T10:00:01.090000Z"}
+{"stage":"ResponseComplete","verb":"create","user":{"username":"bench"},"objectRef":{"resource":"pods","name":"probe-2"},"requestReceivedTimestamp":"2026-11-29T10:00:01.200000Z","stageTimestamp":"2026-11-29T10:00:01.280000Z"}
+{"stage":"ResponseComplete","verb":"patch","user":{"username":"onus"},"objectRef":{"resource":"responsibilitypolicies","subresource":"status","name":"p0"},"requestReceivedTimestamp":"2026-11-29T10:00:01.285000Z","stageTimestamp":"2026-11-29T10:00:01.290000Z"}
+"#;
+        let base = 1_795_946_400_000_000;
+        let probes = [
+            ("probe-1".to_string(), base + 1_095_000),
+            ("probe-2".to_string(), base + 1_295_000),
+        ];
+        let t = parse_probe_times(log, &probes, "p0", "onus");
+        assert_eq!(t["probe-1"].status_received, base + 1_079_000);
+        assert_eq!(t["probe-2"].status_received, base + 1_285_000);
     }
 }
