@@ -12,13 +12,17 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Line {
-    #[serde(rename = "auditID")]
+    #[serde(rename = "auditID", default)]
     audit_id: String,
     stage: String,
     verb: String,
     user: User,
     #[serde(default)]
     object_ref: Option<ObjectRef>,
+    #[serde(default)]
+    request_received_timestamp: String,
+    #[serde(default)]
+    stage_timestamp: String,
 }
 
 #[derive(Deserialize)]
@@ -33,11 +37,22 @@ struct ObjectRef {
     resource: String,
     #[serde(default)]
     subresource: String,
+    #[serde(default)]
+    name: String,
 }
 
 /// The current end of the audit log (0 while it does not exist).
 pub fn offset(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The log's text between two offsets.
+fn read_between(path: &Path, from: u64, to: u64) -> anyhow::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.take(to.saturating_sub(from)).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Requests of `user` logged between two offsets: verb → count (requests without an object,
@@ -54,11 +69,7 @@ const WRITES: &[&str] = &["create", "update", "patch", "delete", "deletecollecti
 
 impl Requests {
     pub fn read(path: &Path, from: u64, to: u64, user: &str) -> anyhow::Result<Requests> {
-        let mut file = std::fs::File::open(path)?;
-        file.seek(SeekFrom::Start(from))?;
-        let mut bytes = Vec::new();
-        file.take(to.saturating_sub(from)).read_to_end(&mut bytes)?;
-        Ok(Self::parse(&String::from_utf8_lossy(&bytes), user))
+        Ok(Self::parse(&read_between(path, from, to)?, user))
     }
 
     fn parse(text: &str, user: &str) -> Requests {
@@ -134,28 +145,6 @@ pub struct ProbeTimes {
     pub status_done: i64,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TimedLine {
-    stage: String,
-    verb: String,
-    user: User,
-    #[serde(default)]
-    object_ref: Option<NamedRef>,
-    request_received_timestamp: String,
-    stage_timestamp: String,
-}
-
-#[derive(Deserialize, Default)]
-struct NamedRef {
-    #[serde(default)]
-    resource: String,
-    #[serde(default)]
-    subresource: String,
-    #[serde(default)]
-    name: String,
-}
-
 /// Microseconds since the Unix epoch of an audit timestamp (RFC 3339).
 fn micros(timestamp: &str) -> Option<i64> {
     timestamp
@@ -178,12 +167,8 @@ pub fn probe_times(
     policy: &str,
     onus_user: &str,
 ) -> anyhow::Result<BTreeMap<String, ProbeTimes>> {
-    let mut file = std::fs::File::open(path)?;
-    file.seek(SeekFrom::Start(from))?;
-    let mut bytes = Vec::new();
-    file.take(to.saturating_sub(from)).read_to_end(&mut bytes)?;
     Ok(parse_probe_times(
-        &String::from_utf8_lossy(&bytes),
+        &read_between(path, from, to)?,
         probes,
         policy,
         onus_user,
@@ -200,7 +185,7 @@ fn parse_probe_times(
     let mut creates: Vec<(String, i64, i64)> = Vec::new();
     let mut writes: Vec<(i64, i64)> = Vec::new();
     for line in text.lines() {
-        let Ok(e) = serde_json::from_str::<TimedLine>(line) else {
+        let Ok(e) = serde_json::from_str::<Line>(line) else {
             continue;
         };
         if e.stage != "ResponseComplete" {
