@@ -1343,8 +1343,14 @@ async fn a_generated_object_changed_by_someone_else_is_put_back_at_once() {
         .await
         .expect("relabel");
     let start = Instant::now();
+    // (Changed again within seconds of the last repair, so the status may first say the
+    // object is contested while onus's repair waits, then the refusal.)
     let rp = env
-        .wait_status(&policy, "IAM-01 no longer prevented", |s| !prevented(s))
+        .wait_status(&policy, "IAM-01 no longer prevented, NotOurs", |s| {
+            !prevented(s)
+                && onus::status::condition(s, onus::status::ENFORCED)
+                    .is_some_and(|c| c.message.contains("reason NotOurs"))
+        })
         .await;
     assert!(start.elapsed() < QUICK, "status took {:?}", start.elapsed());
     let enforced = rp
@@ -1575,6 +1581,68 @@ async fn a_writer_fighting_onus_over_a_generated_object_gets_no_tight_loop() {
 
     Api::<ResponsibilityPolicy>::all(admin.clone())
         .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    all_removed(&admin).await;
+}
+
+/// While onus waits to put back a generated object someone keeps weakening (its repairs are
+/// paced, see above), the status does not claim that control as prevented, and says why, at
+/// once rather than after the wait; once onus has put it back, it claims it again.
+#[tokio::test]
+async fn a_contested_generated_object_is_not_claimed_as_prevented_while_onus_waits() {
+    let _serial = SERIAL.lock().await;
+    let (env, _, policy, _) = enforcing("contest").await;
+    let admin = control_plane().client().await;
+    let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
+    let rps = Api::<ResponsibilityPolicy>::all(admin.clone());
+    let name = "onus-iam-01";
+    let says_contested = |s: &onus::crd::ResponsibilityPolicyStatus| {
+        onus::status::condition(s, onus::status::ENFORCED).is_some_and(|c| {
+            c.status == "False"
+                && c.message
+                    .contains("IAM-01 admission (Deny) changed by someone else again")
+        })
+    };
+
+    // Weakened again each time onus puts it back: the second repair already waits.
+    let start = Instant::now();
+    let mut contested = None;
+    while contested.is_none() && start.elapsed() < Duration::from_secs(10) {
+        let spec = policies.get(name).await.expect("get").spec.expect("spec");
+        if spec.failure_policy != Some("Ignore".to_string()) {
+            policies
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"failurePolicy": "Ignore"}})),
+                )
+                .await
+                .expect("weaken");
+        }
+        let status = rps.get(&policy).await.expect("policy").status;
+        contested = status.filter(says_contested);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = contested.expect("the status never said the control was contested");
+    assert!(
+        !iam01_prevented(&status),
+        "IAM-01 claimed as prevented while its policy was weakened: {:?}",
+        status.controls
+    );
+
+    // Left alone: put back, and claimed again.
+    within(Duration::from_secs(15), "the policy put back", async || {
+        let spec = policies.get(name).await.expect("get").spec.expect("spec");
+        spec.failure_policy == Some("Fail".to_string())
+    })
+    .await;
+    env.wait_status(&policy, "IAM-01 prevented again", |s| {
+        iam01_prevented(s) && !says_contested(s)
+    })
+    .await;
+
+    rps.delete(&policy, &DeleteParams::default())
         .await
         .expect("delete policy");
     all_removed(&admin).await;

@@ -384,7 +384,9 @@ pub(super) async fn retry_refused(ctx: Arc<Context>) {
 /// pass, and their status then says what holds. onus's own writes come back at the versions it
 /// recorded and wake nothing; a watch that starts again compares its list with them. Someone
 /// writing one back right after each repair is answered at a growing pace ([`FIGHT_FIRST`] to
-/// [`FIGHT_MAX`]), not in a tight loop of writes. A watch the API server refuses is logged and
+/// [`FIGHT_MAX`]), not in a tight loop of writes, and while a repair waits its control is not
+/// claimed as prevented ([`super::prevent::Prevention::contest`]: the status says why at once).
+/// A watch the API server refuses is logged and
 /// retried; the repair pass stays as the floor.
 pub(super) async fn repair_on_change(
     ctx: Arc<Context>,
@@ -515,6 +517,19 @@ pub(super) async fn repair_on_change(
                 ?delay,
                 "Generated admission objects changed by someone else again right after onus put them back (another controller writing them?): putting them back after a delay"
             );
+            // Meanwhile the control is not claimed as prevented: its object is not as onus
+            // left it, and the status says so at once, not after the wait.
+            let contested = ctx
+                .converging
+                .lock()
+                .await
+                .prevention
+                .contest(&diverged, delay);
+            for policy in contested {
+                if wake.send(policy).is_err() {
+                    return;
+                }
+            }
             tokio::time::sleep(delay).await;
         }
         pace = Some((Instant::now(), delay));

@@ -798,12 +798,19 @@ async fn reconcile_inner(policy: &ResponsibilityPolicy, ctx: &Context) -> Result
                     Vec::new()
                 };
                 // A generated admission policy the API server refused is an Enforce failure
-                // like any other, and its control is not reported as prevented. An Audit
-                // policy's (its warnings) is said in `Warned` the same way.
+                // like any other, and its control is not reported as prevented; so is one
+                // someone else keeps changing while onus waits to put it back (contested). An
+                // Audit policy's (its warnings) is said in `Warned` the same way.
                 let prevention = &converger.prevention;
                 let refused: Vec<String> = crate::admission::names_for(policy)
                     .iter()
-                    .filter_map(|n| prevention.failures.get(n).cloned())
+                    .filter_map(|n| {
+                        prevention
+                            .failures
+                            .get(n)
+                            .or_else(|| prevention.contested.get(n))
+                            .cloned()
+                    })
                     .collect();
                 let mut warn_refused = None;
                 if policy.spec.mode == Mode::Enforce {

@@ -74,6 +74,9 @@ pub(super) struct Prevention {
     pub in_place: BTreeSet<String>,
     /// Refused writes by name: the message.
     pub failures: BTreeMap<String, String>,
+    /// Objects someone else keeps changing right after onus puts them back, by name: the
+    /// status line, until the paced repair's pass writes them again ([`Prevention::contest`]).
+    pub contested: BTreeMap<String, String>,
     /// Passes in a row that left a refusal.
     failed_passes: u32,
 }
@@ -118,6 +121,8 @@ impl Prevention {
                 Some(g) => apply(client, &name, g).await,
                 None => remove(client, &name).await.map(|what| (what, [None, None])),
             };
+            // This pass wrote it (or was refused, and says so): no longer waiting for a repair.
+            self.contested.remove(&name);
             match result {
                 Ok((what, versions)) => {
                     if let Some(what) = what {
@@ -208,6 +213,33 @@ impl Prevention {
     /// else. Returns the policies that asked for `names`, whose status a pass may change.
     pub fn repair(&mut self, names: &[String]) -> BTreeSet<String> {
         self.stale = true;
+        self.asking(names)
+    }
+
+    /// Someone else changed the wanted objects `names` again right after onus put them back,
+    /// and the repair waits `delay` (paced, not a tight loop of writes). Until that repair's
+    /// pass they are not claimed as in place, and the status of the policies that asked for
+    /// them says why. Returns those policies, to reconcile now.
+    pub fn contest(&mut self, names: &[String], delay: Duration) -> BTreeSet<String> {
+        let Some((wanted, _)) = &self.done else {
+            return BTreeSet::new();
+        };
+        for name in names {
+            let Some(g) = wanted.get(name) else {
+                continue;
+            };
+            self.in_place.remove(name);
+            self.contested.insert(
+                name.clone(),
+                format!(
+                    "{} admission ({:?}) changed by someone else again right after onus put it \
+                     back; onus puts it back in {} s",
+                    g.control,
+                    g.action,
+                    delay.as_secs().max(1)
+                ),
+            );
+        }
         self.asking(names)
     }
 
