@@ -114,60 +114,101 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, String> {
 /// Decodes one object into the shape its watch decodes and projects it into the index maps
 /// that watch feeds (see `controller::watch::watch_all`). Returns whether any fact changed.
 pub fn feed(index: &mut Index, kind: Kind, key: &Key, value: Value) -> Result<bool, String> {
+    Ok(project(kind, key, value)?.apply(index))
+}
+
+/// One object decoded and projected into its facts, not yet in the index: [`feed`] in two
+/// steps, so that the decoding and the projection (most of [`feed`]'s work) run on the thread
+/// that parsed the object, and only [`Projection::apply`] on the one that owns the index.
+pub struct Projection(Box<dyn FnOnce(&mut Index) -> bool + Send>);
+
+impl Projection {
+    /// Puts the facts into the index maps the object's watch feeds. Returns whether any fact
+    /// changed.
+    pub fn apply(self, index: &mut Index) -> bool {
+        (self.0)(index)
+    }
+}
+
+impl std::fmt::Debug for Projection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Projection")
+    }
+}
+
+/// The first step of [`feed`]: decodes one object and projects it.
+pub fn project(kind: Kind, key: &Key, value: Value) -> Result<Projection, String> {
     let k = key.clone();
-    Ok(match kind {
-        Kind::Namespace => index
-            .namespaces
-            .apply(k, facts::namespace(&decode::<Namespace>(value)?)),
-        Kind::ServiceAccount => index.default_service_accounts.apply(
-            k,
-            facts::default_service_account(&decode::<ServiceAccount>(value)?),
-        ),
-        Kind::Service => index
-            .external_ips
-            .apply(k, facts::external_ips(&decode::<Service>(value)?)),
-        Kind::NetworkPolicy => index
-            .network_policies
-            .apply(k, facts::network_policy(&decode::<NetworkPolicy>(value)?)),
-        Kind::Role => index.roles.apply(k, facts::role(&decode::<Role>(value)?)),
-        Kind::ClusterRole => index
-            .cluster_roles
-            .apply(k, facts::cluster_role(&decode::<ClusterRole>(value)?)),
-        Kind::RoleBinding => index
-            .role_bindings
-            .apply(k, facts::role_binding(&decode::<RoleBinding>(value)?)),
-        Kind::ClusterRoleBinding => index.cluster_role_bindings.apply(
-            k,
-            facts::cluster_role_binding(&decode::<ClusterRoleBinding>(value)?),
-        ),
+    let apply: Box<dyn FnOnce(&mut Index) -> bool + Send> = match kind {
+        Kind::Namespace => {
+            let fact = facts::namespace(&decode::<Namespace>(value)?);
+            Box::new(move |index| index.namespaces.apply(k, fact))
+        }
+        Kind::ServiceAccount => {
+            let fact = facts::default_service_account(&decode::<ServiceAccount>(value)?);
+            Box::new(move |index| index.default_service_accounts.apply(k, fact))
+        }
+        Kind::Service => {
+            let fact = facts::external_ips(&decode::<Service>(value)?);
+            Box::new(move |index| index.external_ips.apply(k, fact))
+        }
+        Kind::NetworkPolicy => {
+            let fact = facts::network_policy(&decode::<NetworkPolicy>(value)?);
+            Box::new(move |index| index.network_policies.apply(k, fact))
+        }
+        Kind::Role => {
+            let fact = facts::role(&decode::<Role>(value)?);
+            Box::new(move |index| index.roles.apply(k, fact))
+        }
+        Kind::ClusterRole => {
+            let fact = facts::cluster_role(&decode::<ClusterRole>(value)?);
+            Box::new(move |index| index.cluster_roles.apply(k, fact))
+        }
+        Kind::RoleBinding => {
+            let fact = facts::role_binding(&decode::<RoleBinding>(value)?);
+            Box::new(move |index| index.role_bindings.apply(k, fact))
+        }
+        Kind::ClusterRoleBinding => {
+            let fact = facts::cluster_role_binding(&decode::<ClusterRoleBinding>(value)?);
+            Box::new(move |index| index.cluster_role_bindings.apply(k, fact))
+        }
         Kind::Workload(WorkloadKind::Pod) => {
             let pod: PodObject = decode(value)?;
-            index
-                .workloads_mut(WorkloadKind::Pod)
-                .apply(k.clone(), facts::pod(&pod))
-                | index.owned_pods.apply(k, facts::owned_pod(&pod))
+            let (fact, owned) = (facts::pod(&pod), facts::owned_pod(&pod));
+            Box::new(move |index| {
+                index
+                    .workloads_mut(WorkloadKind::Pod)
+                    .apply(k.clone(), fact)
+                    | index.owned_pods.apply(k, owned)
+            })
         }
         Kind::Workload(WorkloadKind::ReplicaSet) => {
             let rs: WorkloadObject = decode(value)?;
-            index
-                .workloads_mut(WorkloadKind::ReplicaSet)
-                .apply(k.clone(), facts::replica_set(&rs))
-                | index
-                    .replica_set_owners
-                    .apply(k, facts::replica_set_owner(&rs))
+            let (fact, owner) = (facts::replica_set(&rs), facts::replica_set_owner(&rs));
+            Box::new(move |index| {
+                index
+                    .workloads_mut(WorkloadKind::ReplicaSet)
+                    .apply(k.clone(), fact)
+                    | index.replica_set_owners.apply(k, owner)
+            })
         }
         Kind::Workload(WorkloadKind::Job) => {
             let job: WorkloadObject = decode(value)?;
-            index
-                .workloads_mut(WorkloadKind::Job)
-                .apply(k.clone(), facts::job(&job))
-                | index.job_owners.apply(k, facts::job_owner(&job))
+            let (fact, owner) = (facts::job(&job), facts::job_owner(&job));
+            Box::new(move |index| {
+                index
+                    .workloads_mut(WorkloadKind::Job)
+                    .apply(k.clone(), fact)
+                    | index.job_owners.apply(k, owner)
+            })
         }
         Kind::Workload(w) => {
             let obj: WorkloadObject = decode(value)?;
-            index.workloads_mut(w).apply(k, facts::workload(w, &obj))
+            let fact = facts::workload(w, &obj);
+            Box::new(move |index| index.workloads_mut(w).apply(k, fact))
         }
-    })
+    };
+    Ok(Projection(apply))
 }
 
 /// Identifies an input object in the output: kind, namespace ("" when cluster-scoped), name.
@@ -277,6 +318,104 @@ pub fn ingest_live(
     ingester.finish()
 }
 
+/// One object made ready for [`Ingester::push_prepared`] by [`prepare`]: all that
+/// [`Ingester::push`] does that needs no other object (reading the kind, name and namespace,
+/// decoding, projecting), so that it can run on the thread that parsed the object.
+#[derive(Debug)]
+pub struct Prepared {
+    source: Source,
+    outcome: Outcome,
+}
+
+#[derive(Debug)]
+enum Outcome {
+    /// Not an object that can be evaluated (no kind, no name): the reason.
+    Error(String),
+    /// A kind no control reads: its label in the skip counts, and the namespace it makes exist
+    /// (none for a cluster-scoped kind).
+    Skipped {
+        label: String,
+        namespace: Option<String>,
+    },
+    /// A kind a control reads: decoded and projected, or why it does not decode.
+    Evaluated {
+        kind_name: String,
+        /// Not cluster-scoped: its namespace (the key's) exists.
+        namespaced: bool,
+        key: Key,
+        projection: Result<Projection, String>,
+    },
+}
+
+/// Prepares one object for the index: namespaced objects without a namespace land in
+/// `default_namespace`. See [`Prepared`].
+pub fn prepare(object: Object, default_namespace: &str) -> Prepared {
+    let Object { source, value } = object;
+    Prepared {
+        source,
+        outcome: outcome(value, default_namespace),
+    }
+}
+
+fn outcome(mut value: Value, default_namespace: &str) -> Outcome {
+    let api_version = str_at(&value, &["apiVersion"]).unwrap_or_default();
+    let kind_name = str_at(&value, &["kind"]).unwrap_or_default().to_string();
+    if api_version.is_empty() || kind_name.is_empty() {
+        return Outcome::Error("object without apiVersion or kind".into());
+    }
+    let Some(kind) = Kind::recognise(api_version, &kind_name) else {
+        let label = if api_version.contains('.') && !api_version.contains("k8s.io/") {
+            format!("{kind_name} ({api_version})")
+        } else {
+            kind_name.clone()
+        };
+        // A namespaced object of another kind still makes its namespace exist.
+        let namespace = (!cluster_scoped_kind(&kind_name)).then(|| {
+            str_at(&value, &["metadata", "namespace"])
+                .unwrap_or(default_namespace)
+                .to_string()
+        });
+        return Outcome::Skipped { label, namespace };
+    };
+    let name = str_at(&value, &["metadata", "name"])
+        .or_else(|| str_at(&value, &["metadata", "generateName"]))
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty() {
+        return Outcome::Error(format!("{kind_name} without metadata.name"));
+    }
+    if kind == Kind::Namespace
+        && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        // The API server sets it on every namespace (selectors use it).
+        let labels = meta
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert(NAME_LABEL.into(), Value::String(name.clone()));
+        }
+    }
+    let namespace = if kind.cluster_scoped() {
+        None
+    } else {
+        let ns = str_at(&value, &["metadata", "namespace"])
+            .unwrap_or(default_namespace)
+            .to_string();
+        // The projections read the namespace from the object, as the API server sets it.
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("namespace".into(), Value::String(ns.clone()));
+        }
+        Some(ns)
+    };
+    let key = Key::new(namespace.as_deref(), &name);
+    Outcome::Evaluated {
+        kind_name,
+        namespaced: namespace.is_some(),
+        projection: project(kind, &key, value),
+        key,
+    }
+}
+
 /// [`ingest_for`] one object at a time, as the reader parses them: each object is projected
 /// into the index's facts when it is pushed and then dropped, so memory holds the facts, not
 /// the manifests. What needs every object (namespaces only named by objects, Kubernetes'
@@ -305,86 +444,56 @@ impl Ingester {
 
     /// Puts one object into the index the way its watch does.
     pub fn push(&mut self, object: Object) {
-        let Object { source, mut value } = object;
+        let prepared = prepare(object, &self.default_namespace);
+        self.push_prepared(prepared);
+    }
+
+    /// Puts one object [`prepare`]d with this ingester's default namespace into the index:
+    /// [`Ingester::push`] for an object prepared on another thread.
+    pub fn push_prepared(&mut self, prepared: Prepared) {
+        let Prepared { source, outcome } = prepared;
         let out = &mut self.out;
-        let default_namespace = self.default_namespace.as_str();
-        let api_version = str_at(&value, &["apiVersion"]).unwrap_or_default();
-        let kind_name = str_at(&value, &["kind"]).unwrap_or_default().to_string();
-        if api_version.is_empty() || kind_name.is_empty() {
-            out.errors.push(InputError {
+        match outcome {
+            Outcome::Error(reason) => out.errors.push(InputError {
                 file: source.file.to_string(),
                 line: Some(source.line),
-                reason: "object without apiVersion or kind".into(),
-            });
-            return;
-        }
-        let Some(kind) = Kind::recognise(api_version, &kind_name) else {
-            let label = if api_version.contains('.') && !api_version.contains("k8s.io/") {
-                format!("{kind_name} ({api_version})")
-            } else {
-                kind_name.clone()
-            };
-            *out.skipped.entry(label).or_default() += 1;
-            // A namespaced object of another kind still makes its namespace exist.
-            if !cluster_scoped_kind(&kind_name) {
-                let ns = str_at(&value, &["metadata", "namespace"]).unwrap_or(default_namespace);
-                out.implied_namespaces
-                    .entry(ns.to_string())
-                    .or_insert(source);
+                reason,
+            }),
+            Outcome::Skipped { label, namespace } => {
+                *out.skipped.entry(label).or_default() += 1;
+                if let Some(ns) = namespace {
+                    out.implied_namespaces.entry(ns).or_insert(source);
+                }
             }
-            return;
-        };
-        let name = str_at(&value, &["metadata", "name"])
-            .or_else(|| str_at(&value, &["metadata", "generateName"]))
-            .unwrap_or_default()
-            .to_string();
-        if name.is_empty() {
-            out.errors.push(InputError {
-                file: source.file.to_string(),
-                line: Some(source.line),
-                reason: format!("{kind_name} without metadata.name"),
-            });
-            return;
-        }
-        if kind == Kind::Namespace
-            && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
-        {
-            // The API server sets it on every namespace (selectors use it).
-            let labels = meta
-                .entry("labels")
-                .or_insert_with(|| Value::Object(Default::default()));
-            if let Some(labels) = labels.as_object_mut() {
-                labels.insert(NAME_LABEL.into(), Value::String(name.clone()));
+            Outcome::Evaluated {
+                kind_name,
+                namespaced,
+                key,
+                projection,
+            } => {
+                if namespaced {
+                    out.implied_namespaces
+                        .entry(key.namespace.clone())
+                        .or_insert_with(|| source.clone());
+                }
+                let projection = match projection {
+                    Ok(projection) => projection,
+                    Err(reason) => {
+                        out.errors.push(InputError {
+                            file: source.file.to_string(),
+                            line: Some(source.line),
+                            reason: format!("{kind_name} {}: {reason}", key.name),
+                        });
+                        return;
+                    }
+                };
+                projection.apply(&mut out.index);
+                out.evaluated += 1;
+                let id = (kind_name, key.namespace, key.name);
+                if let Some(before) = out.locations.insert(id.clone(), source.clone()) {
+                    out.duplicates.push((id, before, source));
+                }
             }
-        }
-        let namespace = if kind.cluster_scoped() {
-            None
-        } else {
-            let ns = str_at(&value, &["metadata", "namespace"])
-                .unwrap_or(default_namespace)
-                .to_string();
-            // The projections read the namespace from the object, as the API server sets it.
-            if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.insert("namespace".into(), Value::String(ns.clone()));
-            }
-            out.implied_namespaces
-                .entry(ns.clone())
-                .or_insert_with(|| source.clone());
-            Some(ns)
-        };
-        let key = Key::new(namespace.as_deref(), &name);
-        if let Err(reason) = feed(&mut out.index, kind, &key, value) {
-            out.errors.push(InputError {
-                file: source.file.to_string(),
-                line: Some(source.line),
-                reason: format!("{kind_name} {name}: {reason}"),
-            });
-            return;
-        }
-        out.evaluated += 1;
-        let id = (kind_name, key.namespace, key.name);
-        if let Some(before) = out.locations.insert(id.clone(), source.clone()) {
-            out.duplicates.push((id, before, source));
         }
     }
 

@@ -4,7 +4,9 @@ use std::io::{Read, Write};
 
 use serde_json::Value;
 
-use super::{EXIT_BAD_INPUT, Ingester, check, default_policy, exit_code, load, output};
+use super::{
+    EXIT_BAD_INPUT, Ingester, Prepared, check, default_policy, exit_code, load, output, prepare,
+};
 use crate::{crd::ResponsibilityPolicySpec, podsecurity::Version, validate};
 
 pub const USAGE: &str =
@@ -208,7 +210,8 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-/// The reader's [`load::Sink`] for `onus check`: objects go straight into the index.
+/// The reader's [`load::Sink`] for `onus check`: objects, decoded and projected by the reader
+/// threads ([`prepare`]), go straight into the index.
 struct Streaming {
     ingester: Ingester,
     /// The reader's errors (the ingester keeps its own, added after these as before).
@@ -216,9 +219,9 @@ struct Streaming {
     files: usize,
 }
 
-impl load::Sink for Streaming {
-    fn object(&mut self, object: load::Object) {
-        self.ingester.push(object);
+impl load::Sink<Prepared> for Streaming {
+    fn object(&mut self, object: Prepared) {
+        self.ingester.push_prepared(object);
     }
     fn error(&mut self, error: load::InputError) {
         self.errors.push(error);
@@ -249,7 +252,9 @@ pub fn run(args: &Args, stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn
         errors: Vec::new(),
         files: 0,
     };
-    load::read_paths(&args.paths, stdin, &mut reading);
+    // The reader threads decode and project what they parse; this one only fills the index.
+    let on_reader = |object| prepare(object, &args.namespace);
+    load::read_paths_prepared(&args.paths, stdin, &on_reader, &mut reading);
     let Streaming {
         ingester,
         mut errors,

@@ -61,9 +61,9 @@ pub struct Loaded {
 
 /// Where the reader puts what it reads, in input order: each object as soon as its document
 /// is parsed (so a caller can project it and drop it: `onus check` streams), each error, and
-/// each file opened.
-pub trait Sink {
-    fn object(&mut self, object: Object);
+/// each file opened. With [`read_paths_prepared`], each object as the reader thread prepared it.
+pub trait Sink<T = Object> {
+    fn object(&mut self, object: T);
     fn error(&mut self, error: InputError);
     fn file(&mut self);
 }
@@ -77,6 +77,53 @@ impl Sink for Loaded {
     }
     fn file(&mut self) {
         self.files += 1;
+    }
+}
+
+/// What a reader thread parsed from one file, each object prepared.
+struct Parsed<T> {
+    objects: Vec<T>,
+    errors: Vec<InputError>,
+    files: usize,
+}
+
+impl<T> Default for Parsed<T> {
+    fn default() -> Self {
+        Parsed {
+            objects: Vec::new(),
+            errors: Vec::new(),
+            files: 0,
+        }
+    }
+}
+
+impl<T> Sink<T> for Parsed<T> {
+    fn object(&mut self, object: T) {
+        self.objects.push(object);
+    }
+    fn error(&mut self, error: InputError) {
+        self.errors.push(error);
+    }
+    fn file(&mut self) {
+        self.files += 1;
+    }
+}
+
+/// A [`Sink`] of objects that prepares each and hands it to a sink of prepared objects.
+struct Preparing<'a, T> {
+    prepare: &'a (dyn Fn(Object) -> T + Sync),
+    sink: &'a mut dyn Sink<T>,
+}
+
+impl<T> Sink for Preparing<'_, T> {
+    fn object(&mut self, object: Object) {
+        self.sink.object((self.prepare)(object));
+    }
+    fn error(&mut self, error: InputError) {
+        self.sink.error(error);
+    }
+    fn file(&mut self) {
+        self.sink.file();
     }
 }
 
@@ -96,10 +143,21 @@ pub fn load_paths(paths: &[String], stdin: &mut dyn Read) -> Loaded {
 /// check's time); the sink still receives everything in the order of the input, so the
 /// result does not depend on the number of threads.
 pub fn read_paths(paths: &[String], stdin: &mut dyn Read, loaded: &mut dyn Sink) {
+    read_paths_prepared(paths, stdin, &|object| object, loaded)
+}
+
+/// [`read_paths`], each object passed through `prepare` on the thread that parsed it (stdin's
+/// on the calling thread) before the sink receives it, in input order.
+pub fn read_paths_prepared<T: Send>(
+    paths: &[String],
+    stdin: &mut dyn Read,
+    prepare: &(dyn Fn(Object) -> T + Sync),
+    sink: &mut dyn Sink<T>,
+) {
     let readers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(READERS);
-    read_paths_on(paths, stdin, loaded, readers)
+    read_paths_prepared_on(paths, stdin, prepare, sink, readers)
 }
 
 /// [`read_paths`] on at most `readers` threads.
@@ -107,6 +165,17 @@ pub fn read_paths_on(
     paths: &[String],
     stdin: &mut dyn Read,
     loaded: &mut dyn Sink,
+    readers: usize,
+) {
+    read_paths_prepared_on(paths, stdin, &|object| object, loaded, readers)
+}
+
+/// [`read_paths_prepared`] on at most `readers` threads.
+pub fn read_paths_prepared_on<T: Send>(
+    paths: &[String],
+    stdin: &mut dyn Read,
+    prepare: &(dyn Fn(Object) -> T + Sync),
+    sink: &mut dyn Sink<T>,
     readers: usize,
 ) {
     let inputs = inputs(paths);
@@ -118,20 +187,29 @@ pub fn read_paths_on(
         })
         .collect();
     let readers = readers.min(files.len());
+    let mut sink = Preparing { prepare, sink };
     if readers <= 1 {
-        return replay(&inputs, stdin, loaded, |path, sink| load_file(path, sink));
+        return replay(&inputs, stdin, &mut sink, |path, sink| {
+            load_file(path, sink)
+        });
     }
     std::thread::scope(|scope| {
         // Reader `r` parses the files r, r + readers, r + 2 × readers, …; a bounded channel
         // each keeps at most a few parsed files waiting, so memory does not grow with the input.
         let receivers: Vec<_> = (0..readers)
             .map(|r| {
-                let (send, receive) = std::sync::mpsc::sync_channel::<Loaded>(4);
+                let (send, receive) = std::sync::mpsc::sync_channel::<Parsed<T>>(4);
                 let mine: Vec<&Path> = files.iter().skip(r).step_by(readers).copied().collect();
                 scope.spawn(move || {
                     for path in mine {
-                        let mut parsed = Loaded::default();
-                        load_file(path, &mut parsed);
+                        let mut parsed = Parsed::default();
+                        load_file(
+                            path,
+                            &mut Preparing {
+                                prepare,
+                                sink: &mut parsed,
+                            },
+                        );
                         if send.send(parsed).is_err() {
                             return;
                         }
@@ -141,12 +219,13 @@ pub fn read_paths_on(
             })
             .collect();
         let mut next = 0usize;
-        replay(&inputs, stdin, loaded, |_, sink| {
+        // Stdin's objects are parsed and prepared on this thread.
+        replay(&inputs, stdin, &mut sink, |_, Preparing { sink, .. }| {
             let parsed = receivers[next % readers]
                 .recv()
                 .expect("a reader thread parses every file it is given");
             next += 1;
-            let Loaded {
+            let Parsed {
                 objects,
                 errors,
                 files,
@@ -202,11 +281,11 @@ fn inputs(paths: &[String]) -> Vec<Input> {
 }
 
 /// Hands the inputs to the sink in order; `file` delivers one file's objects and errors.
-fn replay(
+fn replay<S: Sink>(
     inputs: &[Input],
     stdin: &mut dyn Read,
-    loaded: &mut dyn Sink,
-    mut file: impl FnMut(&Path, &mut dyn Sink),
+    loaded: &mut S,
+    mut file: impl FnMut(&Path, &mut S),
 ) {
     for input in inputs {
         match input {
@@ -243,7 +322,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let kind = entry.file_type()?;
         if kind.is_dir() {
             walk(&path, out)?;
-        } else if manifest_extension(&path).is_some() && path.is_file() {
+        } else if manifest_extension(&path).is_some()
+            // The entry's type needs no system call (where the file system gives it); only a
+            // link needs the file it points to.
+            && (kind.is_file() || kind.is_symlink() && path.is_file())
+        {
             out.push(path);
         }
     }

@@ -264,7 +264,68 @@ fn files_read_on_several_threads_arrive_in_input_order() {
         assert_eq!(many.objects, one.objects, "{readers}");
         assert_eq!(many.errors, one.errors, "{readers}");
     }
+    // Decoded and projected on the reader threads, put into the index in input order: the
+    // same as the objects pushed one by one (the later definition of `twice` counts).
+    let expected = ingest(one.objects, "default");
+    assert_eq!(expected.duplicates.len(), 1);
+    for readers in [1, 2, 3, 30] {
+        let mut sink = PreparedSink::default();
+        let mut stdin = Cursor::new("apiVersion: v1\nkind: Namespace\nmetadata: {name: last}\n");
+        let prepare = |object| prepare(object, "default");
+        load::read_paths_prepared_on(&paths, &mut stdin, &prepare, &mut sink, readers);
+        assert_eq!(sink.files, one.files, "{readers}");
+        assert_eq!(sink.errors, one.errors, "{readers}");
+        let got = sink.ingester.finish();
+        assert_eq!(got.evaluated, expected.evaluated, "{readers}");
+        assert_eq!(got.skipped, expected.skipped, "{readers}");
+        assert_eq!(got.errors, expected.errors, "{readers}");
+        assert_eq!(got.duplicates, expected.duplicates, "{readers}");
+        assert_eq!(got.locations, expected.locations, "{readers}");
+        assert_eq!(
+            got.implied_namespaces, expected.implied_namespaces,
+            "{readers}"
+        );
+        let namespaces =
+            |i: &Ingested| format!("{:?}", i.index.namespaces.iter().collect::<Vec<_>>());
+        assert_eq!(namespaces(&got), namespaces(&expected), "{readers}");
+        let accounts = |i: &Ingested| {
+            format!(
+                "{:?}",
+                i.index.default_service_accounts.iter().collect::<Vec<_>>()
+            )
+        };
+        assert_eq!(accounts(&got), accounts(&expected), "{readers}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A sink of prepared objects into an ingester.
+struct PreparedSink {
+    ingester: Ingester,
+    errors: Vec<InputError>,
+    files: usize,
+}
+
+impl Default for PreparedSink {
+    fn default() -> Self {
+        PreparedSink {
+            ingester: Ingester::new("default", None),
+            errors: Vec::new(),
+            files: 0,
+        }
+    }
+}
+
+impl load::Sink<Prepared> for PreparedSink {
+    fn object(&mut self, object: Prepared) {
+        self.ingester.push_prepared(object);
+    }
+    fn error(&mut self, error: InputError) {
+        self.errors.push(error);
+    }
+    fn file(&mut self) {
+        self.files += 1;
+    }
 }
 
 #[test]
