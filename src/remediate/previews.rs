@@ -37,7 +37,8 @@ struct Entry {
     /// The namespace's name, held once for every preview that names it.
     name: Arc<str>,
     at: (NamespaceStamp, u64, Option<u32>),
-    shares: Vec<(NamespaceWant, Arc<Share>)>,
+    /// (The wants are those the previews hold: one per policy, not per namespace.)
+    shares: Vec<(Arc<NamespaceWant>, Arc<Share>)>,
 }
 
 /// The counts one namespace adds to a preview (its waiting entries are found in the preview's
@@ -69,8 +70,11 @@ struct Memo {
     server_minor: Option<u32>,
     /// Per namespace the policy wants something in, sorted: the want and its counts. A policy
     /// mostly wants the same in each of its namespaces: equal wants are held once.
-    namespaces: Vec<(Arc<str>, Arc<NamespaceWant>, Counts)>,
+    namespaces: Wanted,
 }
+
+/// Per namespace a policy wants something in, sorted by name: the want and its counts.
+type Wanted = Vec<(Arc<str>, Arc<NamespaceWant>, Counts)>;
 
 /// How many memos are held at most between two [`Previews::retain_policies`].
 const MAX_MEMOS: usize = 1024;
@@ -166,7 +170,7 @@ impl Previews {
                 continue;
             };
             let (name, want, counts) = &mut memo.namespaces[at];
-            let (_, share) = self.share(index, name.to_string(), NamespaceWant::clone(want));
+            let (_, share) = self.share(index, name.to_string(), want);
             preview.network_policies =
                 preview.network_policies - counts.network_policies + share.network_policies;
             preview.pod_security_labels = preview.pod_security_labels - counts.pod_security_labels
@@ -204,11 +208,7 @@ impl Previews {
         self.stats
     }
 
-    fn assemble(
-        &mut self,
-        policy: &ResponsibilityPolicy,
-        index: &Index,
-    ) -> (Preview, Vec<(Arc<str>, Arc<NamespaceWant>, Counts)>) {
+    fn assemble(&mut self, policy: &ResponsibilityPolicy, index: &Index) -> (Preview, Wanted) {
         let objects = index.generations.namespace_objects();
         if self.pruned_at != Some(objects) {
             self.pruned_at = Some(objects);
@@ -217,21 +217,21 @@ impl Previews {
         }
         self.stats.assembled += 1;
         let mut out = Preview::default();
-        let mut namespaces: Vec<(Arc<str>, Arc<NamespaceWant>, Counts)> = Vec::new();
+        let mut namespaces = Wanted::new();
         for (ns, want) in wants([policy], index, policy.spec.mode == Mode::Audit) {
             // Which policies asked is not counted: the share depends on what they asked only.
             let want = NamespaceWant {
                 policies: BTreeSet::new(),
                 ..want
             };
-            let (name, share) = self.share(index, ns, want.clone());
-            out.network_policies += share.network_policies;
-            out.pod_security_labels += share.pod_security_labels;
-            out.service_accounts += share.service_accounts;
             let want = match namespaces.last() {
                 Some((_, last, _)) if **last == want => last.clone(),
                 _ => Arc::new(want),
             };
+            let (name, share) = self.share(index, ns, &want);
+            out.network_policies += share.network_policies;
+            out.pod_security_labels += share.pod_security_labels;
+            out.service_accounts += share.service_accounts;
             namespaces.push((name, want, Counts::from(&*share)));
             out.enforce_waiting.extend(share.waiting.clone());
             out.deny_waiting.extend(share.deny.clone());
@@ -242,7 +242,12 @@ impl Previews {
     }
 
     /// The share of namespace `ns` under `want`, and the namespace's name as held.
-    fn share(&mut self, index: &Index, ns: String, want: NamespaceWant) -> (Arc<str>, Arc<Share>) {
+    fn share(
+        &mut self,
+        index: &Index,
+        ns: String,
+        want: &Arc<NamespaceWant>,
+    ) -> (Arc<str>, Arc<Share>) {
         let at = (
             index.generations.namespace(&ns),
             index.generations.namespace_objects(),
@@ -257,11 +262,11 @@ impl Previews {
             entry.at = at;
             entry.shares.clear();
         }
-        if let Some((_, share)) = entry.shares.iter().find(|(w, _)| *w == want) {
+        if let Some((_, share)) = entry.shares.iter().find(|(w, _)| **w == **want) {
             return (entry.name.clone(), share.clone());
         }
         let mut share = Share {
-            deny: super::deny_waiting(&ns, &want, index),
+            deny: super::deny_waiting(&ns, want, index),
             ..Share::default()
         };
         let fact = index.namespaces.get(&Key::new(None, &ns));
@@ -275,7 +280,7 @@ impl Previews {
                 })
             });
         }
-        let one = BTreeMap::from([(ns, want.clone())]);
+        let one = BTreeMap::from([(ns, NamespaceWant::clone(want))]);
         for action in plan(&one, index, PlanMode::Preview) {
             match action {
                 Action::ApplyNetworkPolicy { .. } => share.network_policies += 1,
@@ -299,7 +304,7 @@ impl Previews {
             Some((_, same)) => same.clone(),
             None => Arc::new(share),
         };
-        entry.shares.push((want, share.clone()));
+        entry.shares.push((want.clone(), share.clone()));
         (entry.name.clone(), share)
     }
 }
@@ -383,14 +388,7 @@ mod tests {
     fn policies_that_want_alike_share_one_copy_of_what_waits() {
         // Restricted at different versions and service models: the same objects wait for the
         // `enforce` label in each namespace.
-        let policies: Vec<ResponsibilityPolicy> = [
-            ("PaaS", "latest"),
-            ("IaaS", "v1.30"),
-            ("PaaS", "v1.28"),
-        ]
-        .into_iter()
-        .enumerate()
-        .map(|(i, (model, version))| {
+        let restricted = |i: usize, model: &str, version: &str| -> ResponsibilityPolicy {
             serde_json::from_value(json!({
                 "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
                 "metadata": {"name": format!("p{i}")},
@@ -398,8 +396,12 @@ mod tests {
                          "controls": {"podSecurity": {"level": "restricted", "version": version}}},
             }))
             .expect("policy")
-        })
-        .collect();
+        };
+        let policies = [
+            restricted(0, "PaaS", "latest"),
+            restricted(1, "IaaS", "v1.30"),
+            restricted(2, "PaaS", "v1.28"),
+        ];
         let mut index = base();
         for n in 0..4 {
             change(&mut index, 0, n, 0, false);
@@ -429,6 +431,15 @@ mod tests {
                 "equal shares are held once"
             );
         }
+        // Each policy's want is held once, not once per namespace.
+        let mut wants: Vec<*const NamespaceWant> = previews
+            .namespaces
+            .values()
+            .flat_map(|e| e.shares.iter().map(|(w, _)| Arc::as_ptr(w)))
+            .collect();
+        wants.sort_unstable();
+        wants.dedup();
+        assert!(wants.len() <= policies.len(), "{} wants held", wants.len());
         // A delta keeps the sharing.
         change(&mut index, 0, 1, 2, false);
         let again: Vec<Arc<Preview>> = policies.iter().map(|p| previews.get(p, &index)).collect();
