@@ -328,7 +328,10 @@ pub(crate) fn assemble_with_excepted(
         }
 
         let all = found.remove(control.id).unwrap_or_default();
-        let (excepted, violations) = split_excepted(&active, control.id, all);
+        let (excepted, mut violations) = split_excepted(&active, control.id, all);
+        // Held as long as the evaluation is cached, once per policy: without the slack the
+        // list grew with.
+        violations.shrink_to_fit();
         let result = result_of(
             spec,
             control,

@@ -18,7 +18,10 @@
 //! backend stays (removing a protection is not onus's call; status warns), loosened only as
 //! the policies loosen.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use crate::{
     catalog::{Fix, control_by_id},
@@ -624,8 +627,10 @@ pub struct Preview {
     pub network_policies: u32,
     pub pod_security_labels: u32,
     pub service_accounts: u32,
-    /// Namespaces where the wanted `enforce` level waits for existing workloads.
-    pub enforce_waiting: Vec<NamespaceWaiting>,
+    /// Namespaces where the wanted `enforce` level waits for existing workloads. Shared: the
+    /// previews of every policy that wants the same there hold one copy (its object list can be
+    /// long, and many policies govern the same namespaces).
+    pub enforce_waiting: Vec<Arc<NamespaceWaiting>>,
     /// Namespaces where the default-deny is held by the gate ([`deny_gate`]).
     pub deny_waiting: Vec<DenyWaiting>,
 }
@@ -661,11 +666,11 @@ pub fn preview(policy: &ResponsibilityPolicy, index: &Index) -> Preview {
         if let (Some(p), Some(fact)) = (want.pod_security, fact) {
             let plan = plan_labels(ns, p, fact, index);
             if let Some(waiting) = plan.waiting {
-                out.enforce_waiting.push(NamespaceWaiting {
+                out.enforce_waiting.push(Arc::new(NamespaceWaiting {
                     namespace: ns.clone(),
                     enforced: plan.enforced,
                     waiting,
-                });
+                }));
             }
         }
     }

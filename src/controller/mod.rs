@@ -172,6 +172,14 @@ impl Context {
     }
 }
 
+/// What the policy store keeps of a watched policy: all but its managedFields. onus never reads
+/// them (its writes of a policy are merge patches and server-side applies built from the spec
+/// and status, never a whole object sent back), and with a status of every control they are
+/// the largest part of each stored policy (tens of KiB of field sets per policy).
+fn slim(policy: &mut ResponsibilityPolicy) {
+    policy.metadata.managed_fields = None;
+}
+
 /// Aborts a spawned task when dropped, so nothing outlives `run` however it ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -324,7 +332,7 @@ pub async fn run(
     let not_echoes = echoes.clone();
     let policy_events = reflector::reflector(
         writer,
-        watcher(Api::<ResponsibilityPolicy>::all(client.clone()), policies),
+        watcher(Api::<ResponsibilityPolicy>::all(client.clone()), policies).modify(slim),
     )
     .applied_objects()
     .try_filter(move |policy| std::future::ready(!not_echoes.is_echo(policy)));
@@ -1130,6 +1138,29 @@ mod tests {
             "spec": {"serviceModel": "PaaS"}
         }))
         .expect("policy")
+    }
+
+    #[test]
+    fn the_policy_store_keeps_no_managed_fields_and_everything_else() {
+        let mut policy: ResponsibilityPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+            "metadata": {"name": "p", "uid": "u1", "resourceVersion": "7", "generation": 2,
+                         "finalizers": [FINALIZER], "labels": {"team": "a"},
+                         "managedFields": [{"manager": "onus", "operation": "Apply",
+                                            "subresource": "status", "fieldsType": "FieldsV1",
+                                            "fieldsV1": {"f:status": {"f:controls": {}}}}]},
+            "spec": {"serviceModel": "PaaS"},
+            "status": {"observedGeneration": 2},
+        }))
+        .expect("policy");
+        let mut expected = policy.clone();
+        expected.metadata.managed_fields = None;
+        slim(&mut policy);
+        assert_eq!(
+            serde_json::to_value(&policy).expect("json"),
+            serde_json::to_value(&expected).expect("json")
+        );
+        assert!(policy.metadata.managed_fields.is_none());
     }
 
     #[test]

@@ -21,19 +21,24 @@ use crate::{
 };
 
 /// One namespace's share of a preview.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Share {
     network_policies: u32,
     pod_security_labels: u32,
     service_accounts: u32,
-    waiting: Option<NamespaceWaiting>,
+    waiting: Option<Arc<NamespaceWaiting>>,
     deny: Option<DenyWaiting>,
 }
 
-/// What one namespace's shares were computed at, and the shares per want.
+/// What one namespace's shares were computed at, and the shares per want. Most wants of a
+/// namespace (policies differing in Pod Security version or service model) come to the same
+/// share: equal shares are held once, and the previews of every policy hold that one.
 struct Entry {
+    /// The namespace's name, held once for every preview that names it.
+    name: Arc<str>,
     at: (NamespaceStamp, u64, Option<u32>),
-    shares: Vec<(NamespaceWant, Share)>,
+    /// (The wants are those the previews hold: one per policy, not per namespace.)
+    shares: Vec<(Arc<NamespaceWant>, Arc<Share>)>,
 }
 
 /// The counts one namespace adds to a preview (its waiting entries are found in the preview's
@@ -63,9 +68,13 @@ struct Memo {
     /// [`Generations::current`](crate::index::Generations::current) it is up to date with.
     at: u64,
     server_minor: Option<u32>,
-    /// Per namespace the policy wants something in, sorted: the want and its counts.
-    namespaces: Vec<(String, NamespaceWant, Counts)>,
+    /// Per namespace the policy wants something in, sorted: the want and its counts. A policy
+    /// mostly wants the same in each of its namespaces: equal wants are held once.
+    namespaces: Wanted,
 }
+
+/// Per namespace a policy wants something in, sorted by name: the want and its counts.
+type Wanted = Vec<(Arc<str>, Arc<NamespaceWant>, Counts)>;
 
 /// How many memos are held at most between two [`Previews::retain_policies`].
 const MAX_MEMOS: usize = 1024;
@@ -155,24 +164,29 @@ impl Previews {
         for ns in changed {
             let Ok(at) = memo
                 .namespaces
-                .binary_search_by(|(n, _, _)| n.as_str().cmp(ns))
+                .binary_search_by(|(n, _, _)| n.as_ref().cmp(ns))
             else {
                 // Not wanted: it adds nothing, before or after.
                 continue;
             };
             let (name, want, counts) = &mut memo.namespaces[at];
-            let share = self.share(index, name.clone(), want.clone());
+            let (_, share) = self.share(index, name.to_string(), want);
             preview.network_policies =
                 preview.network_policies - counts.network_policies + share.network_policies;
             preview.pod_security_labels = preview.pod_security_labels - counts.pod_security_labels
                 + share.pod_security_labels;
             preview.service_accounts =
                 preview.service_accounts - counts.service_accounts + share.service_accounts;
-            *counts = Counts::from(&share);
-            replace(&mut preview.enforce_waiting, ns, share.waiting, |w| {
+            *counts = Counts::from(&*share);
+            replace(
+                &mut preview.enforce_waiting,
+                ns,
+                share.waiting.clone(),
+                |w| &w.namespace,
+            );
+            replace(&mut preview.deny_waiting, ns, share.deny.clone(), |w| {
                 &w.namespace
             });
-            replace(&mut preview.deny_waiting, ns, share.deny, |w| &w.namespace);
         }
         memo.at = g.current();
         self.stats.deltas += 1;
@@ -194,11 +208,7 @@ impl Previews {
         self.stats
     }
 
-    fn assemble(
-        &mut self,
-        policy: &ResponsibilityPolicy,
-        index: &Index,
-    ) -> (Preview, Vec<(String, NamespaceWant, Counts)>) {
+    fn assemble(&mut self, policy: &ResponsibilityPolicy, index: &Index) -> (Preview, Wanted) {
         let objects = index.generations.namespace_objects();
         if self.pruned_at != Some(objects) {
             self.pruned_at = Some(objects);
@@ -207,31 +217,44 @@ impl Previews {
         }
         self.stats.assembled += 1;
         let mut out = Preview::default();
-        let mut namespaces = Vec::new();
+        let mut namespaces = Wanted::new();
         for (ns, want) in wants([policy], index, policy.spec.mode == Mode::Audit) {
             // Which policies asked is not counted: the share depends on what they asked only.
             let want = NamespaceWant {
                 policies: BTreeSet::new(),
                 ..want
             };
-            let share = self.share(index, ns.clone(), want.clone());
+            let want = match namespaces.last() {
+                Some((_, last, _)) if **last == want => last.clone(),
+                _ => Arc::new(want),
+            };
+            let (name, share) = self.share(index, ns, &want);
             out.network_policies += share.network_policies;
             out.pod_security_labels += share.pod_security_labels;
             out.service_accounts += share.service_accounts;
-            namespaces.push((ns, want, Counts::from(&share)));
-            out.enforce_waiting.extend(share.waiting);
-            out.deny_waiting.extend(share.deny);
+            namespaces.push((name, want, Counts::from(&*share)));
+            out.enforce_waiting.extend(share.waiting.clone());
+            out.deny_waiting.extend(share.deny.clone());
         }
+        namespaces.shrink_to_fit();
+        out.enforce_waiting.shrink_to_fit();
         (out, namespaces)
     }
 
-    fn share(&mut self, index: &Index, ns: String, want: NamespaceWant) -> Share {
+    /// The share of namespace `ns` under `want`, and the namespace's name as held.
+    fn share(
+        &mut self,
+        index: &Index,
+        ns: String,
+        want: &Arc<NamespaceWant>,
+    ) -> (Arc<str>, Arc<Share>) {
         let at = (
             index.generations.namespace(&ns),
             index.generations.namespace_objects(),
             index.server_minor,
         );
         let entry = self.namespaces.entry(ns.clone()).or_insert_with(|| Entry {
+            name: Arc::from(ns.as_str()),
             at,
             shares: Vec::new(),
         });
@@ -239,23 +262,25 @@ impl Previews {
             entry.at = at;
             entry.shares.clear();
         }
-        if let Some((_, share)) = entry.shares.iter().find(|(w, _)| *w == want) {
-            return share.clone();
+        if let Some((_, share)) = entry.shares.iter().find(|(w, _)| **w == **want) {
+            return (entry.name.clone(), share.clone());
         }
         let mut share = Share {
-            deny: super::deny_waiting(&ns, &want, index),
+            deny: super::deny_waiting(&ns, want, index),
             ..Share::default()
         };
         let fact = index.namespaces.get(&Key::new(None, &ns));
         if let (Some(p), Some(fact)) = (want.pod_security, fact) {
             let labels = plan_labels(&ns, p, fact, index);
-            share.waiting = labels.waiting.map(|waiting| NamespaceWaiting {
-                namespace: ns.clone(),
-                enforced: labels.enforced,
-                waiting,
+            share.waiting = labels.waiting.map(|waiting| {
+                Arc::new(NamespaceWaiting {
+                    namespace: ns.clone(),
+                    enforced: labels.enforced,
+                    waiting,
+                })
             });
         }
-        let one = BTreeMap::from([(ns, want.clone())]);
+        let one = BTreeMap::from([(ns, NamespaceWant::clone(want))]);
         for action in plan(&one, index, PlanMode::Preview) {
             match action {
                 Action::ApplyNetworkPolicy { .. } => share.network_policies += 1,
@@ -264,8 +289,23 @@ impl Previews {
                 _ => {}
             }
         }
-        entry.shares.push((want, share.clone()));
-        share
+        // Held once per namespace, whatever wants come to it (equal lists of waiting objects
+        // under different Pod Security versions, say).
+        if let Some(waiting) = &share.waiting
+            && let Some(same) = entry
+                .shares
+                .iter()
+                .filter_map(|(_, s)| s.waiting.as_ref())
+                .find(|w| *w == waiting)
+        {
+            share.waiting = Some(same.clone());
+        }
+        let share = match entry.shares.iter().find(|(_, s)| **s == share) {
+            Some((_, same)) => same.clone(),
+            None => Arc::new(share),
+        };
+        entry.shares.push((want.clone(), share.clone()));
+        (entry.name.clone(), share)
     }
 }
 
@@ -342,6 +382,81 @@ mod tests {
             previews.stats().assembled - after.assembled,
             policies.len() as u64
         );
+    }
+
+    #[test]
+    fn policies_that_want_alike_share_one_copy_of_what_waits() {
+        // Restricted at different versions and service models: the same objects wait for the
+        // `enforce` label in each namespace.
+        let restricted = |i: usize, model: &str, version: &str| -> ResponsibilityPolicy {
+            serde_json::from_value(json!({
+                "apiVersion": "onus.dev/v1alpha1", "kind": "ResponsibilityPolicy",
+                "metadata": {"name": format!("p{i}")},
+                "spec": {"serviceModel": model, "mode": "Audit",
+                         "controls": {"podSecurity": {"level": "restricted", "version": version}}},
+            }))
+            .expect("policy")
+        };
+        let policies = [
+            restricted(0, "PaaS", "latest"),
+            restricted(1, "IaaS", "v1.30"),
+            restricted(2, "PaaS", "v1.28"),
+        ];
+        let mut index = base();
+        for n in 0..4 {
+            change(&mut index, 0, n, 0, false);
+            change(&mut index, 0, n, 1, true);
+        }
+        let mut previews = Previews::default();
+        let got: Vec<Arc<Preview>> = policies.iter().map(|p| previews.get(p, &index)).collect();
+        for (p, got) in policies.iter().zip(&got) {
+            assert_eq!(**got, preview(p, &index));
+        }
+        let first = &got[0].enforce_waiting;
+        assert!(!first.is_empty(), "the fixture makes objects wait");
+        for other in &got[1..] {
+            assert_eq!(other.enforce_waiting.len(), first.len());
+            for (a, b) in first.iter().zip(&other.enforce_waiting) {
+                assert!(Arc::ptr_eq(a, b), "{} is held twice", a.namespace);
+            }
+        }
+        // One share per namespace, however many wants came to it.
+        for entry in previews.namespaces.values() {
+            assert_eq!(entry.shares.len(), policies.len());
+            assert!(
+                entry
+                    .shares
+                    .iter()
+                    .all(|(_, s)| Arc::ptr_eq(s, &entry.shares[0].1)),
+                "equal shares are held once"
+            );
+        }
+        // Each policy's want is held once, not once per namespace.
+        let mut wants: Vec<*const NamespaceWant> = previews
+            .namespaces
+            .values()
+            .flat_map(|e| e.shares.iter().map(|(w, _)| Arc::as_ptr(w)))
+            .collect();
+        wants.sort_unstable();
+        wants.dedup();
+        assert!(wants.len() <= policies.len(), "{} wants held", wants.len());
+        // A delta keeps the sharing.
+        change(&mut index, 0, 1, 2, false);
+        let again: Vec<Arc<Preview>> = policies.iter().map(|p| previews.get(p, &index)).collect();
+        for (p, got) in policies.iter().zip(&again) {
+            assert_eq!(**got, preview(p, &index));
+        }
+        for (a, b) in again[0]
+            .enforce_waiting
+            .iter()
+            .zip(&again[2].enforce_waiting)
+        {
+            assert!(
+                Arc::ptr_eq(a, b),
+                "{} is held twice after a delta",
+                a.namespace
+            );
+        }
     }
 
     proptest! {

@@ -402,14 +402,14 @@ fn the_preview_of_an_audit_policy_counts_what_enforce_would_do() {
     );
     assert_eq!(
         preview.enforce_waiting,
-        [NamespaceWaiting {
+        [Arc::new(NamespaceWaiting {
             namespace: "shop".into(),
             enforced: None,
             waiting: Waiting {
                 level: Restricted,
                 objects: vec!["Deployment/shop/old".into()]
             }
-        }]
+        })]
     );
 }
 
