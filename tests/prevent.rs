@@ -1601,7 +1601,7 @@ async fn a_contested_generated_object_is_not_claimed_as_prevented_while_onus_wai
         onus::status::condition(s, onus::status::ENFORCED).is_some_and(|c| {
             c.status == "False"
                 && c.message
-                    .contains("IAM-01 admission (Deny) changed by someone else again")
+                    .contains("IAM-01 admission (Deny) changed by someone else")
         })
     };
 
@@ -1639,6 +1639,111 @@ async fn a_contested_generated_object_is_not_claimed_as_prevented_while_onus_wai
     .await;
     env.wait_status(&policy, "IAM-01 prevented again", |s| {
         iam01_prevented(s) && !says_contested(s)
+    })
+    .await;
+
+    rps.delete(&policy, &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    all_removed(&admin).await;
+}
+
+/// A generated object changed while onus waits to put back another one (its repairs are paced)
+/// is not claimed as prevented either, at once rather than when that wait ends: the watch is
+/// read during the wait. Both are put back afterwards.
+#[tokio::test]
+async fn an_object_changed_during_a_paced_wait_is_not_claimed_as_prevented() {
+    let _serial = SERIAL.lock().await;
+    let (env, _, policy, _) = enforcing("contest-other").await;
+    let admin = control_plane().client().await;
+    let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone());
+    let rps = Api::<ResponsibilityPolicy>::all(admin.clone());
+    let enforced_says = |s: &onus::crd::ResponsibilityPolicyStatus, text: &str| {
+        onus::status::condition(s, onus::status::ENFORCED)
+            .is_some_and(|c| c.status == "False" && c.message.contains(text))
+    };
+    let iam07_prevented = |s: &onus::crd::ResponsibilityPolicyStatus| {
+        s.controls
+            .iter()
+            .any(|c| c.id == "IAM-07" && c.admission == Some(AdmissionAction::Deny))
+    };
+    env.wait_status(&policy, "IAM-07 prevented", iam07_prevented)
+        .await;
+
+    // IAM-01's policy weakened each time onus puts it back, until its repair waits 4 s.
+    let start = Instant::now();
+    let mut long_wait = false;
+    while !long_wait {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "onus's repair never waited 4 s"
+        );
+        let spec = policies
+            .get("onus-iam-01")
+            .await
+            .expect("get")
+            .spec
+            .expect("spec");
+        if spec.failure_policy != Some("Ignore".to_string()) {
+            policies
+                .patch(
+                    "onus-iam-01",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"failurePolicy": "Ignore"}})),
+                )
+                .await
+                .expect("weaken");
+        }
+        let status = rps.get(&policy).await.expect("policy").status;
+        long_wait = status.is_some_and(|s| {
+            enforced_says(&s, "IAM-01 admission (Deny) changed by someone else")
+                && enforced_says(&s, "puts it back in 4 s")
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // During that wait, IAM-07's binding is deleted: said at once, not after the wait.
+    bindings
+        .delete("onus-iam-07", &DeleteParams::default())
+        .await
+        .expect("delete IAM-07's binding");
+    let deleted = Instant::now();
+    within(
+        Duration::from_secs(2),
+        "IAM-07 no longer claimed as prevented during the wait",
+        async || {
+            rps.get(&policy)
+                .await
+                .expect("policy")
+                .status
+                .is_some_and(|s| {
+                    !iam07_prevented(&s)
+                        && enforced_says(&s, "IAM-07 admission (Deny) changed by someone else")
+                })
+        },
+    )
+    .await;
+    eprintln!(
+        "IAM-07 not claimed {:?} after its binding was deleted",
+        deleted.elapsed()
+    );
+
+    // Left alone: both put back, and claimed again.
+    within(
+        Duration::from_secs(15),
+        "IAM-07's binding put back",
+        async || {
+            bindings
+                .get_opt("onus-iam-07")
+                .await
+                .expect("get")
+                .is_some()
+        },
+    )
+    .await;
+    env.wait_status(&policy, "IAM-01 and IAM-07 prevented again", |s| {
+        iam01_prevented(s) && iam07_prevented(s) && !enforced_says(s, "changed by someone else")
     })
     .await;
 

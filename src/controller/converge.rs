@@ -6,7 +6,7 @@
 //! never stops onus from following the cluster or writing status.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -385,9 +385,10 @@ pub(super) async fn retry_refused(ctx: Arc<Context>) {
 /// recorded and wake nothing; a watch that starts again compares its list with them. Someone
 /// writing one back right after each repair is answered at a growing pace ([`FIGHT_FIRST`] to
 /// [`FIGHT_MAX`]), not in a tight loop of writes, and while a repair waits its control is not
-/// claimed as prevented ([`super::prevent::Prevention::contest`]: the status says why at once).
-/// A watch the API server refuses is logged and
-/// retried; the repair pass stays as the floor.
+/// claimed as prevented ([`super::prevent::Prevention::contest`]: the status says why at once),
+/// nor is any other generated object that changes during the wait (the watch is read all along,
+/// and it joins that repair). A watch the API server refuses is logged and retried; the repair
+/// pass stays as the floor.
 pub(super) async fn repair_on_change(
     ctx: Arc<Context>,
     wake: tokio::sync::mpsc::UnboundedSender<String>,
@@ -456,7 +457,35 @@ pub(super) async fn repair_on_change(
     let mut listing: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
     // The last repair, and how long it waited.
     let mut pace: Option<(Instant, Duration)> = None;
-    while let Some((kind, event)) = events.next().await {
+    // A paced repair: when it is due, how long it waited, and what it puts back. The watch is
+    // read meanwhile (never a sleep in this loop): whatever else diverges during the wait is
+    // not claimed as prevented at once, and joins that repair.
+    let mut waiting: Option<(tokio::time::Instant, Duration)> = None;
+    let mut pending: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let next = tokio::select! {
+            next = events.next() => next,
+            () = async {
+                match waiting {
+                    Some((at, _)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some((_, delay)) = waiting.take() else { continue };
+                pace = Some((Instant::now(), delay));
+                let names: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
+                let asked = ctx.converging.lock().await.prevention.repair(&names);
+                for policy in asked {
+                    if wake.send(policy).is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        let Some((kind, event)) = next else {
+            return;
+        };
         let diverged: Vec<String> = match event {
             Err(error) => {
                 warn!(kind, %error, "Watch of the generated admission objects failed (retrying); until it works, a change to one is put back by the next repair pass");
@@ -498,46 +527,50 @@ pub(super) async fn repair_on_change(
         // over them) is not answered in a tight loop of writes: each repair then waits twice
         // as long as the last, up to a minute; a quiet spell starts again at once.
         let now = Instant::now();
-        let delay = match pace {
-            Some((last, delay)) if now < last + FIGHT_QUIET => {
+        let delay = match (waiting, pace) {
+            (Some((at, _)), _) => at.saturating_duration_since(tokio::time::Instant::now()),
+            (None, Some((last, delay))) if now < last + FIGHT_QUIET => {
                 (delay * 2).clamp(FIGHT_FIRST, FIGHT_MAX)
             }
             _ => Duration::ZERO,
         };
-        if delay.is_zero() {
+        if waiting.is_none() && delay.is_zero() {
             warn!(
                 kind,
                 names = ?diverged,
                 "Generated admission objects changed by someone else: putting them back"
             );
-        } else {
-            warn!(
-                kind,
-                names = ?diverged,
-                ?delay,
-                "Generated admission objects changed by someone else again right after onus put them back (another controller writing them?): putting them back after a delay"
-            );
-            // Meanwhile the control is not claimed as prevented: its object is not as onus
-            // left it, and the status says so at once, not after the wait.
-            let contested = ctx
-                .converging
-                .lock()
-                .await
-                .prevention
-                .contest(&diverged, delay);
-            for policy in contested {
+            pace = Some((now, delay));
+            let asked = ctx.converging.lock().await.prevention.repair(&diverged);
+            for policy in asked {
                 if wake.send(policy).is_err() {
                     return;
                 }
             }
-            tokio::time::sleep(delay).await;
+            continue;
         }
-        pace = Some((Instant::now(), delay));
-        let asked = ctx.converging.lock().await.prevention.repair(&diverged);
-        for policy in asked {
+        warn!(
+            kind,
+            names = ?diverged,
+            ?delay,
+            "Generated admission objects changed by someone else while onus's repairs are paced (another controller writing them?): putting them back after a delay"
+        );
+        // Meanwhile the control is not claimed as prevented: its object is not as onus left
+        // it, and the status says so at once, not after the wait.
+        let contested = ctx
+            .converging
+            .lock()
+            .await
+            .prevention
+            .contest(&diverged, delay);
+        for policy in contested {
             if wake.send(policy).is_err() {
                 return;
             }
+        }
+        pending.extend(diverged);
+        if waiting.is_none() {
+            waiting = Some((tokio::time::Instant::now() + delay, delay));
         }
     }
 }

@@ -216,8 +216,9 @@ impl Prevention {
         self.asking(names)
     }
 
-    /// Someone else changed the wanted objects `names` again right after onus put them back,
-    /// and the repair waits `delay` (paced, not a tight loop of writes). Until that repair's
+    /// Someone else changed the wanted objects `names` while onus's repairs are paced (someone
+    /// keeps changing them back right after onus puts them back), and their repair waits
+    /// `delay`. Until that repair's
     /// pass they are not claimed as in place, and the status of the policies that asked for
     /// them says why. Returns those policies, to reconcile now.
     pub fn contest(&mut self, names: &[String], delay: Duration) -> BTreeSet<String> {
@@ -232,8 +233,8 @@ impl Prevention {
             self.contested.insert(
                 name.clone(),
                 format!(
-                    "{} admission ({:?}) changed by someone else again right after onus put it \
-                     back; onus puts it back in {} s",
+                    "{} admission ({:?}) changed by someone else while onus paces its repairs \
+                     (something keeps changing its objects); onus puts it back in {} s",
                     g.control,
                     g.action,
                     delay.as_secs().max(1)
