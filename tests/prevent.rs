@@ -1195,6 +1195,31 @@ fn iam01_prevented(s: &onus::crd::ResponsibilityPolicyStatus) -> bool {
         .any(|c| c.id == "IAM-01" && c.admission == Some(AdmissionAction::Deny))
 }
 
+/// Weakens IAM-01's generated policy (its failures ignored) unless it already is, as another
+/// controller fighting onus over it would; whether it did.
+async fn weaken_iam01(policies: &Api<ValidatingAdmissionPolicy>) -> bool {
+    let name = "onus-iam-01";
+    let spec = policies.get(name).await.expect("get").spec.expect("spec");
+    if spec.failure_policy == Some("Ignore".to_string()) {
+        return false;
+    }
+    policies
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"failurePolicy": "Ignore"}})),
+        )
+        .await
+        .expect("weaken");
+    true
+}
+
+/// The status's `Enforced` is False and its message says `text`.
+fn enforced_false_says(s: &onus::crd::ResponsibilityPolicyStatus, text: &str) -> bool {
+    onus::status::condition(s, onus::status::ENFORCED)
+        .is_some_and(|c| c.status == "False" && c.message.contains(text))
+}
+
 /// An operator (its own identity, cluster-admin by RBAC) with an Enforce policy `name` whose
 /// IAM-01 is prevented: (operator, its user, the policy, a suffix for this test's names).
 async fn enforcing(name: &str) -> (TestEnv, String, String, String) {
@@ -1544,23 +1569,13 @@ async fn a_writer_fighting_onus_over_a_generated_object_gets_no_tight_loop() {
     let admin = cp.client().await;
     let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
     let name = "onus-iam-01";
-    let ignore = || Some("Ignore".to_string());
 
     let since = jiff::Timestamp::now();
     let start = Instant::now();
     let mut rounds = 0;
     while start.elapsed() < Duration::from_secs(4) {
-        let spec = policies.get(name).await.expect("get").spec.expect("spec");
-        if spec.failure_policy != ignore() {
+        if weaken_iam01(&policies).await {
             rounds += 1;
-            policies
-                .patch(
-                    name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"failurePolicy": "Ignore"}})),
-                )
-                .await
-                .expect("weaken");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -1613,28 +1628,14 @@ async fn a_contested_generated_object_is_not_claimed_as_prevented_while_onus_wai
     let rps = Api::<ResponsibilityPolicy>::all(admin.clone());
     let name = "onus-iam-01";
     let says_contested = |s: &onus::crd::ResponsibilityPolicyStatus| {
-        onus::status::condition(s, onus::status::ENFORCED).is_some_and(|c| {
-            c.status == "False"
-                && c.message
-                    .contains("IAM-01 admission (Deny) changed by someone else")
-        })
+        enforced_false_says(s, "IAM-01 admission (Deny) changed by someone else")
     };
 
     // Weakened again each time onus puts it back: the second repair already waits.
     let start = Instant::now();
     let mut contested = None;
     while contested.is_none() && start.elapsed() < Duration::from_secs(10) {
-        let spec = policies.get(name).await.expect("get").spec.expect("spec");
-        if spec.failure_policy != Some("Ignore".to_string()) {
-            policies
-                .patch(
-                    name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"failurePolicy": "Ignore"}})),
-                )
-                .await
-                .expect("weaken");
-        }
+        weaken_iam01(&policies).await;
         let status = rps.get(&policy).await.expect("policy").status;
         contested = status.filter(says_contested);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1674,10 +1675,6 @@ async fn an_object_changed_during_a_paced_wait_is_not_claimed_as_prevented() {
     let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
     let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone());
     let rps = Api::<ResponsibilityPolicy>::all(admin.clone());
-    let enforced_says = |s: &onus::crd::ResponsibilityPolicyStatus, text: &str| {
-        onus::status::condition(s, onus::status::ENFORCED)
-            .is_some_and(|c| c.status == "False" && c.message.contains(text))
-    };
     let iam07_prevented = |s: &onus::crd::ResponsibilityPolicyStatus| {
         s.controls
             .iter()
@@ -1694,26 +1691,11 @@ async fn an_object_changed_during_a_paced_wait_is_not_claimed_as_prevented() {
             start.elapsed() < Duration::from_secs(30),
             "onus's repair never waited 4 s"
         );
-        let spec = policies
-            .get("onus-iam-01")
-            .await
-            .expect("get")
-            .spec
-            .expect("spec");
-        if spec.failure_policy != Some("Ignore".to_string()) {
-            policies
-                .patch(
-                    "onus-iam-01",
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"failurePolicy": "Ignore"}})),
-                )
-                .await
-                .expect("weaken");
-        }
+        weaken_iam01(&policies).await;
         let status = rps.get(&policy).await.expect("policy").status;
         long_wait = status.is_some_and(|s| {
-            enforced_says(&s, "IAM-01 admission (Deny) changed by someone else")
-                && enforced_says(&s, "puts it back in 4 s")
+            enforced_false_says(&s, "IAM-01 admission (Deny) changed by someone else")
+                && enforced_false_says(&s, "puts it back in 4 s")
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1734,7 +1716,10 @@ async fn an_object_changed_during_a_paced_wait_is_not_claimed_as_prevented() {
                 .status
                 .is_some_and(|s| {
                     !iam07_prevented(&s)
-                        && enforced_says(&s, "IAM-07 admission (Deny) changed by someone else")
+                        && enforced_false_says(
+                            &s,
+                            "IAM-07 admission (Deny) changed by someone else",
+                        )
                 })
         },
     )
@@ -1758,7 +1743,9 @@ async fn an_object_changed_during_a_paced_wait_is_not_claimed_as_prevented() {
     )
     .await;
     env.wait_status(&policy, "IAM-01 and IAM-07 prevented again", |s| {
-        iam01_prevented(s) && iam07_prevented(s) && !enforced_says(s, "changed by someone else")
+        iam01_prevented(s)
+            && iam07_prevented(s)
+            && !enforced_false_says(s, "changed by someone else")
     })
     .await;
 

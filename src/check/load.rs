@@ -50,13 +50,23 @@ impl std::fmt::Display for InputError {
     }
 }
 
-/// Everything read from the paths.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub objects: Vec<Object>,
+/// Everything read from the paths (a reader thread's part: one file, each object prepared).
+#[derive(Debug)]
+pub struct Loaded<T = Object> {
+    pub objects: Vec<T>,
     pub errors: Vec<InputError>,
     /// Files read (stdin counts as one).
     pub files: usize,
+}
+
+impl<T> Default for Loaded<T> {
+    fn default() -> Self {
+        Loaded {
+            objects: Vec::new(),
+            errors: Vec::new(),
+            files: 0,
+        }
+    }
 }
 
 /// Where the reader puts what it reads, in input order: each object as soon as its document
@@ -68,36 +78,7 @@ pub trait Sink<T = Object> {
     fn file(&mut self);
 }
 
-impl Sink for Loaded {
-    fn object(&mut self, object: Object) {
-        self.objects.push(object);
-    }
-    fn error(&mut self, error: InputError) {
-        self.errors.push(error);
-    }
-    fn file(&mut self) {
-        self.files += 1;
-    }
-}
-
-/// What a reader thread parsed from one file, each object prepared.
-struct Parsed<T> {
-    objects: Vec<T>,
-    errors: Vec<InputError>,
-    files: usize,
-}
-
-impl<T> Default for Parsed<T> {
-    fn default() -> Self {
-        Parsed {
-            objects: Vec::new(),
-            errors: Vec::new(),
-            files: 0,
-        }
-    }
-}
-
-impl<T> Sink<T> for Parsed<T> {
+impl<T> Sink<T> for Loaded<T> {
     fn object(&mut self, object: T) {
         self.objects.push(object);
     }
@@ -198,11 +179,11 @@ pub fn read_paths_prepared_on<T: Send>(
         // each keeps at most a few parsed files waiting, so memory does not grow with the input.
         let receivers: Vec<_> = (0..readers)
             .map(|r| {
-                let (send, receive) = std::sync::mpsc::sync_channel::<Parsed<T>>(4);
+                let (send, receive) = std::sync::mpsc::sync_channel::<Loaded<T>>(4);
                 let mine: Vec<&Path> = files.iter().skip(r).step_by(readers).copied().collect();
                 scope.spawn(move || {
                     for path in mine {
-                        let mut parsed = Parsed::default();
+                        let mut parsed = Loaded::default();
                         load_file(
                             path,
                             &mut Preparing {
@@ -225,7 +206,7 @@ pub fn read_paths_prepared_on<T: Send>(
                 .recv()
                 .expect("a reader thread parses every file it is given");
             next += 1;
-            let Parsed {
+            let Loaded {
                 objects,
                 errors,
                 files,

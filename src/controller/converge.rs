@@ -463,22 +463,15 @@ pub(super) async fn repair_on_change(
     let mut waiting: Option<(tokio::time::Instant, Duration)> = None;
     let mut pending: BTreeSet<String> = BTreeSet::new();
     loop {
+        let due = waiting.map_or_else(tokio::time::Instant::now, |(at, _)| at);
         let next = tokio::select! {
             next = events.next() => next,
-            () = async {
-                match waiting {
-                    Some((at, _)) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            () = tokio::time::sleep_until(due), if waiting.is_some() => {
                 let Some((_, delay)) = waiting.take() else { continue };
                 pace = Some((Instant::now(), delay));
                 let names: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
-                let asked = ctx.converging.lock().await.prevention.repair(&names);
-                for policy in asked {
-                    if wake.send(policy).is_err() {
-                        return;
-                    }
+                if !put_back(&ctx, &wake, &names).await {
+                    return;
                 }
                 continue;
             }
@@ -541,11 +534,8 @@ pub(super) async fn repair_on_change(
                 "Generated admission objects changed by someone else: putting them back"
             );
             pace = Some((now, delay));
-            let asked = ctx.converging.lock().await.prevention.repair(&diverged);
-            for policy in asked {
-                if wake.send(policy).is_err() {
-                    return;
-                }
+            if !put_back(&ctx, &wake, &diverged).await {
+                return;
             }
             continue;
         }
@@ -563,16 +553,28 @@ pub(super) async fn repair_on_change(
             .await
             .prevention
             .contest(&diverged, delay);
-        for policy in contested {
-            if wake.send(policy).is_err() {
-                return;
-            }
+        if !contested
+            .into_iter()
+            .all(|policy| wake.send(policy).is_ok())
+        {
+            return;
         }
         pending.extend(diverged);
         if waiting.is_none() {
             waiting = Some((tokio::time::Instant::now() + delay, delay));
         }
     }
+}
+
+/// Has the next pass put the generated objects `names` back, and wakes the policies that asked
+/// for them, whose reconcile runs it. False once the reconciles have stopped.
+async fn put_back(
+    ctx: &Context,
+    wake: &tokio::sync::mpsc::UnboundedSender<String>,
+    names: &[String],
+) -> bool {
+    let asked = ctx.converging.lock().await.prevention.repair(names);
+    asked.into_iter().all(|policy| wake.send(policy).is_ok())
 }
 
 /// A repair this soon after the last one is someone fighting onus over its generated objects.
