@@ -30,7 +30,7 @@ use report::{Goal, Report};
 
 const USAGE: &str = "usage: onus-bench --onus PATH [--size S|M|L] [--runs N] [--quick]
                   [--owned-pods driver|controllers] [--allocators NAME=PATH,...]
-                  [--failover-rounds N] [--failover-only] [--out DIR]
+                  [--failover-rounds N] [--failover-only] [--hold] [--out DIR]
        onus-bench manifests DIR [N]   (writes N fixture objects as YAML files, default 10000)
 
   --onus PATH         the onus binary to measure (release build)
@@ -47,6 +47,8 @@ const USAGE: &str = "usage: onus-bench --onus PATH [--size S|M|L] [--runs N] [--
                       SIGTERM of the leader of two replicas (default 3, 1 with --quick;
                       0: no fail-over phase)
   --failover-only     measure only the fail-over phase (not the main table)
+  --hold              build the fixture, print the kubeconfigs and the API server's pid,
+                      and wait until interrupted (to measure or profile onus by hand)
   --out DIR           where results-<size>.md goes (default target/bench)";
 
 /// The operator's identity (its own, so the audit log tells its requests apart).
@@ -65,6 +67,7 @@ struct Args {
     allocators_only: bool,
     failover_rounds: Option<usize>,
     failover_only: bool,
+    hold: bool,
     out: PathBuf,
 }
 
@@ -79,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
         allocators_only: false,
         failover_rounds: None,
         failover_only: false,
+        hold: false,
         out: PathBuf::from("target/bench"),
     };
     let mut it = std::env::args().skip(1);
@@ -117,6 +121,7 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--failover-only" => args.failover_only = true,
+            "--hold" => args.hold = true,
             "--out" => args.out = PathBuf::from(value()?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -258,6 +263,17 @@ async fn bench(cp: &ControlPlane, args: &Args) -> anyhow::Result<bool> {
         fixture_time.as_secs_f64()
     );
 
+    if args.hold {
+        eprintln!(
+            "onus-bench: holding the control plane (Ctrl-C ends it)\n  admin kubeconfig: {}\n  \
+             onus kubeconfig:  {}\n  kube-apiserver pid: {}",
+            cp.kubeconfig_path().display(),
+            onus_kubeconfig.display(),
+            cp.pid("kube-apiserver")
+                .map_or_else(|| "?".into(), |p| p.to_string()),
+        );
+        std::future::pending::<()>().await;
+    }
     let watcher = Watcher::start(&client);
     let mut report = Report::new(args.size, args.quick);
     let ctx = Ctx {

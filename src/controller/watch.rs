@@ -8,7 +8,7 @@ use std::{
     time::Instant,
 };
 
-use futures::{FutureExt, StreamExt, future::join_all};
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::{
     admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
     apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
@@ -47,6 +47,7 @@ use crate::{
 };
 
 mod object;
+mod prefetch;
 use object::{Decoded, Identified, Watched};
 
 /// At most this many watches list at once (at start, and when a watch must relist): each list
@@ -152,7 +153,7 @@ impl Watch {
         metrics: Metrics,
     ) -> Self {
         Watch {
-            client,
+            client: prefetch::Prefetch::client(client),
             index,
             changes,
             metrics,
@@ -227,7 +228,15 @@ pub(super) async fn watch_all(watch: Watch) {
             .boxed()
         };
     }
+    // The largest lists first: the lists in flight are bounded and turns go in the order
+    // asked, and the Pod list (the most objects, the largest) is the start's longest path.
     let watches = vec![
+        watch!(Pod as PodObject, (facts::pod, |i| i.workloads_mut(WorkloadKind::Pod)),
+            (facts::owned_pod, |i| &mut i.owned_pods); in_namespace),
+        // A ReplicaSet a Deployment controls is no workload of its own, but its Pods roll up
+        // through it; the same for Jobs and CronJobs (below).
+        watch!(ReplicaSet as WorkloadObject, (facts::replica_set, |i| i.workloads_mut(WorkloadKind::ReplicaSet)), (facts::replica_set_owner, |i| &mut i.replica_set_owners); in_namespace),
+        watch!(Deployment as WorkloadObject, (facts::deployment, |i| i.workloads_mut(WorkloadKind::Deployment)); in_namespace),
         // A namespace's labels decide which policies govern it: every policy may care.
         watch!(
             Namespace,
@@ -255,16 +264,10 @@ pub(super) async fn watch_all(watch: Watch) {
             |i| &mut i.cluster_role_bindings,
             cluster_wide
         ),
-        watch!(Deployment as WorkloadObject, (facts::deployment, |i| i.workloads_mut(WorkloadKind::Deployment)); in_namespace),
         watch!(StatefulSet as WorkloadObject, (facts::stateful_set, |i| i.workloads_mut(WorkloadKind::StatefulSet)); in_namespace),
         watch!(DaemonSet as WorkloadObject, (facts::daemon_set, |i| i.workloads_mut(WorkloadKind::DaemonSet)); daemon_set_scope),
-        // A ReplicaSet a Deployment controls is no workload of its own, but its Pods roll up
-        // through it; the same for Jobs and CronJobs.
-        watch!(ReplicaSet as WorkloadObject, (facts::replica_set, |i| i.workloads_mut(WorkloadKind::ReplicaSet)), (facts::replica_set_owner, |i| &mut i.replica_set_owners); in_namespace),
         watch!(Job as WorkloadObject, (facts::job, |i| i.workloads_mut(WorkloadKind::Job)), (facts::job_owner, |i| &mut i.job_owners); in_namespace),
         watch!(CronJob as WorkloadObject, (facts::cron_job, |i| i.workloads_mut(WorkloadKind::CronJob)); in_namespace),
-        watch!(Pod as PodObject, (facts::pod, |i| i.workloads_mut(WorkloadKind::Pod)),
-            (facts::owned_pod, |i| &mut i.owned_pods); in_namespace),
         // What the API server calls back into: the default-deny gate.
         watch_backends::<ValidatingWebhookConfiguration, _>(
             watch.clone(),
@@ -291,7 +294,20 @@ pub(super) async fn watch_all(watch: Watch) {
         )
         .boxed(),
     ];
-    futures::future::join(join_all(watches), version).await;
+    // Each watch on a task of its own, so that lists decode on every core; the set aborts
+    // them all when this future is dropped.
+    let mut tasks = tokio::task::JoinSet::new();
+    for watch in watches {
+        tasks.spawn(watch);
+    }
+    tasks.spawn(version);
+    while let Some(ended) = tasks.join_next().await {
+        if let Err(e) = ended
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }
 
 fn key_of<P>(obj: &Watched<P>) -> Key {
