@@ -51,7 +51,8 @@ mod prefetch;
 use object::{Decoded, Identified, Watched};
 
 /// At most this many watches list at once (at start, and when a watch must relist): each list
-/// holds a page of objects in memory while it is decoded.
+/// holds a page of objects in memory while it is decoded, and the next page fetched ahead
+/// ([`prefetch`]).
 const LISTS_IN_FLIGHT: usize = 4;
 /// Objects per list page for the kinds that run pods (a Pod is several kilobytes of JSON).
 const POD_PAGE: u32 = 100;
