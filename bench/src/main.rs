@@ -293,8 +293,11 @@ async fn bench(cp: &ControlPlane, args: &Args) -> anyhow::Result<bool> {
             eprintln!("onus-bench: run {}/{}", run + 1, args.runs);
             measure_run(&ctx, run, &mut report).await?;
         }
-        for (name, binary) in &args.allocators {
-            for run in 0..args.runs {
+        // Round by round, each binary once per round: the API server's cost of a start grows
+        // as it serves lists (session 10 saw it double), so one binary's runs all after the
+        // other's would be measured on an older control plane.
+        for run in 0..args.runs {
+            for (name, binary) in &args.allocators {
                 eprintln!(
                     "onus-bench: allocator {name}, run {}/{}",
                     run + 1,
