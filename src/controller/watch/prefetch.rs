@@ -143,19 +143,13 @@ impl PageKey {
         }
     }
 
-    /// The request for this page, to where `like` went.
+    /// The request for this page: `like` (the request for the page before, whose headers
+    /// this key carries), asked at this key's path and query.
     fn request(&self, like: &Parts) -> Option<Request<Body>> {
         let mut uri = like.uri.clone().into_parts();
         uri.path_and_query = Some(self.path_and_query.parse().ok()?);
-        let mut request = Request::new(Body::empty());
-        *request.method_mut() = Method::GET;
+        let mut request = again(like);
         *request.uri_mut() = Uri::from_parts(uri).ok()?;
-        *request.version_mut() = like.version;
-        let headers = request.headers_mut();
-        for (name, value) in &self.headers {
-            headers.append(name.clone(), value.clone());
-        }
-        *request.extensions_mut() = like.extensions.clone();
         Some(request)
     }
 }
